@@ -1,0 +1,97 @@
+"""The ``crs`` command: one subcommand per pipeline stage.
+
+Stage modules are imported inside each command so ``crs --help`` stays fast. A ``UserError`` (bad
+input or configuration) is printed as one line on stderr with exit code 2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.errors import UserError
+
+app = typer.Typer(
+    help="CRS / ICANS risk pipeline. Each command is one DVC stage (see dvc.yaml).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ParamsOption = Annotated[Path, typer.Option("--params", "-p", help="Parameters file.")]
+
+
+def _config(params: Path):
+    from pipeline.config import load_config
+
+    return load_config(params)
+
+
+@app.command()
+def simulate(
+    params: ParamsOption = Path("params.yaml"),
+    out: Annotated[Path, typer.Option(help="Output cohort directory.")] = Path("data/raw/synthetic"),
+    n_patients: Annotated[int | None, typer.Option(help="Override simulate.n_patients.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Override simulate.seed.")] = None,
+) -> None:
+    """Write the simulated CAR-T cohort (canonical format, plus truth.json)."""
+    from pipeline import simulate as stage
+
+    stage.main(_config(params), out=out, n_patients=n_patients, seed=seed)
+
+
+@app.command()
+def ingest(
+    params: ParamsOption = Path("params.yaml"),
+    cohort: Annotated[Path | None, typer.Option(help="Override cohort.path.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output directory (default ingest.output_dir).")] = None,
+    report: Annotated[Path | None, typer.Option(help="Counts report (default ingest.report_path).")] = None,
+) -> None:
+    """Validate and normalise a cohort; quarantine bad rows; write counts that reconcile."""
+    from pipeline import ingest as stage
+
+    stage.main(_config(params), cohort=cohort, out=out, report=report)
+
+
+@app.command()
+def featurize(
+    params: ParamsOption = Path("params.yaml"),
+    list_features: Annotated[
+        bool, typer.Option("--list", help="Print every feature with its description and unit, then exit.")
+    ] = False,
+) -> None:
+    """Build the leakage-safe landmark feature matrix with labels."""
+    from pipeline import featurize as stage
+
+    stage.main(_config(params), list_features=list_features)
+
+
+@app.command()
+def train(params: ParamsOption = Path("params.yaml")) -> None:
+    """Cross-validate (grouped by patient), calibrate and fit XGBoost models per target."""
+    from pipeline import train as stage
+
+    stage.main(_config(params))
+
+
+@app.command()
+def evaluate(params: ParamsOption = Path("params.yaml")) -> None:
+    """Metrics with CIs against published scores; plots; MLflow logging."""
+    from pipeline import evaluate as stage
+
+    stage.main(_config(params))
+
+
+def main() -> None:
+    try:
+        app()
+    except UserError as error:
+        typer.echo(f"error: {error}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

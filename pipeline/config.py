@@ -1,0 +1,147 @@
+"""``params.yaml`` parsed once into typed, validated objects.
+
+Every section forbids unknown keys, so a typo such as ``train.max_dept`` is an error naming the key
+rather than a silent default. Public contract keys: ``cohort.path``, ``targets``,
+``landmarks_hours``, ``static_features``, ``simulate.n_patients``, ``simulate.seed``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipeline.errors import UserError
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CohortConfig(_Section):
+    path: Path = Path("data/raw/synthetic")
+    #: Grading scale the cohort's event grades use; a grade on one scale is not a grade on another.
+    grading_scale: Literal["ASTCT", "Lee2014", "Penn", "CARTOX", "CTCAE"] = "ASTCT"
+
+
+class TargetConfig(_Section):
+    event: str
+    min_grade: int = Field(ge=1, le=5)
+
+    @field_validator("event")
+    @classmethod
+    def _upper(cls, value: str) -> str:
+        return value.strip().upper()
+
+
+class SimulateConfig(_Section):
+    n_patients: int = Field(default=1000, ge=1)
+    seed: int = 20261121
+    #: Inject realistic data-quality faults (listed exactly in truth.json).
+    faults: bool = True
+
+
+class IngestConfig(_Section):
+    output_dir: Path = Path("data/interim")
+    report_path: Path = Path("reports/ingest.json")
+
+
+class FeaturizeConfig(_Section):
+    horizon_hours: float = Field(default=720.0, gt=0)
+    baseline_window_hours: float = Field(default=168.0, gt=0)
+    #: Analytes (canonical codes) that get per-analyte kinetic features.
+    analytes: list[str] = Field(
+        default_factory=lambda: ["IL6", "IFNG", "CRP", "FERRITIN", "IL10", "MCP1", "LDH", "PLT"]
+    )
+    output_path: Path = Path("data/processed/landmarks.parquet")
+
+
+class TrainConfig(_Section):
+    experiment_name: str = "crs-severe-risk"
+    per_landmark: bool = False
+    n_splits: int = Field(default=5, ge=2)
+    n_repeats: int = Field(default=2, ge=1)
+    seed: int = 7
+    calibration: Literal["isotonic", "sigmoid"] = "isotonic"
+    sensitivity_target: float = Field(default=0.9, gt=0, lt=1)
+    n_bootstrap: int = Field(default=500, ge=0)
+    # XGBoost hyperparameters (flat so `dvc exp run -S train.max_depth=4` works).
+    n_estimators: int = Field(default=300, ge=1)
+    max_depth: int = Field(default=3, ge=1)
+    learning_rate: float = Field(default=0.05, gt=0)
+    subsample: float = Field(default=0.8, gt=0, le=1)
+    colsample_bytree: float = Field(default=0.8, gt=0, le=1)
+    min_child_weight: float = Field(default=5.0, ge=0)
+    reg_lambda: float = Field(default=1.0, ge=0)
+    #: feature name -> +1 (may only raise risk) / -1 (may only lower it).
+    monotone_constraints: dict[str, Literal[-1, 0, 1]] = Field(default_factory=dict)
+
+
+class Config(_Section):
+    cohort: CohortConfig = CohortConfig()
+    targets: dict[str, TargetConfig] = Field(
+        default_factory=lambda: {
+            "crs_severe": TargetConfig(event="CRS", min_grade=3),
+            "icans_severe": TargetConfig(event="ICANS", min_grade=3),
+        }
+    )
+    landmarks_hours: list[float] = Field(default_factory=lambda: [0.0, 24.0, 48.0, 72.0])
+    static_features: list[str] = Field(default_factory=list)
+    simulate: SimulateConfig = SimulateConfig()
+    ingest: IngestConfig = IngestConfig()
+    featurize: FeaturizeConfig = FeaturizeConfig()
+    train: TrainConfig = TrainConfig()
+
+    @field_validator("landmarks_hours")
+    @classmethod
+    def _landmarks(cls, value: list[float]) -> list[float]:
+        if not value:
+            raise ValueError("needs at least one landmark")
+        if len(set(value)) != len(value):
+            raise ValueError("landmarks must be distinct")
+        return sorted(value)
+
+    @field_validator("targets")
+    @classmethod
+    def _targets(cls, value: dict[str, TargetConfig]) -> dict[str, TargetConfig]:
+        if not value:
+            raise ValueError("needs at least one target")
+        return value
+
+
+def landmark_key(hours: float) -> str:
+    """The landmark as written in params and used as a key in metrics.json ("48", "12.5")."""
+    return f"{hours:g}"
+
+
+def _format_error(source: Path, error: ValidationError) -> str:
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"])
+    if first["type"] == "extra_forbidden":
+        return f"{source}: unknown key '{key}'"
+    return f"{source}: key '{key}': {first['msg']}"
+
+
+def parse_config(raw: dict | None, source: Path = DEFAULT_PARAMS) -> Config:
+    """Validate a parsed params mapping; errors name the file and key."""
+    try:
+        return Config.model_validate(raw or {})
+    except ValidationError as exc:
+        raise UserError(_format_error(source, exc)) from None
+
+
+def load_config(path: str | Path = DEFAULT_PARAMS) -> Config:
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: parameters file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise UserError(f"{path}: top level must be a mapping of keys")
+    return parse_config(raw, path)

@@ -1,0 +1,97 @@
+"""The analyte registry: codes, synonyms, canonical units, conversions and plausible ranges.
+
+Two data tables beside this module drive all analyte handling (adding an analyte is one row):
+
+* ``analytes.csv`` — canonical code, name, canonical unit, plausible range (canonical units),
+  ``|``-separated synonyms, LOINC codes and SDTM LBTESTCD.
+* ``units.csv`` — conversions to the canonical unit: ``canonical = value * scale + offset``. A row whose
+  analyte is ``*UNIT`` applies to every analyte whose canonical unit is ``UNIT``.
+
+Names and units are matched case-insensitively after normalisation (spaces, micro signs, ``x10^9``
+spellings), see :func:`normalize_unit` and :func:`normalize_name`.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from importlib import resources
+
+import pandas as pd
+
+_WS = re.compile(r"\s+")
+
+
+def normalize_name(name: str) -> str:
+    """Lower-case, trim and collapse internal whitespace: ``" Interleukin  6"`` -> ``"interleukin 6"``."""
+    return _WS.sub(" ", str(name).strip().lower())
+
+
+def normalize_unit(unit: str) -> str:
+    """Canonical spelling of a unit string for matching: ``"x10E9 / L"`` -> ``"10^9/l"``."""
+    text = str(unit).strip().lower()
+    text = text.replace("µ", "u").replace("μ", "u").replace("×", "x")
+    text = _WS.sub("", text)
+    text = re.sub(r"^x(?=10)", "", text)
+    text = re.sub(r"10(?:\*\*|\*|e|\^)(\d)", r"10^\1", text)
+    text = text.replace("mm3", "ul").replace("mcl", "ul").replace("mcg", "ug")
+    return text
+
+
+@dataclass(frozen=True)
+class Registry:
+    analytes: pd.DataFrame
+    #: normalised synonym / code / LOINC -> canonical code
+    synonyms: dict[str, str]
+    #: (code, normalised unit) -> (scale, offset) into the canonical unit
+    conversions: dict[tuple[str, str], tuple[float, float]]
+
+    def canonical_unit(self, code: str) -> str:
+        return str(self.analytes.loc[code, "canonical_unit"])
+
+    def plausible_range(self, code: str) -> tuple[float, float]:
+        row = self.analytes.loc[code]
+        return float(row["plausible_min"]), float(row["plausible_max"])
+
+
+def _read_csv(name: str) -> pd.DataFrame:
+    with resources.files(__package__).joinpath(name).open("r", encoding="utf-8") as handle:
+        return pd.read_csv(handle, dtype=str, keep_default_na=False, comment="#")
+
+
+@functools.cache
+def load_registry() -> Registry:
+    analytes = _read_csv("analytes.csv")
+    analytes["plausible_min"] = analytes["plausible_min"].astype(float)
+    analytes["plausible_max"] = analytes["plausible_max"].astype(float)
+    analytes = analytes.set_index("code", drop=False)
+
+    synonyms: dict[str, str] = {}
+    for row in analytes.itertuples(index=False):
+        keys = [row.code, *row.synonyms.split("|"), *filter(None, row.loinc.split("|"))]
+        if row.sdtm_lbtestcd:
+            keys.append(row.sdtm_lbtestcd)
+        for key in keys:
+            norm = normalize_name(key)
+            if synonyms.get(norm, row.code) != row.code:
+                raise ValueError(f"analytes.csv: synonym '{key}' maps to both {synonyms[norm]} and {row.code}")
+            synonyms[norm] = row.code
+
+    conversions: dict[tuple[str, str], tuple[float, float]] = {}
+    for row in analytes.itertuples(index=False):
+        conversions[(row.code, normalize_unit(row.canonical_unit))] = (1.0, 0.0)
+    units = _read_csv("units.csv")
+    for row in units.itertuples(index=False):
+        scale, offset = float(row.scale), float(row.offset)
+        if row.analyte.startswith("*"):
+            group_unit = normalize_unit(row.analyte[1:])
+            codes = [c for c, u in zip(analytes["code"], analytes["canonical_unit"], strict=True)
+                     if normalize_unit(u) == group_unit]
+        else:
+            if row.analyte not in analytes.index:
+                raise ValueError(f"units.csv: analyte '{row.analyte}' is not in analytes.csv")
+            codes = [row.analyte]
+        for code in codes:
+            conversions[(code, normalize_unit(row.unit))] = (scale, offset)
+    return Registry(analytes=analytes, synonyms=synonyms, conversions=conversions)
