@@ -1,0 +1,586 @@
+"""``crs ingest``: validate a canonical cohort directory, normalise it, and lose no row.
+
+Every raw row ends in exactly one of three places: the accepted tables in ``data/interim/``, the
+quarantine (``quarantine.csv``, with its original fields, source file, line and a reason code), or
+the count of exact duplicates dropped. ``reports/ingest.json`` holds counts that reconcile:
+``rows_read == rows_accepted + rows_quarantined + duplicates_dropped`` per file and overall.
+
+File-level problems (missing directory, file or required column, empty table, timestamps without
+``anchor_time``, unreadable file) raise :class:`UserError` before anything is written.
+
+Row checks are vectorised: per-row work is numpy / pandas column arithmetic, and text (analyte
+names, units) is normalised once per distinct value, never once per row.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.cohort import (
+    MISSING_VALUE_TOKENS,
+    REASONS,
+    TABLES,
+    TREATMENTS,
+    TableSpec,
+)
+from pipeline.config import Config
+from pipeline.errors import UserError
+from pipeline.io import atomic_dir, find_table, read_raw_table, write_json
+from pipeline.registry import Registry, load_registry, normalize_name, normalize_unit
+
+_REASON_INDEX = {reason: i + 1 for i, reason in enumerate(REASONS)}  # 0 = row is fine
+_CENSORED = re.compile(r"^(<=|>=|<|>|≤|≥)\s*([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)$")
+_CENSORING_BY_SIGN = {"<": "left", "<=": "left", "≤": "left", ">": "right", ">=": "right", "≥": "right"}
+_HOUR = np.timedelta64(1, "h")
+
+
+@dataclass
+class RawTable:
+    """One cohort file read as text, with where each row came from."""
+
+    spec: TableSpec
+    path: Path
+    frame: pd.DataFrame  # every column as string; original column names
+
+    @property
+    def line_numbers(self) -> np.ndarray:
+        # CSV: physical line in the file (header is line 1). Parquet: 1-based row number.
+        offset = 1 if self.path.suffix == ".parquet" else 2
+        return np.arange(len(self.frame), dtype=np.int64) + offset
+
+
+@dataclass
+class IngestResult:
+    tables: dict[str, pd.DataFrame]
+    quarantine: pd.DataFrame
+    report: dict = field(default_factory=dict)
+
+
+class _RowChecks:
+    """Reason code per row (first failing check wins) plus a human-readable detail."""
+
+    def __init__(self, n_rows: int) -> None:
+        self.codes = np.zeros(n_rows, dtype=np.int8)
+        self.detail = np.full(n_rows, "", dtype=object)
+
+    def flag(
+        self,
+        mask: np.ndarray | pd.Series,
+        reason: str,
+        detail: str | Callable[[np.ndarray], np.ndarray] = "",
+    ) -> None:
+        """Give ``reason`` to rows in ``mask`` that have none yet (codes < 0 are excluded rows).
+
+        ``detail`` is a text, or a function of the flagged row positions returning one text per row
+        (so per-row messages are only built for the few rows that fail).
+        """
+        mask = np.asarray(mask, dtype=bool) & (self.codes == 0)
+        if not mask.any():
+            return
+        self.codes[mask] = _REASON_INDEX[reason]
+        self.detail[mask] = detail(np.flatnonzero(mask)) if callable(detail) else detail
+
+    @property
+    def ok(self) -> np.ndarray:
+        return self.codes == 0
+
+
+# --------------------------------------------------------------------------------------------
+# Reading (the edge): file-level checks only
+# --------------------------------------------------------------------------------------------
+
+
+def read_cohort(cohort_dir: str | Path) -> dict[str, RawTable]:
+    """Read every cohort table as text; raise :class:`UserError` for file-level problems."""
+    cohort_dir = Path(cohort_dir)
+    raw: dict[str, RawTable] = {}
+    for spec in TABLES:
+        path = find_table(cohort_dir, spec.name, required=spec.required)
+        if path is None:
+            continue
+        frame = read_raw_table(path)
+        missing = [c for c in spec.required_columns if c not in frame.columns]
+        if missing:
+            raise UserError(f"{path}: missing required column '{missing[0]}'")
+        duplicated = frame.columns[frame.columns.duplicated()].tolist()
+        if duplicated:
+            raise UserError(f"{path}: column '{duplicated[0]}' appears twice")
+        if frame.empty and spec.name != TREATMENTS.name:
+            raise UserError(f"{path}: table '{spec.name}' has no rows")
+        raw[spec.name] = RawTable(spec, path, frame)
+    return raw
+
+
+# --------------------------------------------------------------------------------------------
+# Column parsers (vectorised)
+# --------------------------------------------------------------------------------------------
+
+
+def _strip(series: pd.Series) -> pd.Series:
+    stripped = series.str.strip()
+    return stripped.where(stripped != "", None)
+
+
+def _utc_naive(text: pd.Series) -> np.ndarray:
+    """ISO 8601 text -> naive UTC datetime64 array (offsets honoured; naive text taken as UTC)."""
+    stamps = pd.to_datetime(text, format="ISO8601", errors="coerce", utc=True)
+    return stamps.dt.tz_localize(None).to_numpy()
+
+
+def _anchor_times(patients: pd.DataFrame) -> pd.Series | None:
+    if "anchor_time" not in patients.columns:
+        return None
+    anchors = patients["anchor_time"]
+    return pd.Series(anchors.dt.tz_localize(None).to_numpy(), index=patients["patient_id"].to_numpy())
+
+
+def _parse_hours(
+    table: RawTable,
+    time_text: pd.Series,
+    patient_ids: pd.Series,
+    anchors: pd.Series | None,
+    checks: _RowChecks,
+) -> np.ndarray:
+    """Hours since anchor for a ``time`` column holding either numbers of hours or ISO timestamps.
+
+    The form is decided per file by the majority of non-empty values; rows in the other form, empty
+    times and timestamps of patients without an anchor are flagged ``bad_time``.
+    """
+    present = time_text.notna().to_numpy()
+    numeric = pd.to_numeric(time_text, errors="coerce").to_numpy(dtype=float)
+    numeric_ok = np.isfinite(numeric)
+    if numeric_ok.sum() * 2 >= present.sum():
+        checks.flag(~numeric_ok, "bad_time", "time is not a number of hours (file uses hours since anchor)")
+        return numeric
+    if anchors is None:
+        raise UserError(
+            f"{table.path}: column 'time' holds timestamps but the patients table has no 'anchor_time' column"
+        )
+    stamps = _utc_naive(time_text)
+    anchor = anchors.reindex(patient_ids.to_numpy()).to_numpy()
+    bad_stamp = np.isnat(stamps)
+    checks.flag(bad_stamp, "bad_time", "time is not an ISO 8601 timestamp")
+    checks.flag(np.isnat(anchor), "bad_time", "patient has no anchor_time for a timestamp")
+    with np.errstate(invalid="ignore"):
+        hours = (stamps - anchor) / _HOUR
+    return hours.astype(float)
+
+
+def _parse_values(text: pd.Series, checks: _RowChecks) -> tuple[np.ndarray, np.ndarray]:
+    """Numeric value and censoring (``none``/``left``/``right``) from result text like ``<1.5``."""
+    lowered = text.str.lower()
+    missing = (text.isna() | lowered.isin(MISSING_VALUE_TOKENS)).to_numpy()
+    checks.flag(missing, "missing_value", "value is empty")
+    values = pd.to_numeric(text, errors="coerce").to_numpy(dtype=float)
+    censoring = np.full(len(text), "none", dtype=object)
+    needs_pattern = ~missing & np.isnan(values)
+    if needs_pattern.any():
+        # Only the rare non-numeric texts go through the regular expression.
+        parts = text[needs_pattern].str.replace(" ", "", regex=False).str.extract(_CENSORED)
+        bound = pd.to_numeric(parts[1], errors="coerce").to_numpy(dtype=float)
+        values[needs_pattern] = bound
+        parsed = ~np.isnan(bound)
+        idx = np.flatnonzero(needs_pattern)
+        censoring[idx[parsed]] = parts[0][parsed].map(_CENSORING_BY_SIGN).to_numpy(dtype=object)
+        checks.flag(needs_pattern & np.isnan(values), "unparseable_value", "value is not a number or censored number")
+    return values, censoring
+
+
+def _exact_duplicates(frame: pd.DataFrame) -> np.ndarray:
+    """Rows identical to an earlier row in every raw field."""
+    return frame.duplicated(keep="first").to_numpy()
+
+
+def _conflicts(keys: pd.DataFrame, payload: pd.DataFrame, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Among ``candidates``, rows sharing ``keys``: (conflicting rows, redundant copies to drop).
+
+    A group whose payload differs is a conflict (every row of it is flagged). A group whose payload is
+    the same after normalisation (e.g. one CRP given in mg/dL and again in mg/L) keeps its first row.
+    """
+    n = len(keys)
+    conflicting = np.zeros(n, dtype=bool)
+    redundant = np.zeros(n, dtype=bool)
+    idx = np.flatnonzero(candidates)
+    if idx.size == 0:
+        return conflicting, redundant
+    sub_keys = keys.iloc[idx].reset_index(drop=True)
+    shared = sub_keys.duplicated(keep=False).to_numpy()
+    if not shared.any():
+        return conflicting, redundant
+    groups = sub_keys[shared].reset_index(drop=True)
+    group_id = groups.groupby(list(groups.columns), sort=False, dropna=False).ngroup().to_numpy()
+    sub_payload = payload.iloc[idx[shared]].reset_index(drop=True).astype(str)
+    distinct = sub_payload.assign(_g=group_id).drop_duplicates()
+    n_variants = np.bincount(distinct["_g"].to_numpy(), minlength=group_id.max() + 1)
+    in_conflict = n_variants[group_id] > 1
+    shared_idx = idx[shared]
+    conflicting[shared_idx[in_conflict]] = True
+    copies = pd.Series(group_id).duplicated(keep="first").to_numpy() & ~in_conflict
+    redundant[shared_idx[copies]] = True
+    return conflicting, redundant
+
+
+# --------------------------------------------------------------------------------------------
+# Per-table validation (pure)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _TableOutcome:
+    accepted: pd.DataFrame
+    quarantine: pd.DataFrame
+    rows_read: int
+    duplicates_dropped: int
+    extra: dict = field(default_factory=dict)
+
+    def counts(self, path: Path) -> dict:
+        reasons = self.quarantine["reason"].value_counts().sort_index() if len(self.quarantine) else pd.Series()
+        return {
+            "path": str(path),
+            "rows_read": self.rows_read,
+            "rows_accepted": int(len(self.accepted)),
+            "rows_quarantined": int(len(self.quarantine)),
+            "duplicates_dropped": self.duplicates_dropped,
+            "quarantine_by_reason": {str(k): int(v) for k, v in reasons.items()},
+        }
+
+
+def _quarantine_frame(table: RawTable, rows: np.ndarray, checks: _RowChecks) -> pd.DataFrame:
+    bad = np.flatnonzero(rows)
+    frame = table.frame.iloc[bad].reset_index(drop=True)
+    meta = pd.DataFrame(
+        {
+            "source_file": str(table.path),
+            "source_line": table.line_numbers[bad],
+            "reason": np.array(REASONS, dtype=object)[checks.codes[bad] - 1],
+            "detail": checks.detail[bad],
+        }
+    )
+    return pd.concat([meta, frame.astype(object)], axis=1)
+
+
+def _finish(
+    table: RawTable, kept: np.ndarray, checks: _RowChecks, accepted: pd.DataFrame, n_duplicates: int, extra=None
+) -> _TableOutcome:
+    quarantine = _quarantine_frame(table, kept & ~checks.ok, checks)
+    return _TableOutcome(accepted, quarantine, len(table.frame), n_duplicates, extra or {})
+
+
+def _patient_ids(frame: pd.DataFrame, checks: _RowChecks, known: pd.Index | None) -> pd.Series:
+    ids = _strip(frame["patient_id"])
+    checks.flag(ids.isna().to_numpy(), "missing_patient_id", "patient_id is empty")
+    if known is not None:
+        checks.flag(~ids.isin(known).to_numpy(), "unknown_patient", "patient_id not in patients table")
+    return ids
+
+
+def validate_patients(table: RawTable) -> _TableOutcome:
+    frame = table.frame
+    duplicate = _exact_duplicates(frame)
+    checks = _RowChecks(len(frame))
+    checks.codes[duplicate] = -1  # dropped and counted, never checked or quarantined
+    ids = _patient_ids(frame, checks, None)
+    if "anchor_time" in frame.columns:
+        anchor_text = _strip(frame["anchor_time"])
+        anchors = pd.to_datetime(anchor_text, format="ISO8601", errors="coerce", utc=True)
+        checks.flag((anchor_text.notna() & anchors.isna()).to_numpy(), "bad_time", "anchor_time is not ISO 8601")
+    repeated = np.zeros(len(frame), dtype=bool)
+    repeated[~duplicate] = ids[~duplicate].duplicated(keep=False).to_numpy()
+    checks.flag(repeated & ids.notna().to_numpy(), "conflicting_duplicate", "patient_id given twice with different fields")
+    checks.codes[duplicate] = 0
+    kept = ~duplicate
+    good = kept & checks.ok
+    accepted = frame[good].copy()
+    accepted["patient_id"] = ids[good]
+    if "anchor_time" in accepted.columns:
+        accepted["anchor_time"] = pd.to_datetime(
+            _strip(accepted["anchor_time"]), format="ISO8601", errors="coerce", utc=True
+        )
+    for column in accepted.columns:
+        if column in ("patient_id", "anchor_time"):
+            continue
+        text = _strip(accepted[column])
+        numbers = pd.to_numeric(text, errors="coerce")
+        # A covariate is numeric when every non-empty value parses as a number.
+        if text.notna().any() and numbers.notna().sum() == text.notna().sum():
+            accepted[column] = numbers.astype("float64")
+        else:
+            accepted[column] = text.astype("string")
+    accepted["patient_id"] = accepted["patient_id"].astype("string")
+    accepted = accepted.sort_values("patient_id", kind="stable").reset_index(drop=True)
+    return _finish(table, kept, checks, accepted, int(duplicate.sum()))
+
+
+def validate_measurements(
+    table: RawTable, known: pd.Index, anchors: pd.Series | None, registry: Registry
+) -> _TableOutcome:
+    frame = table.frame
+    duplicate = _exact_duplicates(frame)
+    checks = _RowChecks(len(frame))
+    checks.codes[duplicate] = -1  # excluded from every check below; restored at the end
+    ids = _patient_ids(frame, checks, known)
+    hours = _parse_hours(table, _strip(frame["time"]), ids, anchors, checks)
+
+    analyte_text = _strip(frame["analyte"])
+    checks.flag(analyte_text.isna().to_numpy(), "missing_value", "analyte is empty")
+    value_text = _strip(frame["value"])
+    values, censoring = _parse_values(value_text, checks)
+
+    # Analyte names and units: normalise each distinct text once.
+    name_codes, name_uniques = pd.factorize(analyte_text, use_na_sentinel=True)
+    mapped = np.array([registry.synonyms.get(normalize_name(u)) for u in name_uniques] + [None], dtype=object)
+    code = mapped[name_codes]  # sentinel -1 picks the trailing None
+    known_analyte = pd.notna(code)
+    analyte_out = np.where(known_analyte, code, analyte_text.to_numpy(dtype=object))
+
+    unit_text = _strip(frame["unit"])
+    unit_codes, unit_uniques = pd.factorize(unit_text, use_na_sentinel=True)
+    unit_norm = np.array([""] + [normalize_unit(u) for u in unit_uniques], dtype=object)  # 0 = empty unit
+    analyte_idx, analyte_uniques = pd.factorize(pd.Series(code, dtype=object), use_na_sentinel=True)
+    # One lookup per distinct (analyte, unit) pair, then broadcast back to rows.
+    pair = (analyte_idx.astype(np.int64) + 1) * len(unit_norm) + (unit_codes + 1)
+    pair_codes, pair_uniques = pd.factorize(pair)
+    scale_lut = np.full(len(pair_uniques), np.nan)
+    offset_lut = np.zeros(len(pair_uniques))
+    for j, key in enumerate(pair_uniques):
+        a, u = divmod(int(key), len(unit_norm))
+        if a == 0:
+            continue  # unknown analyte: kept as given, no conversion
+        conversion = registry.conversions.get((analyte_uniques[a - 1], unit_norm[u]))
+        if conversion is not None:
+            scale_lut[j], offset_lut[j] = conversion
+    scale = scale_lut[pair_codes]
+    offset = offset_lut[pair_codes]
+    unit_given = unit_text.to_numpy(dtype=object)
+    name_given = analyte_text.to_numpy(dtype=object)
+    checks.flag(
+        known_analyte & np.isnan(scale),
+        "unknown_unit",
+        lambda rows: np.array(
+            [f"unit '{unit_given[i] or ''}' has no conversion for {name_given[i]}" for i in rows], dtype=object
+        ),
+    )
+    with np.errstate(invalid="ignore"):
+        converted = np.where(known_analyte, values * np.where(np.isnan(scale), 1.0, scale) + offset, values)
+    code_series = pd.Series(code, dtype=object)
+    low = code_series.map(registry.analytes["plausible_min"]).to_numpy(dtype=float)
+    high = code_series.map(registry.analytes["plausible_max"]).to_numpy(dtype=float)
+    with np.errstate(invalid="ignore"):
+        outside = known_analyte & ((converted < low) | (converted > high) | ~np.isfinite(converted))
+    canonical_unit = registry.analytes["canonical_unit"]
+    checks.flag(
+        outside,
+        "out_of_range",
+        lambda rows: np.array(
+            [f"{converted[i]:g} {canonical_unit[code[i]]} outside plausible range [{low[i]:g}, {high[i]:g}]"
+             for i in rows],
+            dtype=object,
+        ),
+    )
+    unit_out = np.where(known_analyte, code_series.map(canonical_unit).to_numpy(dtype=object), unit_given)
+
+    ok = checks.codes == 0
+    keys = pd.DataFrame({"p": ids.to_numpy(dtype=object), "h": hours, "a": analyte_out})
+    payload = pd.DataFrame({"v": converted, "c": censoring})
+    conflicting, redundant = _conflicts(keys, payload, ok)
+    checks.flag(conflicting, "conflicting_duplicate", "same patient, time and analyte with a different value")
+    drop = duplicate | redundant
+    checks.codes[drop] = 0
+    kept = ~drop
+    good = kept & (checks.codes == 0)
+
+    accepted = pd.DataFrame(
+        {
+            "patient_id": pd.array(ids.to_numpy(dtype=object)[good], dtype="string"),
+            "hours_since_anchor": hours[good],
+            "analyte": pd.array(analyte_out[good], dtype="string"),
+            "value": converted[good],
+            "unit": pd.array(unit_out[good], dtype="string"),
+            "censoring": pd.array(censoring[good], dtype="string"),
+            "known_analyte": known_analyte[good],
+        }
+    )
+    accepted = accepted.sort_values(["patient_id", "hours_since_anchor", "analyte"], kind="stable")
+
+    # What was normalised, for the report (accepted rows only): count distinct (name, unit) pairs.
+    name_unit = (name_codes[good].astype(np.int64) + 1) * len(unit_norm) + (unit_codes[good] + 1)
+    pairs, pair_rows = np.unique(name_unit, return_counts=True)
+    conversions: Counter = Counter()
+    synonyms: Counter = Counter()
+    unknown: Counter = Counter()
+    found: Counter = Counter()
+    for key, rows in zip(pairs.tolist(), pair_rows.tolist(), strict=True):
+        n_idx, u_idx = divmod(key, len(unit_norm))
+        name = name_uniques[n_idx - 1]
+        analyte_code = mapped[n_idx - 1]
+        if analyte_code is None:
+            unknown[name] += rows
+            continue
+        found[analyte_code] += rows
+        canonical = canonical_unit[analyte_code]
+        if unit_norm[u_idx] != normalize_unit(canonical):
+            conversions[f"{analyte_code}: {unit_uniques[u_idx - 1]} -> {canonical}"] += rows
+        if name != analyte_code:
+            synonyms[f"{name} -> {analyte_code}"] += rows
+    extra = {
+        "analytes_found": dict(sorted(found.items())),
+        "unknown_analytes": dict(sorted(unknown.items())),
+        "unit_conversions": dict(sorted(conversions.items())),
+        "synonyms_mapped": dict(sorted(synonyms.items())),
+    }
+    return _finish(table, kept, checks, accepted.reset_index(drop=True), int(drop.sum()), extra)
+
+
+def validate_events(table: RawTable, known: pd.Index, anchors: pd.Series | None) -> _TableOutcome:
+    frame = table.frame
+    duplicate = _exact_duplicates(frame)
+    checks = _RowChecks(len(frame))
+    checks.codes[duplicate] = -1
+    ids = _patient_ids(frame, checks, known)
+    hours = _parse_hours(table, _strip(frame["time"]), ids, anchors, checks)
+    event = _strip(frame["event"]).str.upper()
+    grade_text = _strip(frame["grade"])
+    checks.flag((event.isna() | grade_text.isna()).to_numpy(), "missing_value", "event or grade is empty")
+    grade = pd.to_numeric(grade_text, errors="coerce").to_numpy(dtype=float)
+    checks.flag(
+        ~np.isin(grade, [0, 1, 2, 3, 4, 5]), "invalid_grade", "grade is not an integer 0-5"
+    )
+    ok = checks.codes == 0
+    keys = pd.DataFrame({"p": ids.to_numpy(dtype=object), "e": event.to_numpy(dtype=object), "h": hours})
+    conflicting, redundant = _conflicts(keys, pd.DataFrame({"g": grade}), ok)
+    checks.flag(conflicting, "conflicting_duplicate", "same patient, event and time with a different grade")
+    drop = duplicate | redundant
+    checks.codes[drop] = 0
+    kept = ~drop
+    good = kept & (checks.codes == 0)
+    accepted = pd.DataFrame(
+        {
+            "patient_id": pd.array(ids.to_numpy(dtype=object)[good], dtype="string"),
+            "event": pd.array(event.to_numpy(dtype=object)[good], dtype="string"),
+            "grade": grade[good].astype(np.int8),
+            "hours_since_anchor": hours[good],
+        }
+    ).sort_values(["patient_id", "hours_since_anchor", "event"], kind="stable")
+    return _finish(table, kept, checks, accepted.reset_index(drop=True), int(drop.sum()))
+
+
+def validate_treatments(table: RawTable, known: pd.Index, anchors: pd.Series | None) -> _TableOutcome:
+    frame = table.frame
+    duplicate = _exact_duplicates(frame)
+    checks = _RowChecks(len(frame))
+    checks.codes[duplicate] = -1
+    ids = _patient_ids(frame, checks, known)
+    hours = _parse_hours(table, _strip(frame["time"]), ids, anchors, checks)
+    drug = _strip(frame["drug"]).str.lower()
+    checks.flag(drug.isna().to_numpy(), "missing_value", "drug is empty")
+    dose_text = _strip(frame["dose"]) if "dose" in frame.columns else pd.Series([None] * len(frame), dtype="str")
+    dose = pd.to_numeric(dose_text, errors="coerce").to_numpy(dtype=float)
+    checks.flag((dose_text.notna().to_numpy() & np.isnan(dose)), "unparseable_value", "dose is not a number")
+    with np.errstate(invalid="ignore"):
+        checks.flag(dose < 0, "out_of_range", "dose is negative")
+    unit = _strip(frame["unit"]) if "unit" in frame.columns else pd.Series([None] * len(frame), dtype="str")
+    ok = checks.codes == 0
+    keys = pd.DataFrame({"p": ids.to_numpy(dtype=object), "h": hours, "d": drug.to_numpy(dtype=object)})
+    conflicting, redundant = _conflicts(keys, pd.DataFrame({"dose": dose, "u": unit.to_numpy(dtype=object)}), ok)
+    checks.flag(conflicting, "conflicting_duplicate", "same patient, time and drug with a different dose")
+    drop = duplicate | redundant
+    checks.codes[drop] = 0
+    kept = ~drop
+    good = kept & (checks.codes == 0)
+    accepted = pd.DataFrame(
+        {
+            "patient_id": pd.array(ids.to_numpy(dtype=object)[good], dtype="string"),
+            "hours_since_anchor": hours[good],
+            "drug": pd.array(drug.to_numpy(dtype=object)[good], dtype="string"),
+            "dose": dose[good],
+            "unit": pd.array(unit.to_numpy(dtype=object)[good], dtype="string"),
+        }
+    ).sort_values(["patient_id", "hours_since_anchor", "drug"], kind="stable")
+    return _finish(table, kept, checks, accepted.reset_index(drop=True), int(drop.sum()))
+
+
+def _empty_treatments() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "patient_id": pd.array([], dtype="string"),
+            "hours_since_anchor": np.zeros(0),
+            "drug": pd.array([], dtype="string"),
+            "dose": np.zeros(0),
+            "unit": pd.array([], dtype="string"),
+        }
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Stage
+# --------------------------------------------------------------------------------------------
+
+
+def run(raw: dict[str, RawTable], registry: Registry | None = None) -> IngestResult:
+    """Validate and normalise raw cohort tables. Pure: no file is read or written."""
+    registry = registry or load_registry()
+    outcomes: dict[str, _TableOutcome] = {}
+    outcomes["patients"] = validate_patients(raw["patients"])
+    patients = outcomes["patients"].accepted
+    known = pd.Index(patients["patient_id"].to_numpy(dtype=object))
+    anchors = _anchor_times(patients)
+    outcomes["measurements"] = validate_measurements(raw["measurements"], known, anchors, registry)
+    outcomes["events"] = validate_events(raw["events"], known, anchors)
+    if "treatments" in raw:
+        outcomes["treatments"] = validate_treatments(raw["treatments"], known, anchors)
+
+    tables = {name: outcome.accepted for name, outcome in outcomes.items()}
+    tables.setdefault("treatments", _empty_treatments())
+    quarantine = pd.concat([o.quarantine for o in outcomes.values()], ignore_index=True)
+
+    files = {name: outcomes[name].counts(raw[name].path) for name in outcomes}
+    by_reason: Counter = Counter()
+    for counts in files.values():
+        by_reason.update(counts["quarantine_by_reason"])
+    report = {
+        "rows_read": sum(c["rows_read"] for c in files.values()),
+        "rows_accepted": sum(c["rows_accepted"] for c in files.values()),
+        "rows_quarantined": sum(c["rows_quarantined"] for c in files.values()),
+        "duplicates_dropped": sum(c["duplicates_dropped"] for c in files.values()),
+        "quarantine_by_reason": {r: by_reason[r] for r in REASONS if by_reason[r]},
+        "files": files,
+        "patients": int(len(patients)),
+        "patients_with_measurements": int(tables["measurements"]["patient_id"].nunique()),
+        **outcomes["measurements"].extra,
+    }
+    return IngestResult(tables=tables, quarantine=quarantine, report=report)
+
+
+def ingest_cohort(cohort_dir: str | Path) -> IngestResult:
+    """Read and validate a cohort directory (no output written)."""
+    return run(read_cohort(cohort_dir))
+
+
+def main(config: Config, cohort: Path | None = None, out: Path | None = None, report: Path | None = None) -> None:
+    cohort_dir = cohort or config.cohort.path
+    out_dir = out or config.ingest.output_dir
+    report_path = report or config.ingest.report_path
+    result = ingest_cohort(cohort_dir)
+    result.report = {"cohort": str(cohort_dir), "grading_scale": config.cohort.grading_scale, **result.report}
+    # The whole output directory appears at once, and the report only after it.
+    with atomic_dir(out_dir) as tmp:
+        for name, frame in result.tables.items():
+            frame.to_parquet(tmp / f"{name}.parquet", index=False)
+        result.quarantine.to_csv(tmp / "quarantine.csv", index=False)
+    write_json(result.report, report_path)
+    r = result.report
+    print(
+        f"ingest: {r['rows_read']} rows read, {r['rows_accepted']} accepted, "
+        f"{r['rows_quarantined']} quarantined, {r['duplicates_dropped']} duplicates dropped "
+        f"-> {out_dir}/, {report_path}"
+    )
+
+
+__all__ = ["IngestResult", "RawTable", "ingest_cohort", "main", "read_cohort", "run"]
