@@ -364,7 +364,7 @@ def validate_measurements(
         known_analyte & np.isnan(scale),
         "unknown_unit",
         lambda rows: np.array(
-            [f"unit '{unit_given[i] or ''}' has no conversion for {name_given[i]}" for i in rows], dtype=object
+            [f"unit '{unit_given[i] if isinstance(unit_given[i], str) else ''}' has no conversion for {name_given[i]}" for i in rows], dtype=object
         ),
     )
     with np.errstate(invalid="ignore"):

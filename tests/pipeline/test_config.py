@@ -1,0 +1,45 @@
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import load_config, parse_config
+from pipeline.errors import UserError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_repository_params_parse_with_contract_keys():
+    config = load_config(REPO / "params.yaml")
+    assert config.cohort.path == Path("data/raw/synthetic")
+    assert config.targets["crs_severe"].event == "CRS"
+    assert config.targets["crs_severe"].min_grade == 3
+    assert config.targets["icans_severe"].event == "ICANS"
+    assert config.landmarks_hours == sorted(config.landmarks_hours)
+    assert "tumor_burden_std" in config.static_features
+    assert config.simulate.n_patients == 1000
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"cohort": {"pth": "x"}}, "unknown key 'cohort.pth'"),
+        ({"train": {"max_dept": 4}}, "unknown key 'train.max_dept'"),
+        ({"landmark_hours": [24]}, "unknown key 'landmark_hours'"),
+        ({"targets": {"x": {"event": "CRS", "min_grade": 9}}}, "key 'targets.x.min_grade'"),
+        ({"landmarks_hours": "48"}, "key 'landmarks_hours'"),
+        ({"landmarks_hours": [24, 24]}, "landmarks must be distinct"),
+    ],
+)
+def test_bad_keys_are_errors_naming_the_key(raw, message):
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        parse_config(raw, Path("params.yaml"))
+
+
+def test_event_names_are_upper_cased():
+    config = parse_config({"targets": {"death": {"event": "death", "min_grade": 5}}})
+    assert config.targets["death"].event == "DEATH"
+
+
+def test_missing_params_file_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="parameters file not found"):
+        load_config(tmp_path / "nope.yaml")

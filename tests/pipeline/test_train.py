@@ -1,0 +1,230 @@
+"""crs train on synthetic landmark frames in the CONTRACTS.md schema (no featurize stage needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import train
+from pipeline.config import parse_config
+from pipeline.io import write_parquet
+
+LANDMARKS = [0.0, 24.0, 48.0, 72.0]
+
+
+def make_landmarks(
+    n_patients: int = 240, seed: int = 0, *, with_scores: bool = True, icans: bool = True
+) -> pd.DataFrame:
+    """Landmark rows whose severe-CRS label depends on ``il6__fold_change`` (known signal).
+
+    EASIX / CRP / ferritin are pure noise, so a sound model must beat them clearly.
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n_patients):
+        pid = f"P{i:04d}"
+        risk = rng.normal()
+        product = rng.choice(["axi-cel", "tisa-cel", "liso-cel"])
+        age = float(rng.integers(20, 80))
+        p_event = 1 / (1 + np.exp(-(-1.4 + 2.2 * risk)))
+        onset_crs = float(rng.uniform(10, 200)) if rng.random() < p_event else np.nan
+        onset_icans = float(rng.uniform(30, 300)) if rng.random() < 0.2 + 0.2 * (risk > 0) else np.nan
+        for lm in LANDMARKS:
+            row = {
+                "patient_id": pid,
+                "landmark_hours": lm,
+                "il6__fold_change": risk + rng.normal(scale=0.4) + (np.nan if rng.random() < 0.05 else 0.0),
+                "il6__latest": float(np.exp(rng.normal(2, 1))),
+                "crp__latest": float(np.exp(rng.normal(1, 1))),
+                "ferritin__latest": float(np.exp(rng.normal(6, 1))),
+                "temp__max": 37 + rng.normal(scale=0.5),
+                "age": age,
+                "product": product,
+            }
+            if with_scores:
+                row["easix__latest"] = float(np.exp(rng.normal(0, 1)))
+                row["m_easix__latest"] = np.nan if rng.random() < 0.3 else float(np.exp(rng.normal(0, 1)))
+                row["car_hematotox__baseline"] = float(rng.integers(0, 6))
+            for name, onset in (("crs_severe", onset_crs), ("icans_severe", onset_icans)):
+                if name == "icans_severe" and not icans:
+                    continue
+                row[f"label__{name}"] = np.nan if onset <= lm else float(onset > lm)
+                row[f"onset_hours__{name}"] = onset
+            rows.append(row)
+    df = pd.DataFrame(rows)
+    df["patient_id"] = df["patient_id"].astype("string")
+    df["product"] = df["product"].astype("category")
+    return df
+
+
+def small_config(**train_overrides):
+    train_params = {
+        "n_splits": 3,
+        "n_repeats": 1,
+        "n_estimators": 40,
+        "n_bootstrap": 50,
+        "inner_splits": 2,
+        "monotone_constraints": {"il6__fold_change": 1, "not_a_feature": 1},
+        **train_overrides,
+    }
+    return parse_config(
+        {
+            "targets": {"crs_severe": {"event": "CRS", "min_grade": 3}},
+            "landmarks_hours": LANDMARKS,
+            "train": train_params,
+        }
+    )
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run stages inside tmp_path with a private MLflow store (never the repo's mlflow.db)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    return tmp_path
+
+
+def write_landmarks(df: pd.DataFrame, config) -> None:
+    write_parquet(df, config.featurize.output_path)
+
+
+def test_feature_columns_exclude_labels_and_onsets():
+    df = make_landmarks(10)
+    cols = train.feature_columns(df)
+    assert "patient_id" not in cols
+    assert not [c for c in cols if c.startswith(("label__", "onset_hours__"))]
+    assert "landmark_hours" in cols and "il6__fold_change" in cols
+    specs = {s.name: s for s in train.build_feature_specs(df, cols)}
+    assert specs["product"].dtype == "category"
+    assert specs["product"].categories == ("axi-cel", "liso-cel", "tisa-cel")
+
+
+def test_folds_are_grouped_by_patient_and_stratified():
+    df = make_landmarks(120)
+    rows = df[df["label__crs_severe"].notna()].reset_index(drop=True)
+    y = rows["label__crs_severe"].to_numpy().astype(int)
+    groups = rows["patient_id"].astype(str).to_numpy()
+    splits = train._grouped_splits(y, groups, 5, seed=3)
+    assert len(splits) == 5
+    seen_test = set()
+    for tr, te in splits:
+        assert set(groups[tr]).isdisjoint(groups[te])
+        assert y[te].sum() > 0
+        seen_test |= set(te)
+    assert seen_test == set(range(len(y)))
+
+
+def test_calibrator_roundtrip_and_monotone():
+    rng = np.random.default_rng(1)
+    raw = rng.uniform(0, 1, 500)
+    y = (rng.uniform(0, 1, 500) < raw**2).astype(float)
+    for method in ("isotonic", "sigmoid"):
+        cal = train.fit_calibrator(raw, y, method)
+        again = train.Calibrator(**{k: v for k, v in cal.to_json().items() if k != "formula"})
+        grid = np.linspace(0, 1, 50)
+        assert np.allclose(cal.predict(grid), again.predict(grid))
+        assert np.all(np.diff(cal.predict(grid)) >= -1e-12)
+
+
+def test_train_end_to_end(workdir: Path):
+    config = small_config()
+    df = make_landmarks(240, seed=2)
+    write_landmarks(df, config)
+    train.main(config)
+
+    oof = pd.read_parquet(workdir / train.OOF_PATH)
+    expected_rows = df["label__crs_severe"].notna().sum()
+    assert len(oof) == expected_rows  # one repeat: every labelled row exactly once
+    assert set(oof["target"]) == {"crs_severe"}
+    for col in ("patient_id", "landmark_hours", "repeat", "fold", "label", "prob__model", "threshold__model"):
+        assert col in oof.columns
+    for name in train.BASELINES:
+        assert f"prob__{name}" in oof.columns
+    assert oof["prob__model"].between(0, 1).all()
+    # No patient in two folds of the same repeat.
+    assert (oof.groupby(["repeat", "patient_id"])["fold"].nunique() == 1).all()
+
+    model_dir = workdir / "models" / "crs_severe"
+    assert {p.name for p in model_dir.iterdir()} == {"booster.json", "calibrator.json", "features.json", "metadata.json"}
+    meta = json.loads((model_dir / "metadata.json").read_text())
+    assert meta["n_rows"] == expected_rows and meta["n_events"] == int(df["label__crs_severe"].sum())
+    assert len(meta["data_sha256"]) == 64
+    assert meta["xgboost_params"]["monotone_constraints"] == {"il6__fold_change": 1}
+    features = json.loads((model_dir / "features.json").read_text())["features"]
+    assert [f["name"] for f in features] == train.feature_columns(df)
+    assert not any(p.suffix in {".pkl", ".pickle", ".joblib"} for p in (workdir / "models").rglob("*"))
+
+    # The saved booster + calibrator reproduce a sane model, loadable without pickle.
+    import xgboost as xgb
+
+    booster = xgb.Booster(model_file=str(model_dir / "booster.json"))
+    specs = [train.FeatureSpec(f["name"], f["dtype"], tuple(f.get("categories", ()))) for f in features]
+    X = train.apply_feature_specs(df, specs)
+    cal_json = json.loads((model_dir / "calibrator.json").read_text())
+    cal = train.Calibrator(cal_json["method"], cal_json["x"], cal_json["y"])
+    p = cal.predict(train.predict_booster(booster, X, 1))
+    assert np.all((p >= 0) & (p <= 1))
+
+    runs = json.loads((workdir / "models" / "runs.json").read_text())
+    assert set(runs["targets"]) == {"crs_severe"}
+    import mlflow
+
+    run = mlflow.get_run(runs["targets"]["crs_severe"])
+    assert run.data.tags["data_sha256"] == meta["data_sha256"]
+    assert run.data.params["train.max_depth"] == "3"
+    assert run.data.tags["mlflow.parentRunId"] == runs["parent_run_id"]
+    assert len(run.inputs.dataset_inputs) == 1
+
+
+def test_unavailable_baselines_do_not_crash(workdir: Path):
+    config = small_config()
+    df = make_landmarks(150, seed=4, with_scores=False)
+    df["crp__latest"] = np.nan
+    write_landmarks(df, config)
+    train.main(config)
+    meta = json.loads((workdir / "models" / "crs_severe" / "metadata.json").read_text())
+    assert meta["baselines"]["easix"] == {"available": False, "reason": "column 'easix__latest' not in landmarks.parquet"}
+    assert meta["baselines"]["crp_latest"]["available"] is False
+    assert meta["baselines"]["il6_latest"] == {"available": True}
+    oof = pd.read_parquet(workdir / train.OOF_PATH)
+    assert "prob__easix" not in oof.columns and "prob__il6_latest" in oof.columns
+
+
+def test_per_landmark_models(workdir: Path):
+    config = small_config(per_landmark=True, n_estimators=20)
+    df = make_landmarks(160, seed=5)
+    write_landmarks(df, config)
+    train.main(config)
+    model_dir = workdir / "models" / "crs_severe"
+    assert (model_dir / "landmark_0" / "booster.json").exists()
+    assert (model_dir / "landmark_72" / "calibrator.json").exists()
+    meta = json.loads((model_dir / "metadata.json").read_text())
+    assert set(meta["models"]) == {"0", "24", "48", "72"}
+
+
+def test_target_without_enough_events_is_skipped(workdir: Path):
+    config = parse_config(
+        {
+            "targets": {"crs_severe": {"event": "CRS", "min_grade": 3}, "death": {"event": "DEATH", "min_grade": 5}},
+            "train": {"n_splits": 3, "n_repeats": 1, "n_estimators": 20, "inner_splits": 2},
+        }
+    )
+    df = make_landmarks(90, seed=6, icans=False)
+    df["label__death"] = 0.0
+    df.loc[0, "label__death"] = 1.0
+    write_landmarks(df, config)
+    train.main(config)
+    meta = json.loads((workdir / "models" / "death" / "metadata.json").read_text())
+    assert "skipped" in meta
+    assert (workdir / "models" / "crs_severe" / "booster.json").exists()
+
+
+def test_missing_landmarks_is_a_user_error(workdir: Path):
+    from pipeline.errors import UserError
+
+    with pytest.raises(UserError, match="landmarks.parquet"):
+        train.main(small_config())
