@@ -69,6 +69,12 @@ class TrainConfig(_Section):
     calibration: Literal["isotonic", "sigmoid"] = "isotonic"
     sensitivity_target: float = Field(default=0.9, gt=0, lt=1)
     n_bootstrap: int = Field(default=500, ge=0)
+    #: Inner grouped folds (inside each outer training fold) for calibrator and threshold fitting.
+    inner_splits: int = Field(default=3, ge=2)
+    #: Worker processes running outer folds in parallel (results do not depend on it).
+    n_jobs: int = Field(default=2, ge=1)
+    #: XGBoost threads per worker; 1 avoids OpenMP spin-wait thrashing when processes share cores.
+    n_threads: int = Field(default=1, ge=1)
     # XGBoost hyperparameters (flat so `dvc exp run -S train.max_depth=4` works).
     n_estimators: int = Field(default=300, ge=1)
     max_depth: int = Field(default=3, ge=1)

@@ -14,6 +14,7 @@ names, units) is normalised once per distinct value, never once per row.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
 from collections.abc import Callable
@@ -22,8 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.cohort import (
+    MEASUREMENTS,
     MISSING_VALUE_TOKENS,
     REASONS,
     TABLES,
@@ -43,17 +47,25 @@ _HOUR = np.timedelta64(1, "h")
 
 @dataclass
 class RawTable:
-    """One cohort file read as text, with where each row came from."""
+    """One cohort file read as text (Arrow strings, nulls for empty fields) and where it came from."""
 
     spec: TableSpec
     path: Path
-    frame: pd.DataFrame  # every column as string; original column names
+    arrow: pa.Table
+
+    @functools.cached_property
+    def frame(self) -> pd.DataFrame:
+        """The table as pandas strings (used for the small tables: patients, events, treatments)."""
+        return self.arrow.to_pandas().astype("string")
 
     @property
-    def line_numbers(self) -> np.ndarray:
-        # CSV: physical line in the file (header is line 1). Parquet: 1-based row number.
-        offset = 1 if self.path.suffix == ".parquet" else 2
-        return np.arange(len(self.frame), dtype=np.int64) + offset
+    def n_rows(self) -> int:
+        return self.arrow.num_rows
+
+    def line_numbers(self, rows: np.ndarray) -> np.ndarray:
+        # CSV: physical line in the file (header is line 1; assumes no newlines inside quoted
+        # fields). Parquet: 1-based row number.
+        return rows.astype(np.int64) + (1 if self.path.suffix == ".parquet" else 2)
 
 
 @dataclass
@@ -105,16 +117,18 @@ def read_cohort(cohort_dir: str | Path) -> dict[str, RawTable]:
         path = find_table(cohort_dir, spec.name, required=spec.required)
         if path is None:
             continue
-        frame = read_raw_table(path)
-        missing = [c for c in spec.required_columns if c not in frame.columns]
+        table = read_raw_table(path)
+        missing = [c for c in spec.required_columns if c not in table.column_names]
         if missing:
             raise UserError(f"{path}: missing required column '{missing[0]}'")
-        duplicated = frame.columns[frame.columns.duplicated()].tolist()
-        if duplicated:
-            raise UserError(f"{path}: column '{duplicated[0]}' appears twice")
-        if frame.empty and spec.name != TREATMENTS.name:
+        seen: set[str] = set()
+        for column in table.column_names:
+            if column in seen:
+                raise UserError(f"{path}: column '{column}' appears twice")
+            seen.add(column)
+        if table.num_rows == 0 and spec.name != TREATMENTS.name:
             raise UserError(f"{path}: table '{spec.name}' has no rows")
-        raw[spec.name] = RawTable(spec, path, frame)
+        raw[spec.name] = RawTable(spec, path, table)
     return raw
 
 
@@ -193,6 +207,23 @@ def _parse_values(text: pd.Series, checks: _RowChecks) -> tuple[np.ndarray, np.n
     return values, censoring
 
 
+def _row_hash(*columns: np.ndarray) -> np.ndarray:
+    """A 64-bit hash per row of numeric columns. Equal rows hash equal; a collision only makes an
+    extra candidate, which the exact comparison afterwards rejects."""
+    result = np.zeros(len(columns[0]), dtype=np.uint64)
+    for column in columns:
+        if column.dtype.kind not in "biuf":  # text keys (small tables): compare their codes
+            column = pd.factorize(column)[0]
+        if column.dtype.kind == "f":
+            column = np.where(np.isnan(column), np.nan, column + 0.0)  # one NaN, and -0.0 == 0.0
+            bits = column.view(np.uint64)
+        else:
+            bits = column.astype(np.int64).view(np.uint64)
+        result = (result ^ bits) * np.uint64(0x9E3779B97F4A7C15)
+        result ^= result >> np.uint64(29)
+    return result
+
+
 def _exact_duplicates(frame: pd.DataFrame) -> np.ndarray:
     """Rows identical to an earlier row in every raw field."""
     return frame.duplicated(keep="first").to_numpy()
@@ -211,7 +242,11 @@ def _conflicts(keys: pd.DataFrame, payload: pd.DataFrame, candidates: np.ndarray
     if idx.size == 0:
         return conflicting, redundant
     sub_keys = keys.iloc[idx].reset_index(drop=True)
-    shared = sub_keys.duplicated(keep=False).to_numpy()
+    # Cheap pre-filter on a hash of the keys, then exact grouping on the few candidates.
+    maybe = pd.Series(_row_hash(*(sub_keys[c].to_numpy() for c in sub_keys.columns))).duplicated(keep=False).to_numpy()
+    shared = np.zeros(len(sub_keys), dtype=bool)
+    if maybe.any():
+        shared[maybe] = sub_keys[maybe].duplicated(keep=False).to_numpy()
     if not shared.any():
         return conflicting, redundant
     groups = sub_keys[shared].reset_index(drop=True)
@@ -254,11 +289,11 @@ class _TableOutcome:
 
 def _quarantine_frame(table: RawTable, rows: np.ndarray, checks: _RowChecks) -> pd.DataFrame:
     bad = np.flatnonzero(rows)
-    frame = table.frame.iloc[bad].reset_index(drop=True)
+    frame = table.arrow.take(pa.array(bad, type=pa.int64())).to_pandas()
     meta = pd.DataFrame(
         {
             "source_file": str(table.path),
-            "source_line": table.line_numbers[bad],
+            "source_line": table.line_numbers(bad),
             "reason": np.array(REASONS, dtype=object)[checks.codes[bad] - 1],
             "detail": checks.detail[bad],
         }
@@ -270,7 +305,7 @@ def _finish(
     table: RawTable, kept: np.ndarray, checks: _RowChecks, accepted: pd.DataFrame, n_duplicates: int, extra=None
 ) -> _TableOutcome:
     quarantine = _quarantine_frame(table, kept & ~checks.ok, checks)
-    return _TableOutcome(accepted, quarantine, len(table.frame), n_duplicates, extra or {})
+    return _TableOutcome(accepted, quarantine, table.n_rows, n_duplicates, extra or {})
 
 
 def _patient_ids(frame: pd.DataFrame, checks: _RowChecks, known: pd.Index | None) -> pd.Series:
@@ -318,124 +353,225 @@ def validate_patients(table: RawTable) -> _TableOutcome:
     return _finish(table, kept, checks, accepted, int(duplicate.sum()))
 
 
+_NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
+_EPOCH = np.datetime64(0, "s")
+
+
+def _arrow_strip(values: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """Trimmed text; empty becomes null."""
+    trimmed = pc.utf8_trim_whitespace(values)
+    if isinstance(trimmed, pa.ChunkedArray):
+        trimmed = trimmed.combine_chunks()
+    return pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), trimmed)
+
+
+def _arrow_numbers(values: pa.Array) -> np.ndarray:
+    """Plain numbers (``12``, ``-3.5``, ``1e3``) as float; NaN for anything else or null."""
+    is_number = pc.fill_null(pc.match_substring_regex(values, f"^{_NUMBER}$"), False)
+    out = np.full(len(values), np.nan)
+    mask = is_number.to_numpy(zero_copy_only=False)
+    if mask.any():
+        out[mask] = pc.cast(pc.filter(values, is_number), pa.float64()).to_numpy(zero_copy_only=False)
+    return out
+
+
+def _indices(encoded: pa.DictionaryArray) -> np.ndarray:
+    """Dictionary indices as int64 with -1 for null."""
+    return pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _epoch_seconds(stamps: pd.Series) -> np.ndarray:
+    return (stamps.dt.tz_localize(None).to_numpy() - _EPOCH) / np.timedelta64(1, "s")
+
+
+def _arrow_hours(
+    table: RawTable, time_text: pa.Array, patient_row: np.ndarray, anchor_s: np.ndarray | None, checks: _RowChecks
+) -> np.ndarray:
+    """Vectorised twin of :func:`_parse_hours` for large tables (Arrow text, patient row numbers)."""
+    present = pc.is_valid(time_text).to_numpy(zero_copy_only=False)
+    numeric = _arrow_numbers(time_text)
+    numeric_ok = np.isfinite(numeric)
+    if numeric_ok.sum() * 2 >= present.sum():
+        checks.flag(~numeric_ok, "bad_time", "time is not a number of hours (file uses hours since anchor)")
+        return numeric
+    if anchor_s is None:
+        raise UserError(
+            f"{table.path}: column 'time' holds timestamps but the patients table has no 'anchor_time' column"
+        )
+    stamps = pd.to_datetime(time_text.to_pandas(), format="ISO8601", errors="coerce", utc=True)
+    stamp_s = _epoch_seconds(stamps)
+    checks.flag(np.isnan(stamp_s), "bad_time", "time is not an ISO 8601 timestamp")
+    anchor_row = np.where(patient_row >= 0, anchor_s[np.maximum(patient_row, 0)], np.nan)
+    checks.flag(np.isnan(anchor_row), "bad_time", "patient has no anchor_time for a timestamp")
+    return (stamp_s - anchor_row) / 3600.0
+
+
 def validate_measurements(
-    table: RawTable, known: pd.Index, anchors: pd.Series | None, registry: Registry
+    table: RawTable, patients: pd.DataFrame, registry: Registry
 ) -> _TableOutcome:
-    frame = table.frame
-    duplicate = _exact_duplicates(frame)
-    checks = _RowChecks(len(frame))
-    checks.codes[duplicate] = -1  # excluded from every check below; restored at the end
-    ids = _patient_ids(frame, checks, known)
-    hours = _parse_hours(table, _strip(frame["time"]), ids, anchors, checks)
+    """Measurements are the big table (millions of rows): validated with Arrow kernels and integer
+    codes; text is only ever handled once per distinct value."""
+    raw = table.arrow
+    n_rows = raw.num_rows
+    checks = _RowChecks(n_rows)
 
-    analyte_text = _strip(frame["analyte"])
-    checks.flag(analyte_text.isna().to_numpy(), "missing_value", "analyte is empty")
-    value_text = _strip(frame["value"])
-    values, censoring = _parse_values(value_text, checks)
+    patient_text = _arrow_strip(raw.column("patient_id"))
+    checks.flag(pc.is_null(patient_text).to_numpy(zero_copy_only=False), "missing_patient_id", "patient_id is empty")
+    known_ids = pa.array(patients["patient_id"].to_numpy(dtype=object), type=pa.string())
+    patient_row = pc.fill_null(pc.index_in(patient_text, value_set=known_ids), -1).to_numpy(
+        zero_copy_only=False).astype(np.int64)
+    checks.flag(patient_row < 0, "unknown_patient", "patient_id not in patients table")
 
-    # Analyte names and units: normalise each distinct text once.
-    name_codes, name_uniques = pd.factorize(analyte_text, use_na_sentinel=True)
-    mapped = np.array([registry.synonyms.get(normalize_name(u)) for u in name_uniques] + [None], dtype=object)
-    code = mapped[name_codes]  # sentinel -1 picks the trailing None
-    known_analyte = pd.notna(code)
-    analyte_out = np.where(known_analyte, code, analyte_text.to_numpy(dtype=object))
+    anchor_s = None
+    if "anchor_time" in patients.columns:
+        anchor_s = _epoch_seconds(patients["anchor_time"])
+    hours = _arrow_hours(table, _arrow_strip(raw.column("time")), patient_row, anchor_s, checks)
 
-    unit_text = _strip(frame["unit"])
-    unit_codes, unit_uniques = pd.factorize(unit_text, use_na_sentinel=True)
-    unit_norm = np.array([""] + [normalize_unit(u) for u in unit_uniques], dtype=object)  # 0 = empty unit
-    analyte_idx, analyte_uniques = pd.factorize(pd.Series(code, dtype=object), use_na_sentinel=True)
-    # One lookup per distinct (analyte, unit) pair, then broadcast back to rows.
-    pair = (analyte_idx.astype(np.int64) + 1) * len(unit_norm) + (unit_codes + 1)
-    pair_codes, pair_uniques = pd.factorize(pair)
-    scale_lut = np.full(len(pair_uniques), np.nan)
-    offset_lut = np.zeros(len(pair_uniques))
-    for j, key in enumerate(pair_uniques):
-        a, u = divmod(int(key), len(unit_norm))
-        if a == 0:
-            continue  # unknown analyte: kept as given, no conversion
-        conversion = registry.conversions.get((analyte_uniques[a - 1], unit_norm[u]))
-        if conversion is not None:
-            scale_lut[j], offset_lut[j] = conversion
-    scale = scale_lut[pair_codes]
-    offset = offset_lut[pair_codes]
-    unit_given = unit_text.to_numpy(dtype=object)
-    name_given = analyte_text.to_numpy(dtype=object)
+    analyte_enc = pc.dictionary_encode(_arrow_strip(raw.column("analyte")))
+    name_idx = _indices(analyte_enc)
+    names = analyte_enc.dictionary.to_pylist()
+    checks.flag(name_idx < 0, "missing_value", "analyte is empty")
+
+    value_text = _arrow_strip(raw.column("value"))
+    values = _arrow_numbers(value_text)
+    lowered = pc.utf8_lower(value_text)
+    missing = pc.or_(pc.is_null(value_text), pc.is_in(lowered, value_set=pa.array(sorted(MISSING_VALUE_TOKENS))))
+    missing = pc.fill_null(missing, True).to_numpy(zero_copy_only=False)
+    checks.flag(missing, "missing_value", "value is empty")
+    censoring = np.zeros(n_rows, dtype=np.int8)  # 0 none, 1 left, 2 right
+    needs_pattern = ~missing & np.isnan(values)
+    if needs_pattern.any():
+        # Only the rare non-numeric texts go through the pandas regular expression.
+        idx = np.flatnonzero(needs_pattern)
+        text = value_text.take(pa.array(idx)).to_pandas()
+        parts = text.str.replace(" ", "", regex=False).str.extract(_CENSORED)
+        bound = pd.to_numeric(parts[1], errors="coerce").to_numpy(dtype=float)
+        values[idx] = bound
+        side = parts[0].map({"<": 1, "<=": 1, "≤": 1, ">": 2, ">=": 2, "≥": 2}).fillna(0).to_numpy(dtype=np.int8)
+        censoring[idx] = side
+        checks.flag(needs_pattern & np.isnan(values), "unparseable_value", "value is not a number or censored number")
+
+    # Registry lookups: one per distinct name, one per (analyte, unit) pair.
+    codes = registry.analytes.index.tolist()
+    code_pos = {code: i for i, code in enumerate(codes)}
+    name_code = np.array([code_pos.get(registry.synonyms.get(normalize_name(n)), -1) for n in names] + [-1])
+    code_idx = name_code[name_idx]  # name_idx -1 picks the trailing -1
+    known_analyte = code_idx >= 0
+
+    unit_enc = pc.dictionary_encode(_arrow_strip(raw.column("unit")))
+    unit_idx = _indices(unit_enc)
+    unit_names = unit_enc.dictionary.to_pylist()
+    unit_norm = [normalize_unit(u) for u in unit_names] + [""]  # index -1: empty unit
+    scale_lut = np.full((len(codes), len(unit_norm)), np.nan)
+    offset_lut = np.zeros((len(codes), len(unit_norm)))
+    for i, code in enumerate(codes):
+        for j, unit in enumerate(unit_norm):
+            conversion = registry.conversions.get((code, unit))
+            if conversion is not None:
+                scale_lut[i, j], offset_lut[i, j] = conversion
+    safe_code = np.maximum(code_idx, 0)
+    scale = np.where(known_analyte, scale_lut[safe_code, unit_idx], np.nan)
+    offset = np.where(known_analyte, offset_lut[safe_code, unit_idx], 0.0)
     checks.flag(
         known_analyte & np.isnan(scale),
         "unknown_unit",
         lambda rows: np.array(
-            [f"unit '{unit_given[i] if isinstance(unit_given[i], str) else ''}' has no conversion for {name_given[i]}" for i in rows], dtype=object
+            [f"unit '{(unit_names + [''])[unit_idx[i]]}' has no conversion for {names[name_idx[i]]}" for i in rows],
+            dtype=object,
         ),
     )
     with np.errstate(invalid="ignore"):
         converted = np.where(known_analyte, values * np.where(np.isnan(scale), 1.0, scale) + offset, values)
-    code_series = pd.Series(code, dtype=object)
-    low = code_series.map(registry.analytes["plausible_min"]).to_numpy(dtype=float)
-    high = code_series.map(registry.analytes["plausible_max"]).to_numpy(dtype=float)
-    with np.errstate(invalid="ignore"):
+        low = registry.analytes["plausible_min"].to_numpy(dtype=float)[safe_code]
+        high = registry.analytes["plausible_max"].to_numpy(dtype=float)[safe_code]
         outside = known_analyte & ((converted < low) | (converted > high) | ~np.isfinite(converted))
-    canonical_unit = registry.analytes["canonical_unit"]
+    canonical_units = registry.analytes["canonical_unit"].tolist()
     checks.flag(
         outside,
         "out_of_range",
         lambda rows: np.array(
-            [f"{converted[i]:g} {canonical_unit[code[i]]} outside plausible range [{low[i]:g}, {high[i]:g}]"
+            [f"{converted[i]:g} {canonical_units[code_idx[i]]} outside plausible range [{low[i]:g}, {high[i]:g}]"
              for i in rows],
             dtype=object,
         ),
     )
-    unit_out = np.where(known_analyte, code_series.map(canonical_unit).to_numpy(dtype=object), unit_given)
 
+    # Exact duplicates (every raw field equal) are dropped whatever their content. Rows equal on the
+    # parsed fields are the only candidates, so raw text is compared for those few rows only.
+    parsed = [patient_row, hours, name_idx, unit_idx, values, censoring]
+    if raw.num_columns > len(MEASUREMENTS.required_columns):
+        parsed.append(pd.util.hash_pandas_object(
+            raw.drop_columns(list(MEASUREMENTS.required_columns)).to_pandas(), index=False
+        ).to_numpy())
+    candidates = np.flatnonzero(pd.Series(_row_hash(*parsed)).duplicated(keep=False).to_numpy())
+    duplicate = np.zeros(n_rows, dtype=bool)
+    if candidates.size:
+        subset = raw.take(pa.array(candidates)).to_pandas()
+        duplicate[candidates[subset.duplicated(keep="first").to_numpy()]] = True
+    checks.codes[duplicate] = -1  # excluded from the conflict check; restored below
+
+    # Same patient, time and analyte: conflicting values are quarantined, equal ones deduplicated.
+    analyte_key = np.where(known_analyte, code_idx, len(codes) + name_idx)
     ok = checks.codes == 0
-    keys = pd.DataFrame({"p": ids.to_numpy(dtype=object), "h": hours, "a": analyte_out})
+    keys = pd.DataFrame({"p": patient_row, "h": hours, "a": analyte_key})
     payload = pd.DataFrame({"v": converted, "c": censoring})
     conflicting, redundant = _conflicts(keys, payload, ok)
     checks.flag(conflicting, "conflicting_duplicate", "same patient, time and analyte with a different value")
     drop = duplicate | redundant
     checks.codes[drop] = 0
     kept = ~drop
-    good = kept & (checks.codes == 0)
+    good_rows = np.flatnonzero(kept & (checks.codes == 0))
+    order = good_rows[np.lexsort((hours[good_rows], patient_row[good_rows]))]
 
-    accepted = pd.DataFrame(
+    # Output columns: text built from small dictionaries, never per row in Python.
+    out_names = pa.array([codes[c] if c >= 0 else n for n, c in zip(names, name_code[:-1], strict=True)] or [""],
+                         type=pa.string())
+    out_units = pa.array(unit_names + canonical_units, type=pa.string())
+    unit_out_idx = np.where(known_analyte, len(unit_names) + safe_code, unit_idx)[order]
+
+    def _text(indices: np.ndarray, dictionary: pa.Array) -> pa.Array:
+        arr = pa.DictionaryArray.from_arrays(pa.array(indices, mask=indices < 0, type=pa.int32()), dictionary)
+        return pc.cast(arr, pa.string())
+
+    accepted = pa.table(
         {
-            "patient_id": pd.array(ids.to_numpy(dtype=object)[good], dtype="string"),
-            "hours_since_anchor": hours[good],
-            "analyte": pd.array(analyte_out[good], dtype="string"),
-            "value": converted[good],
-            "unit": pd.array(unit_out[good], dtype="string"),
-            "censoring": pd.array(censoring[good], dtype="string"),
-            "known_analyte": known_analyte[good],
+            "patient_id": known_ids.take(pa.array(patient_row[order])),
+            "hours_since_anchor": pa.array(hours[order]),
+            "analyte": _text(name_idx[order], out_names),
+            "value": pa.array(converted[order]),
+            "unit": _text(unit_out_idx, out_units),
+            "censoring": _text(censoring[order].astype(np.int32), pa.array(["none", "left", "right"])),
+            "known_analyte": pa.array(known_analyte[order]),
         }
-    )
-    accepted = accepted.sort_values(["patient_id", "hours_since_anchor", "analyte"], kind="stable")
+    ).to_pandas()
 
-    # What was normalised, for the report (accepted rows only): count distinct (name, unit) pairs.
-    name_unit = (name_codes[good].astype(np.int64) + 1) * len(unit_norm) + (unit_codes[good] + 1)
-    pairs, pair_rows = np.unique(name_unit, return_counts=True)
+    # What was normalised, for the report (accepted rows only): counts per distinct (name, unit).
+    n_units = len(unit_norm)
+    pair_counts = np.bincount(name_idx[good_rows] * n_units + (unit_idx[good_rows] % n_units),
+                              minlength=max(len(names), 1) * n_units)
     conversions: Counter = Counter()
     synonyms: Counter = Counter()
     unknown: Counter = Counter()
     found: Counter = Counter()
-    for key, rows in zip(pairs.tolist(), pair_rows.tolist(), strict=True):
-        n_idx, u_idx = divmod(key, len(unit_norm))
-        name = name_uniques[n_idx - 1]
-        analyte_code = mapped[n_idx - 1]
-        if analyte_code is None:
+    for key in np.flatnonzero(pair_counts).tolist():
+        rows = int(pair_counts[key])
+        n_idx, u_idx = divmod(key, n_units)
+        name, c = names[n_idx], int(name_code[n_idx])
+        if c < 0:
             unknown[name] += rows
             continue
-        found[analyte_code] += rows
-        canonical = canonical_unit[analyte_code]
-        if unit_norm[u_idx] != normalize_unit(canonical):
-            conversions[f"{analyte_code}: {unit_uniques[u_idx - 1]} -> {canonical}"] += rows
-        if name != analyte_code:
-            synonyms[f"{name} -> {analyte_code}"] += rows
+        found[codes[c]] += rows
+        if unit_norm[u_idx] != normalize_unit(canonical_units[c]):
+            conversions[f"{codes[c]}: {unit_names[u_idx]} -> {canonical_units[c]}"] += rows
+        if name != codes[c]:
+            synonyms[f"{name} -> {codes[c]}"] += rows
     extra = {
         "analytes_found": dict(sorted(found.items())),
         "unknown_analytes": dict(sorted(unknown.items())),
         "unit_conversions": dict(sorted(conversions.items())),
         "synonyms_mapped": dict(sorted(synonyms.items())),
     }
-    return _finish(table, kept, checks, accepted.reset_index(drop=True), int(drop.sum()), extra)
+    return _finish(table, kept, checks, accepted, int(drop.sum()), extra)
 
 
 def validate_events(table: RawTable, known: pd.Index, anchors: pd.Series | None) -> _TableOutcome:
@@ -531,7 +667,7 @@ def run(raw: dict[str, RawTable], registry: Registry | None = None) -> IngestRes
     patients = outcomes["patients"].accepted
     known = pd.Index(patients["patient_id"].to_numpy(dtype=object))
     anchors = _anchor_times(patients)
-    outcomes["measurements"] = validate_measurements(raw["measurements"], known, anchors, registry)
+    outcomes["measurements"] = validate_measurements(raw["measurements"], patients, registry)
     outcomes["events"] = validate_events(raw["events"], known, anchors)
     if "treatments" in raw:
         outcomes["treatments"] = validate_treatments(raw["treatments"], known, anchors)

@@ -7,6 +7,8 @@ place only when complete, so a failed stage leaves no half-written file behind.
 from __future__ import annotations
 
 import contextlib
+import csv
+import gzip
 import json
 import os
 import shutil
@@ -16,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
 from pipeline.errors import UserError
 
@@ -110,23 +115,33 @@ def find_table(directory: str | Path, name: str, *, required: bool = True) -> Pa
     return found[0]
 
 
-def read_raw_table(path: Path) -> pd.DataFrame:
-    """Read a cohort table with every column as text (validation happens in ingest, not here)."""
+def read_raw_table(path: Path) -> pa.Table:
+    """Read a cohort table with every column as text (validation happens in ingest, not here).
+
+    Returns an Arrow table so that large files are validated with Arrow compute kernels without
+    ever becoming Python objects. Empty fields are nulls.
+    """
     try:
         if path.suffix == ".parquet":
-            df = pd.read_parquet(path)
-            df = df.astype({c: "string" for c in df.columns})
+            table = pq.read_table(path)
+            table = table.cast(pa.schema([pa.field(name, pa.string()) for name in table.column_names]))
         else:
-            df = pd.read_csv(
+            with (gzip.open(path, "rt", newline="") if path.suffix == ".gz" else open(path, newline="")) as handle:
+                header = next(csv.reader(handle), None)
+            if not header:
+                raise UserError(f"{path}: file is empty (no header line)")
+            names = [name.strip() for name in header]
+            table = pacsv.read_csv(
                 path,
-                dtype=str,
-                keep_default_na=False,
-                na_values=[""],
-                engine="pyarrow",
+                read_options=pacsv.ReadOptions(column_names=names, skip_rows=1),
+                convert_options=pacsv.ConvertOptions(
+                    column_types={name: pa.string() for name in names},
+                    null_values=[""],
+                    strings_can_be_null=True,
+                    quoted_strings_can_be_null=True,
+                ),
             )
-            df = df.astype("string")
-    except (OSError, ValueError) as exc:  # pyarrow raises ArrowInvalid (a ValueError) on bad CSV
+    except (OSError, pa.ArrowException, ValueError, UnicodeDecodeError, csv.Error) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{path}: unreadable file ({first})") from None
-    df.columns = [str(c).strip() for c in df.columns]
-    return df
+    return table.rename_columns([str(c).strip() for c in table.column_names])

@@ -1,0 +1,90 @@
+"""Benchmark: ingest a 5,000,000-row measurements CSV (20,000 patients).
+
+Usage: .venv/bin/python benchmarks/bench_ingest.py [--rows 5000000] [--patients 20000]
+
+Prints the time and peak RSS of `crs ingest` (run as a child process so its peak memory is its own)
+and, for scale, of a plain `pandas.read_csv` + `to_parquet` of the same file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+WORK = Path(__file__).resolve().parent / "_work" / "ingest"
+# (name as written, unit, typical level, log-scale spread)
+ANALYTES = [("CRP", "mg/L", 5.0, 0.8), ("Ferritin", "ng/mL", 800.0, 0.6), ("IL-6", "pg/mL", 20.0, 1.0),
+            ("IFNG", "pg/mL", 10.0, 1.0), ("LDH", "U/L", 250.0, 0.4), ("PLT", "10^9/L", 150.0, 0.4),
+            ("CREAT", "mg/dL", 0.9, 0.3), ("TEMP", "C", 37.0, 0.02)]
+
+
+def make_cohort(directory: Path, n_rows: int, n_patients: int, seed: int = 0) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    ids = np.array([f"P{i:06d}" for i in range(n_patients)])
+    anchor = np.datetime64("2024-01-01T08:00:00") + (rng.integers(0, 365 * 24, n_patients) * 3600).astype("timedelta64[s]")
+    pd.DataFrame({"patient_id": ids, "anchor_time": np.datetime_as_string(anchor, unit="s"),
+                  "age": rng.integers(20, 85, n_patients)}).to_csv(directory / "patients.csv", index=False)
+    patient = rng.integers(0, n_patients, n_rows)
+    analyte = rng.integers(0, len(ANALYTES), n_rows)
+    # Unique seconds per row so no accidental same-time conflicts.
+    offset_s = rng.permutation(n_rows).astype(np.int64) % (35 * 24 * 3600) - 7 * 24 * 3600
+    stamps = anchor[patient] + offset_s.astype("timedelta64[s]")
+    spread = np.array([a[3] for a in ANALYTES])[analyte]
+    level = np.array([a[2] for a in ANALYTES])[analyte] * np.exp(rng.normal(0, 1, n_rows) * spread)
+    values = np.char.mod("%.4g", level).astype(object)
+    censored = (rng.random(n_rows) < 0.05) & np.isin(analyte, [2, 3])  # cytokines below the assay limit
+    values[censored] = "<1.5"
+    bad = rng.random(n_rows) < 0.001
+    values[bad] = "hemolyzed"
+    frame = pd.DataFrame({
+        "patient_id": ids[patient], "time": np.datetime_as_string(stamps, unit="s"),
+        "analyte": np.array([a[0] for a in ANALYTES])[analyte], "value": values,
+        "unit": np.array([a[1] for a in ANALYTES])[analyte],
+    })
+    frame.to_csv(directory / "measurements.csv", index=False)
+    pd.DataFrame({"patient_id": ids[:100], "event": "CRS", "grade": 2, "time": np.datetime_as_string(anchor[:100] + np.timedelta64(30, "h"), unit="s")}).to_csv(directory / "events.csv", index=False)
+
+
+def timed_child(code: str) -> tuple[float, float]:
+    """Wall time of a fresh interpreter running ``code`` (imports included) and its own peak RSS."""
+    report = "; import resource, sys; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)"
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code + report], check=True, stderr=subprocess.PIPE, text=True)
+    seconds = time.perf_counter() - start
+    peak_mb = int(proc.stderr.strip().splitlines()[-1]) / 1024
+    return seconds, peak_mb
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=5_000_000)
+    parser.add_argument("--patients", type=int, default=20_000)
+    args = parser.parse_args()
+    cohort = WORK / f"cohort_{args.rows}"
+    if not (cohort / "measurements.csv").exists():
+        print(f"generating {args.rows:,} rows ...", flush=True)
+        make_cohort(cohort, args.rows, args.patients)
+    size_mb = (cohort / "measurements.csv").stat().st_size / 1e6
+    print(f"measurements.csv: {args.rows:,} rows, {size_mb:.0f} MB")
+
+    plain = (f"import pandas as pd; pd.read_csv({str(cohort / 'measurements.csv')!r})"
+             f".to_parquet({str(WORK / 'plain.parquet')!r})")
+    seconds, peak = timed_child(plain)
+    print(f"plain pandas read_csv + to_parquet: {seconds:.2f} s, peak RSS {peak:.0f} MB")
+
+    ingest = (f"from pathlib import Path; from pipeline.config import Config; from pipeline.ingest import main; "
+              f"main(Config(), cohort=Path({str(cohort)!r}), out=Path({str(WORK / 'interim')!r}), "
+              f"report=Path({str(WORK / 'ingest.json')!r}))")
+    seconds, peak = timed_child(ingest)
+    print(f"crs ingest (read, validate, normalise, write): {seconds:.2f} s, peak RSS {peak:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""MLflow helpers shared by ``crs train`` and ``crs evaluate``.
+
+Tracking URI: ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///mlflow.db`` in the working directory (the
+repo root under ``dvc repro``), so no server is needed. ``train`` opens one parent run with a child run
+per target and records the run ids in ``models/runs.json``; ``evaluate`` reopens those runs so a model
+and its metrics sit in the same run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+import warnings
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+@contextlib.contextmanager
+def quiet_mlflow() -> Iterator[None]:
+    """Silence MLflow's informational chatter (DB migrations, schema hints, env inference)."""
+    loggers = [logging.getLogger(name) for name in ("mlflow", "alembic", "urllib3")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module=r"mlflow.*")
+            warnings.filterwarnings("ignore", category=UserWarning)
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def setup(experiment_name: str) -> str:
+    """Point MLflow at the tracking store and experiment; returns the experiment id."""
+    import mlflow
+
+    # Avoid a slow pip/conda environment inference per logged model; the lock file pins versions.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    mlflow.set_tracking_uri(tracking_uri())
+    experiment = mlflow.set_experiment(experiment_name)
+    return experiment.experiment_id
+
+
+def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested params -> {"train.max_depth": "3", "train.monotone_constraints.il6__fold_change": "1"}."""
+    out: dict[str, str] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            if value:
+                out.update(flatten(value, f"{name}."))
+            else:
+                out[name] = "{}"
+        elif isinstance(value, list | tuple):
+            out[name] = ",".join(str(v) for v in value)
+        else:
+            out[name] = str(value)
+    return out
+
+
+def git_commit(cwd: str | Path = ".") -> str:
+    """HEAD commit of the repository at ``cwd`` ("unknown" outside git)."""
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    commit = result.stdout.strip()
+    return commit if result.returncode == 0 and commit else "unknown"
+
+
+def metric_key(*parts: str) -> str:
+    """MLflow metric names allow letters, digits, ``_ - . / :`` and spaces; keep keys to those."""
+    allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./: ")
+    return "/".join("".join(c if c in allowed else "_" for c in part) for part in parts)
+
+
+def run_exists(run_id: str) -> bool:
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        MlflowClient().get_run(run_id)
+    except MlflowException:
+        return False
+    return True
