@@ -1,0 +1,26 @@
+"""Kinetic feature library: long measurement table -> leakage-safe landmark feature matrix.
+
+Pure functions and one sklearn-style transformer; no file I/O, no MLflow, no CLI.
+
+* :func:`feature_table` — every feature with its description and unit (the declarative table).
+* :func:`landmark_matrix` — the landmark matrix from the ingest tables (what ``crs featurize`` runs).
+* :class:`LandmarkFeaturizer` — the same, as an sklearn-style transformer for notebooks.
+* :func:`cut_at_landmark` — the single cut at L every feature goes through.
+* :mod:`features.scores` — EASIX, m-EASIX, CAR-HEMATOTOX.
+"""
+
+from features.definitions import DERIVED, SUMMARIES, TREATMENT_CLASSES, feature_table
+from features.landmarks import LandmarkSpec, Target, cut_at_landmark, landmark_matrix
+from features.transformer import LandmarkFeaturizer
+
+__all__ = [
+    "DERIVED",
+    "SUMMARIES",
+    "TREATMENT_CLASSES",
+    "LandmarkFeaturizer",
+    "LandmarkSpec",
+    "Target",
+    "cut_at_landmark",
+    "feature_table",
+    "landmark_matrix",
+]

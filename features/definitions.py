@@ -1,0 +1,161 @@
+"""The declarative feature table: adding a feature is one line here.
+
+* :data:`SUMMARIES` — one line per per-analyte summary. Every analyte in ``featurize.analytes`` gets
+  every summary, named ``<code lower>__<summary>`` (``il6__fold_change``).
+* :data:`DERIVED` — cross-marker scores and clinical features, one line each.
+* :data:`TREATMENT_CLASSES` — drug names (lower case, as ingest writes them) per treatment class.
+
+Each line holds a ``compute`` callable. It receives only objects built from data already cut at the
+landmark (:class:`features.landmarks.AnalyteAtLandmark` / :class:`features.landmarks.LandmarkContext`),
+so no definition here can see a row after L.
+
+Conventions (see ``docs/features.md``): "log" is log2 everywhere, so a slope is in doublings per hour
+and the doubling time is ``1 / slope``; times are real hours since the anchor (infusion).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from features import scores
+
+if TYPE_CHECKING:
+    from features.landmarks import AnalyteAtLandmark, LandmarkContext
+
+#: Same default as ``FeaturizeConfig.analytes`` (kept here so the library works without the pipeline).
+DEFAULT_ANALYTES: tuple[str, ...] = ("IL6", "IFNG", "CRP", "FERRITIN", "IL10", "MCP1", "LDH", "PLT")
+#: Analytes the scores and clinical features read, whatever ``featurize.analytes`` says.
+DERIVED_ANALYTES: tuple[str, ...] = ("LDH", "CREAT", "PLT", "CRP", "ANC", "HGB", "FERRITIN", "TEMP")
+FEVER_CELSIUS = 38.0
+
+#: Treatment class -> drug names that count as that class (exact match after strip + lower-case).
+TREATMENT_CLASSES: dict[str, tuple[str, ...]] = {
+    "tocilizumab": ("tocilizumab", "actemra", "roactemra", "tocilizumab-aazg", "tofidence", "tyenne"),
+    "steroids": (
+        "dexamethasone",
+        "methylprednisolone",
+        "prednisone",
+        "prednisolone",
+        "hydrocortisone",
+        "betamethasone",
+        "solu-medrol",
+        "decadron",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Summary:
+    """A per-analyte feature: ``compute(analyte_at_L) -> float array (n_patients,)``.
+
+    ``description`` and ``unit`` may hold ``{analyte}`` and ``{unit}`` (the analyte's canonical unit).
+    """
+
+    name: str
+    compute: Callable[[AnalyteAtLandmark], np.ndarray]
+    description: str
+    unit: str
+
+
+@dataclass(frozen=True)
+class Derived:
+    """A cross-marker / clinical feature: ``compute(landmark_context) -> float array (n_patients,)``."""
+
+    name: str
+    compute: Callable[[LandmarkContext], np.ndarray]
+    description: str
+    unit: str
+
+
+_ratio = scores.safe_ratio
+_log2 = scores.safe_log2
+_dt = scores.doubling_time_hours
+
+# fmt: off
+SUMMARIES: tuple[Summary, ...] = (
+    Summary("latest", lambda a: a.latest, "most recent {analyte} at or before L", "{unit}"),
+    Summary("hours_since_latest", lambda a: a.hours_since_latest, "hours from the most recent {analyte} to L", "h"),
+    Summary("count", lambda a: a.count, "number of {analyte} measurements at or before L", "n"),
+    Summary("baseline", lambda a: a.baseline, "last {analyte} in [-baseline window, 0] h; missing stays missing", "{unit}"),
+    Summary("has_baseline", lambda a: a.has_baseline, "1 if a baseline {analyte} exists, else 0", "0/1"),
+    Summary("fold_change", lambda a: _ratio(a.latest, a.baseline), "latest / baseline {analyte}", "ratio"),
+    Summary("log2_fold_change", lambda a: _log2(_ratio(a.latest, a.baseline)), "log2(latest / baseline {analyte})", "log2 ratio"),
+    Summary("max", lambda a: a.maximum, "maximum {analyte} at or before L", "{unit}"),
+    Summary("max_fold_change", lambda a: _ratio(a.maximum, a.baseline), "maximum so far / baseline {analyte}", "ratio"),
+    Summary("slope_24h", lambda a: a.log2_slope(24.0), "least-squares slope of log2 {analyte} on real hours in [L-24, L]; NaN if < 2 points", "log2/h"),
+    Summary("slope_48h", lambda a: a.log2_slope(48.0), "least-squares slope of log2 {analyte} on real hours in [L-48, L]; NaN if < 2 points", "log2/h"),
+    Summary("doubling_time_24h", lambda a: _dt(a.log2_slope(24.0)), "hours for {analyte} to double at the 24 h slope (1/slope; NaN if slope <= 0)", "h"),
+    Summary("doubling_time_48h", lambda a: _dt(a.log2_slope(48.0)), "hours for {analyte} to double at the 48 h slope (1/slope; NaN if slope <= 0)", "h"),
+    Summary("auc_log2_fold_change", lambda a: a.auc_log2_fold_change, "trapezoid area of log2({analyte} / baseline) over real hours [0, L], last value held to L", "log2 ratio x h"),
+    Summary("n_censored", lambda a: a.n_censored, "number of censored {analyte} results at or before L (used at their bound)", "n"),
+)
+
+DERIVED: tuple[Derived, ...] = (
+    Derived("easix__baseline", lambda c: scores.easix(c["LDH"].baseline, c["CREAT"].baseline, c["PLT"].baseline), "EASIX = LDH x creatinine / platelets, baseline values", "U/L x mg/dL / 10^9/L"),
+    Derived("easix__latest", lambda c: scores.easix(c["LDH"].latest, c["CREAT"].latest, c["PLT"].latest), "EASIX from the latest LDH, creatinine, platelets at L", "U/L x mg/dL / 10^9/L"),
+    Derived("m_easix__baseline", lambda c: scores.m_easix(c["LDH"].baseline, c["CRP"].baseline, c["PLT"].baseline), "m-EASIX = LDH x CRP (mg/dL) / platelets, baseline values", "U/L x mg/dL / 10^9/L"),
+    Derived("m_easix__latest", lambda c: scores.m_easix(c["LDH"].latest, c["CRP"].latest, c["PLT"].latest), "m-EASIX from the latest LDH, CRP (mg/dL), platelets at L", "U/L x mg/dL / 10^9/L"),
+    Derived("car_hematotox__baseline", lambda c: scores.car_hematotox(c["PLT"].baseline, c["ANC"].baseline, c["HGB"].baseline, c["CRP"].baseline, c["FERRITIN"].baseline), "CAR-HEMATOTOX points from baseline PLT, ANC, HGB, CRP, ferritin (NaN if any missing)", "points 0-7"),
+    Derived("temp__max", lambda c: c["TEMP"].max_since_anchor, "maximum body temperature in [0, L] h", "C"),
+    Derived("fever__hours_since_first", lambda c: c["TEMP"].hours_since_first_at_least(FEVER_CELSIUS), "hours from the first temperature >= 38.0 C in [0, L] to L; NaN if none", "h"),
+    Derived("tocilizumab__given", lambda c: c.treatment("tocilizumab").given, "1 if tocilizumab was given at or before L, else 0", "0/1"),
+    Derived("tocilizumab__hours_since", lambda c: c.treatment("tocilizumab").hours_since_last, "hours from the most recent tocilizumab dose to L; NaN if none", "h"),
+    Derived("steroids__given", lambda c: c.treatment("steroids").given, "1 if a corticosteroid was given at or before L, else 0", "0/1"),
+    Derived("steroids__hours_since", lambda c: c.treatment("steroids").hours_since_last, "hours from the most recent corticosteroid dose to L; NaN if none", "h"),
+)
+# fmt: on
+
+
+def analyte_feature_name(code: str, summary: str) -> str:
+    """``("IL6", "fold_change") -> "il6__fold_change"``."""
+    return f"{code.strip().lower()}__{summary}"
+
+
+def _canonical_units() -> dict[str, str]:
+    # The registry is package data of the pipeline; the library still works (blank units) without it.
+    try:
+        from pipeline.registry import load_registry
+    except ImportError:  # pragma: no cover - library used outside the project
+        return {}
+    analytes = load_registry().analytes
+    return dict(zip(analytes["code"], analytes["canonical_unit"], strict=True))
+
+
+def feature_table(
+    analytes: Sequence[str] = DEFAULT_ANALYTES,
+    static_features: Sequence[str] = (),
+    units: Mapping[str, str] | None = None,
+) -> pd.DataFrame:
+    """Every model feature in output order: columns ``name, analyte, summary, description, unit``.
+
+    ``analytes`` are canonical codes; ``units`` maps code -> unit (default: the analyte registry).
+    """
+    units = _canonical_units() if units is None else dict(units)
+    rows: list[dict[str, str]] = [
+        {"name": "landmark_hours", "analyte": "", "summary": "landmark",
+         "description": "the landmark L itself: hours after infusion the prediction is made", "unit": "h"}
+    ]
+    for code in analytes:
+        code = code.strip().upper()
+        unit = units.get(code, "") or "canonical unit"
+        for s in SUMMARIES:
+            rows.append({
+                "name": analyte_feature_name(code, s.name),
+                "analyte": code,
+                "summary": s.name,
+                "description": s.description.format(analyte=code),
+                "unit": s.unit.format(unit=unit),
+            })
+    for d in DERIVED:
+        prefix, _, summary = d.name.partition("__")
+        rows.append({"name": d.name, "analyte": prefix.upper(), "summary": summary,
+                     "description": d.description, "unit": d.unit})
+    for column in static_features:
+        rows.append({"name": column, "analyte": "", "summary": "static",
+                     "description": f"static covariate '{column}' from the patients table", "unit": ""})
+    return pd.DataFrame(rows, columns=["name", "analyte", "summary", "description", "unit"])

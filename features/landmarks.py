@@ -1,0 +1,562 @@
+"""Landmark features and labels from long tables, vectorised, with one cut at L.
+
+Data flow (no per-patient Python loops anywhere):
+
+1. :func:`encode_cohort` maps patients to integer codes ``0..P-1`` (sorted ``patient_id``), keeps the
+   analytes needed, and stores each analyte as flat numpy arrays sorted by (patient, hours).
+2. :func:`cut_at_landmark` is **the only door to the data**: it returns a :class:`CutTimeline` holding
+   rows with ``hours_since_anchor <= L`` and nothing else.
+3. :class:`LandmarkContext` / :class:`AnalyteAtLandmark` compute per-patient summaries from a
+   ``CutTimeline`` with ``np.bincount`` / ``ufunc.reduceat`` over patient segments; the declarative
+   table in :mod:`features.definitions` turns them into named features.
+4. Labels come from events through :func:`target_onsets` / :func:`label_at_landmark`, which never
+   feed a feature.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from features import definitions
+from features.scores import safe_log2
+from pipeline.errors import UserError
+
+MEASUREMENT_COLUMNS = ("patient_id", "hours_since_anchor", "analyte", "value")
+EVENT_COLUMNS = ("patient_id", "event", "grade", "hours_since_anchor")
+TREATMENT_COLUMNS = ("patient_id", "hours_since_anchor", "drug")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A label: first onset of ``event`` with grade >= ``min_grade``."""
+
+    name: str
+    event: str
+    min_grade: int
+
+
+@dataclass(frozen=True)
+class LandmarkSpec:
+    """Everything that decides the landmark matrix (mirrors ``params.yaml``)."""
+
+    landmarks_hours: tuple[float, ...] = (0.0, 24.0, 48.0, 72.0)
+    analytes: tuple[str, ...] = definitions.DEFAULT_ANALYTES
+    baseline_window_hours: float = 168.0
+    horizon_hours: float = 720.0
+    targets: tuple[Target, ...] = ()
+    static_features: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        landmarks = tuple(sorted(float(x) for x in self.landmarks_hours))
+        if not landmarks or len(set(landmarks)) != len(landmarks):
+            raise ValueError("landmarks_hours must be non-empty and distinct")
+        object.__setattr__(self, "landmarks_hours", landmarks)
+        object.__setattr__(self, "analytes", tuple(dict.fromkeys(a.strip().upper() for a in self.analytes)))
+        object.__setattr__(self, "static_features", tuple(self.static_features))
+        object.__setattr__(self, "targets", tuple(self.targets))
+
+
+# --------------------------------------------------------------------------------------------------
+# Encoded cohort
+
+
+@dataclass(frozen=True)
+class SortedRows:
+    """One analyte (or treatment class): flat arrays sorted by (patient, hours)."""
+
+    patient: np.ndarray  # int64 patient code
+    hours: np.ndarray  # float64 hours since anchor
+    value: np.ndarray  # float64 canonical unit (the bound when censored); NaN for treatments
+    censored: np.ndarray  # bool
+
+    def take(self, keep: np.ndarray) -> SortedRows:
+        return SortedRows(self.patient[keep], self.hours[keep], self.value[keep], self.censored[keep])
+
+    @staticmethod
+    def empty() -> SortedRows:
+        return SortedRows(np.empty(0, np.int64), np.empty(0), np.empty(0), np.empty(0, bool))
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """The whole cohort, encoded. Never handed to a feature: see :func:`cut_at_landmark`."""
+
+    patient_ids: np.ndarray  # object array of str, sorted; code i <-> patient_ids[i]
+    analytes: dict[str, SortedRows]
+    treatments: dict[str, SortedRows]
+
+    @property
+    def n_patients(self) -> int:
+        return len(self.patient_ids)
+
+
+@dataclass(frozen=True)
+class CutTimeline:
+    """The cohort as known at ``landmark_hours``: every row has ``hours <= landmark_hours``."""
+
+    landmark_hours: float
+    n_patients: int
+    analytes: dict[str, SortedRows]
+    treatments: dict[str, SortedRows]
+
+
+def _require(df: pd.DataFrame, columns: Sequence[str], table: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise UserError(f"{table}: missing column(s) {', '.join(repr(c) for c in missing)}")
+
+
+def _arrow_strings(values: pd.Series) -> pa.Array:
+    if not pd.api.types.is_string_dtype(values.dtype) or isinstance(values.dtype, pd.CategoricalDtype):
+        values = values.astype("str")
+    return pa.array(values)
+
+
+def _codes(values: pd.Series, universe: Sequence[str]) -> np.ndarray:
+    """Integer position of each value in ``universe`` (-1 when absent or null), hashed in Arrow."""
+    arr = _arrow_strings(values)
+    found = pc.index_in(arr, value_set=pa.array(list(universe), type=arr.type))
+    return pc.fill_null(found, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _float(values: pd.Series) -> np.ndarray:
+    if values.dtype == np.float64:
+        return values.to_numpy()  # read-only view under copy-on-write; never written to
+    return pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def patient_index(patients: pd.DataFrame) -> np.ndarray:
+    """Sorted unique patient ids (the row universe); duplicate or missing ids are a UserError."""
+    _require(patients, ["patient_id"], "patients")
+    ids = patients["patient_id"]
+    if ids.isna().any():
+        raise UserError("patients: 'patient_id' has missing values")
+    ids = ids.astype("str")
+    duplicated = ids[ids.duplicated()]
+    if len(duplicated):
+        raise UserError(f"patients: duplicate patient_id {duplicated.iloc[0]!r}")
+    return np.sort(ids.to_numpy(dtype=object))
+
+
+def _sorted_by_patient_hours(patient: np.ndarray, hours: np.ndarray) -> bool:
+    dp = np.diff(patient)
+    return bool(np.all((dp > 0) | ((dp == 0) & (np.diff(hours) >= 0))))
+
+
+def encode_cohort(
+    measurements: pd.DataFrame,
+    patient_ids: np.ndarray,
+    treatments: pd.DataFrame | None,
+    analytes: Sequence[str],
+) -> Timeline:
+    """Encode the long tables into per-analyte sorted arrays (rows of unknown patients are ignored).
+
+    ``measurements`` follows the ingest contract; ``censoring`` is optional (absent = none censored;
+    ``left`` / ``right`` = censored, the value being the bound).
+    Rows with a missing time or value are ignored (ingest has already quarantined them).
+    """
+    _require(measurements, MEASUREMENT_COLUMNS, "measurements")
+    codes = list(dict.fromkeys(a.strip().upper() for a in analytes))
+    patient = _codes(measurements["patient_id"], patient_ids)
+    analyte = _codes(measurements["analyte"], codes)
+    hours = _float(measurements["hours_since_anchor"])
+    value = _float(measurements["value"])
+    if "censoring" in measurements.columns:
+        # Contract values are none / left / right; anything else (incl. null) counts as not censored.
+        cens = _arrow_strings(measurements["censoring"])
+        is_censored = pc.is_in(cens, value_set=pa.array(["left", "right"], type=cens.type))
+        censored = pc.fill_null(is_censored, False).to_numpy(zero_copy_only=False)
+    else:
+        censored = np.zeros(len(measurements), dtype=bool)
+    valid = (patient >= 0) & (analyte >= 0) & np.isfinite(hours) & np.isfinite(value)
+    # Group rows by analyte with one stable (radix) sort of small ints; dropped rows get a sentinel
+    # group sorted last, so each column is gathered once. If the input is sorted by (patient, hours),
+    # as ingest writes it, each analyte's slice stays sorted and no lexsort is needed.
+    group = np.where(valid, analyte, len(codes)).astype(np.int16)
+    if _sorted_by_patient_hours(patient, hours):
+        order = np.argsort(group, kind="stable")
+    else:
+        order = np.lexsort((hours, patient, group))
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(group, minlength=len(codes) + 1))])
+    order = order[: bounds[-2]]
+    patient, hours, value, censored = (x[order] for x in (patient, hours, value, censored))
+    by_analyte = {
+        code: SortedRows(patient[lo:hi], hours[lo:hi], value[lo:hi], censored[lo:hi])
+        for code, lo, hi in zip(codes, bounds[:-2], bounds[1:-1], strict=True)
+    }
+    return Timeline(patient_ids=patient_ids, analytes=by_analyte, treatments=_encode_treatments(treatments, patient_ids))
+
+
+def _encode_treatments(treatments: pd.DataFrame | None, patient_ids: np.ndarray) -> dict[str, SortedRows]:
+    if treatments is None or len(treatments) == 0:
+        return {name: SortedRows.empty() for name in definitions.TREATMENT_CLASSES}
+    _require(treatments, TREATMENT_COLUMNS, "treatments")
+    patient = _codes(treatments["patient_id"], patient_ids)
+    hours = _float(treatments["hours_since_anchor"])
+    drug = pc.utf8_lower(pc.utf8_trim_whitespace(_arrow_strings(treatments["drug"])))
+    out: dict[str, SortedRows] = {}
+    for name, drugs in definitions.TREATMENT_CLASSES.items():
+        is_class = pc.fill_null(pc.is_in(drug, value_set=pa.array(drugs, type=drug.type)), False)
+        keep = np.flatnonzero(is_class.to_numpy(zero_copy_only=False) & (patient >= 0) & np.isfinite(hours))
+        order = keep[np.lexsort((hours[keep], patient[keep]))]
+        out[name] = SortedRows(patient[order], hours[order], np.full(len(order), np.nan), np.zeros(len(order), bool))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# The cut: the only door from the cohort to a feature
+
+
+def cut_at_landmark(timeline: Timeline, landmark_hours: float) -> CutTimeline:
+    """Keep only rows with ``hours_since_anchor <= landmark_hours`` (measurements and treatments).
+
+    Every feature is computed from the returned object and from nothing else, so changing, deleting
+    or adding rows after L cannot change a feature at L (tests/features prove it with hypothesis).
+    """
+    L = float(landmark_hours)
+
+    def cut(series: SortedRows) -> SortedRows:
+        keep = series.hours <= L
+        return series if keep.all() else series.take(keep)
+
+    return CutTimeline(
+        landmark_hours=L,
+        n_patients=timeline.n_patients,
+        analytes={code: cut(s) for code, s in timeline.analytes.items()},
+        treatments={name: cut(s) for name, s in timeline.treatments.items()},
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Per-patient segment reductions on (patient, hours)-sorted arrays
+
+
+def _last_flags(patient: np.ndarray) -> np.ndarray:
+    """True at the last row of each patient's run in a patient-sorted array."""
+    flags = np.ones(len(patient), dtype=bool)
+    flags[:-1] = patient[1:] != patient[:-1]
+    return flags
+
+
+def _first_flags(patient: np.ndarray) -> np.ndarray:
+    flags = np.ones(len(patient), dtype=bool)
+    flags[1:] = patient[1:] != patient[:-1]
+    return flags
+
+
+def _sum(patient: np.ndarray, weights: np.ndarray, n: int) -> np.ndarray:
+    """Per-patient sum as float64 (``np.bincount`` returns int64 for an empty input)."""
+    return np.bincount(patient, weights=weights, minlength=n).astype(np.float64, copy=False)
+
+
+def _scatter(n: int, patient: np.ndarray, values: np.ndarray, fill: float = np.nan) -> np.ndarray:
+    out = np.full(n, fill, dtype=np.float64)
+    out[patient] = values  # patient codes here are unique (one row per patient)
+    return out
+
+
+def _segment_max(n: int, patient: np.ndarray, values: np.ndarray) -> np.ndarray:
+    if len(patient) == 0:
+        return np.full(n, np.nan)
+    starts = np.flatnonzero(_first_flags(patient))
+    return _scatter(n, patient[starts], np.maximum.reduceat(values, starts))
+
+
+class AnalyteAtLandmark:
+    """Per-patient summaries of one analyte at L; arrays of length ``n_patients`` (NaN = missing)."""
+
+    def __init__(self, series: SortedRows, landmark_hours: float, n_patients: int, baseline_window_hours: float):
+        self._s = series
+        self.L = landmark_hours
+        self.n = n_patients
+        self.window = baseline_window_hours
+        self._slopes: dict[float, np.ndarray] = {}
+
+    @functools.cached_property
+    def _last(self) -> np.ndarray:
+        return np.flatnonzero(_last_flags(self._s.patient))
+
+    @functools.cached_property
+    def count(self) -> np.ndarray:
+        return np.bincount(self._s.patient, minlength=self.n).astype(np.float64)
+
+    @functools.cached_property
+    def n_censored(self) -> np.ndarray:
+        return np.bincount(self._s.patient, weights=self._s.censored, minlength=self.n).astype(np.float64)
+
+    @functools.cached_property
+    def latest(self) -> np.ndarray:
+        return _scatter(self.n, self._s.patient[self._last], self._s.value[self._last])
+
+    @functools.cached_property
+    def latest_hours(self) -> np.ndarray:
+        return _scatter(self.n, self._s.patient[self._last], self._s.hours[self._last])
+
+    @property
+    def hours_since_latest(self) -> np.ndarray:
+        return self.L - self.latest_hours
+
+    @functools.cached_property
+    def maximum(self) -> np.ndarray:
+        return _segment_max(self.n, self._s.patient, self._s.value)
+
+    @functools.cached_property
+    def baseline(self) -> np.ndarray:
+        """Last value with ``-window <= hours <= 0`` (and <= L: the series is already cut)."""
+        s = self._s
+        in_window = np.flatnonzero((s.hours >= -self.window) & (s.hours <= 0.0))
+        p = s.patient[in_window]
+        last = in_window[_last_flags(p)]
+        return _scatter(self.n, s.patient[last], s.value[last])
+
+    @property
+    def has_baseline(self) -> np.ndarray:
+        return (~np.isnan(self.baseline)).astype(np.float64)
+
+    def log2_slope(self, window_hours: float) -> np.ndarray:
+        """Least-squares slope of log2(value) on real hours over ``[L - window, L]`` (log2 units / h).
+
+        Non-positive values have no log and are left out; NaN with fewer than two points or when all
+        points share one time. Centred two-pass sums keep it exact enough at any hour scale.
+        """
+        if window_hours not in self._slopes:
+            s = self._s
+            rows = np.flatnonzero((s.hours >= self.L - window_hours) & (s.value > 0))
+            p = s.patient[rows]
+            x = s.hours[rows] - self.L
+            y = np.log2(s.value[rows])
+            n_pts = np.bincount(p, minlength=self.n).astype(np.float64)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                mean_x = _sum(p, x, self.n) / n_pts
+                mean_y = _sum(p, y, self.n) / n_pts
+                dx = x - mean_x[p]
+                sxx = _sum(p, dx * dx, self.n)
+                sxy = _sum(p, dx * (y - mean_y[p]), self.n)
+                ok = (n_pts >= 2) & (sxx > 0)
+                self._slopes[window_hours] = np.where(ok, sxy / np.where(ok, sxx, 1.0), np.nan)
+        return self._slopes[window_hours]
+
+    @functools.cached_property
+    def auc_log2_fold_change(self) -> np.ndarray:
+        """Trapezoid area under log2(value / baseline) over real hours from 0 to L.
+
+        The curve starts at (0 h, 0) — the baseline is the value at the anchor by definition — runs
+        through every positive value with 0 < hours <= L and holds its last value flat to L, so
+        every patient's area spans exactly [0, L]. NaN without a positive baseline.
+        """
+        s = self._s
+        base_log = safe_log2(self.baseline)
+        rows = np.flatnonzero((s.hours > 0.0) & (s.value > 0))
+        rows = rows[~np.isnan(base_log[s.patient[rows]])]
+        p = s.patient[rows]
+        t = s.hours[rows]
+        y = np.log2(s.value[rows]) - base_log[p]
+        same = ~_first_flags(p)  # previous row belongs to the same patient
+        prev_t = np.where(same, np.roll(t, 1), 0.0)
+        prev_y = np.where(same, np.roll(y, 1), 0.0)
+        area = _sum(p, (t - prev_t) * (y + prev_y) / 2.0, self.n)
+        last = _last_flags(p)
+        last_t = _scatter(self.n, p[last], t[last], fill=0.0)
+        last_y = _scatter(self.n, p[last], y[last], fill=0.0)
+        area += (max(self.L, 0.0) - last_t) * last_y
+        return np.where(np.isnan(base_log), np.nan, area)
+
+    # Used by clinical features (temperature): only the time since infusion counts.
+    @functools.cached_property
+    def max_since_anchor(self) -> np.ndarray:
+        rows = np.flatnonzero(self._s.hours >= 0.0)
+        return _segment_max(self.n, self._s.patient[rows], self._s.value[rows])
+
+    def hours_since_first_at_least(self, threshold: float) -> np.ndarray:
+        """Hours from the first value >= threshold with hours >= 0 to L (NaN if none)."""
+        rows = np.flatnonzero((self._s.hours >= 0.0) & (self._s.value >= threshold))
+        p = self._s.patient[rows]
+        first = rows[_first_flags(p)]
+        return self.L - _scatter(self.n, self._s.patient[first], self._s.hours[first])
+
+
+class TreatmentAtLandmark:
+    def __init__(self, series: SortedRows, landmark_hours: float, n_patients: int):
+        self._s = series
+        self.L = landmark_hours
+        self.n = n_patients
+
+    @property
+    def given(self) -> np.ndarray:
+        return (np.bincount(self._s.patient, minlength=self.n) > 0).astype(np.float64)
+
+    @property
+    def hours_since_last(self) -> np.ndarray:
+        last = _last_flags(self._s.patient)
+        return self.L - _scatter(self.n, self._s.patient[last], self._s.hours[last])
+
+
+class LandmarkContext:
+    """What features may see at L: built from a :class:`CutTimeline` only."""
+
+    def __init__(self, cut: CutTimeline, baseline_window_hours: float):
+        self.cut = cut
+        self.landmark_hours = cut.landmark_hours
+        self.n_patients = cut.n_patients
+        self.baseline_window_hours = baseline_window_hours
+        self._analytes: dict[str, AnalyteAtLandmark] = {}
+
+    def __getitem__(self, code: str) -> AnalyteAtLandmark:
+        if code not in self._analytes:
+            # KeyError for an analyte that was never encoded: a definition bug, not missing data.
+            series = self.cut.analytes[code]
+            self._analytes[code] = AnalyteAtLandmark(
+                series, self.landmark_hours, self.n_patients, self.baseline_window_hours
+            )
+        return self._analytes[code]
+
+    def treatment(self, name: str) -> TreatmentAtLandmark:
+        return TreatmentAtLandmark(self.cut.treatments[name], self.landmark_hours, self.n_patients)
+
+
+def features_at_landmark(cut: CutTimeline, spec: LandmarkSpec) -> dict[str, np.ndarray]:
+    """Every dynamic feature at one landmark, in output order (``landmark_hours`` first)."""
+    ctx = LandmarkContext(cut, spec.baseline_window_hours)
+    out: dict[str, np.ndarray] = {"landmark_hours": np.full(cut.n_patients, cut.landmark_hours)}
+    for code in spec.analytes:
+        analyte = ctx[code]
+        for summary in definitions.SUMMARIES:
+            out[definitions.analyte_feature_name(code, summary.name)] = summary.compute(analyte)
+    for derived in definitions.DERIVED:
+        out[derived.name] = derived.compute(ctx)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Labels (read the future by definition; never passed to a feature)
+
+
+def target_onsets(events: pd.DataFrame | None, patient_ids: np.ndarray, targets: Sequence[Target]) -> dict[str, np.ndarray]:
+    """Per target, each patient's first onset hour of ``event`` with grade >= ``min_grade`` (NaN if none)."""
+    n = len(patient_ids)
+    if events is None or len(events) == 0:
+        return {t.name: np.full(n, np.nan) for t in targets}
+    _require(events, EVENT_COLUMNS, "events")
+    patient = _codes(events["patient_id"], patient_ids)
+    event = pc.utf8_upper(pc.utf8_trim_whitespace(_arrow_strings(events["event"])))
+    grade = _float(events["grade"])
+    hours = _float(events["hours_since_anchor"])
+    out = {}
+    for target in targets:
+        is_event = pc.fill_null(pc.equal(event, target.event.strip().upper()), False).to_numpy(zero_copy_only=False)
+        keep = np.flatnonzero(is_event & (grade >= target.min_grade) & (patient >= 0) & np.isfinite(hours))
+        onset = np.full(n, np.inf)
+        np.minimum.at(onset, patient[keep], hours[keep])
+        out[target.name] = np.where(np.isinf(onset), np.nan, onset)
+    return out
+
+
+def label_at_landmark(onset_hours: np.ndarray, landmark_hours: float, horizon_hours: float) -> np.ndarray:
+    """1 if onset in (L, L + horizon], 0 if no onset by then, NaN if not at risk (onset <= L)."""
+    onset = np.where(np.isnan(onset_hours), np.inf, onset_hours)
+    return np.where(onset <= landmark_hours, np.nan, (onset <= landmark_hours + horizon_hours).astype(np.float64))
+
+
+# --------------------------------------------------------------------------------------------------
+# Static covariates
+
+
+@dataclass(frozen=True)
+class StaticEncoding:
+    """Per static column: ``None`` for numeric (float64), else the fixed, sorted category list."""
+
+    categories: dict[str, list[str] | None] = field(default_factory=dict)
+
+
+def learn_static_encoding(patients: pd.DataFrame, static_features: Sequence[str]) -> StaticEncoding:
+    _require_static(patients, static_features)
+    cats: dict[str, list[str] | None] = {}
+    for column in static_features:
+        values = patients[column]
+        if pd.api.types.is_numeric_dtype(values.dtype) and not isinstance(values.dtype, pd.CategoricalDtype):
+            cats[column] = None
+        else:
+            cats[column] = sorted(str(v) for v in values.dropna().astype("str").unique())
+    return StaticEncoding(cats)
+
+
+def _require_static(patients: pd.DataFrame, static_features: Sequence[str]) -> None:
+    for column in static_features:
+        if column not in patients.columns:
+            raise UserError(
+                f"static_features: column '{column}' is not in the patients table "
+                f"(columns: {', '.join(map(str, patients.columns))})"
+            )
+
+
+def _static_columns(
+    patients: pd.DataFrame, patient_ids: np.ndarray, encoding: StaticEncoding, repeats: int
+) -> dict[str, object]:
+    """Static covariates aligned to ``patient_ids``, each row repeated ``repeats`` times (landmarks)."""
+    _require_static(patients, list(encoding.categories))
+    by_id = patients.assign(patient_id=patients["patient_id"].astype("str")).set_index("patient_id")
+    aligned = by_id.reindex(pd.Index(patient_ids, dtype="str"))
+    out: dict[str, object] = {}
+    for column, categories in encoding.categories.items():
+        values = aligned[column]
+        if categories is None:
+            out[column] = np.repeat(_float(values), repeats)
+        else:
+            # Unseen categories (not in the list learnt at fit) become missing, never a new level.
+            codes = pd.Categorical(values.astype("str"), categories=categories).codes
+            out[column] = pd.Categorical.from_codes(np.repeat(codes, repeats), categories=categories)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# The landmark matrix
+
+
+def landmark_matrix(
+    tables: Mapping[str, pd.DataFrame | None], spec: LandmarkSpec, encoding: StaticEncoding | None = None
+) -> pd.DataFrame:
+    """The landmark matrix: one row per (patient, landmark), sorted by ``patient_id`` then landmark.
+
+    ``tables``: ``measurements`` and ``patients`` (required), ``events`` and ``treatments`` (optional),
+    in the ingest contract (docs/CONTRACTS.md). Columns: ``patient_id``, ``landmark_hours``, the
+    features of :func:`features.definitions.feature_table`, then per target ``label__T`` and
+    ``onset_hours__T``.
+    """
+    for name in ("measurements", "patients"):
+        if tables.get(name) is None:
+            raise UserError(f"featurize: table '{name}' is required")
+    patients = tables["patients"]
+    if encoding is None:
+        encoding = learn_static_encoding(patients, spec.static_features)
+    patient_ids = patient_index(patients)
+    n, k = len(patient_ids), len(spec.landmarks_hours)
+    analytes = tuple(dict.fromkeys((*spec.analytes, *definitions.DERIVED_ANALYTES)))
+    timeline = encode_cohort(tables["measurements"], patient_ids, tables.get("treatments"), analytes)
+    onsets = target_onsets(tables.get("events"), patient_ids, spec.targets)
+
+    per_landmark = [features_at_landmark(cut_at_landmark(timeline, L), spec) for L in spec.landmarks_hours]
+    names = list(per_landmark[0])
+    # (patient, landmark, feature) block, so rows come out patient-major without a sort.
+    block = np.empty((n, k, len(names)), dtype=np.float64)
+    for j, feats in enumerate(per_landmark):
+        for i, name in enumerate(names):
+            block[:, j, i] = feats[name]
+    block = block.reshape(n * k, len(names))
+
+    columns: dict[str, object] = {"patient_id": pd.array(np.repeat(patient_ids, k), dtype="str")}
+    columns.update({name: block[:, i] for i, name in enumerate(names)})
+    columns.update(_static_columns(patients, patient_ids, encoding, k))
+    landmarks = np.asarray(spec.landmarks_hours)
+    for target in spec.targets:
+        onset = onsets[target.name]
+        labels = np.stack([label_at_landmark(onset, L, spec.horizon_hours) for L in landmarks], axis=1)
+        columns[f"label__{target.name}"] = labels.ravel()
+        columns[f"onset_hours__{target.name}"] = np.repeat(onset, k)
+    return pd.DataFrame(columns)
