@@ -33,6 +33,10 @@ EVENT_COLUMNS = ("patient_id", "event", "grade", "hours_since_anchor")
 TREATMENT_COLUMNS = ("patient_id", "hours_since_anchor", "drug")
 
 
+#: Event name whose onset ends a patient's time at risk for every target.
+DEATH_EVENT = "DEATH"
+
+
 @dataclass(frozen=True)
 class Target:
     """A label: first onset of ``event`` with grade >= ``min_grade``."""
@@ -540,6 +544,8 @@ def landmark_matrix(
     analytes = tuple(dict.fromkeys((*spec.analytes, *definitions.DERIVED_ANALYTES)))
     timeline = encode_cohort(tables["measurements"], patient_ids, tables.get("treatments"), analytes)
     onsets = target_onsets(tables.get("events"), patient_ids, spec.targets)
+    # A patient who died at or before L is no longer at risk of anything (competing event).
+    death = target_onsets(tables.get("events"), patient_ids, [Target("_death", DEATH_EVENT, 0)])["_death"]
 
     per_landmark = [features_at_landmark(cut_at_landmark(timeline, L), spec) for L in spec.landmarks_hours]
     names = list(per_landmark[0])
@@ -556,7 +562,9 @@ def landmark_matrix(
     landmarks = np.asarray(spec.landmarks_hours)
     for target in spec.targets:
         onset = onsets[target.name]
-        labels = np.stack([label_at_landmark(onset, L, spec.horizon_hours) for L in landmarks], axis=1)
+        labels = np.stack(
+            [np.where(death <= L, np.nan, label_at_landmark(onset, L, spec.horizon_hours)) for L in landmarks], axis=1
+        )
         columns[f"label__{target.name}"] = labels.ravel()
         columns[f"onset_hours__{target.name}"] = np.repeat(onset, k)
     return pd.DataFrame(columns)

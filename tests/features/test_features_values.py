@@ -278,3 +278,16 @@ def test_unsorted_input_gives_the_same_frame(frame: pd.DataFrame) -> None:
     shuffled = MEASUREMENTS.sample(frac=1.0, random_state=3).reset_index(drop=True)
     tables = {"measurements": shuffled, "patients": PATIENTS.iloc[::-1], "events": EVENTS, "treatments": TREATMENTS}
     pd.testing.assert_frame_equal(landmark_matrix(tables, SPEC), frame)
+
+
+def test_death_ends_time_at_risk_for_every_target() -> None:
+    # C dies at 30 h with no CRS/ICANS: at risk (label 0) at 24 h, not at risk at 48 h.
+    # A dies at 60 h after severe CRS onset at 24 h: the ICANS label at 48 h is still 0.
+    died = pd.concat([EVENTS, events([("C", "DEATH", 5, 30.0), ("A", "DEATH", 5, 60.0)])], ignore_index=True)
+    spec = LandmarkSpec(landmarks_hours=(24.0, 48.0), analytes=("IL6",), targets=TARGETS)
+    out = landmark_matrix({"measurements": MEASUREMENTS, "patients": PATIENTS, "events": died}, spec)
+    c = out[out["patient_id"] == "C"].set_index("landmark_hours")
+    assert c.loc[24.0, "label__crs_severe"] == 0.0 and c.loc[24.0, "label__icans_severe"] == 0.0
+    assert math.isnan(c.loc[48.0, "label__crs_severe"]) and math.isnan(c.loc[48.0, "label__icans_severe"])
+    a = out[out["patient_id"] == "A"].set_index("landmark_hours")
+    assert a.loc[48.0, "label__icans_severe"] == 0.0
