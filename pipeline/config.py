@@ -69,8 +69,9 @@ class TrainConfig(_Section):
     calibration: Literal["isotonic", "sigmoid"] = "isotonic"
     sensitivity_target: float = Field(default=0.9, gt=0, lt=1)
     n_bootstrap: int = Field(default=500, ge=0)
-    #: Inner grouped folds (inside each outer training fold) for calibrator and threshold fitting.
-    inner_splits: int = Field(default=3, ge=2)
+    #: Share of each outer training fold's patients held out (grouped, stratified) to fit the
+    #: calibrator and the sensitivity threshold; the test fold is never used for either.
+    calibration_fraction: float = Field(default=0.25, ge=0.1, le=0.5)
     #: Worker processes running outer folds in parallel (results do not depend on it).
     n_jobs: int = Field(default=2, ge=1)
     #: XGBoost threads per worker; 1 avoids OpenMP spin-wait thrashing when processes share cores.

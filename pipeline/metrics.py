@@ -36,30 +36,43 @@ def auroc(y_true, p, weights=None) -> float:
 
 
 def weighted_auroc_matrix(y_true: np.ndarray, p: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """AUROC for each row of ``weights`` (n_sets x n_rows) over the same scores, vectorised.
+    """AUROC for each row of ``weights`` (n_sets x n_rows) over the same scores, vectorised."""
+    n = len(np.asarray(p))
+    return grouped_auroc_matrix(y_true, p, np.arange(n), np.asarray(weights, dtype=float))
 
-    Sort once, sum weights per distinct score, then AUROC = sum over score groups of positive weight x
-    (negative weight strictly below + half the tied negative weight) / (W_pos x W_neg).
-    NaN where a weight set has no positives or no negatives.
+
+def grouped_auroc_matrix(y_true, p, codes: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """AUROC for each weight set where row i has weight ``counts[:, codes[i]]`` (e.g. patient draws).
+
+    Sum weights per distinct score (a sparse incidence product, cheap for 500 x thousands), then
+    AUROC = sum over score groups of positive weight x (negative weight strictly below + half the tied
+    negative weight) / (W_pos x W_neg). NaN where a weight set has no positives or no negatives.
     """
+    from scipy import sparse
+
     y = np.asarray(y_true, dtype=float)
     s = np.asarray(p, dtype=float)
-    order = np.argsort(s, kind="mergesort")
-    s_sorted = s[order]
-    starts = np.flatnonzero(np.r_[True, s_sorted[1:] != s_sorted[:-1]])
-    w = np.asarray(weights, dtype=float)[:, order]
-    pos = w * (y[order] == 1)
-    neg = w * (y[order] == 0)
-    pos_g = np.add.reduceat(pos, starts, axis=1)
-    neg_g = np.add.reduceat(neg, starts, axis=1)
-    neg_below = np.cumsum(neg_g, axis=1) - neg_g
-    w_pos = pos_g.sum(axis=1)
-    w_neg = neg_g.sum(axis=1)
-    num = (pos_g * (neg_below + 0.5 * neg_g)).sum(axis=1)
+    codes = np.asarray(codes)
+    counts = np.atleast_2d(np.asarray(counts, dtype=float))
+    _, score_group = np.unique(s, return_inverse=True)
+    n_groups = int(score_group.max()) + 1 if len(s) else 0
+
+    def incidence(mask: np.ndarray):
+        return sparse.csr_matrix(
+            (np.ones(int(mask.sum())), (score_group[mask], codes[mask])), shape=(n_groups, counts.shape[1])
+        )
+
+    counts_t = np.ascontiguousarray(counts.T)  # no copy for patient_bootstrap_counts output
+    pos_g = incidence(y == 1) @ counts_t  # n_groups x n_sets
+    neg_g = incidence(y == 0) @ counts_t
+    neg_below = np.cumsum(neg_g, axis=0) - neg_g
+    w_pos = pos_g.sum(axis=0)
+    w_neg = neg_g.sum(axis=0)
+    num = (pos_g * (neg_below + 0.5 * neg_g)).sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         out = num / (w_pos * w_neg)
     out[(w_pos == 0) | (w_neg == 0)] = np.nan
-    return out
+    return np.asarray(out, dtype=float)
 
 
 def auprc(y_true, p) -> float:
@@ -184,35 +197,37 @@ def net_benefit_treat_all(y_true, thresholds=NET_BENEFIT_THRESHOLDS) -> np.ndarr
     return prevalence - (1 - prevalence) * pts / (1 - pts)
 
 
-def patient_bootstrap_weights(groups, n_bootstrap: int, seed: int) -> np.ndarray:
-    """Row multiplicities (n_bootstrap x n_rows) for resampling *patients* with replacement.
+def patient_bootstrap_counts(groups, n_bootstrap: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Resample *patients* with replacement: (row -> patient code, draws per patient (n_bootstrap x P)).
 
-    A patient drawn k times contributes all of its rows k times, so within-patient correlation across
-    landmarks is respected.
+    A patient drawn k times contributes all of its rows k times, so the correlation between a patient's
+    landmark rows is respected.
     """
-    codes, _ = _group_codes(groups)
-    n_groups = int(codes.max()) + 1 if len(codes) else 0
+    uniques, codes = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+    n_groups = len(uniques)
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, n_groups, size=(n_bootstrap, n_groups))
     counts = np.zeros((n_bootstrap, n_groups))
     np.add.at(counts, (np.repeat(np.arange(n_bootstrap), n_groups), draws.ravel()), 1.0)
+    # Fortran order: the (P x n_bootstrap) transpose used in grouped_auroc_matrix is then contiguous.
+    return codes.ravel(), np.asfortranarray(counts)
+
+
+def patient_bootstrap_weights(groups, n_bootstrap: int, seed: int) -> np.ndarray:
+    """Row multiplicities (n_bootstrap x n_rows) of a patient-level bootstrap."""
+    codes, counts = patient_bootstrap_counts(groups, n_bootstrap, seed)
     return counts[:, codes]
-
-
-def _group_codes(groups) -> tuple[np.ndarray, np.ndarray]:
-    uniques, codes = np.unique(np.asarray(groups).astype(str), return_inverse=True)
-    return codes.ravel(), uniques
 
 
 def bootstrap_auroc_ci(
     y_true, p, groups, n_bootstrap: int = 500, seed: int = 0, level: float = 0.95
 ) -> tuple[float, float]:
-    """Percentile CI of AUROC from a patient-level bootstrap (resamples without both classes dropped)."""
+    """Percentile CI of AUROC from a patient-level bootstrap (one-class resamples are dropped)."""
     y, s = _arrays(y_true, p)
     if n_bootstrap <= 0:
         return math.nan, math.nan
-    weights = patient_bootstrap_weights(groups, n_bootstrap, seed)
-    return percentile_ci(weighted_auroc_matrix(y, s, weights), level)
+    codes, counts = patient_bootstrap_counts(groups, n_bootstrap, seed)
+    return percentile_ci(grouped_auroc_matrix(y, s, codes, counts), level)
 
 
 def percentile_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:

@@ -4,9 +4,10 @@ For each target (rows with a non-NaN ``label__<target>``):
 
 * outer loop: ``n_repeats`` x ``n_splits`` StratifiedGroupKFold grouped by patient (new shuffle seed per
   repeat), so a patient's landmark rows are never split across train and test;
-* inside each outer *training* fold only: an inner grouped K-fold gives out-of-fold raw booster scores
-  on which the calibrator (isotonic / sigmoid) is fitted and the threshold for ``sensitivity_target``
-  is chosen; then the booster is refitted on the whole training fold. The test fold is only predicted;
+* inside each outer *training* fold only: a booster fitted on part of the fold scores held-out
+  training-fold patients (``calibration_fraction``, grouped and stratified); the calibrator (isotonic /
+  sigmoid) and the threshold for ``sensitivity_target`` are fitted on those scores, and the fold's
+  booster is refitted on the whole training fold. The test fold is only ever predicted;
 * baselines are scored on exactly the same rows and folds (raw scores recalibrated by a one-variable
   logistic model fitted on the training fold; an L2 logistic regression with imputation, scaling and
   one-hot encoding fitted on the training fold);
@@ -153,9 +154,18 @@ def fit_calibrator(raw: np.ndarray, y: np.ndarray, method: str) -> Calibrator:
         from sklearn.isotonic import IsotonicRegression
 
         iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(raw, y)
-        return Calibrator(
-            "isotonic", [float(v) for v in iso.X_thresholds_], [float(v) for v in iso.y_thresholds_]
-        )
+        knots_x = np.asarray(iso.X_thresholds_, dtype=float)
+        knots_y = np.asarray(iso.y_thresholds_, dtype=float)
+        # Small calibration sets give isotonic blocks with no (or only) events, i.e. risks of exactly
+        # 0 or 1. Shrink each block's event rate by add-one smoothing, (events + 1) / (n + 2), and
+        # restore monotonicity, so no patient is ever told 0% or 100%.
+        fitted = iso.predict(raw)
+        levels, inverse = np.unique(fitted, return_inverse=True)
+        n_block = np.bincount(inverse).astype(float)
+        events = np.bincount(inverse, weights=y)
+        smoothed = np.maximum.accumulate((events + 1) / (n_block + 2))
+        knots_y = np.interp(knots_y, levels, smoothed) if len(levels) > 1 else np.full_like(knots_y, smoothed[0])
+        return Calibrator("isotonic", [float(v) for v in knots_x], [float(v) for v in knots_y])
     beta = M._fit_logistic(M._logit(raw), y, np.zeros_like(raw))
     return Calibrator("sigmoid", a=float(beta[1]), b=float(beta[0]))
 
@@ -221,21 +231,36 @@ class FittedModel:
     threshold: float
 
 
+def inner_holdout(
+    y: np.ndarray, groups: np.ndarray, cfg: TrainConfig, seed: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Grouped, stratified split of a *training fold* into a fitting part and a calibration part
+    (``calibration_fraction`` of its patients); None when there are too few events to split."""
+    n_parts = max(2, round(1 / cfg.calibration_fraction))
+    splits = _grouped_splits(y, groups, n_parts, seed)
+    return splits[0] if splits else None
+
+
 def fit_calibrated_model(
     X: pd.DataFrame, y: np.ndarray, groups: np.ndarray, cfg: TrainConfig, specs: list[FeatureSpec], seed: int
 ) -> FittedModel:
-    """Booster + calibrator + threshold using only (X, y): calibrator and threshold from inner OOF."""
-    inner = _grouped_splits(y, groups, cfg.inner_splits, seed + 1)
-    raw_oof = np.full(len(y), np.nan)
-    for tr, te in inner:
-        b = fit_booster(X.iloc[tr], y[tr], cfg, specs, seed)
-        raw_oof[te] = predict_booster(b, X.iloc[te], cfg.n_threads)
+    """Booster + calibrator + threshold from (X, y) alone (one outer training fold).
+
+    A booster fitted on the inner fitting part scores the held-out calibration patients; the calibrator
+    and the sensitivity threshold are fitted on those scores. The returned booster is then refitted on
+    all of (X, y) (the same refit-then-calibrate scheme as the final model). One inner split, not an
+    inner K-fold, keeps ``make run`` within its time budget.
+    """
     booster = fit_booster(X, y, cfg, specs, seed)
-    if not inner:  # too few events for an inner split: uncalibrated, in-sample threshold
+    split = inner_holdout(y, groups, cfg, seed + 1)
+    if split is None:  # too few events for an inner split: uncalibrated, in-sample threshold
         raw = predict_booster(booster, X, cfg.n_threads)
         return FittedModel(booster, Calibrator("identity"), M.threshold_for_sensitivity(y, raw, cfg.sensitivity_target))
-    calibrator = fit_calibrator(raw_oof, y, cfg.calibration)
-    threshold = M.threshold_for_sensitivity(y, calibrator.predict(raw_oof), cfg.sensitivity_target)
+    fit_idx, cal_idx = split
+    inner = fit_booster(X.iloc[fit_idx], y[fit_idx], cfg, specs, seed)
+    raw_cal = predict_booster(inner, X.iloc[cal_idx], cfg.n_threads)
+    calibrator = fit_calibrator(raw_cal, y[cal_idx], cfg.calibration)
+    threshold = M.threshold_for_sensitivity(y[cal_idx], calibrator.predict(raw_cal), cfg.sensitivity_target)
     return FittedModel(booster, calibrator, threshold)
 
 
@@ -267,7 +292,9 @@ def score_baseline_fold(
 ) -> tuple[np.ndarray, float]:
     """Recalibrated probability of a raw score on the test fold, and its training-fold threshold.
 
-    Missing scores get the training-fold median so every baseline is scored on the same rows.
+    Missing scores get the training-fold median so every baseline is scored on the same rows. The
+    one-variable logistic map is monotone (increasing for a risk score), so the ranking, and hence
+    AUROC, is the raw score's; the threshold equals a cut-off on the raw score.
     """
     median = np.nanmedian(s_train) if np.isfinite(s_train).any() else 0.0
     z_train = _score_transform(np.where(np.isfinite(s_train), s_train, median))
@@ -336,22 +363,21 @@ def fit_logistic_fold(
     seed: int,
 ) -> tuple[np.ndarray, float]:
     """L2 logistic regression (imputer, scaler, one-hot inside the pipeline, i.e. fitted on the training
-    fold); threshold from inner out-of-fold probabilities, exactly as for the model."""
+    fold); threshold from the same inner held-out calibration patients as the model."""
     if len(np.unique(y_train)) < 2:
         return np.full(len(X_test), float(np.mean(y_train))), math.nan
     L_train, L_test = _logistic_frame(X_train, specs), _logistic_frame(X_test, specs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # empty-column imputer and convergence chatter
-        inner = _grouped_splits(y_train, groups_train, cfg.inner_splits, seed + 1)
-        oof = np.full(len(y_train), np.nan)
-        for tr, te in inner:
-            pipe = _logistic_pipeline(specs, seed).fit(L_train.iloc[tr], y_train[tr])
-            oof[te] = pipe.predict_proba(L_train.iloc[te])[:, 1]
         pipe = _logistic_pipeline(specs, seed).fit(L_train, y_train)
         p_test = pipe.predict_proba(L_test)[:, 1]
-        if not inner:
-            oof = pipe.predict_proba(L_train)[:, 1]
-    return p_test, M.threshold_for_sensitivity(y_train, oof, cfg.sensitivity_target)
+        split = inner_holdout(y_train, groups_train, cfg, seed + 1)
+        if split is None:
+            return p_test, M.threshold_for_sensitivity(y_train, pipe.predict_proba(L_train)[:, 1], cfg.sensitivity_target)
+        fit_idx, cal_idx = split
+        inner = _logistic_pipeline(specs, seed).fit(L_train.iloc[fit_idx], y_train[fit_idx])
+        p_cal = inner.predict_proba(L_train.iloc[cal_idx])[:, 1]
+    return p_test, M.threshold_for_sensitivity(y_train[cal_idx], p_cal, cfg.sensitivity_target)
 
 
 # --------------------------------------------------------------------------- cross-validation
@@ -612,7 +638,8 @@ def finish_target(
             name: ({"available": True} if reason is None else {"available": False, "reason": reason})
             for name, reason in data.available.items()
         },
-        "params": json.loads(cfg.model_dump_json()),
+        # n_jobs is left out: an execution setting that does not change any output byte.
+        "params": json.loads(cfg.model_dump_json(exclude={"n_jobs"})),
         "xgboost_params": {k: v for k, v in xgb_params(cfg, specs, cfg.seed).items() if k != "verbosity"},
     }
     files["metadata.json"] = _json_bytes(metadata)
@@ -785,9 +812,13 @@ def _log_target(res: TargetResult, params: dict[str, str]) -> None:
     for rel, content in res.files.items():
         mlflow.log_text(content.decode(), f"model_files/{rel}")
     example = input_example(res.X_all, res.specs)
+    target_dir = MODELS_DIR / res.target
     for key, (booster, calibrator) in res.final_boosters.items():
         raw = predict_booster(booster, example, 1)
         signature = infer_signature(example, calibrator.predict(raw))
+        unit = res.metadata["models"][key]
+        # The MLflow model is the booster in XGBoost's native flavour (raw scores); the calibrator and
+        # feature list travel with it as extra files (see docs/training.md for scoring).
         mlflow.xgboost.log_model(
             booster,
             name="model" if key == "all" else f"model_landmark_{key}",
@@ -795,4 +826,6 @@ def _log_target(res: TargetResult, params: dict[str, str]) -> None:
             input_example=example,
             model_format="json",
             pip_requirements=["xgboost", "pandas"],
+            extra_files=[str(target_dir / unit["calibrator"]), str(target_dir / "features.json")],
+            metadata={"threshold": unit["threshold"], "calibration": res.metadata["calibration"]},
         )

@@ -67,7 +67,7 @@ def small_config(**train_overrides):
         "n_repeats": 1,
         "n_estimators": 40,
         "n_bootstrap": 50,
-        "inner_splits": 2,
+        "calibration_fraction": 0.34,
         "monotone_constraints": {"il6__fold_change": 1, "not_a_feature": 1},
         **train_overrides,
     }
@@ -210,7 +210,7 @@ def test_target_without_enough_events_is_skipped(workdir: Path):
     config = parse_config(
         {
             "targets": {"crs_severe": {"event": "CRS", "min_grade": 3}, "death": {"event": "DEATH", "min_grade": 5}},
-            "train": {"n_splits": 3, "n_repeats": 1, "n_estimators": 20, "inner_splits": 2},
+            "train": {"n_splits": 3, "n_repeats": 1, "n_estimators": 20, "calibration_fraction": 0.34},
         }
     )
     df = make_landmarks(90, seed=6, icans=False)

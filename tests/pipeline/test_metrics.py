@@ -1,0 +1,108 @@
+"""Metric functions against sklearn and hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+
+from pipeline import metrics as M
+
+
+@pytest.fixture
+def scored():
+    rng = np.random.default_rng(0)
+    y = (rng.random(400) < 0.3).astype(float)
+    p = np.round(np.clip(0.3 + 0.25 * (y - 0.3) + rng.normal(scale=0.2, size=400), 0, 1), 2)  # ties on purpose
+    return y, p
+
+
+def test_auroc_auprc_brier_match_sklearn(scored):
+    y, p = scored
+    assert M.auroc(y, p) == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+    assert M.auprc(y, p) == pytest.approx(average_precision_score(y, p), abs=1e-12)
+    assert M.brier(y, p) == pytest.approx(brier_score_loss(y, p), abs=1e-12)
+
+
+def test_weighted_auroc_equals_repeated_rows(scored):
+    y, p = scored
+    w = np.random.default_rng(1).integers(0, 3, len(y)).astype(float)
+    rep = np.repeat(np.arange(len(y)), w.astype(int))
+    assert M.auroc(y, p, weights=w) == pytest.approx(roc_auc_score(y[rep], p[rep]), abs=1e-12)
+    many = M.weighted_auroc_matrix(y, p, np.vstack([w, np.ones(len(y))]))
+    assert many[1] == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+
+
+def test_auroc_hand_computed():
+    # pairs (pos, neg): (0.8>0.1) (0.8>0.4) (0.4=0.4 tie) (0.4>0.1) -> (1 + 1 + 0.5 + 1) / 4
+    assert M.auroc([1, 1, 0, 0], [0.8, 0.4, 0.4, 0.1]) == pytest.approx(0.875)
+    assert math.isnan(M.auroc([1, 1], [0.2, 0.3]))
+
+
+def test_calibration_slope_and_intercept():
+    rng = np.random.default_rng(2)
+    p = rng.uniform(0.02, 0.98, 20000)
+    y = (rng.random(20000) < p).astype(float)
+    slope, intercept = M.calibration_slope_intercept(y, p)
+    assert slope == pytest.approx(1.0, abs=0.05)
+    assert intercept == pytest.approx(0.0, abs=0.05)
+    # Over-confident predictions (logit doubled) have slope ~0.5.
+    logit = np.log(p / (1 - p))
+    slope2, _ = M.calibration_slope_intercept(y, 1 / (1 + np.exp(-2 * logit)))
+    assert slope2 == pytest.approx(0.5, abs=0.05)
+    # Systematic under-prediction gives a positive intercept.
+    _, intercept3 = M.calibration_slope_intercept(y, p * 0.5)
+    assert intercept3 > 0.3
+
+
+def test_calibration_handles_extreme_probabilities():
+    slope, intercept = M.calibration_slope_intercept([0, 0, 1, 1, 0, 1], [0.0, 0.1, 1.0, 0.9, 0.2, 0.7])
+    assert np.isfinite(slope) and np.isfinite(intercept)
+
+
+def test_threshold_for_sensitivity_hand_computed():
+    y = np.array([1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0])
+    p = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.35, 0.3, 0.2, 0.1, 0.05, 0.5])
+    # 90% of 10 events = 9 must be flagged -> 9th highest event score = 0.2.
+    assert M.threshold_for_sensitivity(y, p, 0.9) == pytest.approx(0.2)
+    stats = M.classification_at_threshold(y, p, 0.2)
+    assert stats["sensitivity"] == pytest.approx(0.9)
+    assert stats["specificity"] == pytest.approx(0.5)  # 0.05 below, 0.5 flagged
+    assert stats["ppv"] == pytest.approx(9 / 10)
+    assert stats["npv"] == pytest.approx(1 / 2)
+    assert M.threshold_for_sensitivity(y, p, 1.0) == pytest.approx(0.1)
+
+
+def test_net_benefit_hand_computed():
+    y = np.array([1, 1, 0, 0, 0])
+    p = np.array([0.6, 0.2, 0.4, 0.1, 0.05])
+    # pt = 0.2: flagged 0.6, 0.2, 0.4 -> TP 2, FP 1 -> 2/5 - 1/5 * 0.25
+    assert M.net_benefit(y, p, [0.2])[0] == pytest.approx(0.4 - 0.2 * 0.25)
+    assert M.net_benefit_treat_all(y, [0.2])[0] == pytest.approx(0.4 - 0.6 * 0.25)
+    assert [f"{t:.2f}" for t in M.NET_BENEFIT_THRESHOLDS][0] == "0.05"
+    assert M.NET_BENEFIT_THRESHOLDS[-1] == pytest.approx(0.5)
+
+
+def test_bootstrap_ci_contains_estimate_and_resamples_patients(scored):
+    y, p = scored
+    groups = np.repeat(np.arange(100), 4)  # 4 landmark rows per patient
+    lo, hi = M.bootstrap_auroc_ci(y, p, groups, n_bootstrap=300, seed=3)
+    assert lo < M.auroc(y, p) < hi
+    assert hi - lo < 0.3
+    assert M.bootstrap_auroc_ci(y, p, groups, n_bootstrap=300, seed=3) == (lo, hi)  # seeded
+    weights = M.patient_bootstrap_weights(groups, 5, seed=1)
+    assert weights.shape == (5, len(y))
+    # Every row of a patient has the same multiplicity; each replicate draws 100 patients.
+    assert np.all(weights.reshape(5, 100, 4).std(axis=2) == 0)
+    assert np.all(weights.sum(axis=1) == 400)
+
+
+def test_calibration_curve_bins():
+    p = np.linspace(0.05, 0.95, 100)
+    y = (np.arange(100) % 2).astype(float)
+    predicted, observed, counts = M.calibration_curve_bins(y, p, n_bins=5)
+    assert counts.sum() == 100 and len(predicted) == 5
+    assert np.all(np.diff(predicted) > 0)
+    assert np.allclose(observed, 0.5, atol=0.1)
