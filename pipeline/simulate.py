@@ -7,9 +7,10 @@ The generative model (documented with its equations in ``docs/simulator.md``):
   is the unobserved CAR-T expansion that the cytokines reveal only after infusion;
 * CRS / ICANS grades are ordinal cuts of ``S`` (ICANS: a correlated liability) with per-arm thresholds
   calibrated once, on a fixed reference sample, to the published incidences (CLINICAL.md section 6);
-* every biomarker follows ``log value = baseline + peak_log_fold · pulse(t - t_rise - delay) + noise``,
-  the pulse starting before fever onset, its height scaling with ``X·beta + drive`` (not with ``e_S``)
-  plus marker noise, so peaks overlap widely between grades;
+* every biomarker follows ``log value = baseline + peak_log_fold · pulse(t - t_mid - delay) + noise``,
+  a logistic rise that starts at infusion and has its midpoint ``t_mid`` hours before fever onset, its
+  height scaling with ``X·beta + drive`` (not with ``e_S``) plus marker noise, so peaks overlap widely
+  between grades;
 * the sampling schedule is drawn independently of every outcome (no schedule leakage).
 
 Everything is vectorised over patients and rows (numpy / pyarrow), no per-patient Python loops.
@@ -70,20 +71,22 @@ SITES = np.array([f"SITE{i:02d}" for i in range(1, 7)])
 SITE_WEIGHTS = np.array([0.24, 0.20, 0.18, 0.15, 0.13, 0.10])
 
 # Severity liability weights (per SD of each risk factor; noise terms have the SDs below).
-B_BURDEN = 0.45
-B_INFL = 0.35
+B_BURDEN = 0.35
+B_INFL = 0.25
 B_LOG_DOSE = 1.2
 B_LD = np.array([0.30, 0.10, -0.20])  # flu_cy, bendamustine, none
 RHO_BURDEN_INFL = 0.35  # bulky disease comes with more baseline inflammation
-SD_DRIVE = 0.85  # CAR-T expansion: unobserved at baseline, revealed by the early cytokine rise
+SD_DRIVE = 1.1  # CAR-T expansion: unobserved at baseline, revealed by the early cytokine rise
 SD_SEVERITY_NOISE = 0.75  # host susceptibility the markers never see (keeps AUROC < 0.9)
-SD_MARKER_NOISE = 0.55  # marker amplitude noise relative to the liability (wide grade overlap)
+AMP_AT_GE3_CUT = 1.0  # marker amplitude of a patient right at the grade-3 threshold
+SD_MARKER_NOISE = 0.45  # marker amplitude noise relative to the liability (wide grade overlap)
 RHO_ICANS = 0.60  # ICANS liability correlates with CRS severity
-# Onset timing: log t_rise = mu_arm + SD_T_RISE * z - SEVERE_EARLIER * amp (severe start earlier).
-SD_T_RISE = 0.45
-SEVERE_EARLIER = 0.22
-FEVER_LAG_MEDIAN_HOURS = 14.0  # cytokines start rising this long before the first fever (median)
-GRADE_GAP_MEDIAN_HOURS = 10.0  # median time between successive grade changes
+# Onset timing: log t_mid = mu_arm + SD_T_MID * z - SEVERE_EARLIER * amp (severe rise earlier).
+SD_T_MID = 0.45
+SEVERE_EARLIER = 0.45
+MIN_T_MID_HOURS = 8.0
+FEVER_LAG_MEDIAN_HOURS = 8.0  # first fever this long after the IL-6 half-rise (median)
+GRADE_GAP_MEDIAN_HOURS = 8.0  # median time between successive grade changes
 ICANS_AFTER_CRS_MEDIAN_HOURS = 60.0
 ONSET_TARGET_OFFSET_DAYS = 0.25  # aim the continuous median a quarter day past the published day
 DOSE_LOG_SD = 0.18
@@ -112,8 +115,10 @@ class Analyte:
     lf_slope: float  # ... per unit of marker amplitude
     lf_lo: float
     lf_hi: float
-    delay_hours: float  # start of the pulse after the cytokine rise
-    peak_hours: float  # pulse time to peak after its start
+    delay_hours: float  # pulse midpoint after the IL-6 half-rise time (CRP ~1 day, ferritin later)
+    width_hours: float  # logistic rise width
+    hold_hours: float  # time at plateau after the midpoint
+    decay_hours: float  # exponential decay time after the plateau
     noise: float  # per-measurement log SD (assay + day-to-day)
     decimals: int
     lloq: float  # values below are written "<lloq" (0: never)
@@ -124,23 +129,25 @@ class Analyte:
 
 
 ANALYTE_LIST: tuple[Analyte, ...] = (
-    Analyte("CRP", 5.0, 0.6, 0.8, 0.0, 2.3, 0.75, 0.3, 5.0, 20, 40, 0.12, 1, 0.5, 0, 450, 0, True),
-    Analyte("FERRITIN", 500.0, 0.7, 0.6, 0.1, 1.0, 0.75, 0.1, 4.5, 30, 96, 0.10, 0, 5, 0, 150000, 0, True),
-    Analyte("IL6", 5.0, 0.6, 0.5, 0.1, 2.8, 1.5, 0.4, 8.0, 0, 30, 0.30, 1, 1.5, 5000, 200000, 0, True),
-    Analyte("IFNG", 3.0, 0.6, 0.3, 0.1, 3.0, 1.6, 0.5, 8.0, -4, 26, 0.30, 1, 1.0, 0, 200000, 0, True),
-    Analyte("IL10", 4.0, 0.6, 0.3, 0.1, 2.0, 1.2, 0.3, 6.0, 0, 30, 0.30, 1, 1.5, 0, 50000, 0, True),
-    Analyte("IL8", 12.0, 0.6, 0.3, 0.1, 1.2, 0.8, 0.2, 5.0, 0, 30, 0.30, 1, 2.0, 0, 50000, 0, True),
-    Analyte("MCP1", 400.0, 0.4, 0.2, 0.0, 1.1, 0.8, 0.2, 5.0, 0, 28, 0.25, 0, 5.0, 0, 200000, 0, True),
-    Analyte("IL1RA", 350.0, 0.5, 0.3, 0.0, 1.6, 1.0, 0.2, 6.0, 0, 30, 0.25, 0, 20.0, 0, 300000, 0, True),
-    Analyte("SGP130", 300.0, 0.2, 0.05, 0.0, 0.12, 0.10, 0.0, 0.6, 0, 40, 0.08, 0, 0, 0, 5000, 0, False),
-    Analyte("LDH", 230.0, 0.3, 0.2, 0.35, 0.25, 0.20, 0.0, 1.5, 24, 60, 0.08, 0, 0, 0, 8000, 0, False),
-    Analyte("PLT", 170.0, 0.45, -0.15, -0.1, -0.15, -0.25, -2.0, 0.0, 24, 96, 0.08, 0, 0, 0, 900, -0.7, False),
-    Analyte("CREAT", 0.85, 0.25, 0.0, 0.0, 0.05, 0.12, 0.0, 1.2, 24, 48, 0.06, 2, 0, 0, 8, 0, False),
-    Analyte("ANC", 3.2, 0.5, 0.1, 0.0, 0.0, 0.0, 0.0, 0.0, 0, 48, 0.25, 2, 0, 0, 40, -3.2, False),
-    Analyte("HGB", 11.2, 0.12, -0.03, -0.03, -0.02, -0.03, -0.2, 0.0, 24, 96, 0.03, 1, 0, 0, 18, -0.10, False),
-    Analyte("DDIMER", 0.9, 0.7, 0.4, 0.1, 0.8, 0.6, 0.0, 4.0, 24, 72, 0.15, 2, 0.19, 0, 80, 0, False),
-    Analyte("FIBRINOGEN", 3.6, 0.2, 0.15, 0.0, 0.15, 0.10, -0.5, 0.6, 24, 60, 0.06, 2, 0, 0, 12, 0, False),
-    Analyte("TEMP", 36.7, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, 30, 0.0, 1, 0, 0, 41.5, 0, False),
+    # code, median, sd, infl, burden, lf_base, lf_slope, lf_lo, lf_hi, delay, width, hold, decay,
+    # noise, decimals, lloq, uloq, cap, ld, inflammatory
+    Analyte("CRP", 5.0, 0.6, 0.8, 0.0, 3.3, 0.7, 0.3, 5.0, 22, 14, 12, 60, 0.12, 1, 0.5, 0, 450, 0, True),
+    Analyte("FERRITIN", 500.0, 0.7, 0.6, 0.1, 1.2, 0.6, 0.1, 4.5, 40, 16, 36, 160, 0.10, 0, 5, 0, 150000, 0, False),
+    Analyte("IL6", 5.0, 0.6, 0.5, 0.1, 3.0, 1.6, 0.4, 8.0, 0, 12, 10, 36, 0.30, 1, 1.5, 5000, 200000, 0, True),
+    Analyte("IFNG", 3.0, 0.6, 0.3, 0.1, 3.0, 1.6, 0.5, 8.0, -3, 12, 8, 30, 0.30, 1, 1.0, 0, 200000, 0, True),
+    Analyte("IL10", 4.0, 0.6, 0.3, 0.1, 2.0, 1.2, 0.3, 6.0, 0, 12, 10, 36, 0.30, 1, 1.5, 0, 50000, 0, True),
+    Analyte("IL8", 12.0, 0.6, 0.3, 0.1, 1.2, 0.8, 0.2, 5.0, 0, 12, 10, 36, 0.30, 1, 2.0, 0, 50000, 0, True),
+    Analyte("MCP1", 400.0, 0.4, 0.2, 0.0, 1.1, 0.8, 0.2, 5.0, 0, 12, 10, 36, 0.25, 0, 5.0, 0, 200000, 0, True),
+    Analyte("IL1RA", 350.0, 0.5, 0.3, 0.0, 1.6, 1.0, 0.2, 6.0, 0, 12, 10, 36, 0.25, 0, 20.0, 0, 300000, 0, True),
+    Analyte("SGP130", 300.0, 0.2, 0.05, 0.0, 0.12, 0.10, 0.0, 0.6, 0, 12, 24, 72, 0.08, 0, 0, 0, 5000, 0, False),
+    Analyte("LDH", 230.0, 0.3, 0.2, 0.35, 0.25, 0.20, 0.0, 1.5, 24, 12, 24, 96, 0.08, 0, 0, 0, 8000, 0, False),
+    Analyte("PLT", 170.0, 0.45, -0.15, -0.1, -0.15, -0.25, -2.0, 0.0, 24, 24, 48, 160, 0.08, 0, 0, 0, 900, -0.7, False),
+    Analyte("CREAT", 0.85, 0.25, 0.0, 0.0, 0.05, 0.12, 0.0, 1.2, 24, 12, 24, 72, 0.06, 2, 0, 0, 8, 0, False),
+    Analyte("ANC", 3.2, 0.5, 0.1, 0.0, 0.0, 0.0, 0.0, 0.0, 0, 8, 24, 48, 0.25, 2, 0, 0, 40, -3.2, False),
+    Analyte("HGB", 11.2, 0.12, -0.03, -0.03, -0.02, -0.03, -0.2, 0.0, 24, 24, 72, 240, 0.03, 1, 0, 0, 18, -0.10, False),
+    Analyte("DDIMER", 0.9, 0.7, 0.4, 0.1, 0.8, 0.6, 0.0, 4.0, 24, 12, 36, 120, 0.15, 2, 0.19, 0, 80, 0, False),
+    Analyte("FIBRINOGEN", 3.6, 0.2, 0.15, 0.0, 0.15, 0.10, -0.5, 0.6, 24, 12, 24, 96, 0.06, 2, 0, 0, 12, 0, False),
+    Analyte("TEMP", 36.7, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, 12, 10, 36, 0.0, 1, 0, 0, 41.5, 0, False),
 )
 CODES = [a.code for a in ANALYTE_LIST]
 A_IDX = {code: i for i, code in enumerate(CODES)}
@@ -213,7 +220,7 @@ def _draw_latents(arm: np.ndarray, rng: np.random.Generator) -> dict[str, np.nda
         "e_u": rng.standard_normal(n),
         "z_icans": rng.standard_normal(n),
         "z_t": rng.standard_normal(n),
-        "fever_lag_hours": FEVER_LAG_MEDIAN_HOURS * np.exp(0.35 * rng.standard_normal(n)),
+        "fever_lag_hours": FEVER_LAG_MEDIAN_HOURS * np.exp(0.5 * rng.standard_normal(n)),
     }
 
 
@@ -227,13 +234,23 @@ def _risk_score(lat: dict[str, np.ndarray]) -> np.ndarray:
     )
 
 
+def _amplitude(visible: np.ndarray, e_u: np.ndarray, cut_ge3: np.ndarray | float, sd: np.ndarray | float) -> np.ndarray:
+    """Marker amplitude: distance of the marker-visible liability from the arm's grade-3 cut.
+
+    Anchoring on the grade >= 3 threshold (not grade 1) makes peaks comparable across products:
+    a severe case looks alike whatever the product, while the many mild cases of high-incidence
+    products (cilta-cel, axi-cel) show only modest rises.
+    """
+    return (visible - cut_ge3) / sd + AMP_AT_GE3_CUT + SD_MARKER_NOISE * e_u
+
+
 @dataclass(frozen=True)
 class _Calibration:
     crs_cut: np.ndarray  # (arms, 5) liability thresholds for grade >= k
     icans_cut: np.ndarray  # (arms, 5)
     s_mean: np.ndarray  # (arms,)
     s_sd: np.ndarray  # (arms,)
-    log_t_rise: np.ndarray  # (arms,) mu of log rise time (hours)
+    log_t_mid: np.ndarray  # (arms,) mu of log IL-6 half-rise time (hours)
 
 
 @functools.cache
@@ -244,7 +261,7 @@ def _calibration(n_ref: int = 200_000) -> _Calibration:
     icans_cut = np.zeros((N_ARMS, 5))
     s_mean = np.zeros(N_ARMS)
     s_sd = np.zeros(N_ARMS)
-    log_t_rise = np.zeros(N_ARMS)
+    log_t_mid = np.zeros(N_ARMS)
     for k, a in enumerate(ARMS):  # 7 arms, not patients
         arm = np.full(n_ref, k)
         lat = _draw_latents(arm, rng)
@@ -256,24 +273,24 @@ def _calibration(n_ref: int = 200_000) -> _Calibration:
         t_liab = RHO_ICANS * (s - s_mean[k]) / s_sd[k] + np.sqrt(1 - RHO_ICANS**2) * lat["z_icans"]
         p_icans = _ordinal_probs(a.icans_any, a.icans_ge3, ICANS_GE2_SHARE, ICANS_GE4_OF_GE3, ICANS_G5_OF_GE3)
         icans_cut[k] = np.quantile(t_liab, 1 - p_icans)
-        amp = (x + lat["drive"] - crs_cut[k, 0]) / s_sd[k] + SD_MARKER_NOISE * lat["e_u"]
+        amp = _amplitude(x + lat["drive"], lat["e_u"], crs_cut[k, 2], s_sd[k])
         has_crs = s > crs_cut[k, 0]
         target_hours = (a.onset_day + ONSET_TARGET_OFFSET_DAYS) * 24
-        shape = SD_T_RISE * lat["z_t"] - SEVERE_EARLIER * np.clip(amp, -2, 3)
+        shape = SD_T_MID * lat["z_t"] - SEVERE_EARLIER * np.clip(amp, -2, 3)
         mu = np.log(target_hours)
         for _ in range(12):  # fixed point on the median onset among patients with CRS
-            onset = np.maximum(np.exp(mu + shape), 3.0) + lat["fever_lag_hours"]
+            onset = np.maximum(np.exp(mu + shape), MIN_T_MID_HOURS) + lat["fever_lag_hours"]
             med = np.median(onset[has_crs])
             lag = np.median(lat["fever_lag_hours"][has_crs])
             mu += np.log(max(target_hours - lag, 1.0) / max(med - lag, 1.0))
-        log_t_rise[k] = mu
-    return _Calibration(crs_cut, icans_cut, s_mean, s_sd, log_t_rise)
+        log_t_mid[k] = mu
+    return _Calibration(crs_cut, icans_cut, s_mean, s_sd, log_t_mid)
 
 
 def _grade_steps(first_hours: np.ndarray, grade: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """(n, 5) onset hours of grade 1..5 (inf where the grade is never reached): 1 -> 2 -> 3 ..."""
     n = first_hours.size
-    gaps = np.maximum(GRADE_GAP_MEDIAN_HOURS * np.exp(0.6 * rng.standard_normal((n, 4))), 1.0)
+    gaps = np.maximum(GRADE_GAP_MEDIAN_HOURS * np.exp(0.7 * rng.standard_normal((n, 4))), 1.0)
     # Death (grade 5) comes days after grade 4, not hours.
     gaps[:, 3] = 96.0 * np.exp(0.4 * rng.standard_normal(n))
     steps = first_hours[:, None] + np.concatenate([np.zeros((n, 1)), np.cumsum(gaps, axis=1)], axis=1)
@@ -317,9 +334,21 @@ def _expit(v: np.ndarray) -> np.ndarray:
     return 1 / (1 + np.exp(-v))
 
 
+def _pulse(hours: np.ndarray, mid_hours: np.ndarray, width_hours: np.ndarray, hold_hours: np.ndarray,
+           decay_hours: np.ndarray) -> np.ndarray:
+    """Share of the peak log fold change: logistic rise from 0 at infusion, plateau, exponential decay.
+
+    The rise is already under way hours before its midpoint, so a patient's early (24-48 h) values
+    carry information about a severe onset that comes later.
+    """
+    at_zero = _expit(-mid_hours / width_hours)
+    rise = np.maximum((_expit((hours - mid_hours) / width_hours) - at_zero) / (1 - at_zero), 0.0)
+    return rise * np.exp(-np.maximum(hours - mid_hours - hold_hours, 0.0) / decay_hours)
+
+
 def _soft_cap(values: np.ndarray, cap: np.ndarray) -> np.ndarray:
     """Smooth ceiling: ~identity well below cap, approaches cap above it (no pile-up at a bound)."""
-    return values / np.sqrt(1.0 + (values / cap) ** 2)
+    return values / np.sqrt(np.sqrt(1.0 + (values / cap) ** 4))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -371,11 +400,12 @@ def _simulate_arrow(n_patients: int, seed: int, faults: bool) -> tuple[dict[str,
     icans_grade = (icans_liab[:, None] > cal.icans_cut[arm]).sum(axis=1)
     icans_grade = np.where((crs_grade == 5) & (icans_grade == 5), 4, icans_grade)  # one death cause
     # Marker amplitude: what the cytokines see (risk factors + expansion, not e_S) plus marker noise.
-    amp = (x + lat["drive"] - cal.crs_cut[arm, 0]) / cal.s_sd[arm] + SD_MARKER_NOISE * lat["e_u"]
-    t_rise = np.maximum(
-        np.exp(cal.log_t_rise[arm] + SD_T_RISE * lat["z_t"] - SEVERE_EARLIER * np.clip(amp, -2, 3)), 3.0
+    amp = _amplitude(x + lat["drive"], lat["e_u"], cal.crs_cut[arm, 2], cal.s_sd[arm])
+    t_mid = np.maximum(
+        np.exp(cal.log_t_mid[arm] + SD_T_MID * lat["z_t"] - SEVERE_EARLIER * np.clip(amp, -2, 3)),
+        MIN_T_MID_HOURS,
     )
-    crs_first = t_rise + lat["fever_lag_hours"]
+    crs_first = t_mid + lat["fever_lag_hours"]
     crs_steps = _grade_steps(crs_first, crs_grade, rng)
     icans_first = crs_first + ICANS_AFTER_CRS_MEDIAN_HOURS * np.exp(0.5 * rng.standard_normal(n))
     icans_steps = _grade_steps(icans_first, icans_grade, rng)
@@ -469,20 +499,30 @@ def _simulate_arrow(n_patients: int, seed: int, faults: bool) -> tuple[dict[str,
         + _col("burden")[None, :] * zb[:, None]
         + _col("sd")[None, :] * rng.standard_normal((n, N_AN))
     )
-    xx = (hours - t_rise[pid] - _col("delay_hours")[an]) / _col("peak_hours")[an]
-    pulse = np.where(xx > 0, np.square(np.maximum(xx, 0)) * np.exp(2 * (1 - xx)), 0.0)
-    # Treatments: steroids damp the inflammatory excess; tocilizumab lowers CRP and raises serum IL-6.
+    pulse = _pulse(hours, t_mid[pid] + _col("delay_hours")[an], _col("width_hours")[an],
+                   _col("hold_hours")[an], _col("decay_hours")[an])
+    # Treatments: steroids damp the inflammatory excess; tocilizumab lowers CRP and raises serum IL-6
+    # (the blocked receptor no longer clears it, so IL-6 stops falling and climbs for a day or two).
     since_ster = hours - steroid_hours[pid]
-    damp = np.where(_col("inflammatory")[an].astype(bool) & (since_ster > 0), np.exp(-np.maximum(since_ster, 0) / 60), 1.0)
+    damp = np.where(_col("inflammatory")[an].astype(bool) & (since_ster > 0), np.exp(-np.maximum(since_ster, 0) / 96), 1.0)
     since_toci = hours - toci_hours[pid]
-    after_toci = since_toci > 0
     st = np.maximum(since_toci, 0)
-    damp = np.where((an == A_IDX["CRP"]) & after_toci, damp * np.exp(-st / 24), damp)
-    il6_boost = np.where((an == A_IDX["IL6"]) & after_toci, 1.2 * (1 - np.exp(-st / 6)) * np.exp(-st / 96), 0.0)
-    # Lymphodepletion (days -5..-3): cytopenias with a nadir after infusion and later recovery.
+    crp_after = (an == A_IDX["CRP"]) & (since_toci > 0)
+    # CRP already induced keeps coming for about 18 h, then falls with a ~1.5-day time constant.
+    damp[crp_after] *= np.exp(-np.maximum(st[crp_after] - 18.0, 0.0) / 36.0)
+    il6_after = np.flatnonzero((an == A_IDX["IL6"]) & (since_toci > 0))
+    il6_boost = np.zeros(n_rows)
+    if il6_after.size:
+        tp_il6 = pid[il6_after]
+        held = _pulse(toci_hours[tp_il6], t_mid[tp_il6], *(np.full(il6_after.size, _col(f)[A_IDX["IL6"]])
+                                                           for f in ("width_hours", "hold_hours", "decay_hours")))
+        pulse[il6_after] = np.maximum(pulse[il6_after], held * np.exp(-st[il6_after] / 120))
+        il6_boost[il6_after] = 1.0 * (1 - np.exp(-st[il6_after] / 6)) * np.exp(-st[il6_after] / 120)
+    # Lymphodepletion (days -5..-3): counts fall over the first days after infusion (nadir ~day 3-10)
+    # and recover from about day 16.
     days = hours / 24.0
     recovery_day = 16.0 + 4.0 * rng.standard_normal(n)
-    ld_curve = (1 / (1 + np.exp(-(days + 2.5) / 0.8))) * (1 - 0.9 / (1 + np.exp(-(days - recovery_day[pid]) / 3)))
+    ld_curve = _expit((days - 1.0) / 1.2) * (1 - 0.9 / (1 + np.exp(-(days - recovery_day[pid]) / 3)))
     ld_scale = np.array([1.0, 0.7, 0.15])[lat["ld"]]
     log_v = (
         log_base[pid, an]
@@ -498,7 +538,7 @@ def _simulate_arrow(n_patients: int, seed: int, faults: bool) -> tuple[dict[str,
                            toci_hours + 3.0)
     in_fever = (crs_grade[pid] >= 1) & (hours >= crs_first[pid]) & (hours < fever_end[pid])
     z_temp = rng.standard_normal(n_rows)
-    il6_pulse_temp = np.where(xx > 0, pulse, 0.0)  # TEMP uses the IL-6 timing (delay 0, peak 30 h)
+    il6_pulse_temp = pulse  # TEMP rows carry the IL-6 timing (same delay and width)
     t_base = 36.7 + 0.15 * rng.standard_normal(n)
     afebrile = np.minimum(t_base[pid] + 0.25 * z_temp + 0.5 * il6_pulse_temp * np.clip(amp[pid], 0, 2), 37.9)
     febrile = 38.05 + 0.3 * np.clip(amp[pid], 0, 3) + 0.45 * np.abs(z_temp)
@@ -542,7 +582,6 @@ def _simulate_arrow(n_patients: int, seed: int, faults: bool) -> tuple[dict[str,
     extra_src = np.zeros(0, dtype=np.int64)  # rows copied as exact duplicates
     unk_src = np.zeros(0, dtype=np.int64)  # rows copied under unknown patient ids
     unk_pid = np.zeros(0, dtype=np.int64)
-    fake_ids: list[str] = []
     if faults:
         fault_rng = np.random.default_rng([seed, 1])  # separate stream: faults never shift the clean data
         order = fault_rng.permutation(n_rows)
