@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import UserError
 
@@ -88,6 +88,31 @@ class TrainConfig(_Section):
     monotone_constraints: dict[str, Literal[-1, 0, 1]] = Field(default_factory=dict)
 
 
+class ExplainConfig(_Section):
+    output_dir: Path = Path("reports/shap")
+    #: Features that get a dependence plot (by mean |SHAP|).
+    top_features: int = Field(default=6, ge=1)
+
+
+class ReportConfig(_Section):
+    output_dir: Path = Path("reports/patients")
+    model_card_path: Path = Path("reports/model_card.html")
+    #: Risk bands on the calibrated probability: low < band_low_below <= intermediate < band_high_from <= high.
+    band_low_below: float = Field(default=0.10, gt=0, lt=1)
+    band_high_from: float = Field(default=0.30, gt=0, lt=1)
+    top_drivers: int = Field(default=5, ge=1)
+    #: Replace patient ids by a salted hash in every report output (salt from $CRS_PSEUDONYM_SALT).
+    pseudonymise: bool = False
+    #: Marker curves drawn on each patient page (canonical codes).
+    markers: list[str] = Field(default_factory=lambda: ["IL6", "IFNG", "CRP", "FERRITIN", "IL10", "LDH"])
+
+    @model_validator(mode="after")
+    def _bands(self) -> ReportConfig:
+        if self.band_low_below >= self.band_high_from:
+            raise ValueError("band_low_below must be below band_high_from")
+        return self
+
+
 class Config(_Section):
     cohort: CohortConfig = CohortConfig()
     targets: dict[str, TargetConfig] = Field(
@@ -102,6 +127,8 @@ class Config(_Section):
     ingest: IngestConfig = IngestConfig()
     featurize: FeaturizeConfig = FeaturizeConfig()
     train: TrainConfig = TrainConfig()
+    explain: ExplainConfig = ExplainConfig()
+    report: ReportConfig = ReportConfig()
 
     @field_validator("landmarks_hours")
     @classmethod
