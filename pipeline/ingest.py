@@ -574,13 +574,33 @@ def validate_measurements(
     return _finish(table, kept, checks, accepted, int(drop.sum()), extra)
 
 
-def validate_events(table: RawTable, known: pd.Index, anchors: pd.Series | None) -> _TableOutcome:
+def _open_small_table(
+    table: RawTable, known: pd.Index, anchors: pd.Series | None
+) -> tuple[pd.DataFrame, np.ndarray, _RowChecks, pd.Series, np.ndarray]:
+    """Common first checks of the small time-stamped tables (events, treatments)."""
     frame = table.frame
     duplicate = _exact_duplicates(frame)
     checks = _RowChecks(len(frame))
-    checks.codes[duplicate] = -1
+    checks.codes[duplicate] = -1  # excluded from every check; dropped and counted at the end
     ids = _patient_ids(frame, checks, known)
     hours = _parse_hours(table, _strip(frame["time"]), ids, anchors, checks)
+    return frame, duplicate, checks, ids, hours
+
+
+def _settle(
+    checks: _RowChecks, duplicate: np.ndarray, keys: pd.DataFrame, payload: pd.DataFrame, message: str
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Flag conflicting records; drop exact and normalised duplicates. Returns (kept, good, dropped)."""
+    conflicting, redundant = _conflicts(keys, payload, checks.codes == 0)
+    checks.flag(conflicting, "conflicting_duplicate", message)
+    drop = duplicate | redundant
+    checks.codes[drop] = 0
+    kept = ~drop
+    return kept, kept & (checks.codes == 0), int(drop.sum())
+
+
+def validate_events(table: RawTable, known: pd.Index, anchors: pd.Series | None) -> _TableOutcome:
+    frame, duplicate, checks, ids, hours = _open_small_table(table, known, anchors)
     event = _strip(frame["event"]).str.upper()
     grade_text = _strip(frame["grade"])
     checks.flag((event.isna() | grade_text.isna()).to_numpy(), "missing_value", "event or grade is empty")
@@ -588,14 +608,10 @@ def validate_events(table: RawTable, known: pd.Index, anchors: pd.Series | None)
     checks.flag(
         ~np.isin(grade, [0, 1, 2, 3, 4, 5]), "invalid_grade", "grade is not an integer 0-5"
     )
-    ok = checks.codes == 0
     keys = pd.DataFrame({"p": ids.to_numpy(dtype=object), "e": event.to_numpy(dtype=object), "h": hours})
-    conflicting, redundant = _conflicts(keys, pd.DataFrame({"g": grade}), ok)
-    checks.flag(conflicting, "conflicting_duplicate", "same patient, event and time with a different grade")
-    drop = duplicate | redundant
-    checks.codes[drop] = 0
-    kept = ~drop
-    good = kept & (checks.codes == 0)
+    kept, good, dropped = _settle(
+        checks, duplicate, keys, pd.DataFrame({"g": grade}), "same patient, event and time with a different grade"
+    )
     accepted = pd.DataFrame(
         {
             "patient_id": pd.array(ids.to_numpy(dtype=object)[good], dtype="string"),
@@ -604,16 +620,11 @@ def validate_events(table: RawTable, known: pd.Index, anchors: pd.Series | None)
             "hours_since_anchor": hours[good],
         }
     ).sort_values(["patient_id", "hours_since_anchor", "event"], kind="stable")
-    return _finish(table, kept, checks, accepted.reset_index(drop=True), int(drop.sum()))
+    return _finish(table, kept, checks, accepted.reset_index(drop=True), dropped)
 
 
 def validate_treatments(table: RawTable, known: pd.Index, anchors: pd.Series | None) -> _TableOutcome:
-    frame = table.frame
-    duplicate = _exact_duplicates(frame)
-    checks = _RowChecks(len(frame))
-    checks.codes[duplicate] = -1
-    ids = _patient_ids(frame, checks, known)
-    hours = _parse_hours(table, _strip(frame["time"]), ids, anchors, checks)
+    frame, duplicate, checks, ids, hours = _open_small_table(table, known, anchors)
     drug = _strip(frame["drug"]).str.lower()
     checks.flag(drug.isna().to_numpy(), "missing_value", "drug is empty")
     dose_text = _strip(frame["dose"]) if "dose" in frame.columns else pd.Series([None] * len(frame), dtype="str")
@@ -622,14 +633,9 @@ def validate_treatments(table: RawTable, known: pd.Index, anchors: pd.Series | N
     with np.errstate(invalid="ignore"):
         checks.flag(dose < 0, "out_of_range", "dose is negative")
     unit = _strip(frame["unit"]) if "unit" in frame.columns else pd.Series([None] * len(frame), dtype="str")
-    ok = checks.codes == 0
     keys = pd.DataFrame({"p": ids.to_numpy(dtype=object), "h": hours, "d": drug.to_numpy(dtype=object)})
-    conflicting, redundant = _conflicts(keys, pd.DataFrame({"dose": dose, "u": unit.to_numpy(dtype=object)}), ok)
-    checks.flag(conflicting, "conflicting_duplicate", "same patient, time and drug with a different dose")
-    drop = duplicate | redundant
-    checks.codes[drop] = 0
-    kept = ~drop
-    good = kept & (checks.codes == 0)
+    payload = pd.DataFrame({"dose": dose, "u": unit.to_numpy(dtype=object)})
+    kept, good, dropped = _settle(checks, duplicate, keys, payload, "same patient, time and drug with a different dose")
     accepted = pd.DataFrame(
         {
             "patient_id": pd.array(ids.to_numpy(dtype=object)[good], dtype="string"),
@@ -639,7 +645,7 @@ def validate_treatments(table: RawTable, known: pd.Index, anchors: pd.Series | N
             "unit": pd.array(unit.to_numpy(dtype=object)[good], dtype="string"),
         }
     ).sort_values(["patient_id", "hours_since_anchor", "drug"], kind="stable")
-    return _finish(table, kept, checks, accepted.reset_index(drop=True), int(drop.sum()))
+    return _finish(table, kept, checks, accepted.reset_index(drop=True), dropped)
 
 
 def _empty_treatments() -> pd.DataFrame:
