@@ -85,6 +85,54 @@ def evaluate(params: ParamsOption = Path("params.yaml")) -> None:
     stage.main(_config(params))
 
 
+@app.command()
+def explain(params: ParamsOption = Path("params.yaml")) -> None:
+    """Exact tree SHAP per landmark row, global SHAP plots and summary table; MLflow logging."""
+    from pipeline import explain as stage
+
+    stage.main(_config(params))
+
+
+@app.command()
+def report(
+    params: ParamsOption = Path("params.yaml"),
+    pseudonymise: Annotated[
+        bool | None,
+        typer.Option(
+            "--pseudonymise/--no-pseudonymise",
+            help="Salted-hash patient ids in every output (salt from $CRS_PSEUDONYM_SALT); overrides report.pseudonymise.",
+        ),
+    ] = None,
+) -> None:
+    """Per-patient HTML risk reports, an index sorted by risk, and the TRIPOD+AI model card."""
+    from pipeline import report as stage
+
+    stage.main(_config(params), pseudonymise=pseudonymise)
+
+
+@app.command()
+def predict(
+    cohort: Annotated[Path, typer.Argument(help="Cohort directory of the new patients (cohort contract; events optional).")],
+    out: Annotated[Path, typer.Option(help="Output directory (replaced as a whole).")],
+    model: Annotated[
+        str, typer.Option(help="models/ directory, or an MLflow model URI such as models:/crs-severe-risk/latest.")
+    ] = "models",
+    at: Annotated[
+        float | None, typer.Option("--at", help="Score every patient at this hour after infusion (default: latest landmark).")
+    ] = None,
+    params: ParamsOption = Path("params.yaml"),
+    pages: Annotated[bool, typer.Option("--pages/--no-pages", help="Write explanations and HTML pages.")] = True,
+    pseudonymise: Annotated[
+        bool | None,
+        typer.Option("--pseudonymise/--no-pseudonymise", help="Salted-hash patient ids in every output."),
+    ] = None,
+) -> None:
+    """Score new patients: predictions.csv (risk, band, message per patient and target) and HTML pages."""
+    from pipeline import predict as stage
+
+    stage.main(_config(params), cohort, model, out, at, reports=pages, pseudonymise=pseudonymise)
+
+
 def main() -> None:
     try:
         app()

@@ -105,6 +105,8 @@ class ReportConfig(_Section):
     pseudonymise: bool = False
     #: Marker curves drawn on each patient page (canonical codes).
     markers: list[str] = Field(default_factory=lambda: ["IL6", "IFNG", "CRP", "FERRITIN", "IL10", "LDH"])
+    #: Target whose event / no-event cohort bands are drawn behind the marker curves (default: first target).
+    cohort_band_target: str | None = None
 
     @model_validator(mode="after")
     def _bands(self) -> ReportConfig:

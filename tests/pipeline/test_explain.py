@@ -1,0 +1,159 @@
+"""crs explain: exact SHAP additivity and schema, summary table, files, MLflow (no patient rows)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import evaluate, explain, train
+from pipeline.config import Config, parse_config
+from pipeline.io import write_parquet
+from pipeline.scoring import ModelBundle, load_bundle
+from tests.pipeline.test_train import LANDMARKS, make_landmarks
+
+_CACHE: dict[str, Run] = {}
+
+
+@dataclass
+class Run:
+    workdir: Path
+    config: Config
+    bundle: ModelBundle
+    landmarks: pd.DataFrame
+    measurements: pd.DataFrame
+    treatments: pd.DataFrame
+
+
+@contextlib.contextmanager
+def in_workdir(workdir: Path) -> Iterator[None]:
+    """cwd and a private MLflow store in ``workdir`` (never the repo's mlflow.db)."""
+    old_cwd, old_uri = os.getcwd(), os.environ.get("MLFLOW_TRACKING_URI")
+    os.chdir(workdir)
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{workdir / 'mlflow.db'}"
+    try:
+        yield
+    finally:
+        os.chdir(old_cwd)
+        if old_uri is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old_uri
+
+
+def synthetic_measurements(landmarks: pd.DataFrame, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """IL-6 / CRP series per patient (some censored) and tocilizumab for a few patients."""
+    rng = np.random.default_rng(seed)
+    rows, treat = [], []
+    for i, pid in enumerate(landmarks["patient_id"].astype(str).unique()):
+        level = rng.normal()
+        for t in (-100.0, -2.0, 12.0, 24.0, 36.0, 48.0, 60.0, 72.0, 96.0):
+            il6 = float(np.exp(1.5 + level * max(t, 0) / 40 + rng.normal(scale=0.3)))
+            censored = il6 < 3.0
+            rows.append((pid, t, "IL6", 3.0 if censored else round(il6, 1), "pg/mL", "left" if censored else "none"))
+            rows.append((pid, t + 0.5, "CRP", round(float(np.exp(1 + level * max(t, 0) / 60)), 1), "mg/L", "none"))
+        if i % 4 == 0:
+            treat.append((pid, 30.0, "tocilizumab", 8.0, "mg/kg"))
+        if i % 7 == 0:
+            treat.append((pid, 50.0, "dexamethasone", 10.0, "mg"))
+    m = pd.DataFrame(rows, columns=["patient_id", "hours_since_anchor", "analyte", "value", "unit", "censoring"])
+    m["known_analyte"] = True
+    t = pd.DataFrame(treat, columns=["patient_id", "hours_since_anchor", "drug", "dose", "unit"])
+    for df in (m, t):
+        df["patient_id"] = df["patient_id"].astype("string")
+    return m, t
+
+
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    """train + evaluate once per session on a small synthetic landmark frame (shared by report tests)."""
+    if "run" in _CACHE:
+        return _CACHE["run"]
+    workdir = tmp_path_factory.mktemp("explain_run")
+    config = parse_config(
+        {
+            "targets": {"crs_severe": {"event": "CRS", "min_grade": 3}, "icans_severe": {"event": "ICANS", "min_grade": 3}},
+            "landmarks_hours": LANDMARKS,
+            "featurize": {"analytes": ["IL6", "CRP", "FERRITIN"]},
+            "train": {"n_splits": 3, "n_repeats": 1, "n_estimators": 30, "n_bootstrap": 30,
+                      "calibration_fraction": 0.34, "n_jobs": 1},
+            "explain": {"top_features": 2},
+            "report": {"markers": ["IL6", "CRP"], "top_drivers": 3},
+        }
+    )
+    landmarks = make_landmarks(150, seed=5)
+    measurements, treatments = synthetic_measurements(landmarks)
+    with in_workdir(workdir):
+        write_parquet(landmarks, config.featurize.output_path)
+        train.main(config)
+        evaluate.main(config)
+    bundle = load_bundle(workdir / "models")
+    _CACHE["run"] = Run(workdir, config, bundle, landmarks, measurements, treatments)
+    return _CACHE["run"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Run:
+    return trained_run(tmp_path_factory)
+
+
+def test_shap_additivity_and_schema(run: Run):
+    frames = explain.explain_landmarks(run.bundle, run.landmarks, run.config)
+    assert set(frames) == {"crs_severe", "icans_severe"}
+    for target, frame in frames.items():
+        model = run.bundle.targets[target]
+        assert list(frame.columns[:6]) == explain.ID_COLUMNS
+        assert list(frame.columns[6:]) == [f"shap__{f}" for f in model.feature_names]
+        assert len(frame) == len(run.landmarks)
+        assert frame["patient_id"].tolist() == run.landmarks["patient_id"].astype(str).tolist()
+        _, values = explain.shap_matrix(frame)
+        # exact TreeSHAP: base + sum of contributions = the booster's log-odds margin
+        np.testing.assert_allclose(frame["base_value"] + values.sum(axis=1), frame["margin"], atol=1e-4)
+        np.testing.assert_allclose(frame["margin"], model.margin(run.landmarks), atol=1e-6)
+        np.testing.assert_allclose(frame["probability"], model.predict(run.landmarks))
+        p = frame["probability"].to_numpy()
+        expected = np.where(p >= 0.30, "high", np.where(p < 0.10, "low", "intermediate"))
+        assert frame["band"].tolist() == expected.tolist()
+
+
+def test_explain_is_pure(run: Run):
+    before = run.landmarks.copy()
+    explain.explain_landmarks(run.bundle, run.landmarks, run.config)
+    pd.testing.assert_frame_equal(run.landmarks, before)
+
+
+def test_summary_maps_features_to_clinical_terms(run: Run):
+    frame = explain.explain_landmarks(run.bundle, run.landmarks, run.config)["crs_severe"]
+    summary = explain.summary_table(frame, run.config)
+    assert list(summary.columns) == explain.SUMMARY_COLUMNS
+    assert summary["rank"].tolist() == list(range(1, len(summary) + 1))
+    assert summary["mean_abs_shap"].is_monotonic_decreasing
+    il6 = summary.set_index("feature").loc["il6__fold_change"]
+    assert (il6["analyte"], il6["summary"], il6["unit"]) == ("IL6", "fold_change", "ratio")
+    assert il6["description"] == "latest / baseline IL6"
+    # the signal feature of make_landmarks must rank first
+    assert summary["feature"].iloc[0] == "il6__fold_change"
+
+
+def test_main_writes_outputs_and_logs_only_summaries(run: Run):
+    from mlflow.tracking import MlflowClient
+
+    with in_workdir(run.workdir):
+        explain.main(run.config)
+        out = Path(run.config.explain.output_dir)
+        for target in ("crs_severe", "icans_severe"):
+            assert (out / f"{target}.parquet").exists()
+            assert (out / f"{target}_summary.csv").exists()
+            assert (out / f"{target}_bar.png").exists() and (out / f"{target}_beeswarm.png").exists()
+            assert len(list(out.glob(f"{target}_dependence_*.png"))) == 2
+        client = MlflowClient()
+        run_id = run.bundle.runs["targets"]["crs_severe"]
+        logged = [a.path for a in client.list_artifacts(run_id, "explain")]
+    assert "explain/crs_severe_summary.csv" in logged
+    assert "explain/crs_severe_beeswarm.png" in logged
+    assert not any(p.endswith(".parquet") for p in logged)  # patient-level rows stay local

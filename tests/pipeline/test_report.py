@@ -1,0 +1,226 @@
+"""crs report: clinical wording, cohort bands, patient pages, index, model card, pseudonymisation, atomicity."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import clinical_text as ct
+from pipeline import explain, report
+from pipeline.errors import UserError
+from tests.pipeline.test_explain import Run, trained_run
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Run:
+    return trained_run(tmp_path_factory)
+
+
+def write_pages(run: Run, out: Path, **kwargs) -> list[Path]:
+    explanations = explain.explain_landmarks(run.bundle, run.landmarks, run.config)
+    bands = report.compute_cohort_bands(run.measurements, run.landmarks, ["IL6", "CRP"], "crs_severe")
+    metrics = json.loads((run.workdir / "reports/metrics.json").read_text())
+    return report.write_patient_reports(
+        out, config=run.config, bundle=run.bundle, explanations=explanations, landmarks=run.landmarks,
+        measurements=run.measurements, treatments=run.treatments, cohort_bands=bands, metrics=metrics, **kwargs,
+    )
+
+
+# --------------------------------------------------------------------------- clinical wording
+
+
+UNITS = {"IL6": "pg/mL", "PLT": "10^9/L"}
+
+
+def test_wording_fold_change_baseline_and_rising_slope():
+    row = {"landmark_hours": 48.0, "il6__latest": 74.0, "il6__baseline": 6.1, "il6__fold_change": 74 / 6.1,
+           "il6__slope_24h": math.log2(3) / 24}
+    text = ct.describe_group("IL6", row, UNITS)
+    assert text == "IL-6 74 pg/mL, 12x baseline (6.1 pg/mL), rising 3x per day"
+    assert ct.driver_sentence(text, 0.4) == text + ": raises risk"
+    assert ct.driver_sentence(text, -0.4).endswith(": lowers risk")
+
+
+def test_wording_falling_stable_and_48h_fallback():
+    row = {"il6__latest": 20.0, "il6__baseline": 10.0, "il6__fold_change": 2.0, "il6__slope_24h": -1 / 24}
+    assert ct.describe_analyte("IL6", row, "pg/mL").endswith("falling 50% per day")
+    row.update({"il6__slope_24h": np.nan, "il6__slope_48h": 0.001})
+    assert ct.describe_analyte("IL6", row, "pg/mL").endswith("stable")
+    row["il6__slope_48h"] = math.log2(1.4) / 24
+    assert ct.describe_analyte("IL6", row, "pg/mL").endswith("rising 40% per day")
+
+
+def test_wording_censored_missing_baseline_and_not_measured():
+    row = {"landmark_hours": 24.0, "il6__latest": 1.5, "il6__baseline": np.nan, "il6__fold_change": np.nan,
+           "il6__n_censored": 2.0}
+    text = ct.describe_group("IL6", row, UNITS, censoring="left")
+    assert text == "IL-6 <1.5 pg/mL (below assay limit), no pre-infusion baseline"
+    # earlier censored results are mentioned when the latest one is not censored
+    row["il6__latest"] = 8.0
+    assert "2 earlier results beyond assay limit" in ct.describe_group("IL6", row, UNITS, censoring="none")
+    assert ct.describe_group("IL6", {"landmark_hours": 48.0, "il6__latest": np.nan}, UNITS) == (
+        "IL-6 not measured before 48 h")
+
+
+def test_wording_units_scores_treatments_covariates():
+    row = {"landmark_hours": 72.0, "plt__latest": 65.0, "plt__baseline": 89.0, "plt__fold_change": 65 / 89,
+           "temp__max": 39.24, "fever__hours_since_first": 30.0, "tocilizumab__given": 1.0,
+           "tocilizumab__hours_since": 6.0, "steroids__given": 0.0, "car_hematotox__baseline": 3.0,
+           "product": "axi-cel", "age": 63.0, "tumor_burden_std": 0.94}
+    assert ct.describe_group("PLT", row, UNITS).startswith("Platelets 65 ×10⁹/L, 0.73x baseline (89 ×10⁹/L)")
+    assert ct.describe_group("FEVER", row, UNITS) == (
+        "Highest temperature since infusion 39.2 °C, fever (>= 38.0 °C) for 30 h")
+    assert ct.describe_group("TOCILIZUMAB", row, UNITS) == "Tocilizumab given, last dose 6 h ago"
+    assert ct.describe_group("STEROIDS", row, UNITS) == "Corticosteroids not given yet"
+    assert ct.describe_group("CAR_HEMATOTOX", row, UNITS).startswith("CAR-HEMATOTOX 3 points at baseline (high")
+    assert ct.describe_group("product", row, UNITS) == "CAR-T product: axi-cel"
+    assert ct.describe_group("age", row, UNITS) == "Age 63 years"
+    assert ct.describe_group("tumor_burden_std", row, UNITS) == "Tumour burden +0.9 SD from the cohort mean"
+    assert ct.describe_group("LANDMARK", row, UNITS) == "Time since infusion 72 h"
+
+
+def test_feature_groups():
+    assert ct.feature_group("il6__fold_change") == "IL6"
+    assert ct.feature_group("m_easix__latest") == "M_EASIX"
+    assert ct.feature_group("temp__max") == ct.feature_group("fever__hours_since_first") == "FEVER"
+    assert ct.feature_group("age") == "age"
+    assert ct.feature_group("landmark_hours") == "LANDMARK"
+
+
+# --------------------------------------------------------------------------- cohort bands
+
+
+def test_cohort_bands_quartiles_per_group():
+    rows, lms = [], []
+    for i in range(24):
+        pid = f"Q{i:02d}"
+        event = i < 12
+        lms.append({"patient_id": pid, "landmark_hours": 0.0, "onset_hours__crs_severe": 50.0 if event else np.nan})
+        # one value per patient in the 24-36 h bin: event patients 100 + i, others i
+        rows.append({"patient_id": pid, "hours_since_anchor": 30.0, "analyte": "IL6",
+                     "value": float(100 + i if event else i), "unit": "pg/mL"})
+    bands = report.compute_cohort_bands(pd.DataFrame(rows), pd.DataFrame(lms), ["IL6"], "crs_severe")
+    assert list(bands.columns) == report.BAND_COLUMNS
+    at = bands[bands["bin_start_hours"] == 24.0].set_index("group")
+    assert at.loc["event", "p50"] == pytest.approx(np.median(np.arange(100, 112)))
+    assert at.loc["no_event", "p25"] == pytest.approx(np.percentile(np.arange(12, 24), 25))
+    assert at.loc["event", "n_patients"] == 12
+    # the 36 h window pools neighbouring bins; nothing beyond it
+    assert set(bands["bin_start_hours"]) == {12.0, 24.0, 36.0}
+
+
+# --------------------------------------------------------------------------- pages
+
+
+def test_pages_contain_risk_drivers_charts_disclaimer_identity(run: Run, tmp_path: Path):
+    messages = {"P0003": ["No IL-6 measured before 48 h."]}
+    paths = write_pages(run, tmp_path / "patients", messages=messages)
+    assert paths[0].name == "index.html"
+    n_patients = run.landmarks["patient_id"].nunique()
+    assert len(paths) == n_patients + 1 and all(p.exists() for p in paths)
+    page = (tmp_path / "patients" / "P0003.html").read_text()
+    assert 'id="risk"' in page and "grade ≥3 CRS" in page and "grade ≥3 ICANS" in page
+    assert re.search(r'class="p"[^>]*>(&lt;1|\d+)%<', page)  # a calibrated risk in percent
+    assert re.search(r">(low|intermediate|high)</span>", page)
+    assert 'id="drivers-crs_severe"' in page and ("raises risk" in page or "lowers risk" in page)
+    assert "IL-6" in page
+    assert page.count("<svg") >= 1 + 2 + 2  # trajectory, two waterfalls, two markers
+    assert "Decision support, not a diagnosis." in page
+    assert run.bundle.runs["targets"]["crs_severe"] in page
+    assert "AUROC" in page and "calibration slope" in page
+    assert "No IL-6 measured before 48 h." in page and 'role="alert"' in page
+    assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")  # no network resources
+    assert "https://" not in page and "<script" not in page
+    index = paths[0].read_text()
+    assert "No IL-6 measured before 48 h." in index
+
+
+def test_index_sorted_by_current_risk(run: Run, tmp_path: Path):
+    write_pages(run, tmp_path / "patients")
+    frames = explain.explain_landmarks(run.bundle, run.landmarks, run.config)
+    latest = run.landmarks["landmark_hours"].max()
+    current = pd.concat([f[f["landmark_hours"] == latest].set_index("patient_id")["probability"]
+                         for f in frames.values()], axis=1).max(axis=1)
+    index = (tmp_path / "patients" / "index.html").read_text()
+    order = re.findall(r'<a href="([^"]+)\.html">', index)
+    assert len(order) == len(current)
+    assert np.all(np.diff(current.loc[order].to_numpy()) <= 1e-12)
+
+
+def test_pseudonymisation_removes_every_raw_id(run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv(report.SALT_ENV, "test-salt")
+    ids = run.landmarks["patient_id"].astype(str).unique()
+    messages = {ids[0]: [f"Patient {ids[0]}: no IL-6 measured before 48 h."]}
+    out = tmp_path / "patients"
+    write_pages(run, out, messages=messages, pseudonymise=True)
+    pattern = re.compile("|".join(re.escape(i) for i in ids))
+    for path in out.iterdir():
+        assert not pattern.search(path.name), path.name
+        assert not pattern.search(path.read_text()), path.name
+    alias = report.pseudonym(ids[0], "test-salt")
+    assert (out / f"{alias}.html").exists()
+    assert f"Patient {alias}: no IL-6" in (out / f"{alias}.html").read_text()
+    assert report.pseudonym(ids[0], "other-salt") != alias
+
+
+def test_pseudonymisation_without_salt_is_a_user_error(run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv(report.SALT_ENV, raising=False)
+    with pytest.raises(UserError, match=report.SALT_ENV):
+        write_pages(run, tmp_path / "patients", pseudonymise=True)
+    assert not (tmp_path / "patients").exists()
+
+
+def test_writes_are_atomic(run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    out = tmp_path / "patients"
+    out.mkdir()
+    (out / "old.html").write_text("previous run")
+    calls = {"n": 0}
+    original = report.svg_marker
+
+    def failing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 5:
+            raise RuntimeError("disk full")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(report, "svg_marker", failing)
+    with pytest.raises(RuntimeError):
+        write_pages(run, out)
+    assert [p.name for p in tmp_path.iterdir()] == ["patients"]  # no temporary directory left
+    assert [p.name for p in out.iterdir()] == ["old.html"]  # previous output untouched
+
+
+def test_model_card_tripod_items(run: Run, tmp_path: Path):
+    metrics = json.loads((run.workdir / "reports/metrics.json").read_text())
+    oof = pd.read_parquet(run.workdir / "data/processed/oof.parquet")
+    ids = run.landmarks["patient_id"].astype(str).unique()
+    patients = pd.DataFrame({"patient_id": ids, "site": ["A" if i % 3 else "B" for i in range(len(ids))]})
+    figures = tmp_path / "figures"
+    figures.mkdir()
+    import shutil
+
+    shutil.copy(run.workdir / "reports/figures/crs_severe.png", figures / "crs_severe.png")
+    path = report.write_model_card(
+        tmp_path / "model_card.html", config=run.config, bundle=run.bundle, metrics=metrics,
+        landmarks=run.landmarks, patients=patients, oof=oof, figures_dir=figures,
+    )
+    card = path.read_text()
+    for heading in ("Outcome definition and time horizon", "Data splitting", "Missing data",
+                    "Participants, events and class imbalance", "Discrimination and calibration",
+                    "Clinical utility", "Comparison with published scores", "Variation across sites",
+                    "How the deployed model treats missing", "Limitations"):
+        assert heading in card, heading
+    auroc = metrics["crs_severe"]["all"]["model"]["auroc"]
+    assert f"{auroc:.2f}" in card
+    assert "data:image/png;base64," in card
+    assert "patient level" in card and "within 720 h" in card
+    assert "easix" in card
+    assert re.search(r"<td>B</td>.*?</tr>", card, re.S)
+    text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", card)  # base64 can spell anything
+    assert not re.search("|".join(ids), text)  # no patient ids in the model card
