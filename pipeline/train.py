@@ -724,6 +724,10 @@ def main(config: Config) -> None:
 
     runs = log_training_runs(config, results, provenance)
     write_json(runs, RUNS_PATH)
+    # The scoring pipeline as the pyfunc model `crs-severe-risk` (docs/predict.md); a failure is a UserError.
+    from pipeline.registry_model import register_from_train
+
+    register_from_train(config, runs, MODELS_DIR)
     print(f"train: total {time.perf_counter() - started:.1f} s (MLflow: {tracking.tracking_uri()})")
 
 

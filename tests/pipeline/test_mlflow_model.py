@@ -1,0 +1,194 @@
+"""The crs-severe-risk pyfunc model: registered from code, no pickle, served over REST on loopback with
+the same probabilities as crs predict and the Python scorer."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import predict
+from pipeline.errors import UserError
+from pipeline.predict import Scorer, raw_to_combined, read_new_cohort, score_cohort
+from pipeline.registry_model import MODEL_NAME, log_and_register, unscoreable_features
+from tests.pipeline.test_predict import build_bundle
+
+PATIENTS = ["P00001", "P00002", "P00003", "P00004", "P00005", "P00006", "P00007", "P00008"]
+MLFLOW = Path(sys.executable).with_name("mlflow")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def registered(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("mlflow_model")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        mp.chdir(root)  # never the repo's mlflow.db / mlruns
+        config, cohort, models = build_bundle(root)
+        info = log_and_register(config, models)
+        yield {"root": root, "config": config, "cohort": cohort, "models": models, "info": info}
+
+
+@pytest.fixture(scope="module")
+def server(registered):
+    port = _free_port()
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{registered['root'] / 'mlflow.db'}",
+        # The server execs `uvicorn` by name: the venv's bin must be on PATH.
+        "PATH": f"{MLFLOW.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    log = open(registered["root"] / "serve.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [str(MLFLOW), "models", "serve", "-m", f"models:/{MODEL_NAME}/latest", "--env-manager", "local",
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        cwd=registered["root"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    import requests
+
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 45
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"mlflow models serve exited: {(registered['root'] / 'serve.log').read_text()[-2000:]}")
+            try:
+                if requests.get(f"{url}/ping", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("mlflow models serve did not answer /ping within 45 s")
+            time.sleep(0.25)
+        yield url
+    finally:
+        # The server and its workers share the session we started: stop exactly that group.
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=10)
+        except ProcessLookupError:
+            pass  # already gone
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+        log.close()
+
+
+def _payload(frame: pd.DataFrame, params: dict | None = None) -> dict:
+    split = frame.to_dict(orient="split", index=False)
+    body: dict = {"dataframe_split": {"columns": split["columns"], "data": split["data"]}}
+    if params:
+        body["params"] = params
+    return body
+
+
+def _reference(registered, at_hours: float | None = None) -> pd.DataFrame:
+    setup = predict.load_setup(registered["models"], registered["config"])
+    preds = score_cohort(read_new_cohort(registered["cohort"]), setup, at_hours).predictions
+    return preds[preds["patient_id"].isin(PATIENTS)].reset_index(drop=True)
+
+
+def test_model_is_registered_from_code_without_pickle(registered):
+    import mlflow
+    from mlflow import MlflowClient
+
+    version = MlflowClient().get_model_version(MODEL_NAME, str(registered["info"]["version"]))
+    assert version.status == "READY"
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{MODEL_NAME}/latest"))
+    files = [p for p in local.rglob("*") if p.is_file()]
+    assert not [p for p in files if p.suffix in {".pkl", ".pickle", ".joblib", ".cloudpickle"}]
+    assert any(p.name == "mlflow_model.py" for p in files)  # the model is code
+    assert {"booster.json", "calibrator.json", "features.json", "metadata.json", "scoring_config.json",
+            "analytes.csv", "units.csv"} <= {p.name for p in files}
+    assert "loader_module: mlflow.pyfunc.loaders.code_model" in (local / "MLmodel").read_text()
+
+
+def test_in_process_pyfunc_and_crs_predict_with_uri_agree(registered, tmp_path):
+    import mlflow
+
+    reference = _reference(registered)
+    combined = raw_to_combined(read_new_cohort(registered["cohort"]), PATIENTS)
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}/latest")
+    got = model.predict(combined).reset_index(drop=True)
+    assert list(got["patient_id"]) == list(reference["patient_id"])
+    assert np.allclose(got["probability"], reference["probability"], rtol=0, atol=1e-9, equal_nan=True)
+    assert list(got["band"]) == list(reference["band"])
+    # crs predict given the registry URI scores with the registered artifacts: same numbers.
+    out = tmp_path / "out"
+    result = predict.main(registered["config"], registered["cohort"], f"models:/{MODEL_NAME}/latest", out,
+                          reports=False)
+    via_uri = result.predictions[result.predictions["patient_id"].isin(PATIENTS)].reset_index(drop=True)
+    assert np.allclose(via_uri["probability"], reference["probability"], rtol=0, atol=1e-9, equal_nan=True)
+    with pytest.raises(UserError, match="cannot load the MLflow model"):
+        predict.load_setup("models:/no-such-model/latest", registered["config"])
+
+
+def test_serve_answers_rest_with_the_same_probabilities(registered, server):
+    import requests
+
+    cohort = read_new_cohort(registered["cohort"])
+    combined = raw_to_combined(cohort, PATIENTS)
+    response = requests.post(f"{server}/invocations", json=_payload(combined), timeout=30)
+    assert response.status_code == 200, response.text[:500]
+    served = pd.DataFrame(response.json()["predictions"])
+    reference = _reference(registered)
+    assert list(served["patient_id"]) == list(reference["patient_id"])
+    assert list(served["target"]) == list(reference["target"])
+    probability = pd.to_numeric(served["probability"]).to_numpy(dtype=float)
+    assert np.allclose(probability, reference["probability"], rtol=0, atol=1e-9, equal_nan=True)
+    assert list(served["band"]) == list(reference["band"])
+
+    # The Python API agrees too (one patient).
+    scorer = Scorer(registered["models"], registered["config"])
+    measurements = pd.read_csv(registered["cohort"] / "measurements.csv", dtype=str)
+    patients = pd.read_csv(registered["cohort"] / "patients.csv", dtype=str)
+    treatments = pd.read_csv(registered["cohort"] / "treatments.csv", dtype=str)
+    events = pd.read_csv(registered["cohort"] / "events.csv", dtype=str)
+    pid = PATIENTS[1]
+    risk = scorer.score_patient(measurements[measurements["patient_id"] == pid],
+                                patients[patients["patient_id"] == pid].iloc[0],
+                                treatments=treatments[treatments["patient_id"] == pid],
+                                events=events[events["patient_id"] == pid])
+    for target, p in risk.probability.items():
+        row = served[(served["patient_id"] == pid) & (served["target"] == target)]
+        q = float(pd.to_numeric(row["probability"]).iloc[0])
+        assert (math.isnan(p) and math.isnan(q)) or abs(p - q) <= 1e-9
+
+    # A fixed hour through REST params, and a patient the model cannot use: a message, not an error.
+    at = requests.post(f"{server}/invocations", json=_payload(combined, {"at_hours": 24.0}), timeout=30)
+    assert at.status_code == 200, at.text[:500]
+    at_served = pd.DataFrame(at.json()["predictions"])
+    at_reference = _reference(registered, 24.0)
+    assert np.allclose(pd.to_numeric(at_served["probability"]).to_numpy(dtype=float),
+                       at_reference["probability"], rtol=0, atol=1e-9, equal_nan=True)
+    empty = pd.DataFrame({"patient_id": ["NEW"], "time": [None], "analyte": [None], "value": [None],
+                          "unit": [None], "age": [55], "product": ["axi-cel"]})
+    answer = requests.post(f"{server}/invocations", json=_payload(empty), timeout=30)
+    assert answer.status_code == 200, answer.text[:500]
+    rows = answer.json()["predictions"]
+    assert {r["patient_id"] for r in rows} == {"NEW"}
+    assert all(r["probability"] is None or not math.isfinite(float(r["probability"])) for r in rows)
+    assert all("no usable measurements" in r["message"] for r in rows)
+
+
+def test_train_registers_only_scoreable_models(registered):
+    # A bundle whose features featurize cannot produce (hand-made landmark tables) is not registered.
+    assert unscoreable_features(registered["config"], registered["models"]) == []
+    other = registered["config"].model_copy(update={"static_features": []})
+    assert unscoreable_features(other, registered["models"]) == ["age", "product"]
+    assert json.loads((registered["models"] / "crs_severe" / "features.json").read_text())["features"]
