@@ -41,7 +41,7 @@ from pipeline.errors import UserError
 from pipeline.ingest import RawTable
 from pipeline.io import atomic_dir, find_table, read_raw_table, write_csv, write_json
 from pipeline.registry import load_registry
-from pipeline.scoring import ModelBundle, Scores, TargetModel, load_bundle, risk_band
+from pipeline.scoring import ModelBundle, Scores, is_missing_value, load_bundle, risk_band
 from pipeline.train import FeatureSpec
 
 PREDICTION_COLUMNS = ["patient_id", "target", "landmark_hours", "probability", "band", "message"]
@@ -110,7 +110,7 @@ def _as_text(series: pd.Series) -> pa.Array:
         return pc.cast(pa.array(series, from_pandas=True), pa.string())
     out = [
         None
-        if _is_missing(v) or v is pd.NaT
+        if is_missing_value(v)
         else (v.isoformat() if isinstance(v, pd.Timestamp) else repr(v) if isinstance(v, float) else str(v))
         for v in series.to_numpy(dtype=object)
     ]
@@ -241,82 +241,6 @@ def raw_to_combined(raw: Mapping[str, RawTable], patient_ids: Sequence[str] | No
 # --------------------------------------------------------------------------------------------
 # Fast model matrix (the per-patient hot path): numpy, no per-column pandas conversions
 # --------------------------------------------------------------------------------------------
-
-
-def model_matrix(landmarks: pd.DataFrame, specs: Sequence[FeatureSpec]) -> np.ndarray:
-    """float64 matrix in feature order: numbers as such, categories as their index in the trained list.
-
-    Same values as :func:`pipeline.train.apply_feature_specs` + pandas ``DMatrix`` (tests assert the
-    scores are bit-identical); an unseen category or an absent feature is missing (NaN).
-    """
-    n = len(landmarks)
-    X = np.full((n, len(specs)), np.nan)
-    dtypes = landmarks.dtypes
-    # All float64 columns in one block copy: per-column pandas access dominates for one patient.
-    fast = [(j, s.name) for j, s in enumerate(specs)
-            if s.dtype != "category" and s.name in dtypes.index and dtypes[s.name] == np.float64]
-    if fast:
-        cols, names = zip(*fast, strict=True)
-        X[:, list(cols)] = landmarks[list(names)].to_numpy(dtype=np.float64)
-    done = {j for j, _ in fast}
-    for j, spec in enumerate(specs):
-        if j in done or spec.name not in dtypes.index:
-            continue
-        column = landmarks[spec.name]
-        if spec.dtype == "category":
-            lookup = _category_lookup(spec.categories)
-            values = column.astype(object).to_numpy()
-            X[:, j] = [np.nan if _is_missing(v) else lookup.get(str(v), np.nan) for v in values]
-        else:
-            X[:, j] = pd.to_numeric(column.astype(object), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-    return X
-
-
-@functools.cache
-def _category_lookup(categories: tuple[str, ...]) -> dict[str, float]:
-    return {c: float(i) for i, c in enumerate(categories)}
-
-
-def _is_missing(value: Any) -> bool:
-    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
-
-
-def score_matrix(model: TargetModel, X: np.ndarray, landmark_hours: np.ndarray, with_shap: bool = True) -> Scores:
-    """:meth:`pipeline.scoring.TargetModel.score` on a prebuilt :func:`model_matrix` (same numbers)."""
-    import xgboost as xgb
-
-    n = len(X)
-    scores = Scores(
-        probability=np.full(n, np.nan),
-        margin=np.full(n, np.nan),
-        base_value=np.full(n, np.nan),
-        shap=np.zeros((n, len(model.specs))) if with_shap else None,
-    )
-    if n == 0:
-        return scores
-    names = model.feature_names
-    types = ["c" if s.dtype == "category" else "q" for s in model.specs]
-    for unit, rows in _landmark_units(model, landmark_hours):
-        dmatrix = xgb.DMatrix(X[rows], feature_names=names, feature_types=types, enable_categorical=True, nthread=1)
-        margin = unit.booster.predict(dmatrix, output_margin=True)
-        scores.margin[rows] = margin
-        scores.probability[rows] = unit.calibrator.predict(1.0 / (1.0 + np.exp(-margin)))
-        if with_shap:
-            contribs = unit.booster.predict(dmatrix, pred_contribs=True)
-            scores.shap[rows] = contribs[:, :-1]
-            scores.base_value[rows] = contribs[:, -1]
-    return scores
-
-
-def _landmark_units(model: TargetModel, hours: np.ndarray) -> list[tuple[Any, np.ndarray]]:
-    if "all" in model.models:
-        return [(model.models["all"], np.arange(len(hours)))]
-    out = []
-    for key, unit in model.models.items():
-        rows = np.flatnonzero(np.isclose(hours, float(key)))
-        if rows.size:
-            out.append((unit, rows))
-    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -559,9 +483,9 @@ def score_cohort(
     matrix: np.ndarray | None = None
     for target in setup.targets:
         model = setup.bundle.targets[target]
-        X = matrix if (matrix is not None and setup.shared_specs) else model_matrix(frame, model.specs)
+        X = matrix if (matrix is not None and setup.shared_specs) else model.matrix_array(frame)
         matrix = matrices[target] = X
-        s = score_matrix(model, X, hours, with_shap=with_shap)
+        s = model.score_array(X, hours, with_shap=with_shap)
         s.probability[~scoreable] = np.nan
         scores[target] = s
 

@@ -8,7 +8,9 @@ numbers, the feature list (order, dtypes, category lists) from ``features.json``
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,21 +55,44 @@ class TargetModel:
         return [s.name for s in self.specs]
 
     def matrix(self, landmarks: pd.DataFrame) -> pd.DataFrame:
-        """The model matrix: fixed column order and dtypes; absent features are missing (NaN)."""
+        """The model matrix as a typed frame (categoricals as pandas categories), as in training."""
         return apply_feature_specs(landmarks, self.specs)
 
-    def _groups(self, landmarks: pd.DataFrame) -> list[tuple[LandmarkModel, np.ndarray]]:
+    def matrix_array(self, landmarks: pd.DataFrame) -> np.ndarray:
+        """float64 matrix in feature order: numbers as such, categories as their index in the trained
+        list; an unseen category or an absent feature is missing (NaN). Same values XGBoost sees from
+        :meth:`matrix` (tests assert bit-identical scores), without per-column pandas work."""
+        n = len(landmarks)
+        X = np.full((n, len(self.specs)), np.nan)
+        dtypes = landmarks.dtypes
+        fast = [(j, s.name) for j, s in enumerate(self.specs)
+                if s.dtype != "category" and s.name in dtypes.index and dtypes[s.name] == np.float64]
+        if fast:
+            cols, names = zip(*fast, strict=True)
+            X[:, list(cols)] = landmarks[list(names)].to_numpy(dtype=np.float64)
+        done = {j for j, _ in fast}
+        for j, spec in enumerate(self.specs):
+            if j in done or spec.name not in dtypes.index:
+                continue
+            column = landmarks[spec.name]
+            if spec.dtype == "category":
+                lookup = _category_lookup(spec.categories)
+                values = column.astype(object).to_numpy()
+                X[:, j] = [np.nan if is_missing_value(v) else lookup.get(str(v), np.nan) for v in values]
+            else:
+                X[:, j] = pd.to_numeric(column.astype(object), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        return X
+
+    def _groups(self, hours: np.ndarray) -> list[tuple[LandmarkModel, np.ndarray]]:
         if "all" in self.models:
-            return [(self.models["all"], np.arange(len(landmarks)))]
-        hours = landmarks["landmark_hours"].to_numpy(dtype=float)
+            return [(self.models["all"], np.arange(len(hours)))]
         out = []
+        covered = np.zeros(len(hours), dtype=bool)
         for key, model in self.models.items():
             rows = np.flatnonzero(np.isclose(hours, float(key)))
             if rows.size:
                 out.append((model, rows))
-        covered = np.zeros(len(landmarks), dtype=bool)
-        for _, rows in out:
-            covered[rows] = True
+                covered[rows] = True
         if not covered.all():
             missing = sorted({f"{h:g}" for h in hours[~covered]})
             raise UserError(
@@ -75,17 +100,16 @@ class TargetModel:
             )
         return out
 
-    def _dmatrix(self, X: pd.DataFrame):
+    def score(self, landmarks: pd.DataFrame, with_shap: bool = True) -> Scores:
+        """Calibrated probability, log-odds margin and (optionally) exact SHAP in one pass."""
+        return self.score_array(
+            self.matrix_array(landmarks), landmarks["landmark_hours"].to_numpy(dtype=float), with_shap
+        )
+
+    def score_array(self, X: np.ndarray, landmark_hours: np.ndarray, with_shap: bool = True) -> Scores:
+        """:meth:`score` on a prebuilt :meth:`matrix_array` (the per-patient hot path)."""
         import xgboost as xgb
 
-        return xgb.DMatrix(X, enable_categorical=True, nthread=1)
-
-    def score(self, landmarks: pd.DataFrame, with_shap: bool = True) -> Scores:
-        """Calibrated probability, log-odds margin and (optionally) exact SHAP in one pass.
-
-        Builds the model matrix and one DMatrix per model once (the per-patient hot path).
-        """
-        X = self.matrix(landmarks)
         n = len(X)
         scores = Scores(
             probability=np.full(n, np.nan),
@@ -93,8 +117,12 @@ class TargetModel:
             base_value=np.full(n, np.nan),
             shap=np.zeros((n, len(self.specs))) if with_shap else None,
         )
-        for model, rows in self._groups(landmarks):
-            dmatrix = self._dmatrix(X.iloc[rows] if len(rows) != n else X)
+        if n == 0:
+            return scores
+        types = ["c" if s.dtype == "category" else "q" for s in self.specs]
+        for model, rows in self._groups(np.asarray(landmark_hours, dtype=float)):
+            dmatrix = xgb.DMatrix(X[rows], feature_names=self.feature_names, feature_types=types,
+                                  enable_categorical=True, nthread=1)
             margin = model.booster.predict(dmatrix, output_margin=True)
             scores.margin[rows] = margin
             scores.probability[rows] = model.calibrator.predict(1.0 / (1.0 + np.exp(-margin)))
@@ -120,6 +148,16 @@ class TargetModel:
         """
         scores = self.score(landmarks)
         return pd.DataFrame(scores.shap, columns=self.feature_names, index=landmarks.index), scores.base_value
+
+
+@functools.cache
+def _category_lookup(categories: tuple[str, ...]) -> dict[str, float]:
+    return {c: float(i) for i, c in enumerate(categories)}
+
+
+def is_missing_value(value: Any) -> bool:
+    """None, NA, NaT or float NaN."""
+    return value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and math.isnan(value))
 
 
 @dataclass
