@@ -652,11 +652,14 @@ def write_patient_reports(
 
     index_rows = []
     pages: list[tuple[str, str]] = []
-    for pid in sorted(rows_by_patient):
+    # Patients with only messages (not scoreable, e.g. no data before the landmark) still get a page
+    # that says why, so nobody silently disappears from the index.
+    for pid in sorted(set(rows_by_patient) | set(messages)):
         display = to_id(pid)
-        per_target = rows_by_patient[pid]
+        per_target = rows_by_patient.get(pid, {})
         hours = sorted({float(cols[t]["landmark_hours"][i]) for t in per_target for i in per_target[t]})
-        latest = hours[-1]
+        scored = bool(hours)
+        latest = hours[-1] if scored else math.inf
         lm_row = lm_records[lm_index[(pid, latest)]] if (pid, latest) in lm_index else {"landmark_hours": latest}
         a, b = meas.get(pid)
         upto = a + int(np.searchsorted(m_time[a:b], latest, side="right"))  # measurements at or before L
@@ -707,22 +710,26 @@ def write_patient_reports(
             risk_cells.append({"label": labels[t], "probability": p, "band": band,
                                "band_colour": BAND_COLOURS.get(band, "#6b7280"),
                                "driver": drivers[0]["sentence"] if drivers else ""})
-        trajectory = svg_risk_trajectory(hours, series, rcfg.band_low_below, rcfg.band_high_from, given)
+        trajectory = svg_risk_trajectory(hours, series, rcfg.band_low_below, rcfg.band_high_from, given) if scored else ""
+        if not scored:
+            risk_cells = [{"label": labels[t], "probability": math.nan, "band": "not scored",
+                           "band_colour": "#6b7280", "driver": ""} for t in targets]
         charts = []
         for code in rcfg.markers:
             idx = a + np.flatnonzero(m_code[a:upto] == code)
+            now = latest if scored else (float(m_time[idx].max()) if idx.size else 0.0)
             charts.append(Markup(svg_marker(
                 ct.display_name(code), ct.display_unit(units.get(code, "")), m_time[idx], m_value[idx], m_cens[idx] != "none",
-                bands.get(code, MarkerBands()), given, latest, band_label)))
+                bands.get(code, MarkerBands()), given, now, band_label)))
         notes = [n.replace(pid, display) for n in messages.get(pid, [])]
         page = page_tpl.render(
-            patient=display, latest=latest, sections=sections, trajectory=Markup(trajectory), charts=charts,
+            patient=display, latest=latest if scored else None, sections=sections, trajectory=Markup(trajectory), charts=charts,
             treatments=treat_list, notes=notes, disclaimer=DISCLAIMER, disclaimer_lead=DISCLAIMER_LEAD, band_label=band_label,
             low_below=rcfg.band_low_below, high_from=rcfg.band_high_from, pseudonymised=pseudonymise,
         )
         filename = f"{display}.html"
         pages.append((filename, page))
-        index_rows.append({"patient": display, "href": filename, "latest": latest, "current": current,
+        index_rows.append({"patient": display, "href": filename, "latest": latest if scored else None, "current": current,
                            "cells": risk_cells, "notes": notes})
 
     index_rows.sort(key=lambda r: (-r["current"], r["patient"]))

@@ -295,7 +295,11 @@ def test_main_with_pages(bundle, tmp_path):
     out = tmp_path / "out"
     predict.main(config, cohort, models, out)
     pages = {p.name for p in (out / "patients").iterdir()}
-    assert {"index.html", "OK.html", "PART.html"} <= pages
+    assert {"index.html", "OK.html", "PART.html", "NODATA.html"} <= pages
+    # The unscoreable patient has a page that says why, with no risk number, and is in the index.
+    nodata = (out / "patients" / "NODATA.html").read_text()
+    assert "Not scored" in nodata and "no usable measurements" in nodata and 'id="trajectory"' not in nodata
+    assert "NODATA.html" in (out / "patients" / "index.html").read_text()
     assert "out of plausible range" in (out / "patients" / "OK.html").read_text()
     assert "scored without them" in (out / "patients" / "PART.html").read_text()
     preds = pd.read_csv(out / "predictions.csv", keep_default_na=False)
