@@ -423,7 +423,10 @@ def _simulate_arrow(n_patients: int, seed: int, faults: bool) -> tuple[dict[str,
     dex_crs = crs_steps[:, 2] + 0.5 + 2.0 * u[:, 2]  # dexamethasone for grade >= 3 CRS
     dex_icans = icans_steps[:, 1] + 0.5 + 3.0 * u[:, 3]  # dexamethasone for grade >= 2 ICANS
     dex_start = np.minimum(dex_crs, dex_icans)
-    n_dex = np.where(np.isfinite(dex_start), np.where((icans_grade >= 3) | (crs_grade >= 3), 8, 4), 0)
+    # A 4-dose course, extended to 8 doses only once a grade >= 3 onset has happened by that dose: the
+    # decision at each dose uses only the past (a course length set from the eventual grade would leak
+    # the outcome into `steroids__*` features before onset).
+    severe_onset = np.minimum(crs_steps[:, 2], icans_steps[:, 2])
     mp_start = np.minimum(icans_steps[:, 3], crs_steps[:, 3]) + 1.0 + 2.0 * u[:, 4]  # methylpred at grade 4
     steroid_hours = np.minimum(dex_start, mp_start)
     dose_times = np.concatenate(
@@ -432,7 +435,8 @@ def _simulate_arrow(n_patients: int, seed: int, faults: bool) -> tuple[dict[str,
     )
     drug_idx = np.array([0, 0] + [1] * 8 + [2] * 3)
     give = np.isfinite(dose_times) & (dose_times < death_hours[:, None])
-    give[:, 2:10] &= np.arange(8)[None, :] < n_dex[:, None]
+    dex_times = dose_times[:, 2:10]
+    give[:, 2:10] &= (np.arange(8)[None, :] < 4) | (severe_onset[:, None] <= dex_times)
     tp, tj = np.nonzero(give)
     treat_minutes = anchor_min[tp] + np.round(dose_times[tp, tj] * 60).astype(np.int64)
     t_order = np.lexsort((treat_minutes, tp))

@@ -255,6 +255,22 @@ def test_schedule_does_not_depend_on_outcome(cohort5000):
     assert (share.loc[True] - share.loc[False]).abs().max() < 0.05
 
 
+def test_treatment_schedule_uses_only_the_past(cohort5000):
+    """Steroid courses are extended only after a grade >= 3 onset: before that onset, patients who
+    will become severe and those who will not get the same treatment, so treatment features at a
+    landmark cannot encode the future outcome."""
+    e, t = cohort5000["events"], cohort5000["treatments"]
+    severe = e[e["grade"] >= 3].groupby("patient_id")["hours"].min()
+    dex = t[t["drug"] == "dexamethasone"].sort_values(["patient_id", "hours"])
+    dex = dex.assign(dose_number=dex.groupby("patient_id").cumcount() + 1,
+                     severe_at=severe.reindex(dex["patient_id"]).to_numpy())
+    before_onset = dex[~(dex["severe_at"] <= dex["hours"])]  # never severe, or dose before the onset
+    assert len(before_onset) > 200
+    assert before_onset["dose_number"].max() <= 4
+    # ... and the extension does happen after a severe onset, so this test can fail.
+    assert (dex["dose_number"] > 4).any()
+
+
 def test_tocilizumab_raises_il6_and_lowers_crp(cohort5000):
     m, t = cohort5000["measurements"], cohort5000["treatments"]
     toci = t[t["drug"] == "tocilizumab"].groupby("patient_id")["hours"].min()
