@@ -38,7 +38,7 @@ from pipeline import clinical_text as ct
 from pipeline.config import Config, landmark_key
 from pipeline.errors import UserError
 from pipeline.io import atomic_dir, atomic_path, write_parquet
-from pipeline.scoring import ModelBundle
+from pipeline.scoring import ModelBundle, risk_band
 
 SALT_ENV = "CRS_PSEUDONYM_SALT"
 COHORT_BANDS_PATH = Path("reports/cohort_bands.parquet")
@@ -572,6 +572,34 @@ def _environment():
     return env
 
 
+OUT_OF_FOLD_NOTE = (
+    "Training-cohort report: each risk shown is the cross-validated (out-of-fold) estimate from models that "
+    "never saw this patient, averaged over CV repeats; no risk is shown after the event was recorded. The "
+    "drivers explain the deployed model's score for this patient, who was part of its training data."
+)
+
+
+def out_of_fold_risks(explanations: dict[str, pd.DataFrame], oof: pd.DataFrame, config: Config) -> dict[str, pd.DataFrame]:
+    """Replace each row's probability (and band) by its out-of-fold probability, mean over repeats.
+
+    Rows without an out-of-fold prediction (not at risk at that landmark) get no probability.
+    """
+    out = {}
+    for target, frame in explanations.items():
+        rows = oof[oof["target"] == target]
+        mean = rows.groupby(["patient_id", "landmark_hours"])["prob__model"].mean()
+        keys = pd.MultiIndex.from_arrays(
+            [frame["patient_id"].astype(str).to_numpy(), frame["landmark_hours"].to_numpy(dtype=float)]
+        )
+        mean.index = pd.MultiIndex.from_arrays(
+            [mean.index.get_level_values(0).astype(str), mean.index.get_level_values(1).astype(float)]
+        )
+        probability = mean.reindex(keys).to_numpy(dtype=float)
+        band = risk_band(probability, config.report.band_low_below, config.report.band_high_from)
+        out[target] = frame.assign(probability=probability, band=band)
+    return out
+
+
 def write_patient_reports(
     out_dir: Path,
     *,
@@ -585,6 +613,7 @@ def write_patient_reports(
     metrics: dict | None,
     messages: dict[str, list[str]] | None = None,
     pseudonymise: bool = False,
+    risk_note: str | None = None,
 ) -> list[Path]:
     """Write ``<patient>.html`` per patient and ``index.html`` into ``out_dir`` (atomically, as a whole).
 
@@ -725,6 +754,7 @@ def write_patient_reports(
         page = page_tpl.render(
             patient=display, latest=latest if scored else None, sections=sections, trajectory=Markup(trajectory), charts=charts,
             treatments=treat_list, notes=notes, disclaimer=DISCLAIMER, disclaimer_lead=DISCLAIMER_LEAD, band_label=band_label,
+            risk_note=risk_note,
             low_below=rcfg.band_low_below, high_from=rcfg.band_high_from, pseudonymised=pseudonymise,
         )
         filename = f"{display}.html"
@@ -733,7 +763,7 @@ def write_patient_reports(
                            "cells": risk_cells, "notes": notes})
 
     index_rows.sort(key=lambda r: (-r["current"], r["patient"]))
-    index = index_tpl.render(rows=index_rows, targets=[labels[t] for t in targets], disclaimer=DISCLAIMER,
+    index = index_tpl.render(rows=index_rows, risk_note=risk_note, targets=[labels[t] for t in targets], disclaimer=DISCLAIMER,
                              disclaimer_lead=DISCLAIMER_LEAD,
                              low_below=rcfg.band_low_below, high_from=rcfg.band_high_from,
                              pseudonymised=pseudonymise, n_notes=sum(1 for r in index_rows if r["notes"]))
@@ -931,6 +961,12 @@ def main(config: Config, pseudonymise: bool | None = None, models_dir: Path = MO
     metrics = json.loads(METRICS_PATH.read_text()) if METRICS_PATH.exists() else None
     oof = pd.read_parquet(OOF_PATH) if OOF_PATH.exists() else None
     explanations = load_explanations(config, bundle, landmarks)
+    risk_note = None
+    if oof is not None:
+        # These patients trained the deployed model: its own scores for them are in-sample and
+        # optimistic. Show the cross-validated (out-of-fold) risk instead, as validated.
+        explanations = out_of_fold_risks(explanations, oof, config)
+        risk_note = OUT_OF_FOLD_NOTE
 
     bands = pd.concat([compute_cohort_bands(measurements, landmarks, config.report.markers, t)
                        for t in bundle.targets], ignore_index=True)
@@ -939,7 +975,7 @@ def main(config: Config, pseudonymise: bool | None = None, models_dir: Path = MO
     paths = write_patient_reports(
         Path(config.report.output_dir), config=config, bundle=bundle, explanations=explanations,
         landmarks=landmarks, measurements=measurements, treatments=treatments, cohort_bands=bands,
-        metrics=metrics, messages=messages, pseudonymise=pseudonymise,
+        metrics=metrics, messages=messages, pseudonymise=pseudonymise, risk_note=risk_note,
     )
     summaries = {}
     for t in bundle.targets:

@@ -224,3 +224,19 @@ def test_model_card_tripod_items(run: Run, tmp_path: Path):
     assert re.search(r"<td>B</td>.*?</tr>", card, re.S)
     text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", card)  # base64 can spell anything
     assert not re.search("|".join(ids), text)  # no patient ids in the model card
+
+
+def test_training_cohort_pages_show_out_of_fold_risk_not_in_sample():
+    """The deployed model's own score for a training patient is in-sample; pages show the
+    out-of-fold risk (mean over CV repeats) and nothing where the patient was not at risk."""
+    from pipeline.config import Config
+    from pipeline.report import out_of_fold_risks
+
+    frame = pd.DataFrame({"patient_id": ["A", "A", "B"], "landmark_hours": [0.0, 24.0, 0.0],
+                          "probability": [0.99, 0.99, 0.01], "band": ["high", "high", "low"]})
+    oof = pd.DataFrame({"patient_id": ["A", "A", "B", "B"], "landmark_hours": [0.0, 0.0, 0.0, 0.0],
+                        "target": ["t", "t", "t", "other"], "repeat": [0, 1, 0, 0],
+                        "prob__model": [0.2, 0.3, 0.05, 0.9]})
+    out = out_of_fold_risks({"t": frame}, oof, Config())["t"]
+    np.testing.assert_allclose(out["probability"].to_numpy(), [0.25, np.nan, 0.05])
+    assert out["band"].tolist() == ["intermediate", "", "low"]
