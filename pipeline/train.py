@@ -173,6 +173,15 @@ def fit_calibrator(raw: np.ndarray, y: np.ndarray, method: str) -> Calibrator:
 # --------------------------------------------------------------------------- XGBoost
 
 
+def check_monotone_constraints(constraints: dict[str, int], specs: list[FeatureSpec]) -> None:
+    """A constraint on a feature the model does not have is a typo, not something to skip silently."""
+    numeric = {s.name for s in specs if s.dtype == "float64"}
+    for name in constraints:
+        if name not in numeric:
+            kind = "a categorical feature" if name in {s.name for s in specs} else "not a model feature"
+            raise UserError(f"params.yaml: key 'train.monotone_constraints.{name}': {kind} (see `crs featurize --list`)")
+
+
 def xgb_params(cfg: TrainConfig, specs: list[FeatureSpec], seed: int) -> dict[str, Any]:
     numeric = {s.name for s in specs if s.dtype == "float64"}
     # Constraints only for present numeric features (XGBoost rejects them on categoricals).
@@ -670,6 +679,7 @@ def main(config: Config) -> None:
     if not features:
         raise UserError(f"{landmarks_path}: no feature columns")
     specs = build_feature_specs(df, features)
+    check_monotone_constraints(cfg.monotone_constraints, specs)
     provenance = {
         "data_path": str(landmarks_path),
         "data_sha256": sha256_file(landmarks_path),

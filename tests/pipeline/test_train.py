@@ -11,6 +11,7 @@ import pytest
 
 from pipeline import train
 from pipeline.config import parse_config
+from pipeline.errors import UserError
 from pipeline.io import write_parquet
 
 LANDMARKS = [0.0, 24.0, 48.0, 72.0]
@@ -68,7 +69,7 @@ def small_config(**train_overrides):
         "n_estimators": 40,
         "n_bootstrap": 50,
         "calibration_fraction": 0.34,
-        "monotone_constraints": {"il6__fold_change": 1, "not_a_feature": 1},
+        "monotone_constraints": {"il6__fold_change": 1},
         **train_overrides,
     }
     return parse_config(
@@ -228,3 +229,43 @@ def test_missing_landmarks_is_a_user_error(workdir: Path):
 
     with pytest.raises(UserError, match="landmarks.parquet"):
         train.main(small_config())
+
+
+def test_out_of_fold_predictions_ignore_test_fold_labels():
+    """The leak guard: flipping every label in the test fold (and so the test rows' events)
+    changes no out-of-fold prediction of the model or of any baseline."""
+    config = small_config(monotone_constraints={})
+    df = make_landmarks(n_patients=160, seed=3)
+    specs = train.build_feature_specs(df, train.feature_columns(df))
+    prepared = train.prepare_target(df, "crs_severe", config.train, specs, {})
+    repeat, fold, tr, te = prepared.splits[0]
+    assert not set(prepared.data.groups[tr]) & set(prepared.data.groups[te])  # patients never straddle
+    honest = train.run_fold(prepared.data, config.train, repeat, fold, tr, te)
+    flipped_y = prepared.data.y.copy()
+    flipped_y[te] = 1 - flipped_y[te]
+    flipped = train.run_fold(
+        train.FoldData(prepared.data.X, flipped_y, prepared.data.groups, prepared.data.landmarks,
+                       prepared.data.specs, prepared.data.available),
+        config.train, repeat, fold, tr, te,
+    )
+    probability_columns = [c for c in honest.columns if c.startswith(("prob__", "raw__", "threshold__"))]
+    assert "prob__model" in probability_columns and honest["prob__model"].notna().all()
+    pd.testing.assert_frame_equal(honest[probability_columns], flipped[probability_columns])
+    # ... while flipping training labels does change them, so the comparison can fail.
+    flipped_train_y = prepared.data.y.copy()
+    flipped_train_y[tr] = 1 - flipped_train_y[tr]
+    changed = train.run_fold(
+        train.FoldData(prepared.data.X, flipped_train_y, prepared.data.groups, prepared.data.landmarks,
+                       prepared.data.specs, prepared.data.available),
+        config.train, repeat, fold, tr, te,
+    )
+    assert not np.allclose(changed["prob__model"], honest["prob__model"])
+
+
+def test_monotone_constraint_on_unknown_feature_is_an_error():
+    specs = [train.FeatureSpec("il6__fold_change", "float64"), train.FeatureSpec("product", "category", ("a",))]
+    train.check_monotone_constraints({"il6__fold_change": 1}, specs)
+    with pytest.raises(UserError, match=r"train\.monotone_constraints\.il6__fold_chnage': not a model feature"):
+        train.check_monotone_constraints({"il6__fold_chnage": 1}, specs)
+    with pytest.raises(UserError, match="categorical"):
+        train.check_monotone_constraints({"product": 1}, specs)
