@@ -34,7 +34,7 @@ def _config(params: Path):
 def simulate(
     params: ParamsOption = Path("params.yaml"),
     out: Annotated[Path, typer.Option(help="Output cohort directory.")] = Path("data/raw/synthetic"),
-    n_patients: Annotated[int | None, typer.Option(help="Override simulate.n_patients.")] = None,
+    n_patients: Annotated[int | None, typer.Option(min=1, help="Override simulate.n_patients.")] = None,
     seed: Annotated[int | None, typer.Option(help="Override simulate.seed.")] = None,
 ) -> None:
     """Write the simulated CAR-T cohort (canonical format, plus truth.json)."""

@@ -22,6 +22,17 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _registry_codes(codes: list[str]) -> list[str]:
+    """Canonical analyte codes only (a synonym such as IL-6 would silently give empty features)."""
+    from pipeline.registry import load_registry
+
+    known = set(load_registry().analytes.index)
+    for code in codes:
+        if code not in known:
+            raise ValueError(f"'{code}' is not a canonical analyte code (one of {', '.join(sorted(known))})")
+    return codes
+
+
 class CohortConfig(_Section):
     path: Path = Path("data/raw/synthetic")
     #: Grading scale the cohort's event grades use; a grade on one scale is not a grade on another.
@@ -58,6 +69,11 @@ class FeaturizeConfig(_Section):
         default_factory=lambda: ["IL6", "IFNG", "CRP", "FERRITIN", "IL10", "MCP1", "LDH", "PLT"]
     )
     output_path: Path = Path("data/processed/landmarks.parquet")
+
+    @field_validator("analytes")
+    @classmethod
+    def _known_analytes(cls, value: list[str]) -> list[str]:
+        return _registry_codes(value)
 
 
 class TrainConfig(_Section):
@@ -108,6 +124,11 @@ class ReportConfig(_Section):
     #: Target whose event / no-event cohort bands are drawn behind the marker curves (default: first target).
     cohort_band_target: str | None = None
 
+    @field_validator("markers")
+    @classmethod
+    def _known_markers(cls, value: list[str]) -> list[str]:
+        return _registry_codes(value)
+
     @model_validator(mode="after")
     def _bands(self) -> ReportConfig:
         if self.band_low_below >= self.band_high_from:
@@ -147,6 +168,13 @@ class Config(_Section):
         if not value:
             raise ValueError("needs at least one target")
         return value
+
+    @model_validator(mode="after")
+    def _band_target(self) -> Config:
+        target = self.report.cohort_band_target
+        if target is not None and target not in self.targets:
+            raise ValueError(f"report.cohort_band_target '{target}' is not one of the targets")
+        return self
 
 
 def landmark_key(hours: float) -> str:

@@ -25,7 +25,7 @@ from pipeline import metrics as M
 from pipeline import tracking
 from pipeline.config import Config, landmark_key
 from pipeline.errors import UserError
-from pipeline.io import atomic_dir, write_json
+from pipeline.io import atomic_dir, read_stage_parquet, write_json
 from pipeline.train import BASELINES, MODEL, MODELS_DIR, OOF_PATH, RUNS_PATH, SCORE_BASELINES
 
 METRICS_PATH = Path("reports/metrics.json")
@@ -322,9 +322,7 @@ def log_to_mlflow(metrics: dict[str, Any], config: Config) -> None:
 
 def main(config: Config) -> None:
     started = time.perf_counter()
-    if not OOF_PATH.exists():
-        raise UserError(f"{OOF_PATH}: out-of-fold predictions not found (run `crs train` first)")
-    oof = pd.read_parquet(OOF_PATH)
+    oof = read_stage_parquet(OOF_PATH, "out-of-fold predictions", "crs train")
     metrics = compute_metrics(oof, config)
     write_json(metrics, METRICS_PATH)
     write_plots(oof, metrics, config)

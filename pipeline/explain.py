@@ -23,8 +23,7 @@ import pandas as pd
 
 from pipeline import tracking
 from pipeline.config import Config
-from pipeline.errors import UserError
-from pipeline.io import atomic_dir
+from pipeline.io import atomic_dir, read_stage_parquet
 from pipeline.scoring import ModelBundle, TargetModel, load_bundle, risk_band
 
 SHAP_PREFIX = "shap__"
@@ -236,10 +235,7 @@ def log_to_mlflow(out_dir: Path, bundle: ModelBundle, config: Config) -> None:
 
 
 def load_landmarks(config: Config) -> pd.DataFrame:
-    path = config.featurize.output_path
-    if not Path(path).exists():
-        raise UserError(f"{path}: landmark features not found (run `crs featurize` first)")
-    return pd.read_parquet(path)
+    return read_stage_parquet(config.featurize.output_path, "landmark features", "crs featurize")
 
 
 def main(config: Config, models_dir: Path = MODELS_DIR) -> None:

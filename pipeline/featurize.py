@@ -13,7 +13,7 @@ import pandas as pd
 from features import LandmarkFeaturizer, feature_table
 from pipeline.config import Config
 from pipeline.errors import UserError
-from pipeline.io import write_parquet
+from pipeline.io import read_stage_parquet, write_parquet
 
 REQUIRED_TABLES = ("patients", "measurements", "events")
 OPTIONAL_TABLES = ("treatments",)
@@ -38,7 +38,7 @@ def read_tables(directory: Path) -> dict[str, pd.DataFrame]:
             if name in REQUIRED_TABLES:
                 raise UserError(f"{path}: not found; run `crs ingest` first")
             continue
-        tables[name] = pd.read_parquet(path)
+        tables[name] = read_stage_parquet(path, f"ingested {name}", "crs ingest")
     return tables
 
 

@@ -145,3 +145,15 @@ def read_raw_table(path: Path) -> pa.Table:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{path}: unreadable file ({first})") from None
     return table.rename_columns([str(c).strip() for c in table.column_names])
+
+
+def read_stage_parquet(path: str | Path, what: str, produced_by: str) -> pd.DataFrame:
+    """Read an intermediate Parquet file written by an earlier stage; one-line errors, no traceback."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: {what} not found (run `{produced_by}` first, or `dvc repro`)")
+    try:
+        return pd.read_parquet(path)
+    except (OSError, pa.ArrowException, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path}: unreadable {what} ({first}); rerun `{produced_by}`") from None

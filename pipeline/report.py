@@ -37,7 +37,7 @@ import pandas as pd
 from pipeline import clinical_text as ct
 from pipeline.config import Config, landmark_key
 from pipeline.errors import UserError
-from pipeline.io import atomic_dir, atomic_path, write_parquet
+from pipeline.io import atomic_dir, atomic_path, read_stage_parquet, write_parquet
 from pipeline.scoring import ModelBundle, risk_band
 
 SALT_ENV = "CRS_PSEUDONYM_SALT"
@@ -928,9 +928,7 @@ def write_model_card(path: Path, **context_args: Any) -> Path:
 
 
 def _read(path: Path, what: str) -> pd.DataFrame:
-    if not path.exists():
-        raise UserError(f"{path}: {what} not found (run the earlier stages: `dvc repro`)")
-    return pd.read_parquet(path)
+    return read_stage_parquet(path, what, "dvc repro")
 
 
 def load_explanations(config: Config, bundle: ModelBundle, landmarks: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -959,7 +957,7 @@ def main(config: Config, pseudonymise: bool | None = None, models_dir: Path = MO
     patients = _read(interim / "patients.parquet", "ingested patients")
     bundle = load_bundle(models_dir)
     metrics = json.loads(METRICS_PATH.read_text()) if METRICS_PATH.exists() else None
-    oof = pd.read_parquet(OOF_PATH) if OOF_PATH.exists() else None
+    oof = read_stage_parquet(OOF_PATH, "out-of-fold predictions", "crs train") if OOF_PATH.exists() else None
     explanations = load_explanations(config, bundle, landmarks)
     risk_note = None
     if oof is not None:

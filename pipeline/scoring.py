@@ -201,10 +201,17 @@ def load_target_model(directory: Path, run_id: str | None = None) -> TargetModel
         booster_path = directory / entry["booster"]
         if not booster_path.exists():
             raise UserError(f"{booster_path}: model file not found (run `crs train` first)")
-        booster.load_model(str(booster_path))
+        try:
+            booster.load_model(str(booster_path))
+        except xgb.core.XGBoostError:
+            raise UserError(f"{booster_path}: not a readable XGBoost model (rerun `crs train`)") from None
         booster.set_param({"nthread": 1})
-        models[key] = LandmarkModel(booster, _calibrator(_read_json(directory / entry["calibrator"])),
-                                    entry.get("threshold"))
+        calibrator_path = directory / entry["calibrator"]
+        try:
+            calibrator = _calibrator(_read_json(calibrator_path))
+        except (KeyError, TypeError, ValueError):
+            raise UserError(f"{calibrator_path}: calibrator is incomplete or malformed (rerun `crs train`)") from None
+        models[key] = LandmarkModel(booster, calibrator, entry.get("threshold"))
     if not models:
         raise UserError(f"{directory / 'metadata.json'}: no trained model listed (target skipped in training?)")
     return TargetModel(metadata.get("target", directory.name), specs, metadata, models, run_id)

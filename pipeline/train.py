@@ -35,7 +35,7 @@ from pipeline import metrics as M
 from pipeline import tracking
 from pipeline.config import Config, TrainConfig, landmark_key
 from pipeline.errors import UserError
-from pipeline.io import atomic_dir, write_json, write_parquet
+from pipeline.io import atomic_dir, read_stage_parquet, write_json, write_parquet
 
 OOF_PATH = Path("data/processed/oof.parquet")
 MODELS_DIR = Path("models")
@@ -493,9 +493,7 @@ def sha256_file(path: Path) -> str:
 
 
 def load_landmarks(path: Path, config: Config) -> pd.DataFrame:
-    if not path.exists():
-        raise UserError(f"{path}: landmark table not found (run `crs featurize` first)")
-    df = pd.read_parquet(path)
+    df = read_stage_parquet(path, "landmark table", "crs featurize")
     for col in ("patient_id", "landmark_hours"):
         if col not in df.columns:
             raise UserError(f"{path}: required column '{col}' missing")

@@ -43,3 +43,16 @@ def test_event_names_are_upper_cased():
 def test_missing_params_file_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="parameters file not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"featurize": {"analytes": ["IL-6"]}}, r"key 'featurize\.analytes'.*'IL-6' is not a canonical analyte code"),
+        ({"report": {"markers": ["CRP", "XYZ"]}}, r"key 'report\.markers'.*'XYZ'"),
+        ({"report": {"cohort_band_target": "nope"}}, r"cohort_band_target 'nope' is not one of the targets"),
+    ],
+)
+def test_lists_of_codes_and_targets_are_checked(raw, message):
+    with pytest.raises(UserError, match=message):
+        parse_config(raw, Path("params.yaml"))

@@ -1,0 +1,42 @@
+"""Scoring edge cases: damaged artifacts are one-line user errors; risk bands."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from pipeline.errors import UserError
+from pipeline.io import read_stage_parquet
+from pipeline.scoring import load_bundle, risk_band
+from tests.pipeline.test_explain import trained_run
+
+
+def test_damaged_model_files_are_user_errors(tmp_path_factory, tmp_path):
+    run = trained_run(tmp_path_factory)
+    models = tmp_path / "models"
+    shutil.copytree(run.workdir / "models", models)
+    (models / "crs_severe" / "booster.json").write_text("{not json")
+    with pytest.raises(UserError, match=r"booster\.json: not a readable XGBoost model"):
+        load_bundle(models)
+    shutil.copy(run.workdir / "models" / "crs_severe" / "booster.json", models / "crs_severe" / "booster.json")
+    (models / "crs_severe" / "calibrator.json").write_text('{"method": "isotonic"}')
+    with pytest.raises(UserError, match=r"calibrator\.json: calibrator is incomplete"):
+        load_bundle(models)
+    with pytest.raises(UserError, match="models directory not found"):
+        load_bundle(tmp_path / "absent")
+
+
+def test_unreadable_intermediate_parquet_is_a_user_error(tmp_path):
+    path = tmp_path / "landmarks.parquet"
+    path.write_bytes(b"PAR1 but not really")
+    with pytest.raises(UserError, match=r"landmarks\.parquet: unreadable landmark table .*rerun `crs featurize`"):
+        read_stage_parquet(path, "landmark table", "crs featurize")
+    with pytest.raises(UserError, match="not found"):
+        read_stage_parquet(tmp_path / "absent.parquet", "landmark table", "crs featurize")
+
+
+def test_risk_bands_at_their_edges():
+    bands = risk_band(np.array([0.0, 0.0999, 0.1, 0.2999, 0.3, 1.0, np.nan]), 0.1, 0.3)
+    assert bands.tolist() == ["low", "low", "intermediate", "intermediate", "high", "high", ""]
