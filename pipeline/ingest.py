@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import re
+import sys
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -338,19 +339,33 @@ def validate_patients(table: RawTable) -> _TableOutcome:
         accepted["anchor_time"] = pd.to_datetime(
             _strip(accepted["anchor_time"]), format="ISO8601", errors="coerce", utc=True
         )
+    covariate_types: dict[str, str] = {}
+    warnings: list[str] = []
     for column in accepted.columns:
         if column in ("patient_id", "anchor_time"):
             continue
         text = _strip(accepted[column])
         numbers = pd.to_numeric(text, errors="coerce")
+        n_text, n_numbers = int(text.notna().sum()), int(numbers.notna().sum())
         # A covariate is numeric when every non-empty value parses as a number.
-        if text.notna().any() and numbers.notna().sum() == text.notna().sum():
+        if n_text and n_numbers == n_text:
             accepted[column] = numbers.astype("float64")
+            covariate_types[column] = "numeric"
         else:
             accepted[column] = text.astype("string")
+            covariate_types[column] = "text"
+            if n_text and n_numbers >= 0.9 * n_text:
+                # Almost all numbers: a stray word (e.g. "unknown") would turn an age into categories.
+                odd = text[text.notna() & numbers.isna()]
+                warnings.append(
+                    f"{table.path}: column '{column}' read as text because {len(odd)} of {n_text} values are not "
+                    f"numbers (e.g. '{odd.iloc[0]}' on line {int(table.line_numbers(np.array([odd.index[0]]))[0])}); "
+                    "fix or blank them to use it as a number"
+                )
     accepted["patient_id"] = accepted["patient_id"].astype("string")
     accepted = accepted.sort_values("patient_id", kind="stable").reset_index(drop=True)
-    return _finish(table, kept, checks, accepted, int(duplicate.sum()))
+    extra = {"covariate_types": covariate_types, "warnings": warnings}
+    return _finish(table, kept, checks, accepted, int(duplicate.sum()), extra)
 
 
 _NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
@@ -695,7 +710,9 @@ def run(raw: dict[str, RawTable], registry: Registry | None = None) -> IngestRes
         "files": files,
         "patients": int(len(patients)),
         "patients_with_measurements": int(tables["measurements"]["patient_id"].nunique()),
+        "covariate_types": outcomes["patients"].extra["covariate_types"],
         **outcomes["measurements"].extra,
+        "warnings": outcomes["patients"].extra["warnings"],
     }
     return IngestResult(tables=tables, quarantine=quarantine, report=report)
 
@@ -718,6 +735,8 @@ def main(config: Config, cohort: Path | None = None, out: Path | None = None, re
         result.quarantine.to_csv(tmp / "quarantine.csv", index=False)
     write_json(result.report, report_path)
     r = result.report
+    for warning in r["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
     print(
         f"ingest: {r['rows_read']} rows read, {r['rows_accepted']} accepted, "
         f"{r['rows_quarantined']} quarantined, {r['duplicates_dropped']} duplicates dropped "

@@ -276,3 +276,17 @@ def test_counts_always_reconcile(tmp_path_factory, rows):
     assert set(accepted["censoring"]) <= {"none", "left", "right"}
     known = accepted[accepted["known_analyte"]]
     assert (known["value"] >= 0).all()
+
+
+def test_mostly_numeric_covariate_with_a_stray_word_is_flagged(cohort_writer):
+    ages = "\n".join(f"P{i},{50 + i},F" for i in range(12))
+    cohort = cohort_writer({
+        "patients": f"patient_id,age,sex\n{ages}\nP99,unknown,M",
+        "measurements": "patient_id,time,analyte,value,unit\nP1,1,CRP,3,mg/L",
+        "events": "patient_id,event,grade,time\nP1,CRS,1,3",
+    })
+    report = ingest_cohort(cohort).report
+    assert report["covariate_types"] == {"age": "text", "sex": "text"}
+    assert len(report["warnings"]) == 1
+    warning = report["warnings"][0]
+    assert "column 'age' read as text" in warning and "'unknown' on line 14" in warning
