@@ -40,7 +40,10 @@ lock:
 	$(BIN)/python -m pip freeze --all --exclude-editable --exclude crs-pipeline --exclude pip | grep -v '^-' > requirements.lock
 
 bench: setup
+	$(BIN)/python benchmarks/bench_simulate.py
 	$(BIN)/python benchmarks/bench_ingest.py
+	$(BIN)/python benchmarks/bench_featurize.py
+	$(BIN)/python benchmarks/bench_predict.py
 
 clean:
 	rm -rf data/raw data/interim data/processed reports/* models/*/ mlflow.db mlruns
