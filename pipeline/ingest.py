@@ -43,6 +43,7 @@ _REASON_INDEX = {reason: i + 1 for i, reason in enumerate(REASONS)}  # 0 = row i
 _CENSORED = re.compile(r"^(<=|>=|<|>|≤|≥)\s*([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)$")
 _CENSORING_BY_SIGN = {"<": "left", "<=": "left", "≤": "left", ">": "right", ">=": "right", "≥": "right"}
 _HOUR = np.timedelta64(1, "h")
+UNKNOWN_PATIENT_DETAIL = "patient_id not among accepted patients (absent from the patients table, or its row was quarantined)"
 
 
 @dataclass
@@ -312,7 +313,7 @@ def _patient_ids(frame: pd.DataFrame, checks: _RowChecks, known: pd.Index | None
     ids = _strip(frame["patient_id"])
     checks.flag(ids.isna().to_numpy(), "missing_patient_id", "patient_id is empty")
     if known is not None:
-        checks.flag(~ids.isin(known).to_numpy(), "unknown_patient", "patient_id not in patients table")
+        checks.flag(~ids.isin(known).to_numpy(), "unknown_patient", UNKNOWN_PATIENT_DETAIL)
     return ids
 
 
@@ -475,7 +476,7 @@ def validate_measurements(
     position = {pid: i for i, pid in enumerate(known)}
     patient_lut = np.array([position.get(text, -1) for text in patient_texts] + [-1], dtype=np.int64)
     patient_row = patient_lut[patient_code]
-    checks.flag(patient_row < 0, "unknown_patient", "patient_id not in patients table")
+    checks.flag(patient_row < 0, "unknown_patient", UNKNOWN_PATIENT_DETAIL)
 
     anchor_s = None
     if "anchor_time" in patients.columns:
