@@ -110,12 +110,16 @@ class _RowChecks:
 # --------------------------------------------------------------------------------------------
 
 
-def read_cohort(cohort_dir: str | Path) -> dict[str, RawTable]:
-    """Read every cohort table as text; raise :class:`UserError` for file-level problems."""
+def read_cohort(cohort_dir: str | Path, optional_tables: tuple[str, ...] = ()) -> dict[str, RawTable]:
+    """Read every cohort table as text; raise :class:`UserError` for file-level problems.
+
+    ``optional_tables`` may be absent or empty even if the contract requires them for training (new
+    patients scored by ``crs predict`` have no events yet).
+    """
     cohort_dir = Path(cohort_dir)
     raw: dict[str, RawTable] = {}
     for spec in TABLES:
-        path = find_table(cohort_dir, spec.name, required=spec.required)
+        path = find_table(cohort_dir, spec.name, required=spec.required and spec.name not in optional_tables)
         if path is None:
             continue
         table = read_raw_table(path)
@@ -127,7 +131,7 @@ def read_cohort(cohort_dir: str | Path) -> dict[str, RawTable]:
             if column in seen:
                 raise UserError(f"{path}: column '{column}' appears twice")
             seen.add(column)
-        if table.num_rows == 0 and spec.name != TREATMENTS.name:
+        if table.num_rows == 0 and spec.name not in (TREATMENTS.name, *optional_tables):
             raise UserError(f"{path}: table '{spec.name}' has no rows")
         raw[spec.name] = RawTable(spec, path, table)
     return raw

@@ -38,8 +38,8 @@ from pipeline import ingest
 from pipeline.cohort import EVENTS, MEASUREMENTS, PATIENTS, TABLES, TableSpec
 from pipeline.config import Config, landmark_key
 from pipeline.errors import UserError
-from pipeline.ingest import RawTable
-from pipeline.io import atomic_dir, find_table, read_raw_table, write_csv, write_json
+from pipeline.ingest import RawTable, read_cohort
+from pipeline.io import atomic_dir, write_csv, write_json
 from pipeline.registry import load_registry
 from pipeline.scoring import ModelBundle, Scores, is_missing_value, load_bundle, risk_band
 from pipeline.train import FeatureSpec
@@ -77,23 +77,7 @@ def _empty_raw(spec: TableSpec) -> RawTable:
 
 def read_new_cohort(cohort_dir: str | Path) -> dict[str, RawTable]:
     """Like :func:`pipeline.ingest.read_cohort` (same file-level checks), but ``events`` is optional."""
-    cohort_dir = Path(cohort_dir)
-    raw: dict[str, RawTable] = {}
-    for spec in TABLES:
-        required = spec.required and spec.name != EVENTS.name
-        path = find_table(cohort_dir, spec.name, required=required)
-        if path is None:
-            continue
-        table = read_raw_table(path)
-        missing = [c for c in spec.required_columns if c not in table.column_names]
-        if missing:
-            raise UserError(f"{path}: missing required column '{missing[0]}'")
-        if len(set(table.column_names)) != len(table.column_names):
-            twice = next(c for c in table.column_names if table.column_names.count(c) > 1)
-            raise UserError(f"{path}: column '{twice}' appears twice")
-        if table.num_rows == 0 and spec.name in (PATIENTS.name, MEASUREMENTS.name):
-            raise UserError(f"{path}: table '{spec.name}' has no rows")
-        raw[spec.name] = RawTable(spec, path, table)
+    raw = read_cohort(cohort_dir, optional_tables=(EVENTS.name,))
     raw.setdefault(EVENTS.name, _empty_raw(EVENTS))
     return raw
 
