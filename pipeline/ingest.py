@@ -147,51 +147,6 @@ def _strip(series: pd.Series) -> pd.Series:
     return stripped.where(stripped != "", None)
 
 
-def _utc_naive(text: pd.Series) -> np.ndarray:
-    """ISO 8601 text -> naive UTC datetime64 array (offsets honoured; naive text taken as UTC)."""
-    stamps = pd.to_datetime(text, format="ISO8601", errors="coerce", utc=True)
-    return stamps.dt.tz_localize(None).to_numpy()
-
-
-def _anchor_times(patients: pd.DataFrame) -> pd.Series | None:
-    if "anchor_time" not in patients.columns:
-        return None
-    anchors = patients["anchor_time"]
-    return pd.Series(anchors.dt.tz_localize(None).to_numpy(), index=patients["patient_id"].to_numpy())
-
-
-def _parse_hours(
-    table: RawTable,
-    time_text: pd.Series,
-    patient_ids: pd.Series,
-    anchors: pd.Series | None,
-    checks: _RowChecks,
-) -> np.ndarray:
-    """Hours since anchor for a ``time`` column holding either numbers of hours or ISO timestamps.
-
-    The form is decided per file by the majority of non-empty values; rows in the other form, empty
-    times and timestamps of patients without an anchor are flagged ``bad_time``.
-    """
-    present = time_text.notna().to_numpy()
-    numeric = pd.to_numeric(time_text, errors="coerce").to_numpy(dtype=float)
-    numeric_ok = np.isfinite(numeric)
-    if numeric_ok.sum() * 2 >= present.sum():
-        checks.flag(~numeric_ok, "bad_time", "time is not a number of hours (file uses hours since anchor)")
-        return numeric
-    if anchors is None:
-        raise UserError(
-            f"{table.path}: column 'time' holds timestamps but the patients table has no 'anchor_time' column"
-        )
-    stamps = _utc_naive(time_text)
-    anchor = anchors.reindex(patient_ids.to_numpy()).to_numpy()
-    bad_stamp = np.isnat(stamps)
-    checks.flag(bad_stamp, "bad_time", "time is not an ISO 8601 timestamp")
-    checks.flag(np.isnat(anchor), "bad_time", "patient has no anchor_time for a timestamp")
-    with np.errstate(invalid="ignore"):
-        hours = (stamps - anchor) / _HOUR
-    return hours.astype(float)
-
-
 def _parse_values(text: pd.Series, checks: _RowChecks) -> tuple[np.ndarray, np.ndarray]:
     """Numeric value and censoring (``none``/``left``/``right``) from result text like ``<1.5``."""
     lowered = text.str.lower()
@@ -436,10 +391,22 @@ def _patient_time_order(patient: np.ndarray, hours: np.ndarray) -> np.ndarray:
     return np.lexsort((hours, patient))
 
 
+def _anchor_seconds(patients: pd.DataFrame) -> np.ndarray | None:
+    """Each accepted patient's anchor as epoch seconds (NaN if blank); None without the column."""
+    if "anchor_time" not in patients.columns:
+        return None
+    return _epoch_seconds(patients["anchor_time"])
+
+
 def _arrow_hours(
     table: RawTable, time_text: pa.Array, patient_row: np.ndarray, anchor_s: np.ndarray | None, checks: _RowChecks
 ) -> np.ndarray:
-    """Vectorised twin of :func:`_parse_hours` for large tables (Arrow text, patient row numbers)."""
+    """Hours since anchor for a ``time`` column holding either numbers of hours or ISO timestamps.
+
+    The form is decided per file by the majority of non-empty values; rows in the other form, empty
+    times and timestamps of patients without an anchor are flagged ``bad_time``. ``patient_row`` is
+    each row's position in the accepted patients table (-1 if unknown).
+    """
     present = pc.fill_null(pc.not_equal(time_text, ""), False).to_numpy(zero_copy_only=False)
     # Decide the file's form on a sample first: a clear timestamp file skips a numeric pass over
     # millions of timestamps. Only an unclear sample falls back to counting every row.
@@ -482,10 +449,7 @@ def validate_measurements(
     patient_row = patient_lut[patient_code]
     checks.flag(patient_row < 0, "unknown_patient", UNKNOWN_PATIENT_DETAIL)
 
-    anchor_s = None
-    if "anchor_time" in patients.columns:
-        anchor_s = _epoch_seconds(patients["anchor_time"])
-    hours = _arrow_hours(table, _arrow_trim(raw.column("time")), patient_row, anchor_s, checks)
+    hours = _arrow_hours(table, _arrow_trim(raw.column("time")), patient_row, _anchor_seconds(patients), checks)
 
     name_idx, names = _encode_stripped(raw.column("analyte"))
     checks.flag(name_idx < 0, "missing_value", "analyte is empty")
@@ -628,15 +592,19 @@ def validate_measurements(
 
 
 def _open_small_table(
-    table: RawTable, known: pd.Index, anchors: pd.Series | None
+    table: RawTable, patients: pd.DataFrame
 ) -> tuple[pd.DataFrame, np.ndarray, _RowChecks, pd.Series, np.ndarray]:
     """Common first checks of the small time-stamped tables (events, treatments)."""
     frame = table.frame
     duplicate = _exact_duplicates(frame)
     checks = _RowChecks(len(frame))
     checks.codes[duplicate] = -1  # excluded from every check; dropped and counted at the end
+    known = pd.Index(patients["patient_id"].to_numpy(dtype=object))
     ids = _patient_ids(frame, checks, known)
-    hours = _parse_hours(table, _strip(frame["time"]), ids, anchors, checks)
+    patient_row = known.get_indexer(ids.to_numpy(dtype=object)).astype(np.int64)
+    hours = _arrow_hours(
+        table, _arrow_trim(table.arrow.column("time")), patient_row, _anchor_seconds(patients), checks
+    )
     return frame, duplicate, checks, ids, hours
 
 
@@ -652,8 +620,8 @@ def _settle(
     return kept, kept & (checks.codes == 0), int(drop.sum())
 
 
-def validate_events(table: RawTable, known: pd.Index, anchors: pd.Series | None) -> _TableOutcome:
-    frame, duplicate, checks, ids, hours = _open_small_table(table, known, anchors)
+def validate_events(table: RawTable, patients: pd.DataFrame) -> _TableOutcome:
+    frame, duplicate, checks, ids, hours = _open_small_table(table, patients)
     event = _strip(frame["event"]).str.upper()
     grade_text = _strip(frame["grade"])
     checks.flag((event.isna() | grade_text.isna()).to_numpy(), "missing_value", "event or grade is empty")
@@ -676,8 +644,8 @@ def validate_events(table: RawTable, known: pd.Index, anchors: pd.Series | None)
     return _finish(table, kept, checks, accepted.reset_index(drop=True), dropped)
 
 
-def validate_treatments(table: RawTable, known: pd.Index, anchors: pd.Series | None) -> _TableOutcome:
-    frame, duplicate, checks, ids, hours = _open_small_table(table, known, anchors)
+def validate_treatments(table: RawTable, patients: pd.DataFrame) -> _TableOutcome:
+    frame, duplicate, checks, ids, hours = _open_small_table(table, patients)
     drug = _strip(frame["drug"]).str.lower()
     checks.flag(drug.isna().to_numpy(), "missing_value", "drug is empty")
     dose_text = _strip(frame["dose"]) if "dose" in frame.columns else pd.Series([None] * len(frame), dtype="str")
@@ -724,12 +692,10 @@ def run(raw: dict[str, RawTable], registry: Registry | None = None) -> IngestRes
     outcomes: dict[str, _TableOutcome] = {}
     outcomes["patients"] = validate_patients(raw["patients"])
     patients = outcomes["patients"].accepted
-    known = pd.Index(patients["patient_id"].to_numpy(dtype=object))
-    anchors = _anchor_times(patients)
     outcomes["measurements"] = validate_measurements(raw["measurements"], patients, registry)
-    outcomes["events"] = validate_events(raw["events"], known, anchors)
+    outcomes["events"] = validate_events(raw["events"], patients)
     if "treatments" in raw:
-        outcomes["treatments"] = validate_treatments(raw["treatments"], known, anchors)
+        outcomes["treatments"] = validate_treatments(raw["treatments"], patients)
 
     tables = {name: outcome.accepted for name, outcome in outcomes.items()}
     tables.setdefault("treatments", _empty_treatments())
