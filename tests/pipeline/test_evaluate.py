@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ import pytest
 from pipeline import evaluate, train
 from pipeline.config import parse_config
 from pipeline.io import write_parquet
+from tests.helpers import in_workdir
 from tests.pipeline.test_train import LANDMARKS, make_landmarks
 
 SPARSE_LANDMARK = 96.0  # only 3 events at risk here -> reported as skipped
@@ -50,20 +50,11 @@ def landmark_frame(seed: int = 11) -> pd.DataFrame:
 
 def run_pipeline(workdir: Path, config, df: pd.DataFrame) -> dict:
     """train + evaluate inside ``workdir`` with a private MLflow store."""
-    old_cwd, old_uri = os.getcwd(), os.environ.get("MLFLOW_TRACKING_URI")
-    os.chdir(workdir)
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{workdir / 'mlflow.db'}"
-    try:
+    with in_workdir(workdir):
         write_parquet(df, config.featurize.output_path)
         train.main(config)
         evaluate.main(config)
         return json.loads((workdir / evaluate.METRICS_PATH).read_text())
-    finally:
-        os.chdir(old_cwd)
-        if old_uri is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = old_uri
 
 
 @pytest.fixture(scope="module")

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +13,7 @@ from pipeline import evaluate, explain, train
 from pipeline.config import Config, parse_config
 from pipeline.io import write_parquet
 from pipeline.scoring import ModelBundle, load_bundle
+from tests.helpers import in_workdir
 from tests.pipeline.test_train import LANDMARKS, make_landmarks
 
 _CACHE: dict[str, Run] = {}
@@ -30,21 +28,6 @@ class Run:
     measurements: pd.DataFrame
     treatments: pd.DataFrame
 
-
-@contextlib.contextmanager
-def in_workdir(workdir: Path) -> Iterator[None]:
-    """cwd and a private MLflow store in ``workdir`` (never the repo's mlflow.db)."""
-    old_cwd, old_uri = os.getcwd(), os.environ.get("MLFLOW_TRACKING_URI")
-    os.chdir(workdir)
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{workdir / 'mlflow.db'}"
-    try:
-        yield
-    finally:
-        os.chdir(old_cwd)
-        if old_uri is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = old_uri
 
 
 def synthetic_measurements(landmarks: pd.DataFrame, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
