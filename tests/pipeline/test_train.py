@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -240,25 +241,20 @@ def test_out_of_fold_predictions_ignore_test_fold_labels():
     prepared = train.prepare_target(df, "crs_severe", config.train, specs, {})
     repeat, fold, tr, te = prepared.splits[0]
     assert not set(prepared.data.groups[tr]) & set(prepared.data.groups[te])  # patients never straddle
+
+    def run_with_labels_flipped(rows: np.ndarray):
+        y = prepared.data.y.copy()
+        y[rows] = 1 - y[rows]
+        data = dataclasses.replace(prepared.data, y=y)
+        return train.run_fold(data, config.train, repeat, fold, tr, te)
+
     honest = train.run_fold(prepared.data, config.train, repeat, fold, tr, te)
-    flipped_y = prepared.data.y.copy()
-    flipped_y[te] = 1 - flipped_y[te]
-    flipped = train.run_fold(
-        train.FoldData(prepared.data.X, flipped_y, prepared.data.groups, prepared.data.landmarks,
-                       prepared.data.specs, prepared.data.available),
-        config.train, repeat, fold, tr, te,
-    )
+    flipped = run_with_labels_flipped(te)
     probability_columns = [c for c in honest.columns if c.startswith(("prob__", "raw__", "threshold__"))]
     assert "prob__model" in probability_columns and honest["prob__model"].notna().all()
     pd.testing.assert_frame_equal(honest[probability_columns], flipped[probability_columns])
     # ... while flipping training labels does change them, so the comparison can fail.
-    flipped_train_y = prepared.data.y.copy()
-    flipped_train_y[tr] = 1 - flipped_train_y[tr]
-    changed = train.run_fold(
-        train.FoldData(prepared.data.X, flipped_train_y, prepared.data.groups, prepared.data.landmarks,
-                       prepared.data.specs, prepared.data.available),
-        config.train, repeat, fold, tr, te,
-    )
+    changed = run_with_labels_flipped(tr)
     assert not np.allclose(changed["prob__model"], honest["prob__model"])
 
 
