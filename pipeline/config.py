@@ -56,9 +56,29 @@ class SimulateConfig(_Section):
     faults: bool = True
 
 
-class IngestConfig(_Section):
-    output_dir: Path = Path("data/interim")
-    report_path: Path = Path("reports/ingest.json")
+class PathsConfig(_Section):
+    """Every file or folder one stage writes and another reads: defined here once, used by the stages and
+    (through ``${paths.*}``) by ``dvc.yaml``; tests point them at a temporary folder."""
+
+    simulated_cohort: Path = Path("data/raw/synthetic")
+    interim_dir: Path = Path("data/interim")
+    ingest_report: Path = Path("reports/ingest.json")
+    landmarks: Path = Path("data/processed/landmarks.parquet")
+    oof: Path = Path("data/processed/oof.parquet")
+    models_dir: Path = Path("models")
+    registration: Path = Path("reports/registration.json")
+    metrics: Path = Path("reports/metrics.json")
+    plots_dir: Path = Path("reports/plots")
+    figures_dir: Path = Path("reports/figures")
+    shap_dir: Path = Path("reports/shap")
+    patients_dir: Path = Path("reports/patients")
+    cohort_bands: Path = Path("reports/cohort_bands.parquet")
+    model_card: Path = Path("reports/model_card.html")
+
+    @property
+    def runs(self) -> Path:
+        """MLflow run ids of the training runs, written with the models."""
+        return self.models_dir / "runs.json"
 
 
 class FeaturizeConfig(_Section):
@@ -68,8 +88,6 @@ class FeaturizeConfig(_Section):
     analytes: list[str] = Field(
         default_factory=lambda: ["IL6", "IFNG", "CRP", "FERRITIN", "IL10", "MCP1", "LDH", "PLT"]
     )
-    output_path: Path = Path("data/processed/landmarks.parquet")
-
     @field_validator("analytes")
     @classmethod
     def _known_analytes(cls, value: list[str]) -> list[str]:
@@ -105,14 +123,11 @@ class TrainConfig(_Section):
 
 
 class ExplainConfig(_Section):
-    output_dir: Path = Path("reports/shap")
     #: Features that get a dependence plot (by mean |SHAP|).
     top_features: int = Field(default=6, ge=1)
 
 
 class ReportConfig(_Section):
-    output_dir: Path = Path("reports/patients")
-    model_card_path: Path = Path("reports/model_card.html")
     #: Risk bands on the calibrated probability: low < band_low_below <= intermediate < band_high_from <= high.
     band_low_below: float = Field(default=0.10, gt=0, lt=1)
     band_high_from: float = Field(default=0.30, gt=0, lt=1)
@@ -147,7 +162,7 @@ class Config(_Section):
     landmarks_hours: list[float] = Field(default_factory=lambda: [0.0, 24.0, 48.0, 72.0])
     static_features: list[str] = Field(default_factory=list)
     simulate: SimulateConfig = SimulateConfig()
-    ingest: IngestConfig = IngestConfig()
+    paths: PathsConfig = PathsConfig()
     featurize: FeaturizeConfig = FeaturizeConfig()
     train: TrainConfig = TrainConfig()
     explain: ExplainConfig = ExplainConfig()
