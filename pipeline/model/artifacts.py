@@ -1,0 +1,123 @@
+"""The model artifact format: ``models/<target>/`` as plain files, read back into a scorer. No pickle.
+
+Per target: ``booster.json`` (XGBoost's own JSON), ``calibrator.json`` (JSON numbers),
+``features.json`` (feature order, dtypes, category lists) and ``metadata.json`` (which booster and
+calibrator serve which landmark, thresholds, counts, provenance); ``landmark_<L>/`` subfolders when
+trained per landmark. ``models/runs.json`` holds the MLflow run ids. docs/training.md has the schema.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import UserError
+from pipeline.model.calibration import Calibrator
+from pipeline.model.scorer import LandmarkModel, ModelBundle, TargetModel
+from pipeline.model.specs import FeatureSpec
+
+METADATA_FILE = "metadata.json"
+FEATURES_FILE = "features.json"
+RUNS_FILE = "runs.json"
+
+
+def json_bytes(obj: Any) -> bytes:
+    """Indented JSON with numpy numbers as plain numbers (NaN as null), newline-terminated."""
+    return (json.dumps(obj, indent=2, default=_json_default) + "\n").encode()
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return None if np.isnan(value) else float(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def booster_json(booster: Any) -> bytes:
+    """XGBoost's own JSON model format; raw bytes avoid a temp file and are deterministic."""
+    return bytes(booster.save_raw(raw_format="json"))
+
+
+def booster_from_json(content: bytes) -> Any:
+    import xgboost as xgb
+
+    booster = xgb.Booster()
+    booster.load_model(bytearray(content))
+    return booster
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: model file not found (run `crs train` first)") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+
+
+def read_feature_specs(directory: Path) -> list[FeatureSpec]:
+    return [FeatureSpec.from_json(f) for f in read_json(directory / FEATURES_FILE)["features"]]
+
+
+def _load_booster(path: Path) -> Any:
+    import xgboost as xgb
+
+    if not path.exists():
+        raise UserError(f"{path}: model file not found (run `crs train` first)")
+    booster = xgb.Booster()
+    try:
+        booster.load_model(str(path))
+    except xgb.core.XGBoostError:
+        raise UserError(f"{path}: not a readable XGBoost model (rerun `crs train`)") from None
+    booster.set_param({"nthread": 1})
+    return booster
+
+
+def _load_calibrator(path: Path) -> Calibrator:
+    try:
+        return Calibrator.from_json(read_json(path))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise UserError(f"{path}: calibrator is incomplete or malformed (rerun `crs train`)") from None
+
+
+def load_target_model(directory: Path, run_id: str | None = None) -> TargetModel:
+    """One target's scorer from ``models/<target>/``; damaged files are one-line errors."""
+    metadata = read_json(directory / METADATA_FILE)
+    specs = read_feature_specs(directory)
+    models: dict[str, LandmarkModel] = {}
+    for key, entry in metadata.get("models", {}).items():
+        booster = _load_booster(directory / entry["booster"])
+        calibrator = _load_calibrator(directory / entry["calibrator"])
+        models[key] = LandmarkModel(booster, calibrator, entry.get("threshold"))
+    if not models:
+        raise UserError(f"{directory / METADATA_FILE}: no trained model listed (target skipped in training?)")
+    return TargetModel(metadata.get("target", directory.name), specs, metadata, models, run_id)
+
+
+def trained_targets(models_dir: Path) -> list[str]:
+    """Targets with a ``metadata.json`` in ``models_dir`` (trained or skipped), sorted."""
+    return sorted(p.name for p in models_dir.iterdir() if (p / METADATA_FILE).exists())
+
+
+def load_bundle(models_dir: str | Path, targets: list[str] | None = None) -> ModelBundle:
+    """Load ``models_dir/<target>/`` for every trained target (or the ``targets`` given)."""
+    models_dir = Path(models_dir)
+    if not models_dir.is_dir():
+        raise UserError(f"{models_dir}: models directory not found (run `crs train` first)")
+    runs_path = models_dir / RUNS_FILE
+    runs = read_json(runs_path) if runs_path.exists() else {}
+    bundle = ModelBundle(models_dir, runs=runs)
+    for name in targets or trained_targets(models_dir):
+        directory = models_dir / name
+        if not read_json(directory / METADATA_FILE).get("models"):
+            continue  # target skipped at training (reason in its metadata)
+        bundle.targets[name] = load_target_model(directory, runs.get("targets", {}).get(name))
+    if not bundle.targets:
+        raise UserError(f"{models_dir}: no trained target models found")
+    return bundle

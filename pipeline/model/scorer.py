@@ -1,0 +1,174 @@
+"""The scorer: landmark rows in, calibrated risk, log-odds margin and exact tree SHAP out, in one pass.
+
+One place that turns a landmark feature frame into the numbers a clinician sees, used by explain,
+report, predict and the MLflow pyfunc model, so all of them agree to the last digit.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.errors import UserError
+from pipeline.model.calibration import Calibrator
+from pipeline.model.specs import FeatureSpec, apply_feature_specs
+
+BAND_LOW, BAND_INTERMEDIATE, BAND_HIGH = "low", "intermediate", "high"
+
+
+@dataclass
+class LandmarkModel:
+    """One booster + calibrator (for all landmarks, or for one when trained ``per_landmark``)."""
+
+    booster: Any  # xgboost.Booster
+    calibrator: Calibrator
+    threshold: float | None
+
+
+@dataclass
+class Scores:
+    probability: np.ndarray  # calibrated
+    margin: np.ndarray  # booster log-odds before calibration
+    base_value: np.ndarray  # SHAP expected value (log-odds), per row
+    shap: np.ndarray | None  # (rows, features) log-odds contributions
+
+
+@dataclass
+class TargetModel:
+    target: str
+    specs: list[FeatureSpec]
+    metadata: dict
+    #: "all" or a landmark key ("48") -> model
+    models: dict[str, LandmarkModel]
+    run_id: str | None = None
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [s.name for s in self.specs]
+
+    def matrix(self, landmarks: pd.DataFrame) -> pd.DataFrame:
+        """The model matrix as a typed frame (categoricals as pandas categories), as in training."""
+        return apply_feature_specs(landmarks, self.specs)
+
+    def matrix_array(self, landmarks: pd.DataFrame) -> np.ndarray:
+        """float64 matrix in feature order: numbers as such, categories as their index in the trained
+        list; an unseen category or an absent feature is missing (NaN). Same values XGBoost sees from
+        :meth:`matrix` (tests assert bit-identical scores), without per-column pandas work."""
+        n = len(landmarks)
+        X = np.full((n, len(self.specs)), np.nan)
+        dtypes = landmarks.dtypes
+        fast = [(j, s.name) for j, s in enumerate(self.specs)
+                if s.dtype != "category" and s.name in dtypes.index and dtypes[s.name] == np.float64]
+        if fast:
+            cols, names = zip(*fast, strict=True)
+            X[:, list(cols)] = landmarks[list(names)].to_numpy(dtype=np.float64)
+        done = {j for j, _ in fast}
+        for j, spec in enumerate(self.specs):
+            if j in done or spec.name not in dtypes.index:
+                continue
+            column = landmarks[spec.name]
+            if spec.dtype == "category":
+                lookup = _category_lookup(spec.categories)
+                values = column.astype(object).to_numpy()
+                X[:, j] = [np.nan if is_missing_value(v) else lookup.get(str(v), np.nan) for v in values]
+            else:
+                X[:, j] = pd.to_numeric(column.astype(object), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        return X
+
+    def _groups(self, hours: np.ndarray) -> list[tuple[LandmarkModel, np.ndarray]]:
+        if "all" in self.models:
+            return [(self.models["all"], np.arange(len(hours)))]
+        out = []
+        covered = np.zeros(len(hours), dtype=bool)
+        for key, model in self.models.items():
+            rows = np.flatnonzero(np.isclose(hours, float(key)))
+            if rows.size:
+                out.append((model, rows))
+                covered[rows] = True
+        if not covered.all():
+            missing = sorted({f"{h:g}" for h in hours[~covered]})
+            raise UserError(
+                f"{self.target}: model was trained per landmark; no model for landmark hours {', '.join(missing)}"
+            )
+        return out
+
+    def score(self, landmarks: pd.DataFrame, with_shap: bool = True) -> Scores:
+        """Calibrated probability, log-odds margin and (optionally) exact SHAP in one pass."""
+        return self.score_array(
+            self.matrix_array(landmarks), landmarks["landmark_hours"].to_numpy(dtype=float), with_shap
+        )
+
+    def score_array(self, X: np.ndarray, landmark_hours: np.ndarray, with_shap: bool = True) -> Scores:
+        """:meth:`score` on a prebuilt :meth:`matrix_array` (the per-patient hot path)."""
+        import xgboost as xgb
+
+        n = len(X)
+        scores = Scores(
+            probability=np.full(n, np.nan),
+            margin=np.full(n, np.nan),
+            base_value=np.full(n, np.nan),
+            shap=np.zeros((n, len(self.specs))) if with_shap else None,
+        )
+        if n == 0:
+            return scores
+        types = ["c" if s.dtype == "category" else "q" for s in self.specs]
+        for model, rows in self._groups(np.asarray(landmark_hours, dtype=float)):
+            dmatrix = xgb.DMatrix(X[rows], feature_names=self.feature_names, feature_types=types,
+                                  enable_categorical=True, nthread=1)
+            margin = model.booster.predict(dmatrix, output_margin=True)
+            scores.margin[rows] = margin
+            scores.probability[rows] = model.calibrator.predict(1.0 / (1.0 + np.exp(-margin)))
+            if with_shap:
+                contribs = model.booster.predict(dmatrix, pred_contribs=True)
+                scores.shap[rows] = contribs[:, :-1]
+                scores.base_value[rows] = contribs[:, -1]
+        return scores
+
+    def margin(self, landmarks: pd.DataFrame) -> np.ndarray:
+        """Raw booster output in log-odds (before calibration)."""
+        return self.score(landmarks, with_shap=False).margin
+
+    def predict(self, landmarks: pd.DataFrame) -> np.ndarray:
+        """Calibrated probability of the target within the horizon, per landmark row."""
+        return self.score(landmarks, with_shap=False).probability
+
+    def shap(self, landmarks: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+        """Exact tree SHAP values in log-odds (XGBoost ``pred_contribs``) and the base value per row.
+
+        Rows align with ``landmarks``; columns are the model's features. For each row
+        ``base + values.sum()`` equals :meth:`margin` (up to float32 rounding).
+        """
+        scores = self.score(landmarks)
+        return pd.DataFrame(scores.shap, columns=self.feature_names, index=landmarks.index), scores.base_value
+
+
+@functools.cache
+def _category_lookup(categories: tuple[str, ...]) -> dict[str, float]:
+    return {c: float(i) for i, c in enumerate(categories)}
+
+
+def is_missing_value(value: Any) -> bool:
+    """None, NA, NaT or float NaN."""
+    return value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and math.isnan(value))
+
+
+@dataclass
+class ModelBundle:
+    """Every target's model from a ``models/`` directory, plus MLflow run ids when known."""
+
+    directory: Path
+    targets: dict[str, TargetModel] = field(default_factory=dict)
+    runs: dict = field(default_factory=dict)
+
+
+def risk_band(probability: np.ndarray, low_below: float, high_from: float) -> np.ndarray:
+    """low (< low_below), intermediate, or high (>= high_from); missing probability -> ''."""
+    p = np.asarray(probability, dtype=float)
+    band = np.where(p >= high_from, BAND_HIGH, np.where(p < low_below, BAND_LOW, BAND_INTERMEDIATE))
+    return np.where(np.isnan(p), "", band).astype(object)

@@ -1,0 +1,115 @@
+"""The scoring setup: a loaded model plus the settings that turn raw records into its features.
+
+The settings (landmarks, static features, featurize options, targets, risk bands) are stored with a
+registered model (:func:`scoring_config`) and win over local params when it is loaded
+(:func:`merge_scoring_config`), so a model is always scored with the features it was trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features import LandmarkFeaturizer
+from pipeline.config import Config, landmark_key, parse_config
+from pipeline.contracts import analyte_prefix
+from pipeline.errors import UserError
+from pipeline.model.scorer import ModelBundle, risk_band
+from pipeline.model.specs import FeatureSpec
+
+#: Registered scoring settings (featurize + bands) that travel with an MLflow model.
+SCORING_CONFIG_FILE = "scoring_config.json"
+
+
+def scoring_config(config: Config) -> dict[str, Any]:
+    """The parts of params that scoring depends on (stored with the model)."""
+    dump = json.loads(config.model_dump_json())
+    return {
+        "landmarks_hours": dump["landmarks_hours"],
+        "static_features": dump["static_features"],
+        "targets": dump["targets"],
+        "featurize": {k: v for k, v in dump["featurize"].items() if k != "output_path"},
+        "report": {k: dump["report"][k] for k in ("band_low_below", "band_high_from", "top_drivers")},
+    }
+
+
+def merge_scoring_config(base: Config, stored: Mapping[str, Any]) -> Config:
+    """``base`` params with the model's stored scoring settings on top (features must match training)."""
+    dump = json.loads(base.model_dump_json())
+    for key in ("landmarks_hours", "static_features", "targets"):
+        dump[key] = stored[key]
+    dump["featurize"].update(stored["featurize"])
+    dump["report"].update(stored["report"])
+    return parse_config(dump, Path(SCORING_CONFIG_FILE))
+
+
+@dataclass
+class ScoringSetup:
+    """A loaded model plus the featurize settings and risk bands it is scored with."""
+
+    bundle: ModelBundle
+    config: Config
+    source: str
+
+    def __post_init__(self) -> None:
+        self.targets: list[str] = list(self.bundle.targets)
+        first = self.bundle.targets[self.targets[0]]
+        self.specs: list[FeatureSpec] = first.specs
+        # One matrix serves every target when they share the feature list (they do unless retrained apart).
+        self.shared_specs = all(t.specs == self.specs for t in self.bundle.targets.values())
+        features = {s.name for t in self.bundle.targets.values() for s in t.specs}
+        #: Markers the model relies on: featurize analytes with at least one feature in the model.
+        self.key_analytes: list[str] = [
+            code for code in self.config.featurize.analytes if any(f.startswith(analyte_prefix(code)) for f in features)
+        ]
+        trained = sorted({float(h) for t in self.bundle.targets.values() for h in t.metadata.get("landmarks_hours", [])})
+        self.trained_landmarks: list[float] = trained or list(self.config.landmarks_hours)
+        self.per_landmark = any("all" not in t.models for t in self.bundle.targets.values())
+        self._featurizers: dict[tuple[float, ...], Any] = {}
+        self._checked = False
+
+    def featurizer(self, landmarks_hours: Sequence[float]) -> LandmarkFeaturizer:
+        key = tuple(sorted({float(h) for h in landmarks_hours}))
+        if key not in self._featurizers:
+            fz = LandmarkFeaturizer.from_config(self.config)
+            fz.set_params(landmarks_hours=list(key))
+            self._featurizers[key] = fz
+        return self._featurizers[key]
+
+    def check_features(self, landmarks: pd.DataFrame) -> None:
+        """Every model feature must come out of featurize; otherwise params differ from training."""
+        if self._checked:
+            return
+        absent = [s.name for t in self.bundle.targets.values() for s in t.specs if s.name not in landmarks.columns]
+        if absent:
+            shown = ", ".join(sorted(set(absent))[:5])
+            raise UserError(
+                f"{self.source}: the model uses features that featurize does not produce with these params "
+                f"({shown}); score with the params the model was trained with"
+            )
+        self._checked = True
+
+    def validate_at(self, at_hours: float | None) -> None:
+        if at_hours is None:
+            return
+        if not math.isfinite(at_hours):
+            raise UserError(f"--at {at_hours}: not a number of hours")
+        low, high = self.trained_landmarks[0], self.trained_landmarks[-1]
+        if self.per_landmark and not any(math.isclose(at_hours, h) for h in self.trained_landmarks):
+            shown = ", ".join(landmark_key(h) for h in self.trained_landmarks)
+            raise UserError(f"--at {at_hours:g}: the model has one model per landmark; use one of {shown} h")
+        if not low <= at_hours <= high:
+            raise UserError(
+                f"--at {at_hours:g}: outside the landmarks the model was trained on "
+                f"({landmark_key(low)}-{landmark_key(high)} h)"
+            )
+
+    def bands(self, probability: np.ndarray) -> np.ndarray:
+        return risk_band(probability, self.config.report.band_low_below, self.config.report.band_high_from)
