@@ -1,0 +1,99 @@
+"""Sampling schedule: routine labs, research cytokine panels and ward vitals (never looks at outcomes)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.simulation.analytes import ANALYTE_INDEX, TEMP_INDEX
+
+ROUTINE_PANEL = ["CRP", "FERRITIN", "LDH", "PLT", "CREAT", "ANC", "HGB", "DDIMER", "FIBRINOGEN"]
+ROUTINE_KEEP = np.array([0.95, 0.85, 0.90, 0.98, 0.97, 0.97, 0.98, 0.60, 0.65])  # ordered per draw
+ROUTINE_DAYS = np.array([-7, -5, -4, -3, -1, *range(0, 15), 17, 21, 24, 28])
+CYTOKINE_PANEL = ["IL6", "IFNG", "IL10", "IL8", "MCP1", "IL1RA", "SGP130"]
+CYTOKINE_DAYS = np.array([-5, 0, 1, 2, 3, 5, 7, 14, 21, 28])
+INPATIENT_DAYS = np.arange(-1, 15)  # temperature on the ward several times a day
+VITALS_CLOCK_HOURS = np.array([2.0, 6.0, 10.0, 14.0, 18.0, 22.0])
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Clean measurement rows (one entry per row), in schedule order."""
+
+    patient: np.ndarray  # patient index (int64)
+    analyte: np.ndarray  # index into CODES (int64)
+    minutes: np.ndarray  # since infusion, whole minutes (int64)
+    hours: np.ndarray  # since infusion, minutes / 60
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.patient.size)
+
+
+@dataclass(frozen=True)
+class _Draws:
+    """One block of scheduled rows before concatenation."""
+
+    patient: np.ndarray
+    hours: np.ndarray
+    analyte: np.ndarray
+
+
+def _routine_visits(anchor_clock_hours: np.ndarray, rng: np.random.Generator) -> tuple[_Draws, _Draws]:
+    """Routine labs (one morning draw per scheduled day, some days and tests skipped) and the
+    outpatient temperature taken at routine visits outside the ward stay."""
+    n_patients, n_days = anchor_clock_hours.size, ROUTINE_DAYS.size
+    day_kept = rng.random((n_patients, n_days)) < np.where(ROUTINE_DAYS == 0, 0.97, 0.87)[None, :]
+    clock_hours = 5.0 + 3.5 * rng.random((n_patients, n_days))
+    late = rng.random((n_patients, n_days)) < 0.08  # an occasional afternoon draw
+    clock_hours = np.where(late, 12.0 + 8.0 * rng.random((n_patients, n_days)), clock_hours)
+    # Day 0 draw is before infusion so it can serve as baseline.
+    clock_hours[:, ROUTINE_DAYS == 0] = anchor_clock_hours[:, None] - 1.0 - 2.5 * rng.random((n_patients, 1))
+    visit_hours = ROUTINE_DAYS[None, :] * 24.0 + clock_hours - anchor_clock_hours[:, None]
+    test_kept = rng.random((n_patients, n_days, len(ROUTINE_PANEL))) < ROUTINE_KEEP[None, None, :]
+    lab_patient, lab_day, lab_test = np.nonzero(day_kept[:, :, None] & test_kept)
+    labs = _Draws(lab_patient, visit_hours[lab_patient, lab_day],
+                  np.array([ANALYTE_INDEX[c] for c in ROUTINE_PANEL])[lab_test])
+    outpatient = ~np.isin(ROUTINE_DAYS, INPATIENT_DAYS)
+    temp_patient, temp_day = np.nonzero(
+        day_kept & outpatient[None, :] & (rng.random((n_patients, n_days)) < 0.8))
+    temps = _Draws(temp_patient, visit_hours[temp_patient, temp_day], np.full(temp_patient.size, TEMP_INDEX))
+    return labs, temps
+
+
+def _cytokine_panels(anchor_clock_hours: np.ndarray, rng: np.random.Generator) -> _Draws:
+    """Research cytokine panel on fixed days at irregular clock times."""
+    n_patients, n_days = anchor_clock_hours.size, CYTOKINE_DAYS.size
+    day_kept = rng.random((n_patients, n_days)) < np.where(CYTOKINE_DAYS == 0, 0.95, 0.90)[None, :]
+    clock_hours = 8.0 + 9.0 * rng.random((n_patients, n_days))
+    clock_hours[:, CYTOKINE_DAYS == 0] = anchor_clock_hours[:, None] - 0.25 - 2.25 * rng.random((n_patients, 1))
+    draw_hours = CYTOKINE_DAYS[None, :] * 24.0 + clock_hours - anchor_clock_hours[:, None]
+    assayed = rng.random((n_patients, n_days, len(CYTOKINE_PANEL))) < 0.97
+    patient, day, assay = np.nonzero(day_kept[:, :, None] & assayed)
+    return _Draws(patient, draw_hours[patient, day], np.array([ANALYTE_INDEX[c] for c in CYTOKINE_PANEL])[assay])
+
+
+def _ward_vitals(anchor_clock_hours: np.ndarray, rng: np.random.Generator) -> _Draws:
+    """Ward vitals: up to six temperatures a day while inpatient."""
+    shape = (anchor_clock_hours.size, INPATIENT_DAYS.size, VITALS_CLOCK_HOURS.size)
+    kept = rng.random(shape) < 0.8
+    jitter_hours = np.clip(0.5 * rng.standard_normal(shape), -1.5, 1.5)
+    patient, day, slot = np.nonzero(kept)
+    hours = (INPATIENT_DAYS[day] * 24.0 + VITALS_CLOCK_HOURS[slot] + jitter_hours[patient, day, slot]
+             - anchor_clock_hours[patient])
+    return _Draws(patient, hours, np.full(patient.size, TEMP_INDEX))
+
+
+def draw_schedule(anchor_clock_minutes: np.ndarray, death_hours: np.ndarray, rng: np.random.Generator) -> Rows:
+    """Every scheduled measurement row, dropping those after death (the only outcome the schedule sees)."""
+    anchor_clock_hours = anchor_clock_minutes / 60.0
+    labs, outpatient_temps = _routine_visits(anchor_clock_hours, rng)
+    blocks = (labs, outpatient_temps, _cytokine_panels(anchor_clock_hours, rng), _ward_vitals(anchor_clock_hours, rng))
+    patient = np.concatenate([b.patient for b in blocks]).astype(np.int64)
+    hours = np.concatenate([b.hours for b in blocks])
+    analyte = np.concatenate([b.analyte for b in blocks]).astype(np.int64)
+    minutes = np.round(hours * 60).astype(np.int64)
+    alive = minutes < np.where(np.isfinite(death_hours), death_hours * 60, np.inf)[patient]
+    minutes = minutes[alive]
+    return Rows(patient=patient[alive], analyte=analyte[alive], minutes=minutes, hours=minutes / 60.0)

@@ -1,0 +1,61 @@
+"""The simulator: the phases in order, one random generator passed through them explicitly.
+
+The draw order is part of the output: phases must run in this order with the same generator, so
+that a seed gives the same cohort byte for byte (faults use their own stream).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from pipeline.registry import load_registry
+from pipeline.simulation.assay import report_measurements
+from pipeline.simulation.faults import inject_faults
+from pipeline.simulation.kinetics import simulate_values
+from pipeline.simulation.patients import draw_patients
+from pipeline.simulation.sampling import draw_schedule
+from pipeline.simulation.severity import calibration, draw_outcomes
+from pipeline.simulation.tables import (
+    event_table,
+    measurement_table,
+    patient_ids,
+    patient_table,
+    treatment_table,
+)
+from pipeline.simulation.treatments import schedule_treatments
+from pipeline.simulation.truth import build_truth
+
+
+def simulate_tables(n_patients: int, seed: int, faults: bool = True) -> tuple[dict[str, pa.Table], dict[str, Any]]:
+    """Simulate a cohort: (table name -> Arrow table of the text written to CSV, truth dict). Pure."""
+    if n_patients < 1:
+        raise ValueError("n_patients must be >= 1")
+    cal = calibration()
+    registry = load_registry()
+    rng = np.random.default_rng(seed)
+    patients = draw_patients(n_patients, rng)  # arms, latent severity, demographics
+    outcomes = draw_outcomes(patients.arm, patients.latents, cal, rng)  # grades and their timing
+    treatments = schedule_treatments(outcomes, patients.anchor_minutes, rng)
+    rows = draw_schedule(patients.anchor_clock_minutes, outcomes.death_hours, rng)
+    values = simulate_values(rows, patients, outcomes, treatments, rng)  # kinetics
+    reported = report_measurements(rows, values, patients.site, registry)  # assay and censoring
+    injected = inject_faults(rows, reported, patients.anchor_minutes, n_patients, seed, faults)
+    ids = patient_ids(n_patients)
+    tables = {
+        "patients": patient_table(patients, ids),
+        "measurements": measurement_table(rows, reported, injected, patients.anchor_minutes, ids),
+        "events": event_table(outcomes, patients.anchor_minutes, ids),
+        "treatments": treatment_table(treatments, ids),
+    }
+    truth = build_truth(tables, rows, reported, injected, registry, patients.arm, outcomes, seed, faults)
+    return tables, truth
+
+
+def simulate_cohort(n_patients: int, seed: int, faults: bool = True) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """Simulate a cohort: (table name -> DataFrame of the text written to CSV, truth dict). Pure."""
+    tables, truth = simulate_tables(n_patients, seed, faults)
+    return {name: table.to_pandas() for name, table in tables.items()}, truth

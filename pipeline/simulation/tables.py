@@ -1,0 +1,112 @@
+"""The four cohort tables as the text written to CSV (Arrow string columns, sorted as written)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.simulation.arms import LD_NAMES, SITES, arm_attribute
+from pipeline.simulation.assay import Reported
+from pipeline.simulation.faults import Faults
+from pipeline.simulation.patients import Patients
+from pipeline.simulation.sampling import Rows
+from pipeline.simulation.severity import Outcomes
+from pipeline.simulation.text import iso_minutes, num_text
+from pipeline.simulation.treatments import DOSE_UNITS, DOSES, DRUGS, Treatments
+
+TABLE_NAMES = ("patients", "measurements", "events", "treatments")
+EVENT_NAMES = np.array(["CRS"] * 5 + ["ICANS"] * 5 + ["DEATH"])
+EVENT_GRADES = np.array([1, 2, 3, 4, 5, 1, 2, 3, 4, 5, 5])
+CENSORING_SIGNS = ["", "<", ">"]
+
+
+def patient_ids(n_patients: int) -> pa.Array:
+    """'P00001'... for the cohort, then the ids of the unknown-patient copies (1000 + n + k)."""
+    n_unknown = max(1, n_patients // 400)
+    width = max(5, len(str(n_patients + 1001 + n_patients // 400)))
+    id_numbers = np.concatenate([np.arange(1, n_patients + 1), 1000 + n_patients + np.arange(1, n_unknown + 1)])
+    return pa.array(np.char.add("P", np.char.zfill(id_numbers.astype(str), width)))
+
+
+def _written_row_order(rows: Rows, faults: Faults, anchor_minutes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Clean rows + exact copies + unknown-patient copies, sorted by patient, time and analyte.
+
+    Returns the source clean row and the patient index of every written row.
+    """
+    source = np.concatenate([np.arange(rows.n_rows), faults.duplicate_rows, faults.unknown_rows])
+    row_patient = np.concatenate([rows.patient, rows.patient[faults.duplicate_rows], faults.unknown_patient])
+    absolute_minutes = anchor_minutes[rows.patient[source]] + rows.minutes[source]
+    key = row_patient * (1 << 42) + (absolute_minutes - absolute_minutes.min()) * 32 + rows.analyte[source]
+    order = np.argsort(key, kind="stable")
+    return source[order], row_patient[order]
+
+
+def _with_overrides(text: pa.Array, override: np.ndarray, texts: list, text_type: pa.DataType | None) -> pa.Array:
+    """Replace the text of rows with an override index (>= 0) by the override text."""
+    if not (override >= 0).any():
+        return text
+    return pc.replace_with_mask(text, pa.array(override >= 0),
+                                pa.array([texts[i] for i in override[override >= 0]], text_type))
+
+
+def measurement_table(rows: Rows, reported: Reported, faults: Faults, anchor_minutes: np.ndarray,
+                      ids: pa.Array) -> pa.Table:
+    source, row_patient = _written_row_order(rows, faults, anchor_minutes)
+    value_text = pc.binary_join_element_wise(pc.take(pa.array(CENSORING_SIGNS), pa.array(reported.censoring[source])),
+                                             num_text(reported.value[source]), "")
+    value_text = _with_overrides(value_text, faults.value_override[source], faults.value_texts, pa.string())
+    time_text = iso_minutes(anchor_minutes[rows.patient[source]] + rows.minutes[source])
+    time_text = _with_overrides(time_text, faults.time_override[source], faults.time_texts, None)
+    return pa.table({
+        "patient_id": pc.take(ids, pa.array(row_patient)),
+        "time": time_text,
+        "analyte": pc.take(pa.array(reported.analyte_names), pa.array(reported.name_index[source])),
+        "value": value_text,
+        "unit": pc.take(pa.array(reported.unit_names), pa.array(reported.unit_index[source])),
+    })
+
+
+def event_table(outcomes: Outcomes, anchor_minutes: np.ndarray, ids: pa.Array) -> pa.Table:
+    """One row per grade change (CRS / ICANS grade 1..5) and death."""
+    event_hours = np.concatenate(
+        [outcomes.crs_grade_hours, outcomes.icans_grade_hours, outcomes.death_hours[:, None]], axis=1)  # (n, 11)
+    patient, kind = np.nonzero(np.isfinite(event_hours))
+    minutes = anchor_minutes[patient] + np.round(event_hours[patient, kind] * 60).astype(np.int64)
+    order = np.lexsort((kind, minutes, patient))
+    patient, kind, minutes = patient[order], kind[order], minutes[order]
+    return pa.table({
+        "patient_id": pc.take(ids, pa.array(patient)),
+        "event": pa.array(EVENT_NAMES[kind]),
+        "grade": pa.array(EVENT_GRADES[kind]),
+        "time": iso_minutes(minutes),
+    })
+
+
+def treatment_table(treatments: Treatments, ids: pa.Array) -> pa.Table:
+    return pa.table({
+        "patient_id": pc.take(ids, pa.array(treatments.patient)),
+        "time": iso_minutes(treatments.minutes),
+        "drug": pa.array(DRUGS[treatments.drug]),
+        "dose": num_text(DOSES[treatments.drug]),
+        "unit": pa.array(DOSE_UNITS[treatments.drug]),
+    })
+
+
+def patient_table(patients: Patients, ids: pa.Array) -> pa.Table:
+    latents = patients.latents
+    return pa.table({
+        "patient_id": pc.take(ids, pa.array(np.arange(patients.n))),
+        "anchor_time": iso_minutes(patients.anchor_minutes),
+        "age": pa.array(patients.age_years),
+        "sex": pa.array(patients.sex),
+        "site": pa.array(SITES[patients.site]),
+        "product": pa.array(arm_attribute("product")[patients.arm]),
+        "costim": pa.array(arm_attribute("costim")[patients.arm]),
+        "disease": pa.array(patients.disease),
+        "tumor_burden": num_text(np.round(patients.tumor_burden, 1)),
+        "tumor_burden_unit": pa.array(patients.tumor_burden_unit),
+        "tumor_burden_std": num_text(np.round(latents.burden_z, 3)),
+        "lymphodepletion": pa.array(LD_NAMES[latents.lymphodepletion]),
+        "dose_rel": num_text(latents.dose_rel),
+    })
