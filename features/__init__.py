@@ -10,10 +10,12 @@ Pure functions and one sklearn-style transformer; no file I/O, no MLflow, no CLI
 """
 
 from features.definitions import DERIVED, SUMMARIES, TREATMENT_CLASSES, feature_table
+from features.errors import FeatureError
 from features.landmarks import LandmarkSpec, Target, cut_at_landmark, landmark_matrix
 from features.transformer import LandmarkFeaturizer
 
 __all__ = [
+    "FeatureError",
     "DERIVED",
     "SUMMARIES",
     "TREATMENT_CLASSES",

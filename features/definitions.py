@@ -116,16 +116,6 @@ def analyte_feature_name(code: str, summary: str) -> str:
     return f"{code.strip().lower()}__{summary}"
 
 
-def _canonical_units() -> dict[str, str]:
-    # The registry is package data of the pipeline; the library still works (blank units) without it.
-    try:
-        from pipeline.registry import load_registry
-    except ImportError:  # pragma: no cover - library used outside the project
-        return {}
-    analytes = load_registry().analytes
-    return dict(zip(analytes["code"], analytes["canonical_unit"], strict=True))
-
-
 def feature_table(
     analytes: Sequence[str] = DEFAULT_ANALYTES,
     static_features: Sequence[str] = (),
@@ -133,9 +123,10 @@ def feature_table(
 ) -> pd.DataFrame:
     """Every model feature in output order: columns ``name, analyte, summary, description, unit``.
 
-    ``analytes`` are canonical codes; ``units`` maps code -> unit (default: the analyte registry).
+    ``analytes`` are canonical codes; ``units`` maps code -> canonical unit (the pipeline passes its
+    analyte registry's); an analyte without one is described in "canonical unit".
     """
-    units = _canonical_units() if units is None else dict(units)
+    units = dict(units or {})
     rows: list[dict[str, str]] = [
         {"name": "landmark_hours", "analyte": "", "summary": "landmark",
          "description": "the landmark L itself: hours after infusion the prediction is made", "unit": "h"}

@@ -25,8 +25,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from features import definitions
+from features.errors import FeatureError
 from features.scores import safe_log2
-from pipeline.errors import UserError
 
 MEASUREMENT_COLUMNS = ("patient_id", "hours_since_anchor", "analyte", "value")
 EVENT_COLUMNS = ("patient_id", "event", "grade", "hours_since_anchor")
@@ -114,7 +114,7 @@ class CutTimeline:
 def _require(df: pd.DataFrame, columns: Sequence[str], table: str) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        raise UserError(f"{table}: missing column(s) {', '.join(repr(c) for c in missing)}")
+        raise FeatureError(f"{table}: missing column(s) {', '.join(repr(c) for c in missing)}")
 
 
 def _arrow_strings(values: pd.Series) -> pa.Array:
@@ -137,15 +137,15 @@ def _float(values: pd.Series) -> np.ndarray:
 
 
 def patient_index(patients: pd.DataFrame) -> np.ndarray:
-    """Sorted unique patient ids (the row universe); duplicate or missing ids are a UserError."""
+    """Sorted unique patient ids (the row universe); duplicate or missing ids are a FeatureError."""
     _require(patients, ["patient_id"], "patients")
     ids = patients["patient_id"]
     if ids.isna().any():
-        raise UserError("patients: 'patient_id' has missing values")
+        raise FeatureError("patients: 'patient_id' has missing values")
     ids = ids.astype("str")
     duplicated = ids[ids.duplicated()]
     if len(duplicated):
-        raise UserError(f"patients: duplicate patient_id {duplicated.iloc[0]!r}")
+        raise FeatureError(f"patients: duplicate patient_id {duplicated.iloc[0]!r}")
     return np.sort(ids.to_numpy(dtype=object))
 
 
@@ -494,7 +494,7 @@ def learn_static_encoding(patients: pd.DataFrame, static_features: Sequence[str]
 def _require_static(patients: pd.DataFrame, static_features: Sequence[str]) -> None:
     for column in static_features:
         if column not in patients.columns:
-            raise UserError(
+            raise FeatureError(
                 f"static_features: column '{column}' is not in the patients table "
                 f"(columns: {', '.join(map(str, patients.columns))})"
             )
@@ -535,7 +535,7 @@ def landmark_matrix(
     """
     for name in ("measurements", "patients"):
         if tables.get(name) is None:
-            raise UserError(f"featurize: table '{name}' is required")
+            raise FeatureError(f"featurize: table '{name}' is required")
     patients = tables["patients"]
     if encoding is None:
         encoding = learn_static_encoding(patients, spec.static_features)

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from features.errors import FeatureError
 from pipeline.errors import UserError
 
 app = typer.Typer(
@@ -33,22 +34,23 @@ def _config(params: Path):
 @app.command()
 def simulate(
     params: ParamsOption = Path("params.yaml"),
-    out: Annotated[Path, typer.Option(help="Output cohort directory.")] = Path("data/raw/synthetic"),
+    out: Annotated[Path | None, typer.Option(help="Output cohort directory (default paths.simulated_cohort).")] = None,
     n_patients: Annotated[int | None, typer.Option(min=1, help="Override simulate.n_patients.")] = None,
     seed: Annotated[int | None, typer.Option(help="Override simulate.seed.")] = None,
 ) -> None:
     """Write the simulated CAR-T cohort (canonical format, plus truth.json)."""
     from pipeline import simulate as stage
 
-    stage.main(_config(params), out=out, n_patients=n_patients, seed=seed)
+    config = _config(params)
+    stage.main(config, out=out or config.paths.simulated_cohort, n_patients=n_patients, seed=seed)
 
 
 @app.command()
 def ingest(
     params: ParamsOption = Path("params.yaml"),
     cohort: Annotated[Path | None, typer.Option(help="Override cohort.path.")] = None,
-    out: Annotated[Path | None, typer.Option(help="Output directory (default ingest.output_dir).")] = None,
-    report: Annotated[Path | None, typer.Option(help="Counts report (default ingest.report_path).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output directory (default paths.interim_dir).")] = None,
+    report: Annotated[Path | None, typer.Option(help="Counts report (default paths.ingest_report).")] = None,
 ) -> None:
     """Validate and normalise a cohort; quarantine bad rows; write counts that reconcile."""
     from pipeline import ingest as stage
@@ -73,6 +75,14 @@ def featurize(
 def train(params: ParamsOption = Path("params.yaml")) -> None:
     """Cross-validate (grouped by patient), calibrate and fit XGBoost models per target."""
     from pipeline import train as stage
+
+    stage.main(_config(params))
+
+
+@app.command()
+def register(params: ParamsOption = Path("params.yaml")) -> None:
+    """Log the scoring pipeline as the MLflow model crs-severe-risk and register a new version."""
+    from pipeline import register as stage
 
     stage.main(_config(params))
 
@@ -136,7 +146,7 @@ def predict(
 def main() -> None:
     try:
         app()
-    except UserError as error:
+    except (UserError, FeatureError) as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(2)
 

@@ -22,3 +22,9 @@ def in_workdir(workdir: Path) -> Iterator[None]:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:
             os.environ["MLFLOW_TRACKING_URI"] = old_uri
+
+
+def paths_in(config, root: Path):
+    """``config`` with every stage-to-stage path (``config.paths``) moved under ``root`` (no chdir)."""
+    moved = {name: Path(root) / Path(value) for name, value in config.paths.model_dump().items()}
+    return config.model_copy(update={"paths": config.paths.model_copy(update=moved)})

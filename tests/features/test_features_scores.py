@@ -65,5 +65,5 @@ def test_feature_table_is_declarative_and_complete() -> None:
             "steroids__given", "steroids__hours_since", "landmark_hours", "age"} <= set(table["name"])
     assert (table["description"].str.len() > 0).all()
     assert "{" not in "".join(table["description"]) + "".join(table["unit"])
-    # Default units come from the analyte registry.
-    assert feature_table(["IL6"]).set_index("name").loc["il6__latest", "unit"] == "pg/mL"
+    # Without units (the library knows no registry) the description says "canonical unit".
+    assert feature_table(["IL6"]).set_index("name").loc["il6__latest", "unit"] == "canonical unit"

@@ -10,7 +10,7 @@ import pytest
 
 from features import LandmarkFeaturizer, feature_table
 from features.landmarks import LandmarkSpec, Target, landmark_matrix
-from pipeline.errors import UserError
+from features.errors import FeatureError
 from pipeline.registry import load_registry, normalize_unit
 
 TARGETS = (Target("crs_severe", "CRS", 3), Target("icans_severe", "ICANS", 3))
@@ -255,12 +255,12 @@ def test_baseline_window_parameter() -> None:
 
 def test_missing_static_column_is_user_error() -> None:
     spec = LandmarkSpec(landmarks_hours=(0.0,), static_features=("age", "tumor_burden"))
-    with pytest.raises(UserError, match="tumor_burden"):
+    with pytest.raises(FeatureError, match="tumor_burden"):
         landmark_matrix({"measurements": MEASUREMENTS, "patients": PATIENTS}, spec)
 
 
 def test_missing_measurement_column_is_user_error() -> None:
-    with pytest.raises(UserError, match="'value'"):
+    with pytest.raises(FeatureError, match="'value'"):
         landmark_matrix({"measurements": MEASUREMENTS.drop(columns="value"), "patients": PATIENTS}, SPEC)
 
 

@@ -10,10 +10,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import train
+from pipeline import contracts, train
 from pipeline.config import parse_config
 from pipeline.errors import UserError
 from pipeline.io import write_parquet
+from pipeline.model import (
+    BASELINES,
+    Calibrator,
+    FeatureSpec,
+    apply_feature_specs,
+    build_feature_specs,
+    fit_calibrator,
+)
+from pipeline.training.booster import check_monotone_constraints, predict_booster
+from pipeline.training.cv import run_fold
+from pipeline.training.final import prepare_target
+from pipeline.training.splits import grouped_splits
+from tests.helpers import paths_in
 
 LANDMARKS = [0.0, 24.0, 48.0, 72.0]
 
@@ -84,23 +97,22 @@ def small_config(**train_overrides):
 
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Run stages inside tmp_path with a private MLflow store (never the repo's mlflow.db)."""
-    monkeypatch.chdir(tmp_path)
+    """Stage outputs under tmp_path (``paths_in``) and a private MLflow store (never the repo's mlflow.db)."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     return tmp_path
 
 
 def write_landmarks(df: pd.DataFrame, config) -> None:
-    write_parquet(df, config.featurize.output_path)
+    write_parquet(df, config.paths.landmarks)
 
 
 def test_feature_columns_exclude_labels_and_onsets():
     df = make_landmarks(10)
-    cols = train.feature_columns(df)
+    cols = contracts.feature_columns(df.columns)
     assert "patient_id" not in cols
     assert not [c for c in cols if c.startswith(("label__", "onset_hours__"))]
     assert "landmark_hours" in cols and "il6__fold_change" in cols
-    specs = {s.name: s for s in train.build_feature_specs(df, cols)}
+    specs = {s.name: s for s in build_feature_specs(df, cols)}
     assert specs["product"].dtype == "category"
     assert specs["product"].categories == ("axi-cel", "liso-cel", "tisa-cel")
 
@@ -110,7 +122,7 @@ def test_folds_are_grouped_by_patient_and_stratified():
     rows = df[df["label__crs_severe"].notna()].reset_index(drop=True)
     y = rows["label__crs_severe"].to_numpy().astype(int)
     groups = rows["patient_id"].astype(str).to_numpy()
-    splits = train._grouped_splits(y, groups, 5, seed=3)
+    splits = grouped_splits(y, groups, 5, seed=3)
     assert len(splits) == 5
     seen_test = set()
     for tr, te in splits:
@@ -125,53 +137,53 @@ def test_calibrator_roundtrip_and_monotone():
     raw = rng.uniform(0, 1, 500)
     y = (rng.uniform(0, 1, 500) < raw**2).astype(float)
     for method in ("isotonic", "sigmoid"):
-        cal = train.fit_calibrator(raw, y, method)
-        again = train.Calibrator(**{k: v for k, v in cal.to_json().items() if k != "formula"})
+        cal = fit_calibrator(raw, y, method)
+        again = Calibrator(**{k: v for k, v in cal.to_json().items() if k != "formula"})
         grid = np.linspace(0, 1, 50)
         assert np.allclose(cal.predict(grid), again.predict(grid))
         assert np.all(np.diff(cal.predict(grid)) >= -1e-12)
 
 
 def test_train_end_to_end(workdir: Path):
-    config = small_config()
+    config = paths_in(small_config(), workdir)
     df = make_landmarks(240, seed=2)
     write_landmarks(df, config)
     train.main(config)
 
-    oof = pd.read_parquet(workdir / train.OOF_PATH)
+    oof = pd.read_parquet(config.paths.oof)
     expected_rows = df["label__crs_severe"].notna().sum()
     assert len(oof) == expected_rows  # one repeat: every labelled row exactly once
     assert set(oof["target"]) == {"crs_severe"}
     for col in ("patient_id", "landmark_hours", "repeat", "fold", "label", "prob__model", "threshold__model"):
         assert col in oof.columns
-    for name in train.BASELINES:
+    for name in BASELINES:
         assert f"prob__{name}" in oof.columns
     assert oof["prob__model"].between(0, 1).all()
     # No patient in two folds of the same repeat.
     assert (oof.groupby(["repeat", "patient_id"])["fold"].nunique() == 1).all()
 
-    model_dir = workdir / "models" / "crs_severe"
+    model_dir = config.paths.models_dir / "crs_severe"
     assert {p.name for p in model_dir.iterdir()} == {"booster.json", "calibrator.json", "features.json", "metadata.json"}
     meta = json.loads((model_dir / "metadata.json").read_text())
     assert meta["n_rows"] == expected_rows and meta["n_events"] == int(df["label__crs_severe"].sum())
     assert len(meta["data_sha256"]) == 64
     assert meta["xgboost_params"]["monotone_constraints"] == {"il6__fold_change": 1}
     features = json.loads((model_dir / "features.json").read_text())["features"]
-    assert [f["name"] for f in features] == train.feature_columns(df)
-    assert not any(p.suffix in {".pkl", ".pickle", ".joblib"} for p in (workdir / "models").rglob("*"))
+    assert [f["name"] for f in features] == contracts.feature_columns(df.columns)
+    assert not any(p.suffix in {".pkl", ".pickle", ".joblib"} for p in (config.paths.models_dir).rglob("*"))
 
     # The saved booster + calibrator reproduce a sane model, loadable without pickle.
     import xgboost as xgb
 
     booster = xgb.Booster(model_file=str(model_dir / "booster.json"))
-    specs = [train.FeatureSpec(f["name"], f["dtype"], tuple(f.get("categories", ()))) for f in features]
-    X = train.apply_feature_specs(df, specs)
+    specs = [FeatureSpec(f["name"], f["dtype"], tuple(f.get("categories", ()))) for f in features]
+    X = apply_feature_specs(df, specs)
     cal_json = json.loads((model_dir / "calibrator.json").read_text())
-    cal = train.Calibrator(cal_json["method"], cal_json["x"], cal_json["y"])
-    p = cal.predict(train.predict_booster(booster, X, 1))
+    cal = Calibrator(cal_json["method"], cal_json["x"], cal_json["y"])
+    p = cal.predict(predict_booster(booster, X, 1))
     assert np.all((p >= 0) & (p <= 1))
 
-    runs = json.loads((workdir / "models" / "runs.json").read_text())
+    runs = json.loads((config.paths.models_dir / "runs.json").read_text())
     assert set(runs["targets"]) == {"crs_severe"}
     import mlflow
 
@@ -183,25 +195,25 @@ def test_train_end_to_end(workdir: Path):
 
 
 def test_unavailable_baselines_do_not_crash(workdir: Path):
-    config = small_config()
+    config = paths_in(small_config(), workdir)
     df = make_landmarks(150, seed=4, with_scores=False)
     df["crp__latest"] = np.nan
     write_landmarks(df, config)
     train.main(config)
-    meta = json.loads((workdir / "models" / "crs_severe" / "metadata.json").read_text())
+    meta = json.loads((config.paths.models_dir / "crs_severe" / "metadata.json").read_text())
     assert meta["baselines"]["easix"] == {"available": False, "reason": "column 'easix__latest' not in landmarks.parquet"}
     assert meta["baselines"]["crp_latest"]["available"] is False
     assert meta["baselines"]["il6_latest"] == {"available": True}
-    oof = pd.read_parquet(workdir / train.OOF_PATH)
+    oof = pd.read_parquet(config.paths.oof)
     assert "prob__easix" not in oof.columns and "prob__il6_latest" in oof.columns
 
 
 def test_per_landmark_models(workdir: Path):
-    config = small_config(per_landmark=True, n_estimators=20)
+    config = paths_in(small_config(per_landmark=True, n_estimators=20), workdir)
     df = make_landmarks(160, seed=5)
     write_landmarks(df, config)
     train.main(config)
-    model_dir = workdir / "models" / "crs_severe"
+    model_dir = config.paths.models_dir / "crs_severe"
     assert (model_dir / "landmark_0" / "booster.json").exists()
     assert (model_dir / "landmark_72" / "calibrator.json").exists()
     meta = json.loads((model_dir / "metadata.json").read_text())
@@ -215,21 +227,20 @@ def test_target_without_enough_events_is_skipped(workdir: Path):
             "train": {"n_splits": 3, "n_repeats": 1, "n_estimators": 20, "calibration_fraction": 0.34},
         }
     )
+    config = paths_in(config, workdir)
     df = make_landmarks(90, seed=6, icans=False)
     df["label__death"] = 0.0
     df.loc[0, "label__death"] = 1.0
     write_landmarks(df, config)
     train.main(config)
-    meta = json.loads((workdir / "models" / "death" / "metadata.json").read_text())
+    meta = json.loads((config.paths.models_dir / "death" / "metadata.json").read_text())
     assert "skipped" in meta
-    assert (workdir / "models" / "crs_severe" / "booster.json").exists()
+    assert (config.paths.models_dir / "crs_severe" / "booster.json").exists()
 
 
 def test_missing_landmarks_is_a_user_error(workdir: Path):
-    from pipeline.errors import UserError
-
     with pytest.raises(UserError, match="landmarks.parquet"):
-        train.main(small_config())
+        train.main(paths_in(small_config(), workdir))
 
 
 def test_out_of_fold_predictions_ignore_test_fold_labels():
@@ -237,8 +248,8 @@ def test_out_of_fold_predictions_ignore_test_fold_labels():
     changes no out-of-fold prediction of the model or of any baseline."""
     config = small_config(monotone_constraints={})
     df = make_landmarks(n_patients=160, seed=3)
-    specs = train.build_feature_specs(df, train.feature_columns(df))
-    prepared = train.prepare_target(df, "crs_severe", config.train, specs, {})
+    specs = build_feature_specs(df, contracts.feature_columns(df.columns))
+    prepared = prepare_target(df, "crs_severe", config.train, specs, {})
     repeat, fold, tr, te = prepared.splits[0]
     assert not set(prepared.data.groups[tr]) & set(prepared.data.groups[te])  # patients never straddle
 
@@ -246,9 +257,9 @@ def test_out_of_fold_predictions_ignore_test_fold_labels():
         y = prepared.data.y.copy()
         y[rows] = 1 - y[rows]
         data = dataclasses.replace(prepared.data, y=y)
-        return train.run_fold(data, config.train, repeat, fold, tr, te)
+        return run_fold(data, config.train, repeat, fold, tr, te)
 
-    honest = train.run_fold(prepared.data, config.train, repeat, fold, tr, te)
+    honest = run_fold(prepared.data, config.train, repeat, fold, tr, te)
     flipped = run_with_labels_flipped(te)
     probability_columns = [c for c in honest.columns if c.startswith(("prob__", "raw__", "threshold__"))]
     assert "prob__model" in probability_columns and honest["prob__model"].notna().all()
@@ -259,9 +270,9 @@ def test_out_of_fold_predictions_ignore_test_fold_labels():
 
 
 def test_monotone_constraint_on_unknown_feature_is_an_error():
-    specs = [train.FeatureSpec("il6__fold_change", "float64"), train.FeatureSpec("product", "category", ("a",))]
-    train.check_monotone_constraints({"il6__fold_change": 1}, specs)
+    specs = [FeatureSpec("il6__fold_change", "float64"), FeatureSpec("product", "category", ("a",))]
+    check_monotone_constraints({"il6__fold_change": 1}, specs)
     with pytest.raises(UserError, match=r"train\.monotone_constraints\.il6__fold_chnage': not a model feature"):
-        train.check_monotone_constraints({"il6__fold_chnage": 1}, specs)
+        check_monotone_constraints({"il6__fold_chnage": 1}, specs)
     with pytest.raises(UserError, match="categorical"):
-        train.check_monotone_constraints({"product": 1}, specs)
+        check_monotone_constraints({"product": 1}, specs)

@@ -1,7 +1,7 @@
 """Log and register the scoring pipeline as the MLflow pyfunc model ``crs-severe-risk``.
 
-Called at the end of ``crs train`` (:func:`register_from_train`). The model is
-``pipeline/mlflow_model.py`` logged *from code*; its artifacts are plain files:
+Called by the ``crs register`` stage after training (:func:`register_trained_models`). The model is
+``pipeline/serving/pyfunc.py`` logged *from code*; its artifacts are plain files:
 
 * ``models/`` — ``<target>/booster.json``, ``calibrator.json``, ``features.json``, ``metadata.json`` and
   ``runs.json`` exactly as ``crs train`` wrote them;
@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
-import time
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -29,40 +28,23 @@ from typing import Any
 
 import pandas as pd
 
+from features import feature_table
 from pipeline import tracking
-from pipeline.config import Config, parse_config
+from pipeline.config import Config
 from pipeline.errors import UserError
+from pipeline.model import (
+    SCORING_CONFIG_FILE,
+    ScoringSetup,
+    load_bundle,
+    merge_scoring_config,
+    scoring_config,
+)
+from pipeline.model.artifacts import FEATURES_FILE
 
 MODEL_NAME = "crs-severe-risk"
 ARTIFACT_NAME = "scoring_pipeline"
-MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
+MODEL_CODE = Path(__file__).with_name("pyfunc.py")
 REGISTRY_FILES = ("analytes.csv", "units.csv")
-SCORING_CONFIG = "scoring_config.json"
-
-
-# --------------------------------------------------------------------------- settings
-
-
-def scoring_config(config: Config) -> dict[str, Any]:
-    """The parts of params that scoring depends on (stored with the model)."""
-    dump = json.loads(config.model_dump_json())
-    return {
-        "landmarks_hours": dump["landmarks_hours"],
-        "static_features": dump["static_features"],
-        "targets": dump["targets"],
-        "featurize": {k: v for k, v in dump["featurize"].items() if k != "output_path"},
-        "report": {k: dump["report"][k] for k in ("band_low_below", "band_high_from", "top_drivers")},
-    }
-
-
-def merge_scoring_config(base: Config, stored: Mapping[str, Any]) -> Config:
-    """``base`` params with the model's stored scoring settings on top (features must match training)."""
-    dump = json.loads(base.model_dump_json())
-    for key in ("landmarks_hours", "static_features", "targets"):
-        dump[key] = stored[key]
-    dump["featurize"].update(stored["featurize"])
-    dump["report"].update(stored["report"])
-    return parse_config(dump, Path(SCORING_CONFIG))
 
 
 def _registry_dir() -> Any:
@@ -73,11 +55,8 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def setup_from_artifacts(artifacts: Mapping[str, str], base: Config | None = None):
-    """A :class:`pipeline.predict.ScoringSetup` from the pyfunc model's artifacts (JSON/CSV only)."""
-    from pipeline.predict import ScoringSetup
-    from pipeline.scoring import load_bundle
-
+def setup_from_artifacts(artifacts: Mapping[str, str], base: Config | None = None) -> ScoringSetup:
+    """A :class:`pipeline.model.ScoringSetup` from the pyfunc model's artifacts (JSON/CSV only)."""
     for name in REGISTRY_FILES:
         logged = Path(artifacts[f"registry_{Path(name).stem}"]).read_bytes()
         installed = _registry_dir().joinpath(name).read_bytes()
@@ -91,12 +70,10 @@ def setup_from_artifacts(artifacts: Mapping[str, str], base: Config | None = Non
     return ScoringSetup(load_bundle(artifacts["models"]), config, MODEL_NAME)
 
 
-def load_registered_setup(uri: str, config: Config):
+def load_registered_setup(uri: str, config: Config) -> ScoringSetup:
     """Scoring setup of a logged / registered model (``models:/crs-severe-risk/latest``, ``runs:/...``)."""
     import mlflow
     from mlflow.exceptions import MlflowException
-
-    from pipeline.predict import ScoringSetup
 
     with tracking.quiet_mlflow():
         mlflow.set_tracking_uri(tracking.tracking_uri())
@@ -170,12 +147,12 @@ def log_and_register(
     from mlflow.exceptions import MlflowException
 
     models_dir = Path(models_dir)
-    first_target = next((p for p in sorted(models_dir.iterdir()) if (p / "features.json").exists()), None)
+    first_target = next((p for p in sorted(models_dir.iterdir()) if (p / FEATURES_FILE).exists()), None)
     if first_target is None:
         raise UserError(f"{models_dir}: no trained target to register")
-    features = json.loads((first_target / "features.json").read_text())["features"]
+    features = json.loads((first_target / FEATURES_FILE).read_text())["features"]
     with tempfile.TemporaryDirectory(prefix="crs-register-") as tmp:
-        settings = Path(tmp) / SCORING_CONFIG
+        settings = Path(tmp) / SCORING_CONFIG_FILE
         settings.write_text(json.dumps(scoring_config(config), indent=2) + "\n")
         registry = Path(tmp) / "registry"
         registry.mkdir()
@@ -211,28 +188,24 @@ def log_and_register(
 def unscoreable_features(config: Config, models_dir: str | Path = "models") -> list[str]:
     """Model features that featurize does not produce under ``config`` (e.g. a model trained on a
     hand-made landmark table): such a model cannot score raw records, so it is not registered."""
-    from features import feature_table
-
     produced = set(feature_table(config.featurize.analytes, config.static_features, units={})["name"])
     missing: set[str] = set()
-    for path in Path(models_dir).glob("*/features.json"):
+    for path in Path(models_dir).glob(f"*/{FEATURES_FILE}"):
         missing |= {f["name"] for f in json.loads(path.read_text())["features"]} - produced
     return sorted(missing)
 
 
-def register_from_train(config: Config, runs: Mapping[str, Any], models_dir: str | Path = "models") -> None:
-    """The one call at the end of ``crs train``: log into the train parent run and register."""
-    started = time.perf_counter()
-    if not any(Path(models_dir).glob("*/features.json")):
-        print(f"train: {MODEL_NAME} not registered (no trained target)")
-        return
+def register_trained_models(config: Config, models_dir: str | Path, runs: Mapping[str, Any]) -> dict[str, Any]:
+    """Log the pyfunc model into the training parent run and register it; returns what happened.
+
+    ``{"registered": bool, "reason" (when not), "model_name", "model_uri", "run_id", "version"}``.
+    """
+    models_dir = Path(models_dir)
+    if not any(models_dir.glob(f"*/{FEATURES_FILE}")):
+        return {"registered": False, "model_name": MODEL_NAME, "reason": "no trained target"}
     missing = unscoreable_features(config, models_dir)
     if missing:
-        print(f"train: {MODEL_NAME} not registered: featurize does not produce model features "
-              f"{', '.join(missing[:5])} with these params")
-        return
+        reason = f"featurize does not produce model features {', '.join(missing[:5])} with these params"
+        return {"registered": False, "model_name": MODEL_NAME, "reason": reason}
     result = log_and_register(config, models_dir, run_id=runs.get("parent_run_id"))
-    print(
-        f"train: registered {MODEL_NAME} version {result['version']} (models:/{MODEL_NAME}/{result['version']}, "
-        f"{time.perf_counter() - started:.1f} s)"
-    )
+    return {"registered": True, "model_name": MODEL_NAME, **result}

@@ -1,0 +1,51 @@
+"""The top SHAP drivers of one scored row, with values and descriptions a clinician can read."""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features import feature_table
+from pipeline.model import FeatureSpec
+
+DRIVER_COLUMNS = ["feature", "value", "shap", "direction", "analyte", "unit", "description"]
+
+
+@functools.cache
+def feature_descriptions(analytes: tuple[str, ...], static: tuple[str, ...]) -> dict[str, dict[str, str]]:
+    """Feature name -> its row of :func:`features.feature_table` (analyte, unit, description)."""
+    table = feature_table(analytes, static)
+    return {row["name"]: row for row in table.to_dict("records")}
+
+
+def top_drivers(
+    shap_row: np.ndarray,
+    values: np.ndarray,
+    specs: Sequence[FeatureSpec],
+    n: int,
+    descriptions: Mapping[str, Mapping[str, str]],
+) -> pd.DataFrame:
+    """The ``n`` features with the largest |SHAP| (log-odds) for one row, with their values."""
+    order = np.argsort(-np.abs(shap_row), kind="stable")[:n]
+    rows = []
+    for j in order:
+        spec = specs[j]
+        value: Any = values[j]
+        if spec.dtype == "category":
+            value = None if math.isnan(value) else spec.categories[int(value)]
+        info = descriptions.get(spec.name, {})
+        rows.append({
+            "feature": spec.name,
+            "value": value,
+            "shap": float(shap_row[j]),
+            "direction": "raises risk" if shap_row[j] > 0 else "lowers risk",
+            "analyte": info.get("analyte", ""),
+            "unit": info.get("unit", ""),
+            "description": info.get("description", ""),
+        })
+    return pd.DataFrame(rows, columns=DRIVER_COLUMNS)

@@ -1,0 +1,78 @@
+"""Per-patient messages: which rows were rejected, what was missing, why a risk is withheld.
+
+Messages name reasons and analytes, never cell values (they reach predictions.csv and the pages).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pandas as pd
+
+from pipeline.adapters.canonical import RawTable
+from pipeline.ingestion import IngestResult
+
+#: Readable words for ingest reason codes in per-patient messages.
+REASON_TEXT = {
+    "missing_patient_id": "no patient id",
+    "unknown_patient": "patient not in the patients table",
+    "bad_time": "time unusable",
+    "missing_value": "empty value",
+    "unparseable_value": "value not a number",
+    "unknown_unit": "unit not convertible",
+    "out_of_range": "out of plausible range",
+    "invalid_grade": "invalid grade",
+    "conflicting_duplicate": "conflicting duplicate",
+}
+_NO_ANCHOR = "no anchor_time"
+
+
+def patient_universe(result: IngestResult, raw: Mapping[str, RawTable]) -> list[str]:
+    """Accepted patients plus ids that only appear in quarantine (a rejected patients row, or records
+    of a patient missing from the patients table): they get a message, not silence."""
+    ids = list(result.tables["patients"]["patient_id"].astype(str))
+    q = result.quarantine
+    if len(q) and "patient_id" in q.columns:
+        extra = q["patient_id"].dropna().astype(str).str.strip()
+        extra = extra[extra != ""]
+        ids.extend(extra)
+    return sorted(dict.fromkeys(ids))
+
+
+def _rejected_rows_message(other: pd.DataFrame) -> str:
+    parts = []
+    for (reason, what), n in other.groupby(["reason", other["what"].fillna("")], sort=True).size().items():
+        label = f"{what} " if what else ""
+        parts.append(f"{label}{REASON_TEXT.get(reason, reason)} x{n}")
+    return f"{len(other)} row(s) quarantined: {', '.join(parts)}"
+
+
+def _patient_quarantine_messages(rows: pd.DataFrame, patients_path: str) -> list[str]:
+    msgs: list[str] = []
+    own = rows[rows["source_file"] == patients_path]
+    if len(own):
+        r = own.iloc[0]
+        msgs.append(f"patient row rejected ({REASON_TEXT.get(r['reason'], r['reason'])}: {r['detail']})")
+    other = rows[rows["source_file"] != patients_path]
+    no_anchor = other["detail"].astype(str).str.contains(_NO_ANCHOR)
+    if no_anchor.any():
+        msgs.append("no anchor_time (infusion time): its timestamped rows cannot be placed on the timeline")
+        other = other[~no_anchor]
+    if len(own) and (other["reason"] == "unknown_patient").all():
+        other = other.iloc[0:0]  # already explained by the rejected patients row
+    if len(other):
+        msgs.append(_rejected_rows_message(other))
+    return msgs
+
+
+def quarantine_messages(result: IngestResult, patients_path: str) -> dict[str, list[str]]:
+    """patient id -> messages about that patient's quarantined rows."""
+    q = result.quarantine
+    if not len(q) or "patient_id" not in q.columns:
+        return {}
+    q = q[q["patient_id"].notna()].copy()
+    q["pid"] = q["patient_id"].astype(str).str.strip()
+    q["what"] = q["analyte"].astype(object) if "analyte" in q.columns else None
+    if "drug" in q.columns:
+        q["what"] = q["what"].where(q["what"].notna(), q["drug"].astype(object))
+    return {str(pid): _patient_quarantine_messages(rows, patients_path) for pid, rows in q.groupby("pid", sort=True)}

@@ -1,0 +1,115 @@
+"""MLflow runs of a training: one parent run, one nested run per target, aggregates only (never rows)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline import tracking
+from pipeline.config import Config
+from pipeline.model import FeatureSpec
+from pipeline.training.booster import predict_booster
+from pipeline.training.final import TargetResult
+
+
+def feature_summary(X: pd.DataFrame, specs: list[FeatureSpec]) -> pd.DataFrame:
+    """Per-feature aggregates logged as the MLflow dataset (never raw patient rows)."""
+    records = []
+    for s in specs:
+        col = X[s.name]
+        rec: dict[str, Any] = {"feature": s.name, "dtype": s.dtype, "missing_fraction": float(col.isna().mean())}
+        if s.dtype == "float64":
+            vals = col.dropna().to_numpy(dtype=float)
+            q = np.quantile(vals, [0.05, 0.5, 0.95]) if len(vals) else [np.nan] * 3
+            rec.update({"mean": float(np.mean(vals)) if len(vals) else np.nan, "p05": q[0], "p50": q[1], "p95": q[2]})
+            rec["n_categories"] = 0
+        else:
+            rec.update({"mean": np.nan, "p05": np.nan, "p50": np.nan, "p95": np.nan})
+            rec["n_categories"] = len(s.categories)
+        records.append(rec)
+    return pd.DataFrame.from_records(records)
+
+
+def input_example(X: pd.DataFrame, specs: list[FeatureSpec]) -> pd.DataFrame:
+    """One synthetic row: the median of each numeric feature, the most common category otherwise."""
+    row: dict[str, Any] = {}
+    for s in specs:
+        col = X[s.name]
+        if s.dtype == "float64":
+            row[s.name] = [float(col.median()) if col.notna().any() else np.nan]
+        else:
+            mode = col.mode(dropna=True)
+            value = str(mode.iloc[0]) if len(mode) else None
+            row[s.name] = pd.Categorical([value], categories=list(s.categories))
+    return pd.DataFrame(row)
+
+
+def log_training_runs(config: Config, results: list[TargetResult], provenance: dict[str, Any]) -> dict[str, Any]:
+    """Log the parent and per-target runs; returns the run ids written to ``models/runs.json``."""
+    import mlflow
+
+    with tracking.quiet_mlflow():
+        experiment_id = tracking.setup(config.train.experiment_name)
+        tags = {key: provenance[key] for key in ("git_commit", "cohort_path", "data_sha256")} | {"stage": "train"}
+        params = tracking.flatten({
+            "train": json.loads(config.train.model_dump_json()),
+            "landmarks_hours": config.landmarks_hours,
+            "featurize.horizon_hours": config.featurize.horizon_hours,
+        })
+        runs: dict[str, Any] = {"tracking_uri": tracking.tracking_uri(), "experiment_id": experiment_id}
+        with mlflow.start_run(run_name="train", tags=tags) as parent:
+            runs["parent_run_id"] = parent.info.run_id
+            mlflow.log_params(params)
+            runs["targets"] = {}
+            for res in results:
+                with mlflow.start_run(run_name=res.target, nested=True, tags={**tags, "target": res.target}) as child:
+                    runs["targets"][res.target] = child.info.run_id
+                    _log_target(res, params, config.paths.models_dir / res.target)
+    return runs
+
+
+def _log_target(res: TargetResult, params: dict[str, str], target_dir: Path) -> None:
+    import mlflow
+
+    target_def = res.metadata.get("target_definition", {})
+    mlflow.log_params({**params, **tracking.flatten({"target": target_def})})
+    if res.status == "skipped":
+        mlflow.set_tag("skipped", res.reason or "")
+        return
+    m = res.metadata
+    mlflow.log_metrics({"n_rows": m["n_rows"], "n_events": m["n_events"], "n_patients": m["n_patients"]})
+    summary = feature_summary(res.X_all, res.specs)
+    dataset = mlflow.data.from_pandas(
+        summary, source=m["data_path"], name=f"landmarks-summary-{res.target}", digest=m["data_sha256"][:16]
+    )
+    mlflow.log_input(dataset, context="training")
+    for rel, content in res.files.items():
+        mlflow.log_text(content.decode(), f"model_files/{rel}")
+    _log_boosters(res, target_dir)
+
+
+def _log_boosters(res: TargetResult, target_dir: Path) -> None:
+    import mlflow.xgboost
+    from mlflow.models import infer_signature
+
+    example = input_example(res.X_all, res.specs)
+    for key, (booster, calibrator) in res.final_boosters.items():
+        raw = predict_booster(booster, example, 1)
+        signature = infer_signature(example, calibrator.predict(raw))
+        unit = res.metadata["models"][key]
+        # The MLflow model is the booster in XGBoost's native flavour (raw scores); the calibrator and
+        # feature list travel with it as extra files (see docs/training.md for scoring).
+        mlflow.xgboost.log_model(
+            booster,
+            name="model" if key == "all" else f"model_landmark_{key}",
+            signature=signature,
+            input_example=example,
+            model_format="json",
+            pip_requirements=["xgboost", "pandas"],
+            extra_files=[str(target_dir / unit["calibrator"]), str(target_dir / "features.json")],
+            metadata={"threshold": unit["threshold"], "calibration": res.metadata["calibration"]},
+        )
