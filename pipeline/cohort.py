@@ -1,47 +1,43 @@
 """The canonical cohort contract: which tables a cohort directory holds and their columns.
 
 This is the format users bring their own data in (documented in the README). Table specs are data:
-ingest reads them to check required columns and to know which fields identify a record.
+the canonical adapter reads them to find the files and check their required columns. This module is a
+leaf: it imports nothing from the project.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
 
 
 @dataclass(frozen=True)
 class TableSpec:
     name: str
     required_columns: tuple[str, ...]
-    optional_columns: tuple[str, ...] = ()
     #: A missing file is an error only for required tables.
     required: bool = True
-    #: Fields that identify one record: rows equal on these but different elsewhere conflict.
-    record_key: tuple[str, ...] = ()
 
 
 PATIENTS = TableSpec(
     name="patients",
     required_columns=("patient_id",),
-    optional_columns=("anchor_time",),
-    record_key=("patient_id",),
 )
 MEASUREMENTS = TableSpec(
     name="measurements",
     required_columns=("patient_id", "time", "analyte", "value", "unit"),
-    record_key=("patient_id", "hours_since_anchor", "analyte"),
 )
 EVENTS = TableSpec(
     name="events",
     required_columns=("patient_id", "event", "grade", "time"),
-    record_key=("patient_id", "event", "hours_since_anchor"),
 )
 TREATMENTS = TableSpec(
     name="treatments",
     required_columns=("patient_id", "time", "drug"),
-    optional_columns=("dose", "unit"),
     required=False,
-    record_key=("patient_id", "hours_since_anchor", "drug"),
 )
 
 TABLES: tuple[TableSpec, ...] = (PATIENTS, MEASUREMENTS, EVENTS, TREATMENTS)
@@ -61,3 +57,8 @@ REASONS: tuple[str, ...] = (
 
 #: Value texts read as "no result" rather than as unparseable text.
 MISSING_VALUE_TOKENS: frozenset[str] = frozenset({"", "na", "n/a", "nan", "null", "none", "."})
+
+
+def is_missing_value(value: Any) -> bool:
+    """None, NA, NaT or float NaN (an empty cell, whatever the column's dtype)."""
+    return value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and math.isnan(value))

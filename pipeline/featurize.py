@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from features import LandmarkFeaturizer, feature_table
+from pipeline import contracts
 from pipeline.config import Config
 from pipeline.errors import UserError
 from pipeline.io import read_stage_parquet, write_parquet
@@ -31,6 +32,7 @@ def describe_features(config: Config) -> pd.DataFrame:
 
 
 def read_tables(directory: Path) -> dict[str, pd.DataFrame]:
+    """The ingest tables in ``directory``; measurements checked against their contract (one-line errors)."""
     tables: dict[str, pd.DataFrame] = {}
     for name in (*REQUIRED_TABLES, *OPTIONAL_TABLES):
         path = directory / f"{name}.parquet"
@@ -39,6 +41,7 @@ def read_tables(directory: Path) -> dict[str, pd.DataFrame]:
                 raise UserError(f"{path}: not found; run `crs ingest` first")
             continue
         tables[name] = read_stage_parquet(path, f"ingested {name}", "crs ingest")
+    contracts.check_frame(tables["measurements"], contracts.MEASUREMENTS, directory / "measurements.parquet", "crs ingest")
     return tables
 
 
@@ -50,11 +53,11 @@ def main(config: Config, list_features: bool = False) -> None:
         for row in table.itertuples(index=False):
             print(f"{row.name:<{width}}  {row.unit:<{unit_width}}  {row.description}")
         return
-    tables = read_tables(Path(config.ingest.output_dir))
+    tables = read_tables(Path(config.paths.interim_dir))
     frame = run(config, tables)
-    write_parquet(frame, config.featurize.output_path)
+    write_parquet(frame, config.paths.landmarks)
     n_features = frame.shape[1] - 1 - 2 * len(config.targets)
     print(
         f"featurize: {frame['patient_id'].nunique()} patients x {len(config.landmarks_hours)} landmarks "
-        f"= {len(frame)} rows, {n_features} features -> {config.featurize.output_path}"
+        f"= {len(frame)} rows, {n_features} features -> {config.paths.landmarks}"
     )

@@ -1,4 +1,6 @@
-"""Reading and atomic writing at the edge of every stage.
+"""Atomic writing at the edge of every stage, and reading of the intermediate files stages pass on.
+
+Input formats (cohort directories, in-memory frames) are read by :mod:`pipeline.adapters`.
 
 Stages never write in place: every output goes to a temporary sibling first and is renamed into
 place only when complete, so a failed stage leaves no half-written file behind.
@@ -7,8 +9,6 @@ place only when complete, so a failed stage leaves no half-written file behind.
 from __future__ import annotations
 
 import contextlib
-import csv
-import gzip
 import json
 import os
 import shutil
@@ -19,12 +19,8 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
 from pipeline.errors import UserError
-
-TABLE_SUFFIXES = (".parquet", ".csv", ".csv.gz")
 
 
 @contextlib.contextmanager
@@ -80,11 +76,6 @@ def write_json(obj: Any, path: str | Path) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
-def write_text(text: str, path: str | Path) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-
-
 def _json_default(value: Any) -> Any:
     # numpy scalars and arrays appear in metrics; JSON has no NaN, so NaN becomes null.
     import numpy as np
@@ -98,53 +89,6 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def find_table(directory: str | Path, name: str, *, required: bool = True) -> Path | None:
-    """Return the file for table ``name`` in a cohort directory (``name.parquet|csv|csv.gz``)."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise UserError(f"{directory}: cohort directory not found")
-    found = [directory / f"{name}{suffix}" for suffix in TABLE_SUFFIXES if (directory / f"{name}{suffix}").exists()]
-    if len(found) > 1:
-        raise UserError(f"{directory}: table '{name}' given twice ({', '.join(p.name for p in found)}); keep one")
-    if not found:
-        if required:
-            raise UserError(f"{directory / (name + '.csv')}: required table '{name}' not found (.csv or .parquet)")
-        return None
-    return found[0]
-
-
-def read_raw_table(path: Path) -> pa.Table:
-    """Read a cohort table with every column as text (validation happens in ingest, not here).
-
-    Returns an Arrow table so that large files are validated with Arrow compute kernels without
-    ever becoming Python objects. Empty fields are nulls.
-    """
-    try:
-        if path.suffix == ".parquet":
-            table = pq.read_table(path)
-            table = table.cast(pa.schema([pa.field(name, pa.string()) for name in table.column_names]))
-        else:
-            with (gzip.open(path, "rt", newline="") if path.suffix == ".gz" else open(path, newline="")) as handle:
-                header = next(csv.reader(handle), None)
-            if not header:
-                raise UserError(f"{path}: file is empty (no header line)")
-            names = [name.strip() for name in header]
-            table = pacsv.read_csv(
-                path,
-                read_options=pacsv.ReadOptions(column_names=names, skip_rows=1),
-                convert_options=pacsv.ConvertOptions(
-                    column_types={name: pa.string() for name in names},
-                    null_values=[""],
-                    strings_can_be_null=True,
-                    quoted_strings_can_be_null=True,
-                ),
-            )
-    except (OSError, pa.ArrowException, ValueError, UnicodeDecodeError, csv.Error) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{path}: unreadable file ({first})") from None
-    return table.rename_columns([str(c).strip() for c in table.column_names])
 
 
 def read_stage_parquet(path: str | Path, what: str, produced_by: str) -> pd.DataFrame:

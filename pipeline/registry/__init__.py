@@ -50,10 +50,6 @@ class Registry:
     def canonical_unit(self, code: str) -> str:
         return str(self.analytes.loc[code, "canonical_unit"])
 
-    def plausible_range(self, code: str) -> tuple[float, float]:
-        row = self.analytes.loc[code]
-        return float(row["plausible_min"]), float(row["plausible_max"])
-
 
 def _read_csv(name: str) -> pd.DataFrame:
     with resources.files(__package__).joinpath(name).open("r", encoding="utf-8") as handle:

@@ -9,12 +9,27 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pipeline import cohort, ingest
+from pipeline.adapters.canonical import RawTable, read_cohort
+from pipeline.config import Config, PathsConfig
 from pipeline.errors import UserError
-from pipeline.ingest import ingest_cohort
+from pipeline.ingestion import IngestResult, ingest_tables
+
+
+def ingest_cohort(cohort_dir: Path) -> IngestResult:
+    """Canonical adapter + the pure ingestion library (what ``crs ingest`` runs, without writing)."""
+    return ingest_tables(read_cohort(cohort_dir))
+
+
+def in_memory(spec: cohort.TableSpec, columns: list[str], rows: list[tuple]) -> RawTable:
+    """A raw text table built in memory (None = empty field), as an adapter would hand it over."""
+    arrays = {c: pa.array([row[i] for row in rows], pa.string()) for i, c in enumerate(columns)}
+    return RawTable(spec, Path(f"{spec.name}.csv"), pa.table(arrays))
 
 PATIENTS = """
 patient_id,anchor_time,age,product
@@ -205,6 +220,78 @@ def test_parquet_cohort_reads_like_csv(hand_cohort, tmp_path):
     a, b = ingest_cohort(hand_cohort), ingest_cohort(parquet_dir)
     pd.testing.assert_frame_equal(a.tables["measurements"], b.tables["measurements"])
     assert a.report["quarantine_by_reason"] == b.report["quarantine_by_reason"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Reason order: a row failing several checks gets the first reason of REASONS (docs/CONTRACTS.md).
+# ----------------------------------------------------------------------------------------------
+
+
+def test_each_reason_is_assigned_in_documented_order():
+    """Each row fails the check it is named after *and* every later one, so only the order decides."""
+    patients = in_memory(cohort.PATIENTS, ["patient_id", "age"], [("A", "50"), ("B", "61")])
+    measurements = in_memory(
+        cohort.MEASUREMENTS,
+        ["patient_id", "time", "analyte", "value", "unit"],
+        [
+            (None, "soon", "CRP", "abc", "furlongs"),   # line 2: also bad time, bad value, bad unit
+            ("ZZ", "soon", "CRP", "abc", "furlongs"),   # line 3: also bad time, bad value, bad unit
+            ("A", "soon", "CRP", None, "furlongs"),     # line 4: also empty value, bad unit
+            ("A", "1", "CRP", "NA", "furlongs"),        # line 5: also bad unit
+            ("A", "2", "CRP", "abc", "furlongs"),       # line 6: also bad unit
+            ("A", "3", "CRP", "-5", "furlongs"),        # line 7: also out of range
+            ("A", "4", "CRP", "-5", "mg/L"),            # line 8
+            ("A", "5", "CRP", "3", "mg/L"),             # line 9: conflicts with line 10
+            ("A", "5", "CRP", "4", "mg/L"),             # line 10
+            ("B", "5", "CRP", "4", "mg/L"),             # line 11: accepted
+        ],
+    )
+    events = in_memory(
+        cohort.EVENTS,
+        ["patient_id", "event", "grade", "time"],
+        [
+            (None, None, "9", "later"),  # line 2: also unknown patient, bad time, empty event, invalid grade
+            ("A", None, "9", "1"),       # line 3: also invalid grade
+            ("A", "CRS", "9", "1"),      # line 4
+            ("B", "CRS", "1", "1"),      # line 5: accepted
+        ],
+    )
+    result = ingest_tables({"patients": patients, "measurements": measurements, "events": events})
+    q = result.quarantine
+    got = {(Path(f).stem, int(line)): reason for f, line, reason in q[["source_file", "source_line", "reason"]].itertuples(index=False)}
+    assert got == {
+        ("measurements", 2): "missing_patient_id",
+        ("measurements", 3): "unknown_patient",
+        ("measurements", 4): "bad_time",
+        ("measurements", 5): "missing_value",
+        ("measurements", 6): "unparseable_value",
+        ("measurements", 7): "unknown_unit",
+        ("measurements", 8): "out_of_range",
+        ("measurements", 9): "conflicting_duplicate",
+        ("measurements", 10): "conflicting_duplicate",
+        ("events", 2): "missing_patient_id",
+        ("events", 3): "missing_value",
+        ("events", 4): "invalid_grade",
+    }
+    assert set(got.values()) == set(cohort.REASONS)  # every reason covered once
+    assert result.tables["measurements"][["patient_id", "value"]].values.tolist() == [["B", 4.0]]
+    assert result.tables["events"]["patient_id"].tolist() == ["B"]
+    row = q[q["reason"] == "missing_patient_id"].iloc[0]
+    assert row["detail"] == "patient_id is empty" and row["unit"] == "furlongs"
+
+
+def test_stage_main_writes_to_config_paths(hand_cohort, tmp_path):
+    config = Config(paths=PathsConfig(interim_dir=tmp_path / "interim", ingest_report=tmp_path / "r" / "ingest.json"))
+    ingest.main(config, cohort=hand_cohort)
+    written = sorted(p.name for p in (tmp_path / "interim").iterdir())
+    assert written == ["events.parquet", "measurements.parquet", "patients.parquet", "quarantine.csv", "treatments.parquet"]
+    saved = json.loads((tmp_path / "r" / "ingest.json").read_text())
+    assert list(saved)[:3] == ["cohort", "grading_scale", "rows_read"]
+    assert saved["cohort"] == str(hand_cohort) and saved["grading_scale"] == config.cohort.grading_scale
+    pure = ingest.run(config, read_cohort(hand_cohort))
+    assert {k: v for k, v in saved.items() if k != "cohort"} == json.loads(json.dumps(pure.report))
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "interim" / "measurements.parquet"),
+                                  pure.tables["measurements"])
 
 
 REPO = Path(__file__).resolve().parents[2]

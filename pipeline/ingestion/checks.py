@@ -1,0 +1,191 @@
+"""Row bookkeeping shared by every table: one reason code per row, duplicates and conflicts, the
+quarantine frame and the per-file counts that reconcile."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from pipeline.adapters.canonical import RawTable
+from pipeline.cohort import REASONS
+
+REASON_INDEX = {reason: i + 1 for i, reason in enumerate(REASONS)}  # 0 = row is fine
+UNKNOWN_PATIENT_DETAIL = "patient_id not among accepted patients (absent from the patients table, or its row was quarantined)"
+
+
+class RowChecks:
+    """Reason code per row (first failing check wins) plus a human-readable detail.
+
+    Checks run in the order of :data:`pipeline.cohort.REASONS`, so "first failing check" is "first
+    reason in that list". Codes below 0 mark rows excluded from checking (exact duplicates).
+    """
+
+    def __init__(self, n_rows: int) -> None:
+        self.codes = np.zeros(n_rows, dtype=np.int8)
+        self.detail = np.full(n_rows, "", dtype=object)
+
+    def flag(
+        self,
+        mask: np.ndarray | pd.Series,
+        reason: str,
+        detail: str | Callable[[np.ndarray], np.ndarray] = "",
+    ) -> None:
+        """Give ``reason`` to rows in ``mask`` that have none yet (codes < 0 are excluded rows).
+
+        ``detail`` is a text, or a function of the flagged row positions returning one text per row
+        (so per-row messages are only built for the few rows that fail).
+        """
+        mask = np.asarray(mask, dtype=bool) & (self.codes == 0)
+        if not mask.any():
+            return
+        self.codes[mask] = REASON_INDEX[reason]
+        self.detail[mask] = detail(np.flatnonzero(mask)) if callable(detail) else detail
+
+    @property
+    def ok(self) -> np.ndarray:
+        return self.codes == 0
+
+
+@dataclass
+class TableOutcome:
+    """One table validated: accepted rows, quarantined rows, and what the report says about it."""
+
+    accepted: pd.DataFrame
+    quarantine: pd.DataFrame
+    rows_read: int
+    duplicates_dropped: int
+    extra: dict = field(default_factory=dict)
+
+    def counts(self, path: Path) -> dict:
+        reasons = self.quarantine["reason"].value_counts().sort_index() if len(self.quarantine) else pd.Series()
+        return {
+            "path": str(path),
+            "rows_read": self.rows_read,
+            "rows_accepted": int(len(self.accepted)),
+            "rows_quarantined": int(len(self.quarantine)),
+            "duplicates_dropped": self.duplicates_dropped,
+            "quarantine_by_reason": {str(k): int(v) for k, v in reasons.items()},
+        }
+
+
+def quarantine_frame(table: RawTable, rows: np.ndarray, checks: RowChecks) -> pd.DataFrame:
+    """The rows in ``rows`` with their original fields, source file and line, reason and detail."""
+    bad = np.flatnonzero(rows)
+    frame = table.arrow.take(pa.array(bad, type=pa.int64())).to_pandas()
+    meta = pd.DataFrame(
+        {
+            "source_file": str(table.path),
+            "source_line": table.line_numbers(bad),
+            "reason": np.array(REASONS, dtype=object)[checks.codes[bad] - 1],
+            "detail": checks.detail[bad],
+        }
+    )
+    return pd.concat([meta, frame.astype(object)], axis=1)
+
+
+def finish(
+    table: RawTable, kept: np.ndarray, checks: RowChecks, accepted: pd.DataFrame, n_duplicates: int, extra=None
+) -> TableOutcome:
+    """The outcome of a table: every kept row that failed a check goes to quarantine."""
+    quarantine = quarantine_frame(table, kept & ~checks.ok, checks)
+    return TableOutcome(accepted, quarantine, table.n_rows, n_duplicates, extra or {})
+
+
+def strip(series: pd.Series) -> pd.Series:
+    """Trimmed text, with empty text as missing."""
+    stripped = series.str.strip()
+    return stripped.where(stripped != "", None)
+
+
+def patient_ids(frame: pd.DataFrame, checks: RowChecks, known: pd.Index | None) -> pd.Series:
+    """Trimmed ``patient_id`` of a small table; flags empty ids, and ids outside ``known`` if given."""
+    ids = strip(frame["patient_id"])
+    checks.flag(ids.isna().to_numpy(), "missing_patient_id", "patient_id is empty")
+    if known is not None:
+        checks.flag(~ids.isin(known).to_numpy(), "unknown_patient", UNKNOWN_PATIENT_DETAIL)
+    return ids
+
+
+def exact_duplicates(frame: pd.DataFrame) -> np.ndarray:
+    """Rows identical to an earlier row in every raw field."""
+    return frame.duplicated(keep="first").to_numpy()
+
+
+def row_hash(*columns: np.ndarray) -> np.ndarray:
+    """A 64-bit hash per row of numeric columns. Equal rows hash equal; a collision only makes an
+    extra candidate, which the exact comparison afterwards rejects."""
+    result = np.zeros(len(columns[0]), dtype=np.uint64)
+    for column in columns:
+        if column.dtype.kind not in "biuf":  # text keys (small tables): compare their codes
+            column = pd.factorize(column)[0]
+        if column.dtype.kind == "f":
+            column = np.where(np.isnan(column), np.nan, column + 0.0)  # one NaN, and -0.0 == 0.0
+            bits = column.view(np.uint64)
+        else:
+            bits = column.astype(np.int64).view(np.uint64)
+        result = (result ^ bits) * np.uint64(0x9E3779B97F4A7C15)
+        result ^= result >> np.uint64(29)
+    return result
+
+
+def _shared_key_groups(sub_keys: pd.DataFrame) -> np.ndarray:
+    """Rows of ``sub_keys`` whose keys equal another row's: a cheap hash pre-filter, then exact grouping."""
+    maybe = pd.Series(row_hash(*(sub_keys[c].to_numpy() for c in sub_keys.columns))).duplicated(keep=False).to_numpy()
+    shared = np.zeros(len(sub_keys), dtype=bool)
+    if maybe.any():
+        shared[maybe] = sub_keys[maybe].duplicated(keep=False).to_numpy()
+    return shared
+
+
+def conflicts(keys: pd.DataFrame, payload: pd.DataFrame, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Among ``candidates``, rows sharing ``keys``: (conflicting rows, redundant copies to drop).
+
+    A group whose payload differs is a conflict (every row of it is flagged). A group whose payload is
+    the same after normalisation (e.g. one CRP given in mg/dL and again in mg/L) keeps its first row.
+    """
+    n = len(keys)
+    conflicting = np.zeros(n, dtype=bool)
+    redundant = np.zeros(n, dtype=bool)
+    idx = np.flatnonzero(candidates)
+    if idx.size == 0:
+        return conflicting, redundant
+    sub_keys = keys.iloc[idx].reset_index(drop=True)
+    shared = _shared_key_groups(sub_keys)
+    if not shared.any():
+        return conflicting, redundant
+    groups = sub_keys[shared].reset_index(drop=True)
+    group_id = groups.groupby(list(groups.columns), sort=False, dropna=False).ngroup().to_numpy()
+    sub_payload = payload.iloc[idx[shared]].reset_index(drop=True).astype(str)
+    distinct = sub_payload.assign(_g=group_id).drop_duplicates()
+    n_variants = np.bincount(distinct["_g"].to_numpy(), minlength=group_id.max() + 1)
+    in_conflict = n_variants[group_id] > 1
+    shared_idx = idx[shared]
+    conflicting[shared_idx[in_conflict]] = True
+    copies = pd.Series(group_id).duplicated(keep="first").to_numpy() & ~in_conflict
+    redundant[shared_idx[copies]] = True
+    return conflicting, redundant
+
+
+def settle(
+    checks: RowChecks,
+    duplicate: np.ndarray,
+    keys: pd.DataFrame,
+    payload: pd.DataFrame,
+    message: str,
+    candidates: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Flag conflicting records among ``candidates``; drop exact and normalised duplicates.
+
+    Returns (kept rows, accepted rows, rows dropped as duplicates).
+    """
+    conflicting, redundant = conflicts(keys, payload, candidates)
+    checks.flag(conflicting, "conflicting_duplicate", message)
+    drop = duplicate | redundant
+    checks.codes[drop] = 0
+    kept = ~drop
+    return kept, kept & (checks.codes == 0), int(drop.sum())

@@ -1,0 +1,257 @@
+"""The measurements table (millions of rows): validated with Arrow kernels and integer codes.
+
+Steps, each flagging rows in the order of the reason codes: patient ids, times, analyte names
+(synonyms -> registry codes), values and censoring, units (conversion to the canonical unit),
+plausible ranges, then exact duplicates and conflicting repeats. Text is only ever handled once per
+distinct value; the report counts per distinct (name, unit) pair.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.adapters.canonical import RawTable
+from pipeline.ingestion.checks import (
+    UNKNOWN_PATIENT_DETAIL,
+    RowChecks,
+    TableOutcome,
+    finish,
+    row_hash,
+    settle,
+)
+from pipeline.ingestion.text import (
+    CENSORING_NAMES,
+    arrow_numbers,
+    arrow_trim,
+    encode_stripped,
+    missing_values,
+    parse_censored,
+)
+from pipeline.ingestion.times import anchor_seconds, arrow_hours, patient_time_order
+from pipeline.registry import Registry, normalize_name, normalize_unit
+
+
+@dataclass
+class _Analytes:
+    """Each row's analyte: the name as given and, when the registry knows it, its canonical code."""
+
+    names: list[str]  # distinct trimmed names as given
+    name_idx: np.ndarray  # per row: index into names, -1 if empty
+    codes: list[str]  # registry codes, in registry order
+    canonical_units: list[str]  # per registry code
+    name_code: np.ndarray  # per distinct name (plus a trailing -1): index into codes, -1 if unknown
+    code_idx: np.ndarray  # per row: index into codes, -1 if unknown
+    known: np.ndarray  # per row: code_idx >= 0
+    safe_code: np.ndarray  # per row: code_idx, 0 where unknown (safe for table lookups)
+
+
+@dataclass
+class _Units:
+    """Each row's unit as given (dictionary codes) and the normalised spelling per distinct unit."""
+
+    idx: np.ndarray  # per row: index into names, -1 if empty
+    names: list[str]
+    normalised: list[str]  # per distinct unit, plus "" at the end (index -1: empty unit)
+
+
+def _patient_rows(column: pa.ChunkedArray, patients: pd.DataFrame, checks: RowChecks) -> np.ndarray:
+    """Each row's position in the accepted patients table; empty and unknown ids are flagged."""
+    patient_code, patient_texts = encode_stripped(column)
+    checks.flag(patient_code < 0, "missing_patient_id", "patient_id is empty")
+    position = {pid: i for i, pid in enumerate(patients["patient_id"].to_numpy(dtype=object))}
+    patient_lut = np.array([position.get(text, -1) for text in patient_texts] + [-1], dtype=np.int64)
+    patient_row = patient_lut[patient_code]
+    checks.flag(patient_row < 0, "unknown_patient", UNKNOWN_PATIENT_DETAIL)
+    return patient_row
+
+
+def _resolve_analytes(column: pa.ChunkedArray, registry: Registry, checks: RowChecks) -> _Analytes:
+    """Registry code per row: one synonym lookup per distinct name; empty names are flagged."""
+    name_idx, names = encode_stripped(column)
+    checks.flag(name_idx < 0, "missing_value", "analyte is empty")
+    codes = registry.analytes.index.tolist()
+    code_pos = {code: i for i, code in enumerate(codes)}
+    name_code = np.array([code_pos.get(registry.synonyms.get(normalize_name(n)), -1) for n in names] + [-1])
+    code_idx = name_code[name_idx]  # name_idx -1 picks the trailing -1
+    canonical_units = registry.analytes["canonical_unit"].tolist()
+    return _Analytes(names, name_idx, codes, canonical_units, name_code, code_idx, code_idx >= 0, np.maximum(code_idx, 0))
+
+
+def _values_and_censoring(column: pa.ChunkedArray, checks: RowChecks) -> tuple[np.ndarray, np.ndarray]:
+    """Numeric value (the bound when censored) and censoring code (0 none, 1 left, 2 right) per row."""
+    value_text = arrow_trim(column)  # "" stays "": a missing-value token
+    values = arrow_numbers(value_text)
+    missing = missing_values(value_text)
+    checks.flag(missing, "missing_value", "value is empty")
+    censoring = np.zeros(len(values), dtype=np.int8)
+    needs_pattern = ~missing & np.isnan(values)
+    if needs_pattern.any():
+        parse_censored(value_text, needs_pattern, values, censoring)
+        checks.flag(needs_pattern & np.isnan(values), "unparseable_value", "value is not a number or censored number")
+    return values, censoring
+
+
+def _conversion_tables(analytes: _Analytes, units: _Units, registry: Registry) -> tuple[np.ndarray, np.ndarray]:
+    """(scale, offset) per (registry code, distinct unit); scale NaN where the registry has no conversion."""
+    scale = np.full((len(analytes.codes), len(units.normalised)), np.nan)
+    offset = np.zeros((len(analytes.codes), len(units.normalised)))
+    for i, code in enumerate(analytes.codes):
+        for j, unit in enumerate(units.normalised):
+            conversion = registry.conversions.get((code, unit))
+            if conversion is not None:
+                scale[i, j], offset[i, j] = conversion
+    return scale, offset
+
+
+def _convert_units(
+    column: pa.ChunkedArray, values: np.ndarray, analytes: _Analytes, registry: Registry, checks: RowChecks
+) -> tuple[np.ndarray, _Units]:
+    """Values of known analytes in their canonical unit; a unit with no conversion is flagged."""
+    unit_idx, unit_names = encode_stripped(column)
+    units = _Units(unit_idx, unit_names, [normalize_unit(u) for u in unit_names] + [""])
+    scale_lut, offset_lut = _conversion_tables(analytes, units, registry)
+    known, safe_code = analytes.known, analytes.safe_code
+    scale = np.where(known, scale_lut[safe_code, unit_idx], np.nan)
+    offset = np.where(known, offset_lut[safe_code, unit_idx], 0.0)
+    given_units = unit_names + [""]
+    checks.flag(
+        known & np.isnan(scale),
+        "unknown_unit",
+        lambda rows: np.array(
+            [f"unit '{given_units[unit_idx[i]]}' has no conversion for {analytes.names[analytes.name_idx[i]]}"
+             for i in rows],
+            dtype=object,
+        ),
+    )
+    with np.errstate(invalid="ignore"):
+        converted = np.where(known, values * np.where(np.isnan(scale), 1.0, scale) + offset, values)
+    return converted, units
+
+
+def _flag_out_of_range(converted: np.ndarray, analytes: _Analytes, registry: Registry, checks: RowChecks) -> None:
+    """Known analytes outside the registry's plausible range (after conversion), or not finite."""
+    with np.errstate(invalid="ignore"):
+        low = registry.analytes["plausible_min"].to_numpy(dtype=float)[analytes.safe_code]
+        high = registry.analytes["plausible_max"].to_numpy(dtype=float)[analytes.safe_code]
+        outside = analytes.known & ((converted < low) | (converted > high) | ~np.isfinite(converted))
+    units = analytes.canonical_units
+    checks.flag(
+        outside,
+        "out_of_range",
+        lambda rows: np.array(
+            [f"{converted[i]:g} {units[analytes.code_idx[i]]} outside plausible range [{low[i]:g}, {high[i]:g}]"
+             for i in rows],
+            dtype=object,
+        ),
+    )
+
+
+def _settle_repeats(
+    raw: pa.Table, checks: RowChecks, patient_row: np.ndarray, hours: np.ndarray, analytes: _Analytes,
+    converted: np.ndarray, censoring: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Exact duplicates dropped; same patient, time and analyte with another value quarantined as a
+    conflict, with the same value (after conversion) kept once. Returns (kept, accepted, dropped).
+
+    Rows sharing (patient, time, analyte) are the only candidates both for exact duplicates (every raw
+    field equal: dropped whatever their content) and for conflicts; one hash pass finds them, and raw
+    text is compared for those few rows only.
+    """
+    analyte_key = np.where(analytes.known, analytes.code_idx, len(analytes.codes) + analytes.name_idx)
+    shared = np.flatnonzero(pd.Series(row_hash(patient_row, hours, analyte_key)).duplicated(keep=False).to_numpy())
+    duplicate = np.zeros(raw.num_rows, dtype=bool)
+    if shared.size:
+        subset = raw.take(pa.array(shared)).to_pandas()
+        duplicate[shared[subset.duplicated(keep="first").to_numpy()]] = True
+    checks.codes[duplicate] = -1  # excluded from the conflict check; restored by settle
+    candidates = np.zeros(raw.num_rows, dtype=bool)
+    candidates[shared] = checks.codes[shared] == 0
+    keys = pd.DataFrame({"p": patient_row, "h": hours, "a": analyte_key})
+    payload = pd.DataFrame({"v": converted, "c": censoring})
+    message = "same patient, time and analyte with a different value"
+    return settle(checks, duplicate, keys, payload, message, candidates)
+
+
+def _dictionary_text(indices: np.ndarray, dictionary: pa.Array) -> pa.Array:
+    """Text column from dictionary indices (-1: null), built without a Python string per row."""
+    arr = pa.DictionaryArray.from_arrays(pa.array(indices, mask=indices < 0, type=pa.int32()), dictionary)
+    return pc.cast(arr, pa.string())
+
+
+def _accepted_frame(
+    order: np.ndarray, patients: pd.DataFrame, patient_row: np.ndarray, hours: np.ndarray, analytes: _Analytes,
+    units: _Units, converted: np.ndarray, censoring: np.ndarray,
+) -> pd.DataFrame:
+    """The accepted rows in ``order``: canonical codes and units for known analytes, names as given otherwise."""
+    known_ids = pa.array(patients["patient_id"].to_numpy(dtype=object), type=pa.string())
+    out_names = pa.array(
+        [analytes.codes[c] if c >= 0 else n for n, c in zip(analytes.names, analytes.name_code[:-1], strict=True)]
+        or [""],
+        type=pa.string(),
+    )
+    out_units = pa.array(units.names + analytes.canonical_units, type=pa.string())
+    unit_out_idx = np.where(analytes.known, len(units.names) + analytes.safe_code, units.idx)[order]
+    return pa.table(
+        {
+            "patient_id": known_ids.take(pa.array(patient_row[order])),
+            "hours_since_anchor": pa.array(hours[order]),
+            "analyte": _dictionary_text(analytes.name_idx[order], out_names),
+            "value": pa.array(converted[order]),
+            "unit": _dictionary_text(unit_out_idx, out_units),
+            "censoring": _dictionary_text(censoring[order].astype(np.int32), pa.array(CENSORING_NAMES)),
+            "known_analyte": pa.array(analytes.known[order]),
+        }
+    ).to_pandas()
+
+
+def _normalisation_report(good_rows: np.ndarray, analytes: _Analytes, units: _Units) -> dict:
+    """What was normalised (accepted rows only), counted per distinct (name, unit) pair."""
+    n_units = len(units.normalised)
+    pair_counts = np.bincount(analytes.name_idx[good_rows] * n_units + (units.idx[good_rows] % n_units),
+                              minlength=max(len(analytes.names), 1) * n_units)
+    conversions: Counter = Counter()
+    synonyms: Counter = Counter()
+    unknown: Counter = Counter()
+    found: Counter = Counter()
+    for key in np.flatnonzero(pair_counts).tolist():
+        rows = int(pair_counts[key])
+        n_idx, u_idx = divmod(key, n_units)
+        name, c = analytes.names[n_idx], int(analytes.name_code[n_idx])
+        if c < 0:
+            unknown[name] += rows
+            continue
+        code, canonical_unit = analytes.codes[c], analytes.canonical_units[c]
+        found[code] += rows
+        if units.normalised[u_idx] != normalize_unit(canonical_unit):
+            conversions[f"{code}: {units.names[u_idx]} -> {canonical_unit}"] += rows
+        if name != code:
+            synonyms[f"{name} -> {code}"] += rows
+    return {
+        "analytes_found": dict(sorted(found.items())),
+        "unknown_analytes": dict(sorted(unknown.items())),
+        "unit_conversions": dict(sorted(conversions.items())),
+        "synonyms_mapped": dict(sorted(synonyms.items())),
+    }
+
+
+def validate_measurements(table: RawTable, patients: pd.DataFrame, registry: Registry) -> TableOutcome:
+    """Accepted measurements (sorted by patient and time, canonical codes and units) and the quarantine."""
+    raw = table.arrow
+    checks = RowChecks(raw.num_rows)
+    patient_row = _patient_rows(raw.column("patient_id"), patients, checks)
+    hours = arrow_hours(table, arrow_trim(raw.column("time")), patient_row, anchor_seconds(patients), checks)
+    analytes = _resolve_analytes(raw.column("analyte"), registry, checks)
+    values, censoring = _values_and_censoring(raw.column("value"), checks)
+    converted, units = _convert_units(raw.column("unit"), values, analytes, registry, checks)
+    _flag_out_of_range(converted, analytes, registry, checks)
+    kept, good, dropped = _settle_repeats(raw, checks, patient_row, hours, analytes, converted, censoring)
+    good_rows = np.flatnonzero(good)
+    order = good_rows[patient_time_order(patient_row[good_rows], hours[good_rows])]
+    accepted = _accepted_frame(order, patients, patient_row, hours, analytes, units, converted, censoring)
+    return finish(table, kept, checks, accepted, dropped, _normalisation_report(good_rows, analytes, units))

@@ -1,0 +1,76 @@
+"""Vectorised text parsing with Arrow kernels: trimming, dictionary codes, plain and censored numbers.
+
+Text (ids, analyte names, units) is handled once per distinct value, never once per row.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.cohort import MISSING_VALUE_TOKENS
+
+NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
+_CENSORED = re.compile(r"^(<=|>=|<|>|≤|≥)\s*([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)$")
+#: Censoring codes of the measurements table: 0 none, 1 left (``<``), 2 right (``>``).
+CENSORING_NAMES = ("none", "left", "right")
+_CENSORING_BY_SIGN = {"<": 1, "<=": 1, "≤": 1, ">": 2, ">=": 2, "≥": 2}
+
+
+def arrow_trim(values: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """Trimmed text (empty stays empty: every parser downstream rejects it)."""
+    trimmed = pc.utf8_trim_whitespace(values)
+    return trimmed.combine_chunks() if isinstance(trimmed, pa.ChunkedArray) else trimmed
+
+
+def _indices(encoded: pa.DictionaryArray) -> np.ndarray:
+    """Dictionary indices as int64 with -1 for null."""
+    return pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def encode_stripped(values: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, list[str]]:
+    """Dictionary codes of trimmed text, -1 for empty or null, and the trimmed dictionary.
+
+    For low-cardinality columns (ids, analyte names, units) trimming the dictionary instead of every
+    row saves whole passes over millions of strings. Entries equal after trimming stay separate
+    codes that carry the same text.
+    """
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    encoded = pc.dictionary_encode(values)
+    texts = [text.strip() for text in encoded.dictionary.to_pylist()]
+    remap = np.array([i if text else -1 for i, text in enumerate(texts)] + [-1], dtype=np.int64)
+    return remap[_indices(encoded)], texts
+
+
+def arrow_numbers(values: pa.Array) -> np.ndarray:
+    """Plain numbers (``12``, ``-3.5``, ``1e3``) as float; NaN for anything else or null."""
+    is_number = pc.fill_null(pc.match_substring_regex(values, f"^{NUMBER}$"), False)
+    out = np.full(len(values), np.nan)
+    mask = is_number.to_numpy(zero_copy_only=False)
+    if mask.any():
+        out[mask] = pc.cast(pc.filter(values, is_number), pa.float64()).to_numpy(zero_copy_only=False)
+    return out
+
+
+def missing_values(value_text: pa.Array) -> np.ndarray:
+    """Rows whose trimmed value text is null or a "no result" token (``NA``, ``null``, ``.``...)."""
+    lowered = pc.utf8_lower(value_text)
+    missing = pc.or_(pc.is_null(value_text), pc.is_in(lowered, value_set=pa.array(sorted(MISSING_VALUE_TOKENS))))
+    return pc.fill_null(missing, True).to_numpy(zero_copy_only=False)
+
+
+def parse_censored(value_text: pa.Array, rows: np.ndarray, values: np.ndarray, censoring: np.ndarray) -> None:
+    """Fill ``values`` (the bound, NaN if unparseable) and ``censoring`` for ``rows`` like ``<1.5``.
+
+    Only the rare non-numeric texts go through the pandas regular expression.
+    """
+    idx = np.flatnonzero(rows)
+    text = value_text.take(pa.array(idx)).to_pandas()
+    parts = text.str.replace(" ", "", regex=False).str.extract(_CENSORED)
+    values[idx] = pd.to_numeric(parts[1], errors="coerce").to_numpy(dtype=float)
+    censoring[idx] = parts[0].map(_CENSORING_BY_SIGN).fillna(0).to_numpy(dtype=np.int8)
