@@ -1,8 +1,12 @@
 """Pure metric functions for binary risk predictions (no I/O, no global state).
 
 Every function takes 1-D arrays ``y_true`` (0/1) and ``p`` (scores or probabilities) and returns plain
-floats or arrays, so the same code scores the model and the baselines and is easy to test against
-sklearn or hand-computed values.
+floats or arrays, so the same code scores the model and the baselines. AUROC, AUPRC, Brier score and
+the confusion counts are scikit-learn's (undefined cases return NaN instead of raising or warning);
+kept here by hand: the vectorised patient bootstrap (hundreds of weighted AUROCs in one sparse product),
+the sensitivity threshold, decision-curve net benefit, quantile calibration bins (see
+:func:`calibration_curve_bins`) and the calibration slope / intercept (on the model layer's unpenalised
+logistic fit, the same one the calibrator uses).
 """
 
 from __future__ import annotations
@@ -10,11 +14,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy import sparse
+from sklearn.metrics import average_precision_score, brier_score_loss, confusion_matrix, roc_auc_score
+
+from pipeline.model import fit_logistic, logit
 
 #: Decision-curve threshold probabilities reported in metrics.json (5% to 50%).
 NET_BENEFIT_THRESHOLDS: tuple[float, ...] = tuple(round(0.05 * k, 2) for k in range(1, 11))
-
-_EPS = 1e-6
 
 
 def _arrays(y_true, p) -> tuple[np.ndarray, np.ndarray]:
@@ -25,14 +31,21 @@ def _arrays(y_true, p) -> tuple[np.ndarray, np.ndarray]:
     return y, s
 
 
-def auroc(y_true, p, weights=None) -> float:
-    """Area under the ROC curve (ties count one half); optional non-negative row weights.
+def _one_class(y: np.ndarray) -> bool:
+    return len(y) == 0 or y.min() == y.max()
 
-    Weights make the patient bootstrap cheap: a resample is the same rows with multiplicities.
+
+def auroc(y_true, p, weights=None) -> float:
+    """Area under the ROC curve (ties count one half), sklearn's ``roc_auc_score``; optional row weights.
+
+    Weights (non-negative multiplicities) give the AUROC of the rows repeated that often. NaN when the
+    (positively weighted) rows hold only one class.
     """
     y, s = _arrays(y_true, p)
-    w = np.ones_like(s) if weights is None else np.asarray(weights, dtype=float)
-    return float(weighted_auroc_matrix(y, s, w[None, :])[0])
+    w = None if weights is None else np.asarray(weights, dtype=float)
+    if _one_class(y if w is None else y[w > 0]):
+        return math.nan
+    return float(roc_auc_score(y, s, sample_weight=w))
 
 
 def weighted_auroc_matrix(y_true: np.ndarray, p: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -44,12 +57,11 @@ def weighted_auroc_matrix(y_true: np.ndarray, p: np.ndarray, weights: np.ndarray
 def grouped_auroc_matrix(y_true, p, codes: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """AUROC for each weight set where row i has weight ``counts[:, codes[i]]`` (e.g. patient draws).
 
-    Sum weights per distinct score (a sparse incidence product, cheap for 500 x thousands), then
+    Kept by hand because sklearn scores one weight set per call and the bootstrap needs hundreds: sum
+    weights per distinct score (a sparse incidence product, cheap for 500 x thousands), then
     AUROC = sum over score groups of positive weight x (negative weight strictly below + half the tied
     negative weight) / (W_pos x W_neg). NaN where a weight set has no positives or no negatives.
     """
-    from scipy import sparse
-
     y = np.asarray(y_true, dtype=float)
     s = np.asarray(p, dtype=float)
     codes = np.asarray(codes)
@@ -76,53 +88,19 @@ def grouped_auroc_matrix(y_true, p, codes: np.ndarray, counts: np.ndarray) -> np
 
 
 def auprc(y_true, p) -> float:
-    """Average precision (step-wise area under the precision-recall curve, as sklearn)."""
+    """Average precision (step-wise area under the precision-recall curve), sklearn's; NaN without events."""
     y, s = _arrays(y_true, p)
-    n_pos = y.sum()
-    if n_pos == 0:
-        return math.nan
-    order = np.argsort(-s, kind="mergesort")
-    s_sorted, y_sorted = s[order], y[order]
-    # Evaluate at the last index of each tied score block (thresholds are distinct scores).
-    last = np.r_[np.flatnonzero(s_sorted[1:] != s_sorted[:-1]), len(s_sorted) - 1]
-    tp = np.cumsum(y_sorted)[last]
-    flagged = last + 1.0
-    precision = tp / flagged
-    recall = tp / n_pos
-    recall_prev = np.r_[0.0, recall[:-1]]
-    return float(np.sum((recall - recall_prev) * precision))
+    if not (y == 1).any():
+        return math.nan  # sklearn would return 0 with a warning
+    return float(average_precision_score(y, s))
 
 
 def brier(y_true, p) -> float:
+    """Mean squared difference between probability and outcome (sklearn's ``brier_score_loss``)."""
     y, s = _arrays(y_true, p)
-    return float(np.mean((s - y) ** 2))
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    q = np.clip(p, _EPS, 1 - _EPS)  # isotonic output can be exactly 0 or 1
-    return np.log(q / (1 - q))
-
-
-def _fit_logistic(x: np.ndarray | None, y: np.ndarray, offset: np.ndarray, n_iter: int = 100) -> np.ndarray:
-    """Unpenalised logistic regression y ~ 1 (+ x) with an offset, by Newton-Raphson.
-
-    Small and exact (no regularisation), unlike sklearn's default L2 penalty.
-    """
-    design = np.ones((len(y), 1)) if x is None else np.column_stack([np.ones(len(y)), x])
-    beta = np.zeros(design.shape[1])
-    for _ in range(n_iter):
-        eta = np.clip(offset + design @ beta, -30, 30)
-        mu = 1 / (1 + np.exp(-eta))
-        grad = design.T @ (y - mu)
-        hess = (design * (mu * (1 - mu))[:, None]).T @ design
-        try:
-            step = np.linalg.solve(hess + 1e-10 * np.eye(len(beta)), grad)
-        except np.linalg.LinAlgError:
-            break
-        beta = beta + step
-        if np.max(np.abs(step)) < 1e-10:
-            break
-    return beta
+    if len(y) == 0:
+        return math.nan
+    return float(brier_score_loss(y, s, labels=[0.0, 1.0]))
 
 
 def calibration_slope_intercept(y_true, p) -> tuple[float, float]:
@@ -135,12 +113,12 @@ def calibration_slope_intercept(y_true, p) -> tuple[float, float]:
     y, s = _arrays(y_true, p)
     if y.min() == y.max():
         return math.nan, math.nan
-    lp = _logit(s)
+    lp = logit(s)
     if np.ptp(lp) == 0:  # constant predictions have no slope
         slope = math.nan
     else:
-        slope = float(_fit_logistic(lp, y, np.zeros_like(lp))[1])
-    intercept = float(_fit_logistic(None, y, lp)[0])
+        slope = float(fit_logistic(lp, y, np.zeros_like(lp))[1])
+    intercept = float(fit_logistic(None, y, lp)[0])
     return slope, intercept
 
 
@@ -161,10 +139,7 @@ def classification_at_threshold(y_true, p, threshold) -> dict[str, float]:
     """Sensitivity, specificity, PPV, NPV of the rule ``p >= threshold`` (threshold may be per row)."""
     y, s = _arrays(y_true, p)
     flagged = s >= np.asarray(threshold, dtype=float)
-    tp = float(np.sum(flagged & (y == 1)))
-    fp = float(np.sum(flagged & (y == 0)))
-    fn = float(np.sum(~flagged & (y == 1)))
-    tn = float(np.sum(~flagged & (y == 0)))
+    tn, fp, fn, tp = (float(c) for c in confusion_matrix(y.astype(int), flagged.astype(int), labels=[0, 1]).ravel())
 
     def ratio(a: float, b: float) -> float:
         return a / b if b > 0 else math.nan
@@ -241,7 +216,14 @@ def percentile_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float
 
 
 def calibration_curve_bins(y_true, p, n_bins: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean predicted vs observed event rate in quantile bins of ``p`` (for calibration plots)."""
+    """Mean predicted vs observed event rate and row count in quantile bins of ``p`` (calibration plots).
+
+    Not ``sklearn.calibration.calibration_curve(strategy="quantile")``, on purpose: sklearn keeps duplicate
+    quantile edges (empty bins when isotonic output has ties) and puts a value equal to an inner edge in
+    the lower bin; here duplicate edges are merged and bins are closed on the left, ``[lo, hi)`` (the last
+    one ``[lo, hi]``). On the default run's out-of-fold predictions the two give different points (9 vs
+    10 bins), so this wrapper keeps ``reports/plots/calibration`` unchanged and also returns the counts.
+    """
     y, s = _arrays(y_true, p)
     edges = np.unique(np.quantile(s, np.linspace(0, 1, n_bins + 1)))
     if len(edges) < 2:

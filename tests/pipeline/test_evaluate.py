@@ -1,4 +1,8 @@
-"""crs evaluate: metrics.json schema, honest comparisons, skipped landmarks, reproducibility."""
+"""crs evaluate: metrics.json schema, honest comparisons, skipped landmarks, plots, MLflow, errors.
+
+Built on a hand-made out-of-fold table (the ``crs train`` output contract, docs/CONTRACTS.md), so these
+tests exercise evaluate alone: ``run`` on in-memory frames, ``main`` with ``config.paths`` in tmp_path.
+"""
 
 from __future__ import annotations
 
@@ -8,162 +12,221 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 
-from pipeline import evaluate, train
+from pipeline import evaluate
 from pipeline.config import parse_config
-from pipeline.io import write_parquet
-from tests.helpers import in_workdir
-from tests.pipeline.test_train import LANDMARKS, make_landmarks
+from pipeline.errors import UserError
+from pipeline.evaluation import PLOT_KINDS, evaluate_rows
+from pipeline.io import write_json, write_parquet
+from pipeline.model import BASELINES, LOGISTIC_BASELINE, SCORE_BASELINES
 
+LANDMARKS = [0.0, 24.0, 48.0]
 SPARSE_LANDMARK = 96.0  # only 3 events at risk here -> reported as skipped
 EMPTY_LANDMARK = 120.0  # in params but no rows at all
+N_PATIENTS, N_REPEATS, N_FOLDS = 90, 2, 3
+UNAVAILABLE = "column 'car_hematotox__baseline' not in landmarks.parquet"
+NOISE = ("easix", "il6_latest", "crp_latest", "ferritin_latest")
 
 
-def eval_config(**train_overrides):
-    return parse_config(
-        {
-            "targets": {"crs_severe": {"event": "CRS", "min_grade": 3}, "icans_severe": {"event": "ICANS", "min_grade": 3}},
-            "landmarks_hours": [*LANDMARKS, SPARSE_LANDMARK, EMPTY_LANDMARK],
-            "train": {
-                "n_splits": 3,
-                "n_repeats": 2,
-                "n_estimators": 40,
-                "n_bootstrap": 100,
-                "calibration_fraction": 0.34,
-                **train_overrides,
-            },
+def eval_config(tmp_path: Path | None = None, targets=("crs_severe", "icans_severe", "never_trained")):
+    definitions = {
+        "crs_severe": {"event": "CRS", "min_grade": 3},
+        "icans_severe": {"event": "ICANS", "min_grade": 3},
+        "never_trained": {"event": "ICANS", "min_grade": 4},
+    }
+    raw = {
+        "targets": {t: definitions[t] for t in targets},
+        "landmarks_hours": [*LANDMARKS, SPARSE_LANDMARK, EMPTY_LANDMARK],
+        "train": {"n_splits": N_FOLDS, "n_repeats": N_REPEATS, "n_bootstrap": 100},
+    }
+    if tmp_path is not None:
+        raw["paths"] = {
+            "oof": str(tmp_path / "oof.parquet"),
+            "models_dir": str(tmp_path / "models"),
+            "metrics": str(tmp_path / "reports" / "metrics.json"),
+            "plots_dir": str(tmp_path / "reports" / "plots"),
+            "figures_dir": str(tmp_path / "reports" / "figures"),
         }
-    )
+    return parse_config(raw)
 
 
-def landmark_frame(seed: int = 11) -> pd.DataFrame:
-    df = make_landmarks(220, seed=seed, with_scores=True)
-    df = df.drop(columns=["car_hematotox__baseline"])  # an unavailable baseline
-    late = df[df["landmark_hours"] == 72.0].copy()
-    late["landmark_hours"] = SPARSE_LANDMARK
-    late["label__crs_severe"] = 0.0
-    late.iloc[:3, late.columns.get_loc("label__crs_severe")] = 1.0
-    out = pd.concat([df, late], ignore_index=True)
-    out["product"] = out["product"].astype("category")
+def _scorer_columns(name: str, signal: np.ndarray, y: np.ndarray, rng, score: bool) -> dict[str, np.ndarray]:
+    """prob__/threshold__ (and score__) columns: a logistic of ``signal`` plus noise."""
+    prob = 1 / (1 + np.exp(-(signal + rng.normal(scale=0.8, size=len(y)))))
+    cols = {f"prob__{name}": prob, f"threshold__{name}": np.full(len(y), float(np.quantile(prob[y == 1], 0.1)))}
+    if score:
+        cols[f"score__{name}"] = np.log(prob / (1 - prob))
+    return cols
+
+
+def _target_rows(target: str, t_index: int, seed: int) -> pd.DataFrame:
+    """OOF rows of one target: every patient at every landmark, N_REPEATS repeats in the same order."""
+    rng = np.random.default_rng(seed + t_index)
+    patients = np.repeat([f"P{i:03d}" for i in range(N_PATIENTS)], len(LANDMARKS))
+    hours = np.tile(LANDMARKS, N_PATIENTS)
+    y = (rng.random(len(patients)) < 0.3).astype(float)
+    frames = []
+    for repeat in range(N_REPEATS):
+        fold = (np.arange(N_PATIENTS).repeat(len(LANDMARKS)) + repeat) % N_FOLDS
+        frame = {"patient_id": patients, "landmark_hours": hours, "target": target, "repeat": repeat,
+                 "fold": fold, "label": y, "raw__model": rng.random(len(y))}
+        frame |= _scorer_columns("model", 3.0 * (y - 0.3), y, rng, score=False)
+        for name in SCORE_BASELINES:
+            if name != "car_hematotox":  # never scored: its column is not in the landmark table
+                frame |= _scorer_columns(name, np.zeros(len(y)), y, rng, score=True)
+        frame |= _scorer_columns(LOGISTIC_BASELINE, 1.5 * (y - 0.3), y, rng, score=False)
+        frames.append(pd.DataFrame(frame))
+    out = pd.concat(frames, ignore_index=True)
+    out.loc[out.index % 7 == 0, "score__m_easix"] = np.nan  # imputed by train: reported as missing_fraction
+    out.loc[out["landmark_hours"] == 0.0, "score__m_easix"] = np.nan  # no m-EASIX at all at landmark 0
     return out
 
 
-def run_pipeline(workdir: Path, config, df: pd.DataFrame) -> dict:
-    """train + evaluate inside ``workdir`` with a private MLflow store."""
-    with in_workdir(workdir):
-        write_parquet(df, config.featurize.output_path)
-        train.main(config)
-        evaluate.main(config)
-        return json.loads((workdir / evaluate.METRICS_PATH).read_text())
+def make_oof(seed: int = 0) -> pd.DataFrame:
+    """A small OOF table for crs_severe and icans_severe (never_trained has no rows)."""
+    crs = _target_rows("crs_severe", 0, seed)
+    sparse = crs[crs["landmark_hours"] == 48.0].copy()
+    sparse["landmark_hours"] = SPARSE_LANDMARK
+    sparse["label"] = 0.0
+    sparse.loc[sparse["patient_id"].isin(["P000", "P001", "P002"]), "label"] = 1.0
+    oof = pd.concat([crs, sparse, _target_rows("icans_severe", 1, seed)], ignore_index=True)
+    return oof.sort_values(["target", "repeat", "patient_id", "landmark_hours"], kind="stable", ignore_index=True)
+
+
+def make_metadata() -> dict[str, dict]:
+    baselines = {name: {"available": True} for name in BASELINES}
+    baselines["car_hematotox"] = {"available": False, "reason": UNAVAILABLE}
+    return {
+        "crs_severe": {"baselines": baselines},
+        "icans_severe": {"baselines": baselines},
+        "never_trained": {"skipped": "only 2 events"},
+    }
 
 
 @pytest.fixture(scope="module")
-def run_a(tmp_path_factory) -> tuple[Path, dict]:
-    workdir = tmp_path_factory.mktemp("run_a")
-    return workdir, run_pipeline(workdir, eval_config(n_jobs=2), landmark_frame())
+def result():
+    return evaluate.run(eval_config(), make_oof(), make_metadata())
 
 
-def test_metrics_schema(run_a):
-    _, metrics = run_a
-    assert list(metrics) == ["crs_severe", "icans_severe"]
-    assert list(metrics["crs_severe"]) == ["0", "24", "48", "72", "96", "120", "all"]
+def test_metrics_schema(result):
+    metrics, _ = result
+    assert list(metrics) == ["crs_severe", "icans_severe", "never_trained"]
+    assert list(metrics["crs_severe"]) == ["0", "24", "48", "96", "120", "all"]
     entry = metrics["crs_severe"]["48"]
     assert isinstance(entry["n"], int) and isinstance(entry["events"], int)
     model = entry["model"]
+    assert list(model) == ["auroc", "auroc_ci", "auprc", "brier", "calibration_slope", "calibration_intercept",
+                           "sensitivity", "specificity", "ppv", "npv", "threshold", "net_benefit"]
     for key in ("auroc", "auprc", "brier", "calibration_slope", "calibration_intercept", "sensitivity",
                 "specificity", "ppv", "npv", "threshold"):
         assert isinstance(model[key], float), key
     assert len(model["auroc_ci"]) == 2
     assert list(model["net_benefit"]) == ["0.05", "0.10", "0.15", "0.20", "0.25", "0.30", "0.35", "0.40", "0.45", "0.50"]
-    assert set(entry["baselines"]) == set(train.BASELINES)
+    assert list(entry["baselines"]) == list(BASELINES)
     assert "auroc" in entry["baselines"]["easix"] and "auroc_ci" in entry["baselines"]["logistic_regression"]
 
 
-def test_counts_match_landmark_rows(run_a):
-    _, metrics = run_a
-    df = landmark_frame()
-    at_risk = df[(df["landmark_hours"] == 24.0) & df["label__crs_severe"].notna()]
-    assert metrics["crs_severe"]["24"]["n"] == len(at_risk)
-    assert metrics["crs_severe"]["24"]["events"] == int(at_risk["label__crs_severe"].sum())
-    all_rows = df[df["label__crs_severe"].notna()]
-    assert metrics["crs_severe"]["all"]["n"] == len(all_rows)
+def test_counts_and_auroc_by_hand(result):
+    metrics, _ = result
+    oof = make_oof()
+    rows = oof[(oof["target"] == "crs_severe") & (oof["landmark_hours"] == 24.0)]
+    first = rows[rows["repeat"] == 0]
+    assert metrics["crs_severe"]["24"]["n"] == len(first) == N_PATIENTS
+    assert metrics["crs_severe"]["24"]["events"] == int(first["label"].sum())
+    # AUROC: computed within each repeat, then averaged over repeats, rounded to 4 digits.
+    by_repeat = [roc_auc_score(r["label"], r["prob__model"]) for _, r in rows.groupby("repeat")]
+    assert metrics["crs_severe"]["24"]["model"]["auroc"] == round(float(np.mean(by_repeat)), 4)
+    assert metrics["crs_severe"]["all"]["n"] == N_PATIENTS * len(LANDMARKS) + N_PATIENTS
 
 
-def test_model_beats_noise_baselines_with_honest_ci(run_a):
-    _, metrics = run_a
+def test_model_beats_noise_baselines_with_honest_ci(result):
+    metrics, _ = result
     entry = metrics["crs_severe"]["all"]
     model = entry["model"]
-    assert model["auroc"] > 0.75
+    assert model["auroc"] > 0.8
     lo, hi = model["auroc_ci"]
     assert lo <= model["auroc"] <= hi
-    for name in ("easix", "il6_latest", "crp_latest", "ferritin_latest"):
-        assert entry["baselines"][name]["auroc"] < 0.65, name  # pure noise in the synthetic frame
+    for name in NOISE:
+        assert entry["baselines"][name]["auroc"] < 0.65, name  # pure noise
         assert model["auroc"] > entry["baselines"][name]["auroc_ci"][1]
-    # 90%-sensitivity threshold chosen in training folds: close to, not exactly, 0.9 on test folds.
-    assert 0.75 < model["sensitivity"] <= 1.0
-    assert 0.5 < model["calibration_slope"] < 2.0
+    # Threshold from the 10% quantile of event probabilities: sensitivity about 0.9.
+    assert 0.8 < model["sensitivity"] <= 1.0
 
 
-def test_unavailable_and_skipped(run_a):
-    _, metrics = run_a
+def test_unavailable_and_skipped(result):
+    metrics, _ = result
     baselines = metrics["crs_severe"]["all"]["baselines"]
-    assert baselines["car_hematotox"] == {"unavailable": "column 'car_hematotox__baseline' not in landmarks.parquet"}
+    assert baselines["car_hematotox"] == {"unavailable": UNAVAILABLE}
     assert 0 < baselines["m_easix"]["missing_fraction"] < 0.5
+    assert metrics["crs_severe"]["0"]["baselines"]["m_easix"] == {
+        "unavailable": "no 'm_easix__latest' values at this landmark"
+    }
     sparse = metrics["crs_severe"]["96"]
     assert "skipped" in sparse and sparse["events"] == 3 and "model" not in sparse
-    empty = metrics["crs_severe"]["120"]
-    assert empty == {"skipped": "no rows at risk at this landmark", "n": 0, "events": 0}
+    assert metrics["crs_severe"]["120"] == {"skipped": "no rows at risk at this landmark", "n": 0, "events": 0}
+    assert metrics["never_trained"]["all"] == {"skipped": "not trained: only 2 events", "n": 0, "events": 0}
+    assert metrics["icans_severe"]["96"] == {"skipped": "no rows at risk at this landmark", "n": 0, "events": 0}
 
 
-def test_plots_and_figures(run_a):
-    workdir, _ = run_a
-    for kind in evaluate.PLOT_KINDS:
-        frame = pd.read_csv(workdir / evaluate.PLOTS_DIR / kind / "crs_severe.csv")
-        assert len(frame) > 2
-    roc = pd.read_csv(workdir / evaluate.PLOTS_DIR / "roc" / "crs_severe.csv")
+def test_same_inputs_same_numbers_whatever_else_is_evaluated(result):
+    metrics, _ = result
+    again, _ = evaluate.run(eval_config(), make_oof(), make_metadata())
+    assert json.dumps(again) == json.dumps(metrics)
+    # Seeds are per (target, landmark): dropping another target changes nothing for this one.
+    alone, _ = evaluate.run(eval_config(targets=("crs_severe",)), make_oof(), make_metadata())
+    assert alone["crs_severe"] == metrics["crs_severe"]
+
+
+def test_plot_frames(result):
+    _, plots = result
+    assert list(plots) == ["crs_severe", "icans_severe"]  # not never_trained: nothing to plot
+    for kind in PLOT_KINDS:
+        assert len(plots["crs_severe"][kind]) > 2, kind
+    roc = plots["crs_severe"]["roc"]
     assert list(roc.columns) == ["fpr", "tpr"] and roc["fpr"].is_monotonic_increasing
-    assert (workdir / evaluate.FIGURES_DIR / "crs_severe.png").stat().st_size > 10_000
+    calibration = plots["crs_severe"]["calibration"]
+    assert calibration["n"].sum() == N_PATIENTS * len(LANDMARKS) + N_PATIENTS  # first repeat, all rows
 
 
-def test_mlflow_runs_have_metrics_and_artifacts(run_a):
-    workdir, _ = run_a
+def _write_inputs(config, oof: pd.DataFrame) -> None:
+    write_parquet(oof, config.paths.oof)
+    for target, meta in make_metadata().items():
+        write_json(meta, config.paths.models_dir / target / "metadata.json")
+
+
+def test_main_writes_outputs_at_config_paths_and_logs_to_mlflow(tmp_path, monkeypatch, result):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    config = eval_config(tmp_path)
+    _write_inputs(config, make_oof())
+    evaluate.main(config)
+    metrics, plots = result
+    assert json.loads(config.paths.metrics.read_text()) == json.loads(json.dumps(metrics))
+    for kind in PLOT_KINDS:
+        written = pd.read_csv(config.paths.plots_dir / kind / "crs_severe.csv")
+        pd.testing.assert_frame_equal(written, plots["crs_severe"][kind], check_dtype=False)
+    assert (config.paths.figures_dir / "crs_severe.png").stat().st_size > 10_000
+    assert not (config.paths.figures_dir / "never_trained.png").exists()
+
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    runs = json.loads((workdir / train.RUNS_PATH).read_text())
-    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
-    client = MlflowClient()
-    child = client.get_run(runs["targets"]["crs_severe"])
-    assert "L48/auroc" in child.data.metrics and "Lall/baseline/easix/auroc" in child.data.metrics
-    names = {a.path for a in client.list_artifacts(child.info.run_id)}
-    assert {"metrics.json", "plots", "figures", "model_files"} <= names
-    models = mlflow.search_logged_models(experiment_ids=[runs["experiment_id"]], output_format="list")
-    assert any(m.source_run_id == child.info.run_id for m in models)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    child = next(r for r in runs if r.info.run_name == "crs_severe")  # no runs.json: a new "evaluate" run
+    assert "L24/auroc" in child.data.metrics and "Lall/baseline/easix/auroc" in child.data.metrics
+    names = {a.path for a in MlflowClient().list_artifacts(child.info.run_id)}
+    assert {"metrics.json", "plots", "figures"} <= names
 
 
-def test_same_inputs_same_bytes(run_a, tmp_path: Path):
-    """Identical metrics.json and model files on a second run (also with a different n_jobs)."""
-    workdir_a, _ = run_a
-    run_pipeline(tmp_path, eval_config(n_jobs=1), landmark_frame())
-    assert (tmp_path / evaluate.METRICS_PATH).read_bytes() == (workdir_a / evaluate.METRICS_PATH).read_bytes()
-    files_a = sorted(p.relative_to(workdir_a) for p in (workdir_a / "models").rglob("*") if p.is_file())
-    files_b = sorted(p.relative_to(tmp_path) for p in (tmp_path / "models").rglob("*") if p.is_file())
-    assert files_a == files_b
-    for rel in files_a:
-        if rel.name == "runs.json":  # MLflow run ids differ by design
-            continue
-        assert (tmp_path / rel).read_bytes() == (workdir_a / rel).read_bytes(), rel
-    oof_a = pd.read_parquet(workdir_a / train.OOF_PATH)
-    oof_b = pd.read_parquet(tmp_path / train.OOF_PATH)
-    pd.testing.assert_frame_equal(oof_a, oof_b)
-
-
-def test_evaluate_without_oof_is_a_user_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from pipeline.errors import UserError
-
-    monkeypatch.chdir(tmp_path)
+def test_missing_or_damaged_oof_is_a_user_error(tmp_path):
+    config = eval_config(tmp_path)
     with pytest.raises(UserError, match="oof.parquet"):
-        evaluate.main(eval_config())
+        evaluate.main(config)
+    _write_inputs(config, make_oof().drop(columns=["fold"]))
+    with pytest.raises(UserError, match=r"oof.parquet: out-of-fold predictions: column 'fold' missing.*crs train"):
+        evaluate.main(config)
+    assert not config.paths.metrics.exists()
 
 
 def test_evaluate_rows_skips_single_class():
@@ -177,5 +240,14 @@ def test_evaluate_rows_skips_single_class():
             "threshold__model": 0.5,
         }
     )
-    out = evaluate.evaluate_rows(rows, {}, 10, 0)
-    assert out["events"] == 3 and "skipped" in out
+    out = evaluate_rows(rows, {}, 10, 0)
+    assert out == {"skipped": "3 events and 17 non-events; need at least 5 of each", "n": 20, "events": 3}
+
+
+def test_unpaired_repeats_are_a_user_error():
+    oof = make_oof()
+    rows = oof[(oof["target"] == "crs_severe") & (oof["landmark_hours"] == 24.0)]
+    second = rows[rows["repeat"] == 1].iloc[::-1]
+    shuffled = pd.concat([rows[rows["repeat"] == 0], second], ignore_index=True)
+    with pytest.raises(UserError, match="oof.parquet: repeats do not cover the same rows"):
+        evaluate_rows(shuffled, {}, 10, 0, source="data/processed/oof.parquet")

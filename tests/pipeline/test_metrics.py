@@ -1,4 +1,4 @@
-"""Metric functions against sklearn and hand-computed values."""
+"""Metric functions against sklearn and hand-computed values (undefined cases are NaN, never an error)."""
 
 from __future__ import annotations
 
@@ -38,7 +38,29 @@ def test_weighted_auroc_equals_repeated_rows(scored):
 def test_auroc_hand_computed():
     # pairs (pos, neg): (0.8>0.1) (0.8>0.4) (0.4=0.4 tie) (0.4>0.1) -> (1 + 1 + 0.5 + 1) / 4
     assert M.auroc([1, 1, 0, 0], [0.8, 0.4, 0.4, 0.1]) == pytest.approx(0.875)
+    # Weight 2 on the tied negative (3 negative units): pos 0.8 beats all 3, pos 0.4 beats 0.1 (1) and
+    # ties 0.4 twice (2 x 0.5) -> (3 + 1 + 1) / (2 positives x 3 negatives)
+    assert M.auroc([1, 1, 0, 0], [0.8, 0.4, 0.4, 0.1], weights=[1, 1, 2, 1]) == pytest.approx(5 / 6)
     assert math.isnan(M.auroc([1, 1], [0.2, 0.3]))
+    assert math.isnan(M.auroc([1, 0, 0], [0.2, 0.3, 0.1], weights=[0, 1, 1]))  # no weighted positive
+
+
+def test_auprc_and_brier_hand_computed():
+    # Ranked 0.9 (event), 0.8, 0.7 (event), 0.1: recall steps 0.5 at precision 1/1 and 0.5 at precision 2/3.
+    assert M.auprc([1, 0, 1, 0], [0.9, 0.8, 0.7, 0.1]) == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)
+    assert math.isnan(M.auprc([0, 0], [0.2, 0.3]))  # no events: undefined (sklearn says 0)
+    # ((0.8 - 1)^2 + (0.4 - 0)^2) / 2
+    assert M.brier([1, 0], [0.8, 0.4]) == pytest.approx(0.1)
+
+
+def test_classification_at_threshold_one_class_is_nan():
+    stats = M.classification_at_threshold([0, 0, 0], [0.1, 0.5, 0.9], 0.6)
+    assert math.isnan(stats["sensitivity"])  # no events
+    assert stats["ppv"] == 0.0  # 0.9 flagged: 0 TP of 1 flagged
+    assert stats["specificity"] == pytest.approx(2 / 3) and stats["npv"] == pytest.approx(1.0)
+    # Per-row thresholds (each row judged by its own training fold's threshold).
+    per_row = M.classification_at_threshold([1, 1, 0, 0], [0.5, 0.5, 0.5, 0.2], [0.4, 0.6, 0.4, 0.1])
+    assert per_row["sensitivity"] == pytest.approx(0.5) and per_row["specificity"] == pytest.approx(0.0)
 
 
 def test_calibration_slope_and_intercept():
@@ -97,6 +119,18 @@ def test_bootstrap_ci_contains_estimate_and_resamples_patients(scored):
     # Every row of a patient has the same multiplicity; each replicate draws 100 patients.
     assert np.all(weights.reshape(5, 100, 4).std(axis=2) == 0)
     assert np.all(weights.sum(axis=1) == 400)
+
+
+def test_calibration_curve_bins_hand_computed():
+    # Quantile edges of 0.1..0.5 in 2 bins: 0.1, 0.3, 0.5. Bins are [0.1, 0.3) and [0.3, 0.5]: 0.3 goes up
+    # (sklearn's calibration_curve would put it in the lower bin: predicted 0.2 and 0.45).
+    predicted, observed, counts = M.calibration_curve_bins([0, 0, 1, 0, 1], [0.1, 0.2, 0.3, 0.4, 0.5], n_bins=2)
+    assert predicted == pytest.approx([0.15, 0.4])
+    assert observed == pytest.approx([0.0, 2 / 3])
+    assert list(counts) == [2, 3]
+    # Constant predictions: one bin.
+    predicted, observed, counts = M.calibration_curve_bins([0, 1, 1, 0], [0.3] * 4)
+    assert list(predicted) == [0.3] and list(observed) == [0.5] and list(counts) == [4]
 
 
 def test_calibration_curve_bins():

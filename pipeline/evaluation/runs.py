@@ -1,0 +1,78 @@
+"""Logging evaluation results into the MLflow runs that ``crs train`` opened (ids in ``models/runs.json``)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pipeline import tracking
+from pipeline.config import Config
+from pipeline.evaluation.plots import PLOT_KINDS
+
+
+def _model_metrics(prefix: str, model: dict[str, Any]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key, value in model.items():
+        if key == "auroc_ci":
+            if value[0] is not None:
+                out[tracking.metric_key(prefix, "auroc_ci_lo")] = value[0]
+                out[tracking.metric_key(prefix, "auroc_ci_hi")] = value[1]
+        elif key == "net_benefit":
+            for pt, nb in value.items():
+                if nb is not None:
+                    out[tracking.metric_key(prefix, f"net_benefit_{pt}")] = nb
+        elif value is not None:
+            out[tracking.metric_key(prefix, key)] = value
+    return out
+
+
+def flat_metrics(entry_by_landmark: dict[str, Any]) -> dict[str, float]:
+    """One target's metrics.json entries as flat MLflow metric keys ("L48/auroc", "Lall/baseline/easix/auroc")."""
+    out: dict[str, float] = {}
+    for lk, entry in entry_by_landmark.items():
+        prefix = f"L{lk}"
+        out[tracking.metric_key(prefix, "n")] = entry.get("n", 0)
+        out[tracking.metric_key(prefix, "events")] = entry.get("events", 0)
+        if "skipped" in entry:
+            continue
+        out.update(_model_metrics(prefix, entry["model"]))
+        for name, b in entry["baselines"].items():
+            for key in ("auroc", "auprc", "brier"):
+                if b.get(key) is not None:
+                    out[tracking.metric_key(prefix, "baseline", name, key)] = b[key]
+    return out
+
+
+def _log_target(target: str, by_landmark: dict[str, Any], config: Config) -> None:
+    import mlflow
+
+    mlflow.log_metrics(flat_metrics(by_landmark))
+    mlflow.log_dict(by_landmark, "metrics.json")
+    for kind in PLOT_KINDS:
+        csv = config.paths.plots_dir / kind / f"{target}.csv"
+        if csv.exists():
+            mlflow.log_artifact(str(csv), artifact_path="plots")
+    png = config.paths.figures_dir / f"{target}.png"
+    if png.exists():
+        mlflow.log_artifact(str(png), artifact_path="figures")
+
+
+def log_to_mlflow(metrics: dict[str, Any], config: Config) -> None:
+    """Metrics, plot data and figures into the training runs (or a new "evaluate" run if they are gone)."""
+    import mlflow
+
+    runs_path = config.paths.runs
+    runs = json.loads(runs_path.read_text()) if runs_path.exists() else {}
+    with tracking.quiet_mlflow():
+        tracking.setup(config.train.experiment_name)
+        parent_id = runs.get("parent_run_id")
+        if not (runs.get("tracking_uri") == tracking.tracking_uri() and parent_id and tracking.run_exists(parent_id)):
+            print("evaluate: training runs not found in this tracking store; logging to a new run")
+            parent_id, runs = None, {"targets": {}}
+        with mlflow.start_run(run_id=parent_id, run_name=None if parent_id else "evaluate") as parent:
+            mlflow.log_artifact(str(config.paths.metrics))
+            for target, by_landmark in metrics.items():
+                run_id = runs.get("targets", {}).get(target)
+                kwargs = {"run_id": run_id} if run_id else {"run_name": target}
+                with mlflow.start_run(nested=True, parent_run_id=parent.info.run_id, **kwargs):
+                    _log_target(target, by_landmark, config)
