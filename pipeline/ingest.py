@@ -29,11 +29,6 @@ def run(config: Config, raw_tables: dict[str, RawTable]) -> IngestResult:
     return result
 
 
-def ingest_cohort(cohort_dir: str | Path) -> IngestResult:
-    """Read and validate a canonical cohort directory (no output written; report without settings)."""
-    return ingest_tables(read_cohort(cohort_dir))
-
-
 def write_outputs(result: IngestResult, out_dir: Path, report_path: Path) -> None:
     """The whole output directory appears at once, and the report only after it."""
     with atomic_dir(out_dir) as tmp:
@@ -60,4 +55,4 @@ def main(config: Config, cohort: Path | None = None, out: Path | None = None, re
     )
 
 
-__all__ = ["IngestResult", "ingest_cohort", "main", "run", "write_outputs"]
+__all__ = ["IngestResult", "main", "run", "write_outputs"]

@@ -7,7 +7,6 @@ report, predict and the MLflow pyfunc model, so all of them agree to the last di
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.cohort import is_missing_value
 from pipeline.errors import UserError
 from pipeline.model.calibration import Calibrator
 from pipeline.model.specs import FeatureSpec, apply_feature_specs
@@ -151,11 +151,6 @@ class TargetModel:
 @functools.cache
 def _category_lookup(categories: tuple[str, ...]) -> dict[str, float]:
     return {c: float(i) for i, c in enumerate(categories)}
-
-
-def is_missing_value(value: Any) -> bool:
-    """None, NA, NaT or float NaN."""
-    return value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and math.isnan(value))
 
 
 @dataclass

@@ -18,9 +18,11 @@ import pandas as pd
 import pytest
 
 from pipeline import predict
+from pipeline.adapters.frames import raw_to_combined, read_new_cohort
 from pipeline.errors import UserError
-from pipeline.predict import Scorer, raw_to_combined, read_new_cohort, score_cohort
-from pipeline.registry_model import MODEL_NAME, log_and_register, unscoreable_features
+from pipeline.predict import Scorer
+from pipeline.scoring import score_cohort
+from pipeline.serving.registry import MODEL_NAME, log_and_register, unscoreable_features
 from tests.pipeline.test_predict import build_bundle
 
 PATIENTS = ["P00001", "P00002", "P00003", "P00004", "P00005", "P00006", "P00007", "P00008"]
@@ -112,7 +114,7 @@ def test_model_is_registered_from_code_without_pickle(registered):
     local = Path(mlflow.artifacts.download_artifacts(f"models:/{MODEL_NAME}/latest"))
     files = [p for p in local.rglob("*") if p.is_file()]
     assert not [p for p in files if p.suffix in {".pkl", ".pickle", ".joblib", ".cloudpickle"}]
-    assert any(p.name == "mlflow_model.py" for p in files)  # the model is code
+    assert any(p.name == "pyfunc.py" for p in files)  # the model is code
     assert {"booster.json", "calibrator.json", "features.json", "metadata.json", "scoring_config.json",
             "analytes.csv", "units.csv"} <= {p.name for p in files}
     assert "loader_module: mlflow.pyfunc.loaders.code_model" in (local / "MLmodel").read_text()

@@ -11,18 +11,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import featurize, ingest, predict, simulate, train
+from pipeline import contracts, featurize, predict, simulate
+from pipeline.adapters.canonical import read_cohort
+from pipeline.adapters.frames import combined_to_raw, raw_to_combined, read_new_cohort
 from pipeline.config import Config, parse_config
 from pipeline.errors import UserError
-from pipeline.predict import (
-    PREDICTION_COLUMNS,
-    Scorer,
-    combined_to_raw,
-    load_setup,
-    raw_to_combined,
-    read_new_cohort,
-    score_cohort,
-)
+from pipeline.ingestion import ingest_tables
+from pipeline.model import apply_feature_specs, build_feature_specs, fit_calibrator
+from pipeline.predict import Scorer, load_setup
+from pipeline.scoring import PREDICTION_COLUMNS, score_cohort
+from pipeline.training.booster import fit_booster, predict_booster
 
 SMALL = {
     "static_features": ["age", "product"],
@@ -38,17 +36,17 @@ def build_bundle(root: Path, n_patients: int = 150, seed: int = 3) -> tuple[Conf
     config = parse_config(SMALL)
     cohort = root / "cohort"
     simulate.main(config, out=cohort, n_patients=n_patients, seed=seed)
-    result = ingest.ingest_cohort(cohort)
+    result = ingest_tables(read_cohort(cohort))
     landmarks = featurize.run(config, result.tables)
-    columns = train.feature_columns(landmarks)
-    specs = train.build_feature_specs(landmarks, columns)
+    columns = contracts.feature_columns(landmarks.columns)
+    specs = build_feature_specs(landmarks, columns)
     models = root / "models"
     for target in config.targets:
         rows = landmarks[landmarks[f"label__{target}"].notna()].reset_index(drop=True)
         y = rows[f"label__{target}"].to_numpy(dtype=int)
-        X = train.apply_feature_specs(rows, specs)
-        booster = train.fit_booster(X, y, config.train, specs, seed)
-        calibrator = train.fit_calibrator(train.predict_booster(booster, X, 1), y, "isotonic")
+        X = apply_feature_specs(rows, specs)
+        booster = fit_booster(X, y, config.train, specs, seed)
+        calibrator = fit_calibrator(predict_booster(booster, X, 1), y, "isotonic")
         directory = models / target
         directory.mkdir(parents=True)
         (directory / "booster.json").write_bytes(bytes(booster.save_raw(raw_format="json")))
@@ -90,7 +88,7 @@ def test_same_numbers_as_the_scoring_module(bundle):
     setup = load_setup(models, config)
     result = score_cohort(read_new_cohort(cohort), setup)
     # The reference: the stage's own landmark table scored by pipeline.scoring (pandas path).
-    reference = featurize.run(config, ingest.ingest_cohort(cohort).tables)
+    reference = featurize.run(config, ingest_tables(read_cohort(cohort)).tables)
     keys = result.landmarks[["patient_id", "landmark_hours"]].astype({"patient_id": "str"})
     reference = keys.merge(reference.astype({"patient_id": "str"}), on=["patient_id", "landmark_hours"], how="left")
     for target, model in setup.bundle.targets.items():

@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.errors import UserError
 from pipeline.io import read_stage_parquet
-from pipeline.scoring import load_bundle, risk_band
+from pipeline.model import load_bundle, risk_band
 from tests.pipeline.test_explain import trained_run
 
 

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
+from pipeline.adapters.canonical import read_cohort
 from pipeline.config import Config, SimulateConfig
-from pipeline.ingest import ingest_cohort
+from pipeline.ingestion import ingest_tables
 from pipeline.simulate import main as simulate_main
 
 
@@ -21,7 +22,7 @@ def simulated(tmp_path_factory):
 
 def test_ingest_reports_exactly_the_injected_faults(simulated):
     cohort, truth = simulated
-    report = ingest_cohort(cohort).report
+    report = ingest_tables(read_cohort(cohort)).report
     expected = truth["expected_ingest"]
     assert report["quarantine_by_reason"] == expected["quarantine_by_reason"]
     assert report["duplicates_dropped"] == expected["duplicates_dropped"]
@@ -39,6 +40,6 @@ def test_ingest_reports_exactly_the_injected_faults(simulated):
 def test_clean_cohort_has_no_quarantine(tmp_path):
     config = Config(simulate=SimulateConfig(n_patients=150, seed=3, faults=False))
     simulate_main(config, out=tmp_path / "clean")
-    report = ingest_cohort(tmp_path / "clean").report
+    report = ingest_tables(read_cohort(tmp_path / "clean")).report
     assert report["rows_quarantined"] == 0 and report["duplicates_dropped"] == 0
     assert report["rows_accepted"] == report["rows_read"]
