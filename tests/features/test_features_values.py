@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from features import LandmarkFeaturizer, feature_table
-from features.landmarks import LandmarkSpec, Target, landmark_matrix
 from features.errors import FeatureError
+from features.landmarks import LandmarkSpec, Target, landmark_matrix
 from pipeline.registry import load_registry, normalize_unit
 
 TARGETS = (Target("crs_severe", "CRS", 3), Target("icans_severe", "ICANS", 3))
