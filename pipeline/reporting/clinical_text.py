@@ -17,6 +17,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from pipeline.contracts import ANALYTE_SEPARATOR, LANDMARK_HOURS, analyte_feature
+
 #: Display names for canonical analyte codes and derived-feature prefixes.
 DISPLAY_NAMES: dict[str, str] = {
     "IL6": "IL-6",
@@ -87,9 +89,9 @@ def display_name(code: str) -> str:
 
 def feature_group(feature: str) -> str:
     """Clinical group of a model feature: analyte code (``IL6``), derived group or covariate name."""
-    if feature == "landmark_hours":
+    if feature == LANDMARK_HOURS:
         return "LANDMARK"
-    prefix, sep, _ = feature.partition("__")
+    prefix, sep, _ = feature.partition(ANALYTE_SEPARATOR)
     if not sep:
         return feature  # static covariate: its own group
     if prefix in _DERIVED_GROUPS:
@@ -190,25 +192,24 @@ def describe_analyte(
     ``row`` maps feature names to values at the landmark. ``censoring`` is that of the latest result
     (``left``/``right``/``none``) when known.
     """
-    p = code.lower()
     name = display_name(code)
-    latest = row.get(f"{p}__latest")
+    latest = row.get(analyte_feature(code, "latest"))
     when = f" before {format_number(landmark_hours)} h" if landmark_hours is not None else ""
     if _missing(latest):
         return f"{name} not measured{when}"
     parts = [f"{name} {format_value(latest, unit, censoring)}"]
-    baseline, fold = row.get(f"{p}__baseline"), row.get(f"{p}__fold_change")
+    baseline, fold = row.get(analyte_feature(code, "baseline")), row.get(analyte_feature(code, "fold_change"))
     if not _missing(baseline) and not _missing(fold):
         parts.append(f"{format_fold(float(fold))} baseline ({format_value(baseline, unit)})")
     elif _missing(baseline):
         parts.append("no pre-infusion baseline")
-    slope = row.get(f"{p}__slope_24h")
+    slope = row.get(analyte_feature(code, "slope_24h"))
     if _missing(slope):
-        slope = row.get(f"{p}__slope_48h")
+        slope = row.get(analyte_feature(code, "slope_48h"))
     trend = format_trend(slope)  # type: ignore[arg-type]
     if trend:
         parts.append(trend)
-    n_censored = row.get(f"{p}__n_censored")
+    n_censored = row.get(analyte_feature(code, "n_censored"))
     if not _missing(n_censored) and float(n_censored) > 0 and censoring not in ("left", "right"):
         k = int(n_censored)
         parts.append(f"{k} earlier result{'s' if k > 1 else ''} beyond assay limit")
@@ -223,12 +224,12 @@ def describe_group(
     censoring: str | None = None,
 ) -> str:
     """Plain words for one driver group at the landmark row ``row`` (feature name -> value)."""
-    landmark = row.get("landmark_hours")
+    landmark = row.get(LANDMARK_HOURS)
     lm = float(landmark) if not _missing(landmark) else None  # type: ignore[arg-type]
     if group == "LANDMARK":
         return f"Time since infusion {_hours(lm)}" if lm is not None else "Time since infusion"
     if group == "FEVER":
-        tmax, since = row.get("temp__max"), row.get("fever__hours_since_first")
+        tmax, since = row.get(analyte_feature("TEMP", "max")), row.get(analyte_feature("FEVER", "hours_since_first"))
         text = "Temperature not recorded since infusion" if _missing(tmax) else (
             f"Highest temperature since infusion {format_value(tmax, 'C')}")
         if not _missing(since):
@@ -237,24 +238,22 @@ def describe_group(
             text += ", no fever yet"
         return text
     if group in ("TOCILIZUMAB", "STEROIDS"):
-        p = group.lower()
         name = "Tocilizumab" if group == "TOCILIZUMAB" else "Corticosteroids"
-        given, since = row.get(f"{p}__given"), row.get(f"{p}__hours_since")
+        given, since = row.get(analyte_feature(group, "given")), row.get(analyte_feature(group, "hours_since"))
         if _missing(given) or float(given) == 0:  # type: ignore[arg-type]
             return f"{name} not given yet"
         return f"{name} given, last dose {_hours(since)} ago" if not _missing(since) else f"{name} given"
     if group in ("EASIX", "M_EASIX"):
-        p = group.lower()
-        latest, base = row.get(f"{p}__latest"), row.get(f"{p}__baseline")
+        latest, base = row.get(analyte_feature(group, "latest")), row.get(analyte_feature(group, "baseline"))
         name = display_name(group)
         if _missing(latest) and _missing(base):
-            return f"{name} not computable (missing LDH, platelets or {'CRP' if p == 'm_easix' else 'creatinine'})"
+            return f"{name} not computable (missing LDH, platelets or {'CRP' if group == 'M_EASIX' else 'creatinine'})"
         parts = [f"{name} {format_number(latest)}" if not _missing(latest) else f"{name} latest not computable"]
         if not _missing(base):
             parts.append(f"baseline {format_number(base)}")
         return ", ".join(parts)
     if group == "CAR_HEMATOTOX":
-        value = row.get("car_hematotox__baseline")
+        value = row.get(analyte_feature("CAR_HEMATOTOX", "baseline"))
         if _missing(value):
             return "CAR-HEMATOTOX not computable (a baseline blood count or CRP/ferritin missing)"
         return f"CAR-HEMATOTOX {format_number(value)} points at baseline ({'high' if float(value) >= 2 else 'low'} risk group)"

@@ -9,10 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import evaluate, explain, train
+from pipeline import evaluate, explain, explanation, train
 from pipeline.config import Config, parse_config
+from pipeline.contracts import shap_column
 from pipeline.io import write_parquet
-from pipeline.scoring import ModelBundle, load_bundle
+from pipeline.model import ModelBundle, load_bundle
 from tests.helpers import in_workdir
 from tests.pipeline.test_train import LANDMARKS, make_landmarks
 
@@ -28,6 +29,11 @@ class Run:
     measurements: pd.DataFrame
     treatments: pd.DataFrame
 
+
+def paths_under(config: Config, root: Path) -> Config:
+    """``config`` with every stage-to-stage path (``config.paths``) moved under ``root``."""
+    moved = {name: root / value for name, value in config.paths if isinstance(value, Path)}
+    return config.model_copy(update={"paths": config.paths.model_copy(update=moved)})
 
 
 def synthetic_measurements(landmarks: pd.DataFrame, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -58,7 +64,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     if "run" in _CACHE:
         return _CACHE["run"]
     workdir = tmp_path_factory.mktemp("explain_run")
-    config = parse_config(
+    config = paths_under(parse_config(
         {
             "targets": {"crs_severe": {"event": "CRS", "min_grade": 3}, "icans_severe": {"event": "ICANS", "min_grade": 3}},
             "landmarks_hours": LANDMARKS,
@@ -68,14 +74,14 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
             "explain": {"top_features": 2},
             "report": {"markers": ["IL6", "CRP"], "top_drivers": 3},
         }
-    )
+    ), workdir)
     landmarks = make_landmarks(150, seed=5)
     measurements, treatments = synthetic_measurements(landmarks)
-    with in_workdir(workdir):
-        write_parquet(landmarks, config.featurize.output_path)
+    write_parquet(landmarks, config.paths.landmarks)
+    with in_workdir(workdir):  # the training runs go to a private MLflow store in workdir
         train.main(config)
         evaluate.main(config)
-    bundle = load_bundle(workdir / "models")
+    bundle = load_bundle(config.paths.models_dir)
     _CACHE["run"] = Run(workdir, config, bundle, landmarks, measurements, treatments)
     return _CACHE["run"]
 
@@ -86,15 +92,15 @@ def run(tmp_path_factory) -> Run:
 
 
 def test_shap_additivity_and_schema(run: Run):
-    frames = explain.explain_landmarks(run.bundle, run.landmarks, run.config)
+    frames = explanation.explain_landmarks(run.bundle, run.landmarks, run.config)
     assert set(frames) == {"crs_severe", "icans_severe"}
     for target, frame in frames.items():
         model = run.bundle.targets[target]
-        assert list(frame.columns[:6]) == explain.ID_COLUMNS
-        assert list(frame.columns[6:]) == [f"shap__{f}" for f in model.feature_names]
+        assert list(frame.columns[:6]) == explanation.ID_COLUMNS
+        assert list(frame.columns[6:]) == [shap_column(f) for f in model.feature_names]
         assert len(frame) == len(run.landmarks)
         assert frame["patient_id"].tolist() == run.landmarks["patient_id"].astype(str).tolist()
-        _, values = explain.shap_matrix(frame)
+        _, values = explanation.shap_matrix(frame)
         # exact TreeSHAP: base + sum of contributions = the booster's log-odds margin
         np.testing.assert_allclose(frame["base_value"] + values.sum(axis=1), frame["margin"], atol=1e-4)
         np.testing.assert_allclose(frame["margin"], model.margin(run.landmarks), atol=1e-6)
@@ -106,37 +112,50 @@ def test_shap_additivity_and_schema(run: Run):
 
 def test_explain_is_pure(run: Run):
     before = run.landmarks.copy()
-    explain.explain_landmarks(run.bundle, run.landmarks, run.config)
+    outputs = explain.run(run.config, run.landmarks, run.bundle)
     pd.testing.assert_frame_equal(run.landmarks, before)
+    assert set(outputs) == {"crs_severe", "crs_severe_summary", "icans_severe", "icans_severe_summary"}
 
 
 def test_summary_maps_features_to_clinical_terms(run: Run):
-    frame = explain.explain_landmarks(run.bundle, run.landmarks, run.config)["crs_severe"]
-    summary = explain.summary_table(frame, run.config)
-    assert list(summary.columns) == explain.SUMMARY_COLUMNS
+    frame = explanation.explain_landmarks(run.bundle, run.landmarks, run.config)["crs_severe"]
+    summary = explanation.summary_table(frame, run.config)
+    assert list(summary.columns) == explanation.SUMMARY_COLUMNS
     assert summary["rank"].tolist() == list(range(1, len(summary) + 1))
     assert summary["mean_abs_shap"].is_monotonic_decreasing
     il6 = summary.set_index("feature").loc["il6__fold_change"]
     assert (il6["analyte"], il6["summary"], il6["unit"]) == ("IL6", "fold_change", "ratio")
     assert il6["description"] == "latest / baseline IL6"
+    crp = summary.set_index("feature").loc["crp__latest"]
+    assert crp["unit"] == "mg/L"  # canonical unit from the analyte registry
     # the signal feature of make_landmarks must rank first
     assert summary["feature"].iloc[0] == "il6__fold_change"
 
 
-def test_main_writes_outputs_and_logs_only_summaries(run: Run):
+def test_main_writes_outputs_and_logs_only_summaries(run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from mlflow.tracking import MlflowClient
 
-    with in_workdir(run.workdir):
-        explain.main(run.config)
-        out = Path(run.config.explain.output_dir)
-        for target in ("crs_severe", "icans_severe"):
-            assert (out / f"{target}.parquet").exists()
-            assert (out / f"{target}_summary.csv").exists()
-            assert (out / f"{target}_bar.png").exists() and (out / f"{target}_beeswarm.png").exists()
-            assert len(list(out.glob(f"{target}_dependence_*.png"))) == 2
-        client = MlflowClient()
-        run_id = run.bundle.runs["targets"]["crs_severe"]
-        logged = [a.path for a in client.list_artifacts(run_id, "explain")]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{run.workdir / 'mlflow.db'}")
+    out = tmp_path / "shap"
+    config = run.config.model_copy(update={"paths": run.config.paths.model_copy(update={"shap_dir": out})})
+    explain.main(config)
+    for target in ("crs_severe", "icans_severe"):
+        assert (out / f"{target}.parquet").exists()
+        assert (out / f"{target}_summary.csv").exists()
+        assert (out / f"{target}_bar.png").exists() and (out / f"{target}_beeswarm.png").exists()
+        assert len(list(out.glob(f"{target}_dependence_*.png"))) == 2
+    run_id = run.bundle.runs["targets"]["crs_severe"]
+    logged = [a.path for a in MlflowClient().list_artifacts(run_id, "explain")]
     assert "explain/crs_severe_summary.csv" in logged
     assert "explain/crs_severe_beeswarm.png" in logged
     assert not any(p.endswith(".parquet") for p in logged)  # patient-level rows stay local
+
+
+def test_main_rejects_a_damaged_landmark_table(run: Run, tmp_path: Path):
+    from pipeline.errors import UserError
+
+    bad = tmp_path / "landmarks.parquet"
+    write_parquet(run.landmarks.drop(columns=["landmark_hours"]), bad)
+    config = run.config.model_copy(update={"paths": run.config.paths.model_copy(update={"landmarks": bad})})
+    with pytest.raises(UserError, match=r"landmarks\.parquet: .*'landmark_hours' missing .*crs featurize"):
+        explain.main(config)

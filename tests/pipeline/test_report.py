@@ -1,4 +1,5 @@
-"""crs report: clinical wording, cohort bands, patient pages, index, model card, pseudonymisation, atomicity."""
+"""crs report: clinical wording, cohort bands, patient pages, index, model card, pseudonymisation, atomicity,
+the pure stage ``run`` and ``main`` on paths under a temporary folder."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import clinical_text as ct
-from pipeline import explain, report
+from pipeline import report, reporting
 from pipeline.errors import UserError
+from pipeline.explanation import explain_landmarks
+from pipeline.io import write_parquet
+from pipeline.reporting import clinical_text as ct
+from pipeline.reporting import sections
 from tests.pipeline.test_explain import Run, trained_run
 
 
@@ -23,10 +27,10 @@ def run(tmp_path_factory) -> Run:
 
 
 def write_pages(run: Run, out: Path, **kwargs) -> list[Path]:
-    explanations = explain.explain_landmarks(run.bundle, run.landmarks, run.config)
-    bands = report.compute_cohort_bands(run.measurements, run.landmarks, ["IL6", "CRP"], "crs_severe")
-    metrics = json.loads((run.workdir / "reports/metrics.json").read_text())
-    return report.write_patient_reports(
+    explanations = explain_landmarks(run.bundle, run.landmarks, run.config)
+    bands = reporting.compute_cohort_bands(run.measurements, run.landmarks, ["IL6", "CRP"], "crs_severe")
+    metrics = json.loads(run.config.paths.metrics.read_text())
+    return reporting.write_patient_reports(
         out, config=run.config, bundle=run.bundle, explanations=explanations, landmarks=run.landmarks,
         measurements=run.measurements, treatments=run.treatments, cohort_bands=bands, metrics=metrics, **kwargs,
     )
@@ -105,8 +109,8 @@ def test_cohort_bands_quartiles_per_group():
         # one value per patient in the 24-36 h bin: event patients 100 + i, others i
         rows.append({"patient_id": pid, "hours_since_anchor": 30.0, "analyte": "IL6",
                      "value": float(100 + i if event else i), "unit": "pg/mL"})
-    bands = report.compute_cohort_bands(pd.DataFrame(rows), pd.DataFrame(lms), ["IL6"], "crs_severe")
-    assert list(bands.columns) == report.BAND_COLUMNS
+    bands = reporting.compute_cohort_bands(pd.DataFrame(rows), pd.DataFrame(lms), ["IL6"], "crs_severe")
+    assert list(bands.columns) == reporting.BAND_COLUMNS
     at = bands[bands["bin_start_hours"] == 24.0].set_index("group")
     assert at.loc["event", "p50"] == pytest.approx(np.median(np.arange(100, 112)))
     assert at.loc["no_event", "p25"] == pytest.approx(np.percentile(np.arange(12, 24), 25))
@@ -143,7 +147,7 @@ def test_pages_contain_risk_drivers_charts_disclaimer_identity(run: Run, tmp_pat
 
 def test_index_sorted_by_current_risk(run: Run, tmp_path: Path):
     write_pages(run, tmp_path / "patients")
-    frames = explain.explain_landmarks(run.bundle, run.landmarks, run.config)
+    frames = explain_landmarks(run.bundle, run.landmarks, run.config)
     latest = run.landmarks["landmark_hours"].max()
     current = pd.concat([f[f["landmark_hours"] == latest].set_index("patient_id")["probability"]
                          for f in frames.values()], axis=1).max(axis=1)
@@ -154,7 +158,7 @@ def test_index_sorted_by_current_risk(run: Run, tmp_path: Path):
 
 
 def test_pseudonymisation_removes_every_raw_id(run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv(report.SALT_ENV, "test-salt")
+    monkeypatch.setenv(reporting.SALT_ENV, "test-salt")
     ids = run.landmarks["patient_id"].astype(str).unique()
     messages = {ids[0]: [f"Patient {ids[0]}: no IL-6 measured before 48 h."]}
     out = tmp_path / "patients"
@@ -163,15 +167,15 @@ def test_pseudonymisation_removes_every_raw_id(run: Run, tmp_path: Path, monkeyp
     for path in out.iterdir():
         assert not pattern.search(path.name), path.name
         assert not pattern.search(path.read_text()), path.name
-    alias = report.pseudonym(ids[0], "test-salt")
+    alias = reporting.pseudonym(ids[0], "test-salt")
     assert (out / f"{alias}.html").exists()
     assert f"Patient {alias}: no IL-6" in (out / f"{alias}.html").read_text()
-    assert report.pseudonym(ids[0], "other-salt") != alias
+    assert reporting.pseudonym(ids[0], "other-salt") != alias
 
 
 def test_pseudonymisation_without_salt_is_a_user_error(run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.delenv(report.SALT_ENV, raising=False)
-    with pytest.raises(UserError, match=report.SALT_ENV):
+    monkeypatch.delenv(reporting.SALT_ENV, raising=False)
+    with pytest.raises(UserError, match=reporting.SALT_ENV):
         write_pages(run, tmp_path / "patients", pseudonymise=True)
     assert not (tmp_path / "patients").exists()
 
@@ -181,7 +185,7 @@ def test_writes_are_atomic(run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyP
     out.mkdir()
     (out / "old.html").write_text("previous run")
     calls = {"n": 0}
-    original = report.svg_marker
+    original = sections.svg_marker
 
     def failing(*args, **kwargs):
         calls["n"] += 1
@@ -189,7 +193,7 @@ def test_writes_are_atomic(run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyP
             raise RuntimeError("disk full")
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(report, "svg_marker", failing)
+    monkeypatch.setattr(sections, "svg_marker", failing)
     with pytest.raises(RuntimeError):
         write_pages(run, out)
     assert [p.name for p in tmp_path.iterdir()] == ["patients"]  # no temporary directory left
@@ -197,18 +201,14 @@ def test_writes_are_atomic(run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_model_card_tripod_items(run: Run, tmp_path: Path):
-    metrics = json.loads((run.workdir / "reports/metrics.json").read_text())
-    oof = pd.read_parquet(run.workdir / "data/processed/oof.parquet")
+    metrics = json.loads(run.config.paths.metrics.read_text())
+    oof = pd.read_parquet(run.config.paths.oof)
     ids = run.landmarks["patient_id"].astype(str).unique()
     patients = pd.DataFrame({"patient_id": ids, "site": ["A" if i % 3 else "B" for i in range(len(ids))]})
-    figures = tmp_path / "figures"
-    figures.mkdir()
-    import shutil
-
-    shutil.copy(run.workdir / "reports/figures/crs_severe.png", figures / "crs_severe.png")
-    path = report.write_model_card(
+    figures = reporting.read_figures(run.config.paths.figures_dir, ["crs_severe"])
+    path = reporting.write_model_card(
         tmp_path / "model_card.html", config=run.config, bundle=run.bundle, metrics=metrics,
-        landmarks=run.landmarks, patients=patients, oof=oof, figures_dir=figures,
+        landmarks=run.landmarks, patients=patients, oof=oof, figures=figures,
     )
     card = path.read_text()
     for heading in ("Outcome definition and time horizon", "Data splitting", "Missing data",
@@ -230,7 +230,7 @@ def test_training_cohort_pages_show_out_of_fold_risk_not_in_sample():
     """The deployed model's own score for a training patient is in-sample; pages show the
     out-of-fold risk (mean over CV repeats) and nothing where the patient was not at risk."""
     from pipeline.config import Config
-    from pipeline.report import out_of_fold_risks
+    from pipeline.reporting import out_of_fold_risks
 
     frame = pd.DataFrame({"patient_id": ["A", "A", "B"], "landmark_hours": [0.0, 24.0, 0.0],
                           "probability": [0.99, 0.99, 0.01], "band": ["high", "high", "low"]})
@@ -240,3 +240,60 @@ def test_training_cohort_pages_show_out_of_fold_risk_not_in_sample():
     out = out_of_fold_risks({"t": frame}, oof, Config())["t"]
     np.testing.assert_allclose(out["probability"].to_numpy(), [0.25, np.nan, 0.05])
     assert out["band"].tolist() == ["intermediate", "", "low"]
+
+
+def test_page_file_names_stay_inside_the_output_folder():
+    assert reporting.page_filename("P0001") == "P0001.html"
+    assert reporting.page_filename("PS-0123abcd") == "PS-0123abcd.html"
+    for pid in ("../../etc/passwd", "a/b", ".hidden", "x y", ""):
+        name = reporting.page_filename(pid)
+        assert "/" not in name and not name.startswith(".") and name.endswith(".html"), name
+    assert reporting.page_filename("a/b") != reporting.page_filename("a_b")
+
+
+def test_every_page_section_has_a_template_block():
+    template = (Path(reporting.__file__).parent / "templates" / "patient.html.j2").read_text()
+    for name in reporting.PAGE_SECTIONS:
+        assert f"{{% block {name} %}}" in template, name
+
+
+def stage_inputs(run: Run) -> report.ReportInputs:
+    ids = run.landmarks["patient_id"].astype(str).unique()
+    return report.ReportInputs(
+        bundle=run.bundle, landmarks=run.landmarks, measurements=run.measurements, treatments=run.treatments,
+        patients=pd.DataFrame({"patient_id": ids, "site": "A"}),
+        metrics=json.loads(run.config.paths.metrics.read_text()), oof=pd.read_parquet(run.config.paths.oof),
+    )
+
+
+def test_run_is_pure_and_shows_out_of_fold_risk(run: Run):
+    before = run.landmarks.copy()
+    out = report.run(run.config, stage_inputs(run))
+    pd.testing.assert_frame_equal(run.landmarks, before)
+    assert len(out.pages) == run.landmarks["patient_id"].nunique()
+    assert 'id="risk-source"' in out.index and "out-of-fold" in out.pages[0][1]
+    assert set(out.cohort_bands["target"]) <= {"crs_severe", "icans_severe"} and len(out.cohort_bands)
+    assert "Outcome definition and time horizon" in out.model_card
+
+
+def test_main_reads_and_writes_config_paths(run: Run, tmp_path: Path):
+    """The stage on a folder of its own: inputs and outputs through config.paths, no change of directory."""
+    paths = run.config.paths
+    interim = tmp_path / "interim"
+    inputs = stage_inputs(run)
+    for name, frame in (("measurements", inputs.measurements), ("treatments", inputs.treatments),
+                        ("patients", inputs.patients)):
+        write_parquet(frame, interim / f"{name}.parquet")
+    config = run.config.model_copy(update={"paths": paths.model_copy(update={
+        "interim_dir": interim, "shap_dir": tmp_path / "shap", "patients_dir": tmp_path / "patients",
+        "cohort_bands": tmp_path / "cohort_bands.parquet", "model_card": tmp_path / "model_card.html"})})
+    report.main(config, pseudonymise=False)
+    n = run.landmarks["patient_id"].nunique()
+    assert len(list((tmp_path / "patients").glob("*.html"))) == n + 1
+    assert (tmp_path / "model_card.html").exists() and (tmp_path / "cohort_bands.parquet").exists()
+    # a damaged out-of-fold file is one line naming the file and the stage to rerun
+    bad = tmp_path / "oof.parquet"
+    write_parquet(inputs.oof.drop(columns=["repeat"]), bad)
+    damaged = config.model_copy(update={"paths": config.paths.model_copy(update={"oof": bad})})
+    with pytest.raises(UserError, match=r"oof\.parquet: .*'repeat' missing .*crs train"):
+        report.main(damaged, pseudonymise=False)

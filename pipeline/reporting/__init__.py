@@ -1,0 +1,51 @@
+"""Reporting library: patient pages, the index, the model card and the cohort marker bands.
+
+Modules: :mod:`.charts` (self-contained SVG charts), :mod:`.clinical_text` (plain-language wording),
+:mod:`.cohort_bands`, :mod:`.ids` (pseudonyms, safe file names), :mod:`.model_info` (model identity
+and validation), :mod:`.patient_data` (inputs indexed by patient), :mod:`.sections` (one builder per
+page section), :mod:`.pages` (pages and index), :mod:`.model_card`. Templates in ``templates/``.
+It may import the model layer, contracts, config, io, registry, metrics and :mod:`pipeline.explanation`;
+never a stage module. The stage ``crs report`` is :mod:`pipeline.report`; ``crs predict`` uses it too.
+"""
+
+from pipeline.reporting.cohort_bands import BAND_COLUMNS, cohort_bands_for, compute_cohort_bands
+from pipeline.reporting.ids import SALT_ENV, id_mapper, page_filename, pseudonym
+from pipeline.reporting.model_card import (
+    model_card_context,
+    read_figures,
+    render_model_card,
+    write_model_card,
+)
+from pipeline.reporting.pages import (
+    OUT_OF_FOLD_NOTE,
+    out_of_fold_risks,
+    render_pages,
+    write_pages,
+    write_patient_reports,
+)
+from pipeline.reporting.patient_data import ReportData
+from pipeline.reporting.sections import DISCLAIMER, DISCLAIMER_LEAD, PAGE_SECTIONS, data_quality_messages
+
+__all__ = [
+    "BAND_COLUMNS",
+    "DISCLAIMER",
+    "DISCLAIMER_LEAD",
+    "OUT_OF_FOLD_NOTE",
+    "PAGE_SECTIONS",
+    "SALT_ENV",
+    "ReportData",
+    "cohort_bands_for",
+    "compute_cohort_bands",
+    "data_quality_messages",
+    "id_mapper",
+    "model_card_context",
+    "out_of_fold_risks",
+    "page_filename",
+    "pseudonym",
+    "read_figures",
+    "render_model_card",
+    "render_pages",
+    "write_model_card",
+    "write_pages",
+    "write_patient_reports",
+]

@@ -1,0 +1,208 @@
+"""``reports/model_card.html``: TRIPOD+AI items (CLINICAL.md section 8); no patient ids appear in it.
+
+The two PNG figures per target (from ``crs evaluate``) are embedded as base64, so the card is one
+self-contained file.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline import metrics as M
+from pipeline.config import Config, landmark_key
+from pipeline.contracts import LANDMARK_HOURS, MODEL, PATIENT_ID, analyte_feature, prob_column
+from pipeline.io import atomic_path
+from pipeline.model import ModelBundle
+from pipeline.reporting import clinical_text as ct
+from pipeline.reporting.model_info import model_identity, target_label
+from pipeline.reporting.pages import environment
+from pipeline.reporting.sections import DISCLAIMER, DISCLAIMER_LEAD
+
+MIN_SITE_EVENTS = 5  # a site with fewer events (or non-events) gets no AUROC in the model card
+MODEL_ROW = "XGBoost model (this card)"
+
+
+def _png_data_uri(png: bytes | None) -> str | None:
+    if png is None:
+        return None
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def read_figures(figures_dir: Path, targets: list[str]) -> dict[str, bytes]:
+    """The calibration figure (PNG bytes) of each target that has one in ``figures_dir``."""
+    return {t: (Path(figures_dir) / f"{t}.png").read_bytes() for t in targets if (Path(figures_dir) / f"{t}.png").exists()}
+
+
+def _fmt(v: Any, digits: int = 2) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    return f"{v:.{digits}f}"
+
+
+def _auroc_ci(m: Mapping[str, Any]) -> str:
+    return f"{_fmt(m['auroc'])} ({_fmt(m['auroc_ci'][0])}–{_fmt(m['auroc_ci'][1])})"
+
+
+def site_variation(oof: pd.DataFrame | None, patients: pd.DataFrame | None, target: str) -> list[dict[str, Any]]:
+    """AUROC per site (mean over CV repeats, all landmarks pooled); sites with < 5 events flagged."""
+    if oof is None or patients is None or "site" not in patients.columns:
+        return []
+    sub = oof[oof["target"] == target]
+    if sub.empty:
+        return []
+    site = patients.set_index(patients[PATIENT_ID].astype(str))["site"].astype("string")
+    sub = sub.assign(site=sub[PATIENT_ID].astype(str).map(site).fillna("unknown").to_numpy())
+    first = sub["repeat"].min()
+    out = []
+    for name, g in sub.groupby("site", observed=True):
+        g0 = g[g["repeat"] == first]
+        events, n = int(g0["label"].sum()), len(g0)
+        row = {"site": str(name), "patients": int(g0[PATIENT_ID].nunique()), "rows": n, "events": events}
+        if events < MIN_SITE_EVENTS or n - events < MIN_SITE_EVENTS:
+            row["auroc"] = f"too few events (< {MIN_SITE_EVENTS})" if events < MIN_SITE_EVENTS else "too few non-events"
+        else:
+            aucs = [M.auroc(r["label"].to_numpy(dtype=float), r[prob_column(MODEL)].to_numpy(dtype=float))
+                    for _, r in g.groupby("repeat")]
+            row["auroc"] = _fmt(float(np.nanmean(aucs)))
+        out.append(row)
+    return out
+
+
+def missingness_table(landmarks: pd.DataFrame, config: Config) -> list[dict[str, Any]]:
+    """Share of landmark rows without any measurement / without a baseline, per analyte and landmark."""
+    rows = []
+    hours = sorted(landmarks[LANDMARK_HOURS].unique())
+    for code in config.featurize.analytes:
+        count, has_base = analyte_feature(code, "count"), analyte_feature(code, "has_baseline")
+        if count not in landmarks:
+            continue
+        row = {"analyte": ct.display_name(code)}
+        for h in hours:
+            at = landmarks[landmarks[LANDMARK_HOURS] == h]
+            row[f"none_{h:g}"] = f"{(at[count] == 0).mean() * 100:.0f}%"
+        row["no_baseline"] = f"{(landmarks[has_base] == 0).mean() * 100:.0f}%" if has_base in landmarks else "–"
+        rows.append(row)
+    return rows
+
+
+def _is_simulated(cohort_path: str) -> bool:
+    return (Path(cohort_path) / "truth.json").exists() or "synthetic" in str(cohort_path)
+
+
+def performance_rows(by_landmark: Mapping[str, Any], keys: list[str]) -> list[dict[str, Any]]:
+    """Discrimination and calibration of the model per landmark (and pooled) from metrics.json."""
+    perf = []
+    for k in keys:
+        e = by_landmark.get(k, {})
+        m = e.get("model")
+        prev = (e.get("events", 0) / e["n"]) if e.get("n") else None
+        perf.append({
+            "landmark": "all (pooled)" if k == "all" else f"{k} h", "n": e.get("n", 0), "events": e.get("events", 0),
+            "prevalence": f"{prev * 100:.1f}%" if prev is not None else "–",
+            "skipped": e.get("skipped"),
+            "auroc": _fmt(m["auroc"]) if m else "–",
+            "ci": f"{_fmt(m['auroc_ci'][0])}–{_fmt(m['auroc_ci'][1])}" if m else "",
+            "auprc": _fmt(m["auprc"]) if m else "–", "brier": _fmt(m["brier"], 3) if m else "–",
+            "slope": _fmt(m["calibration_slope"]) if m else "–",
+            "intercept": _fmt(m["calibration_intercept"]) if m else "–",
+            "sensitivity": _fmt(m["sensitivity"]) if m else "–", "specificity": _fmt(m["specificity"]) if m else "–",
+        })
+    return perf
+
+
+def baseline_rows(by_landmark: Mapping[str, Any], keys: list[str]) -> list[dict[str, Any]]:
+    """AUROC (CI) of the model (first row) and each published score per landmark."""
+    cells: dict[str, dict[str, str]] = {}
+    for k in keys:
+        e = by_landmark.get(k, {})
+        for name, b in (e.get("baselines") or {}).items():
+            cells.setdefault(name, {})[k] = f"unavailable: {b['unavailable']}" if "unavailable" in b else _auroc_ci(b)
+        if e.get("model"):
+            cells.setdefault(MODEL_ROW, {})[k] = _auroc_ci(e["model"])
+    model_row = cells.pop(MODEL_ROW, None)
+    rows = [{"name": MODEL_ROW, "cells": [model_row.get(k, "–") for k in keys], "model": True}] if model_row else []
+    return rows + [{"name": n, "cells": [c.get(k, "–") for k in keys], "model": False} for n, c in cells.items()]
+
+
+def net_benefit_rows(pooled: Mapping[str, Any]) -> list[dict[str, str]]:
+    """Net benefit of the model against treat-all at each decision threshold (pooled landmarks)."""
+    if "model" not in pooled or not pooled.get("n"):
+        return []
+    prev = pooled["events"] / pooled["n"]
+    return [{"pt": f"{pt:.2f}", "model": _fmt(pooled["model"]["net_benefit"].get(f"{pt:.2f}"), 3),
+             "all": _fmt(prev - (1 - prev) * pt / (1 - pt), 3)} for pt in M.NET_BENEFIT_THRESHOLDS]
+
+
+def top_features(summary: pd.DataFrame | None) -> list[dict[str, Any]]:
+    """The ten features with the largest mean |SHAP| (from ``crs explain``'s summary table)."""
+    if summary is None:
+        return []
+    return [{"feature": r.feature, "label": ct.group_label(ct.feature_group(r.feature)), "unit": r.unit,
+             "description": r.description, "mean_abs_shap": f"{r.mean_abs_shap:.3f}"}
+            for r in summary.head(10).itertuples()]
+
+
+def target_card(config: Config, bundle: ModelBundle, target: str, metrics: Mapping[str, Any], keys: list[str],
+                oof: pd.DataFrame | None, patients: pd.DataFrame | None, summary: pd.DataFrame | None,
+                figure: bytes | None) -> dict[str, Any]:
+    """The model card's section for one target."""
+    model = bundle.targets[target]
+    meta = model.metadata
+    tdef = meta.get("target_definition", {})
+    by_landmark = metrics.get(target, {})
+    return {
+        "name": target, "label": target_label(config, target), "event": tdef.get("event"),
+        "min_grade": tdef.get("min_grade"), "horizon_hours": meta.get("horizon_hours"),
+        "identity": model_identity(bundle, target),
+        "n_rows": meta.get("n_rows"), "n_events": meta.get("n_events"), "n_patients": meta.get("n_patients"),
+        "threshold": _fmt((meta.get("models", {}).get("all") or {}).get("threshold"), 3),
+        "threshold_rule": meta.get("threshold_rule", ""), "calibration": meta.get("calibration", ""),
+        "params": meta.get("params", {}), "perf": performance_rows(by_landmark, keys), "landmark_keys": keys,
+        "baselines": baseline_rows(by_landmark, keys), "net_benefit": net_benefit_rows(by_landmark.get("all", {})),
+        "figure": _png_data_uri(figure), "sites": site_variation(oof, patients, target),
+        "top": top_features(summary), "n_features": len(model.feature_names),
+    }
+
+
+def model_card_context(
+    *, config: Config, bundle: ModelBundle, metrics: dict | None, landmarks: pd.DataFrame,
+    patients: pd.DataFrame | None, oof: pd.DataFrame | None, summaries: Mapping[str, pd.DataFrame] | None = None,
+    figures: Mapping[str, bytes] | None = None,
+) -> dict[str, Any]:
+    """Everything the model card template renders. ``figures``: per target its PNG (:func:`read_figures`)."""
+    figures = figures or {}
+    keys = [landmark_key(h) for h in config.landmarks_hours] + ["all"]
+    targets = [target_card(config, bundle, t, metrics or {}, keys, oof, patients,
+                           summaries.get(t) if summaries else None, figures.get(t)) for t in bundle.targets]
+    first = next(iter(bundle.targets.values())).metadata
+    cohort_path = str(first.get("cohort_path", config.cohort.path))
+    return {
+        "targets": targets, "config": config, "hours": [f"{h:g}" for h in sorted(landmarks[LANDMARK_HOURS].unique())],
+        "missing": missingness_table(landmarks, config), "disclaimer": DISCLAIMER, "disclaimer_lead": DISCLAIMER_LEAD,
+        "n_patients": int(landmarks[PATIENT_ID].nunique()),
+        "has_site": patients is not None and "site" in patients.columns,
+        "simulated": _is_simulated(cohort_path), "cohort_path": cohort_path, "grading_scale": config.cohort.grading_scale,
+        "static_features": config.static_features, "analytes": [ct.display_name(a) for a in config.featurize.analytes],
+        "generated": time.strftime("%Y-%m-%d"),
+    }
+
+
+def render_model_card(**context_args: Any) -> str:
+    """The model card's HTML (arguments of :func:`model_card_context`). Pure."""
+    return environment().get_template("model_card.html.j2").render(**model_card_context(**context_args))
+
+
+def write_model_card(path: Path, **context_args: Any) -> Path:
+    """Render the model card to ``path`` atomically (arguments of :func:`model_card_context`)."""
+    html_text = render_model_card(**context_args)
+    with atomic_path(path) as tmp:
+        tmp.write_text(html_text, encoding="utf-8")
+    return Path(path)

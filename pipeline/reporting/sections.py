@@ -1,0 +1,194 @@
+"""One builder per section of a patient page; each returns the context of one template block.
+
+A builder takes the indexed report inputs (:class:`~pipeline.reporting.patient_data.ReportData`) and
+one patient (:class:`~pipeline.reporting.patient_data.PatientView`) and returns a dict that the block
+of the same name in ``templates/patient.html.j2`` renders. Adding a section to the page is one
+function here (listed in :data:`PAGE_SECTIONS`) and one ``{% block <name> %}`` in the template.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from markupsafe import Markup
+
+from pipeline.config import Config
+from pipeline.contracts import LANDMARK_HOURS, PATIENT_ID, analyte_feature, onset_column
+from pipeline.reporting import clinical_text as ct
+from pipeline.reporting.charts import BAND_COLOURS, svg_marker, svg_risk_trajectory, svg_waterfall
+from pipeline.reporting.cohort_bands import MarkerBands
+from pipeline.reporting.model_info import horizon_text, validation_at
+from pipeline.reporting.patient_data import PatientView, ReportData
+
+DISCLAIMER_LEAD = "Decision support, not a diagnosis."
+DISCLAIMER = (
+    "These risks are statistical estimates from a model trained on past patients; they do not replace "
+    "clinical assessment, ASTCT grading or local protocols."
+)
+NEUTRAL_COLOUR = "#6b7280"
+
+Section = Callable[[ReportData, PatientView], dict[str, Any]]
+
+
+def _onset(view: PatientView, target: str) -> float | None:
+    onset = view.landmark_row.get(onset_column(target))
+    return float(onset) if onset is not None and not pd.isna(onset) else None
+
+
+def header_section(data: ReportData, view: PatientView) -> dict[str, Any]:
+    """Patient id, landmark, risk source, disclaimer and the data-quality notes."""
+    notes = [n.replace(view.pid, view.display) for n in data.messages.get(view.pid, [])]
+    return {"patient": view.display, "latest": view.latest if view.scored else None,
+            "pseudonymised": data.pseudonymise, "risk_note": data.risk_note, "notes": notes,
+            "disclaimer": DISCLAIMER, "disclaimer_lead": DISCLAIMER_LEAD}
+
+
+def risk_section(data: ReportData, view: PatientView) -> dict[str, Any]:
+    """One card per target scored at the latest landmark: calibrated risk, band, horizon, onset."""
+    cards = []
+    for t, i in view.at_latest.items():
+        rows = data.rows[t]
+        band = str(rows.band[i])
+        onset = _onset(view, t)
+        cards.append({"target": t, "label": data.labels[t], "probability": float(rows.probability[i]),
+                      "band": band, "band_colour": BAND_COLOURS.get(band, NEUTRAL_COLOUR),
+                      "horizon": horizon_text(data.identities[t]["horizon_hours"]),
+                      "onset": ct.format_number(onset) if onset is not None else None})
+    rcfg = data.config.report
+    return {"cards": cards, "low_below": rcfg.band_low_below, "high_from": rcfg.band_high_from}
+
+
+def given_treatments(data: ReportData, view: PatientView) -> list[tuple[float, str]]:
+    """(hours, class) of tocilizumab / steroid doses up to the landmark (drawn on the charts)."""
+    a, b = view.treatments
+    hours = data.treatments.columns["hours_since_anchor"]
+    return [(float(hours[i]), data.treatment_class[i]) for i in range(a, b) if data.treatment_class[i]]
+
+
+def trajectory_section(data: ReportData, view: PatientView) -> dict[str, Any]:
+    """Risk over the landmarks, one line per target (open circles after a recorded onset)."""
+    if not view.scored:
+        return {"svg": Markup(""), "legend": []}
+    series = []
+    for t in data.targets:
+        rows, by_hour = data.rows[t], view.by_hour[t]
+        probs = [float(rows.probability[by_hour[h]]) if h in by_hour else math.nan for h in view.hours]
+        onset = _onset(view, t)
+        series.append((data.labels[t], data.colours[t], probs, [onset is not None and onset <= h for h in view.hours]))
+    rcfg = data.config.report
+    svg = svg_risk_trajectory(view.hours, series, rcfg.band_low_below, rcfg.band_high_from,
+                              given_treatments(data, view))
+    legend = [{"label": data.labels[t], "colour": data.colours[t]} for t in view.at_latest]
+    return {"svg": Markup(svg), "legend": legend}
+
+
+def _top_groups(keys: list[str], sums: np.ndarray, top_n: int) -> tuple[list[tuple[str, float]], float, int]:
+    """Top groups by |sum| plus the summed rest, for one row."""
+    order = np.argsort(-np.abs(sums), kind="stable")
+    top = [(keys[j], float(sums[j])) for j in order[:top_n]]
+    rest = order[top_n:]
+    return top, float(sums[rest].sum()), len(rest)
+
+
+def _latest_censoring(data: ReportData, view: PatientView, code: str) -> str | None:
+    a, upto = view.measurements
+    idx = np.flatnonzero(data.measurements.columns["analyte"][a:upto] == code)
+    return str(data.measurements.columns["censoring"][a + idx[-1]]) if idx.size else None
+
+
+def target_drivers(data: ReportData, view: PatientView, target: str, i: int) -> dict[str, Any]:
+    """Top driver groups of one target's score at the latest landmark, in words and as a waterfall."""
+    rows = data.rows[target]
+    top, other, n_other = _top_groups(rows.groups, rows.group_shap[i], data.config.report.top_drivers)
+    drivers = []
+    for group, v in top:
+        text = ct.describe_group(group, view.landmark_row, data.units, censoring=_latest_censoring(data, view, group))
+        drivers.append({"label": ct.group_label(group), "text": text, "sentence": ct.driver_sentence(text, v),
+                        "effect": f"{v:+.2f}", "direction": "up" if v > 0 else "down"})
+    items = [(ct.group_label(g), v) for g, v in top]
+    if n_other:
+        items.append((f"{n_other} other factors", other))
+    waterfall = svg_waterfall(float(rows.base_value[i]), items, float(rows.margin[i]),
+                              f"Waterfall of drivers for {data.labels[target]}")
+    return {"target": target, "label": data.labels[target], "drivers": drivers, "waterfall": Markup(waterfall)}
+
+
+def drivers_section(data: ReportData, view: PatientView) -> dict[str, Any]:
+    """Per target scored at the latest landmark: its top drivers (exact SHAP summed per group)."""
+    return {"latest": view.latest, "targets": [target_drivers(data, view, t, i) for t, i in view.at_latest.items()]}
+
+
+def markers_section(data: ReportData, view: PatientView) -> dict[str, Any]:
+    """One chart per configured marker: the patient's values up to now against the cohort bands."""
+    cols = data.measurements.columns
+    a, upto = view.measurements
+    given = given_treatments(data, view)
+    charts = []
+    for code in data.config.report.markers:
+        idx = a + np.flatnonzero(cols["analyte"][a:upto] == code)
+        times = cols["hours_since_anchor"][idx]
+        now = view.latest if view.scored else (float(times.max()) if idx.size else 0.0)
+        charts.append(Markup(svg_marker(
+            ct.display_name(code), ct.display_unit(data.units.get(code, "")), times, cols["value"][idx],
+            cols["censoring"][idx] != "none", data.bands.get(code, MarkerBands()), given, now, data.band_label)))
+    return {"charts": charts, "band_label": data.band_label}
+
+
+def treatments_section(data: ReportData, view: PatientView) -> dict[str, Any]:
+    """Every treatment recorded up to the landmark."""
+    a, b = view.treatments
+    cols = data.treatments.columns
+    items = [{"hours": ct.format_number(cols["hours_since_anchor"][i]), "drug": cols["drug"][i]} for i in range(a, b)]
+    return {"latest": view.latest if view.scored else None, "rows": items}
+
+
+def model_section(data: ReportData, view: PatientView) -> dict[str, Any]:
+    """Per target scored at the latest landmark: validation there and the model's identity."""
+    return {"targets": [{"label": data.labels[t], "validation": validation_at(data.metrics, t, view.latest),
+                         "identity": data.identities[t]} for t in view.at_latest]}
+
+
+#: Template block name -> builder, in page order.
+PAGE_SECTIONS: dict[str, Section] = {
+    "header": header_section,
+    "risk": risk_section,
+    "trajectory": trajectory_section,
+    "drivers": drivers_section,
+    "markers": markers_section,
+    "treatments": treatments_section,
+    "model": model_section,
+}
+
+
+def page_context(data: ReportData, view: PatientView) -> dict[str, dict[str, Any]]:
+    """The context of every section of one patient's page."""
+    return {name: build(data, view) for name, build in PAGE_SECTIONS.items()}
+
+
+def data_quality_messages(landmarks: pd.DataFrame, config: Config) -> dict[str, list[str]]:
+    """Per patient, notes about data the model lacked at their latest landmark (shown on the pages)."""
+    latest = landmarks.sort_values([PATIENT_ID, LANDMARK_HOURS]).groupby(PATIENT_ID, observed=True).tail(1)
+    codes = [c for c in config.report.markers if analyte_feature(c, "count") in latest.columns]
+    out: dict[str, list[str]] = {}
+    for row in latest.itertuples(index=False):
+        r = row._asdict()
+        lm = ct.format_number(r[LANDMARK_HOURS])
+        counts = [r.get(analyte_feature(c, "count"), 0) or 0 for c in codes]
+        notes = []
+        if codes and all(float(n) == 0 for n in counts):
+            notes.append(f"No marker measured before {lm} h: risk rests on covariates and scores only.")
+        else:
+            missing = [ct.display_name(c) for c, n in zip(codes, counts, strict=True) if float(n) == 0]
+            if missing:
+                notes.append(f"Not measured before {lm} h: {', '.join(missing)}.")
+            no_base = [ct.display_name(c) for c, n in zip(codes, counts, strict=True)
+                       if float(n) > 0 and not r.get(analyte_feature(c, "has_baseline"), 1)]
+            if no_base:
+                notes.append(f"No pre-infusion baseline for {', '.join(no_base)}: fold changes unknown.")
+        if notes:
+            out[str(r[PATIENT_ID])] = notes
+    return out
