@@ -17,15 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from features import scores
-
-if TYPE_CHECKING:
-    from features.landmarks import AnalyteAtLandmark, LandmarkContext
 
 #: Same default as ``FeaturizeConfig.analytes`` (kept here so the library works without the pipeline).
 DEFAULT_ANALYTES: tuple[str, ...] = ("IL6", "IFNG", "CRP", "FERRITIN", "IL10", "MCP1", "LDH", "PLT")
@@ -57,7 +54,7 @@ class Summary:
     """
 
     name: str
-    compute: Callable[[AnalyteAtLandmark], np.ndarray]
+    compute: Callable[[Any], np.ndarray]  # takes a features.landmarks.AnalyteAtLandmark
     description: str
     unit: str
 
@@ -67,7 +64,7 @@ class Derived:
     """A cross-marker / clinical feature: ``compute(landmark_context) -> float array (n_patients,)``."""
 
     name: str
-    compute: Callable[[LandmarkContext], np.ndarray]
+    compute: Callable[[Any], np.ndarray]  # takes a features.landmarks.LandmarkContext
     description: str
     unit: str
 

@@ -65,15 +65,9 @@ def shap_matrix(frame: pd.DataFrame) -> tuple[list[str], np.ndarray]:
     return names, frame[[shap_column(n) for n in names]].to_numpy(dtype=float)
 
 
-def canonical_units() -> dict[str, str]:
-    """Analyte code -> canonical unit, from the analyte registry."""
-    analytes = load_registry().analytes
-    return dict(zip(analytes["code"], analytes["canonical_unit"], strict=True))
-
-
 def feature_definitions(config: Config) -> pd.DataFrame:
     """features.feature_table for this config (units from the analyte registry), indexed by feature name."""
-    return feature_table(config.featurize.analytes, config.static_features, canonical_units()).set_index("name")
+    return feature_table(config.featurize.analytes, config.static_features, load_registry().canonical_units).set_index("name")
 
 
 def summary_table(frame: pd.DataFrame, config: Config) -> pd.DataFrame:

@@ -15,6 +15,7 @@ from pipeline import contracts
 from pipeline.config import Config
 from pipeline.errors import UserError
 from pipeline.io import read_stage_parquet, write_parquet
+from pipeline.registry import load_registry
 
 REQUIRED_TABLES = ("patients", "measurements", "events")
 OPTIONAL_TABLES = ("treatments",)
@@ -28,7 +29,7 @@ def run(config: Config, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 def describe_features(config: Config) -> pd.DataFrame:
     """Every model feature (name, analyte, summary, description, unit) for this configuration."""
-    return feature_table(config.featurize.analytes, config.static_features)
+    return feature_table(config.featurize.analytes, config.static_features, load_registry().canonical_units)
 
 
 def read_tables(directory: Path) -> dict[str, pd.DataFrame]:

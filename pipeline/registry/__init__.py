@@ -50,6 +50,11 @@ class Registry:
     def canonical_unit(self, code: str) -> str:
         return str(self.analytes.loc[code, "canonical_unit"])
 
+    @property
+    def canonical_units(self) -> dict[str, str]:
+        """Analyte code -> canonical unit (what ``features.feature_table`` describes features in)."""
+        return dict(zip(self.analytes["code"], self.analytes["canonical_unit"], strict=True))
+
 
 def _read_csv(name: str) -> pd.DataFrame:
     with resources.files(__package__).joinpath(name).open("r", encoding="utf-8") as handle:

@@ -20,8 +20,8 @@ from features import TREATMENT_CLASSES
 from pipeline.config import Config
 from pipeline.contracts import HOURS_SINCE_ANCHOR, LANDMARK_HOURS, PATIENT_ID, shap_column, shap_features
 from pipeline.errors import UserError
-from pipeline.explanation import canonical_units
 from pipeline.model import ModelBundle
+from pipeline.registry import load_registry
 from pipeline.reporting import clinical_text as ct
 from pipeline.reporting.cohort_bands import MarkerBands, marker_bands
 from pipeline.reporting.ids import id_mapper
@@ -144,7 +144,7 @@ class ReportData:
             landmark_index={k: i for i, k in enumerate(keys)}, landmark_records=lm.to_dict("records"),
             measurements=PatientSlices.build(measurements, {HOURS_SINCE_ANCHOR: "float", "analyte": "str",
                                                             "value": "float", "censoring": "str"}),
-            treatments=trt, treatment_class=treatment_classes(trt.columns["drug"]), units=canonical_units(),
+            treatments=trt, treatment_class=treatment_classes(trt.columns["drug"]), units=load_registry().canonical_units,
             bands=marker_bands(cohort_bands, band_target),
             band_label=target_label(config, band_target) if band_target in config.targets else band_target,
             metrics=metrics, messages=messages or {}, to_id=to_id, pseudonymise=pseudonymise, risk_note=risk_note,

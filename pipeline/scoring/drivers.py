@@ -12,6 +12,7 @@ import pandas as pd
 
 from features import feature_table
 from pipeline.model import FeatureSpec
+from pipeline.registry import load_registry
 
 DRIVER_COLUMNS = ["feature", "value", "shap", "direction", "analyte", "unit", "description"]
 
@@ -19,7 +20,7 @@ DRIVER_COLUMNS = ["feature", "value", "shap", "direction", "analyte", "unit", "d
 @functools.cache
 def feature_descriptions(analytes: tuple[str, ...], static: tuple[str, ...]) -> dict[str, dict[str, str]]:
     """Feature name -> its row of :func:`features.feature_table` (analyte, unit, description)."""
-    table = feature_table(analytes, static)
+    table = feature_table(analytes, static, load_registry().canonical_units)
     return {row["name"]: row for row in table.to_dict("records")}
 
 
