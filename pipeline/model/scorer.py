@@ -123,6 +123,7 @@ class TargetModel:
                                   enable_categorical=True, nthread=1)
             margin = model.booster.predict(dmatrix, output_margin=True)
             scores.margin[rows] = margin
+            # float32 like the booster's own output (what training calibrated on), hence not calibration.expit.
             scores.probability[rows] = model.calibrator.predict(1.0 / (1.0 + np.exp(-margin)))
             if with_shap:
                 contribs = model.booster.predict(dmatrix, pred_contribs=True)

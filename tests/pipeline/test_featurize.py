@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features import LandmarkFeaturizer
+from features import FeatureError, LandmarkFeaturizer
 from pipeline import featurize
 from pipeline.config import parse_config
 from pipeline.errors import UserError
@@ -93,7 +93,7 @@ def test_treatments_table_is_optional() -> None:
 
 
 def test_missing_static_feature_is_a_user_error() -> None:
-    with pytest.raises(UserError, match="'costim'"):
+    with pytest.raises(FeatureError, match="'costim'"):
         featurize.run(_config(static_features=["age", "costim"]), _tables())
 
 
@@ -103,7 +103,7 @@ def test_main_writes_parquet_and_list_prints(tmp_path, capsys) -> None:
     for name, df in _tables().items():
         df.to_parquet(interim / f"{name}.parquet", index=False)
     out_path = tmp_path / "processed" / "landmarks.parquet"
-    config = _config(ingest={"output_dir": str(interim)}, featurize={"output_path": str(out_path)})
+    config = _config(paths={"interim_dir": str(interim), "landmarks": str(out_path)})
     featurize.main(config)
     written = pd.read_parquet(out_path)
     pd.testing.assert_frame_equal(written, featurize.run(config, featurize.read_tables(interim)))
@@ -118,6 +118,6 @@ def test_main_writes_parquet_and_list_prints(tmp_path, capsys) -> None:
 
 
 def test_main_without_ingest_output_is_a_user_error(tmp_path) -> None:
-    config = _config(ingest={"output_dir": str(tmp_path / "nope")})
+    config = _config(paths={"interim_dir": str(tmp_path / "nope")})
     with pytest.raises(UserError, match="crs ingest"):
         featurize.main(config)
