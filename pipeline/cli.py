@@ -41,8 +41,7 @@ def simulate(
     """Write the simulated CAR-T cohort (canonical format, plus truth.json)."""
     from pipeline import simulate as stage
 
-    config = _config(params)
-    stage.main(config, out=out or config.paths.simulated_cohort, n_patients=n_patients, seed=seed)
+    stage.main(_config(params), out=out, n_patients=n_patients, seed=seed)
 
 
 @app.command()
@@ -125,8 +124,10 @@ def predict(
     cohort: Annotated[Path, typer.Argument(help="Cohort directory of the new patients (cohort contract; events optional).")],
     out: Annotated[Path, typer.Option(help="Output directory (replaced as a whole).")],
     model: Annotated[
-        str, typer.Option(help="models/ directory, or an MLflow model URI such as models:/crs-severe-risk/latest.")
-    ] = "models",
+        str | None,
+        typer.Option(help="models/ directory (default paths.models_dir), or an MLflow model URI such as "
+                     "models:/crs-severe-risk/latest."),
+    ] = None,
     at: Annotated[
         float | None, typer.Option("--at", help="Score every patient at this hour after infusion (default: latest landmark).")
     ] = None,
@@ -140,7 +141,8 @@ def predict(
     """Score new patients: predictions.csv (risk, band, message per patient and target) and HTML pages."""
     from pipeline import predict as stage
 
-    stage.main(_config(params), cohort, model, out, at, reports=pages, pseudonymise=pseudonymise)
+    config = _config(params)
+    stage.main(config, cohort, model or config.paths.models_dir, out, at, reports=pages, pseudonymise=pseudonymise)
 
 
 def main() -> None:

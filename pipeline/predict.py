@@ -73,10 +73,10 @@ class Scorer:
     (synonyms, other units and censored ``<1.5`` are handled by the ingest rules).
     """
 
-    def __init__(self, model: str | Path = "models", config: Config | None = None) -> None:
+    def __init__(self, model: str | Path | None = None, config: Config | None = None) -> None:
         if config is None:
             config = load_config(DEFAULT_PARAMS) if DEFAULT_PARAMS.exists() else Config()
-        self.setup = load_setup(model, config)
+        self.setup = load_setup(model or config.paths.models_dir, config)
 
     def score_tables(
         self, tables: Mapping[str, pd.DataFrame | None], at_hours: float | None = None, **kwargs: Any

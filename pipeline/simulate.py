@@ -42,10 +42,12 @@ def write_cohort(tables: dict[str, pa.Table], truth: dict[str, Any], out: str | 
         (tmp / "truth.json").write_text(json.dumps(truth, indent=2) + "\n")
 
 
-def main(config: Any, out: str | Path = Path("data/raw/synthetic"), n_patients: int | None = None,
+def main(config: Any, out: str | Path | None = None, n_patients: int | None = None,
          seed: int | None = None) -> dict[str, Any]:
-    """``crs simulate``: write the cohort for ``config.simulate`` (CLI overrides win); returns truth."""
+    """``crs simulate``: write the cohort for ``config.simulate`` (CLI overrides win) to ``out`` (default
+    ``paths.simulated_cohort``); returns truth."""
     start = time.perf_counter()
+    out = out or config.paths.simulated_cohort
     tables, truth = run(config, n_patients=n_patients, seed=seed)
     write_cohort(tables, truth, out)
     rows = truth["tables"]["measurements"]["rows_written"]

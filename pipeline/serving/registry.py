@@ -137,7 +137,7 @@ def input_example(config: Config, features: list[dict[str, Any]]) -> pd.DataFram
 
 
 def log_and_register(
-    config: Config, models_dir: str | Path = "models", run_id: str | None = None, register: bool = True
+    config: Config, models_dir: str | Path, run_id: str | None = None, register: bool = True
 ) -> dict[str, Any]:
     """Log the pyfunc model into ``run_id`` (or a new run) and register it as ``crs-severe-risk``.
 
@@ -185,7 +185,7 @@ def log_and_register(
     return {"model_uri": info.model_uri, "run_id": info.run_id, "version": version}
 
 
-def unscoreable_features(config: Config, models_dir: str | Path = "models") -> list[str]:
+def unscoreable_features(config: Config, models_dir: str | Path) -> list[str]:
     """Model features that featurize does not produce under ``config`` (e.g. a model trained on a
     hand-made landmark table): such a model cannot score raw records, so it is not registered."""
     produced = set(feature_table(config.featurize.analytes, config.static_features, units={})["name"])

@@ -17,12 +17,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import predict
+from pipeline import predict, register
 from pipeline.adapters.frames import raw_to_combined, read_new_cohort
 from pipeline.errors import UserError
 from pipeline.predict import Scorer
 from pipeline.scoring import score_cohort
 from pipeline.serving.registry import MODEL_NAME, log_and_register, unscoreable_features
+from tests.helpers import paths_in
 from tests.pipeline.test_predict import build_bundle
 
 PATIENTS = ["P00001", "P00002", "P00003", "P00004", "P00005", "P00006", "P00007", "P00008"]
@@ -189,9 +190,32 @@ def test_serve_answers_rest_with_the_same_probabilities(registered, server):
     assert all("no usable measurements" in r["message"] for r in rows)
 
 
-def test_train_registers_only_scoreable_models(registered):
+def test_only_scoreable_models_are_registered(registered):
     # A bundle whose features featurize cannot produce (hand-made landmark tables) is not registered.
     assert unscoreable_features(registered["config"], registered["models"]) == []
     other = registered["config"].model_copy(update={"static_features": []})
     assert unscoreable_features(other, registered["models"]) == ["age", "product"]
     assert json.loads((registered["models"] / "crs_severe" / "features.json").read_text())["features"]
+
+
+def test_register_stage_writes_what_it_registered(registered, tmp_path):
+    """`crs register` is its own stage: a new version for scoreable models, a reason (and no version)
+    otherwise; paths come from config, so nothing is read from or written to the working directory."""
+    root = registered["root"]
+    config = paths_in(registered["config"], tmp_path)
+    config = config.model_copy(update={"paths": config.paths.model_copy(update={"models_dir": registered["models"]})})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        mp.chdir(root)  # MLflow's default artifact root is relative to the working directory
+        register.main(config)
+        record = json.loads(config.paths.registration.read_text())
+        assert record["registered"] is True and record["model_name"] == MODEL_NAME
+        assert int(record["version"]) >= 2  # the fixture registered version 1
+        unscoreable = config.model_copy(update={"static_features": []})
+        assert register.run(unscoreable, registered["models"], {}) == {
+            "registered": False, "model_name": MODEL_NAME,
+            "reason": "featurize does not produce model features age, product with these params",
+        }
+    empty = tmp_path / "empty_models"
+    empty.mkdir()
+    assert register.run(config, empty, {})["reason"] == "no trained target"

@@ -192,6 +192,8 @@ def test_train_end_to_end(workdir: Path):
     assert run.data.params["train.max_depth"] == "3"
     assert run.data.tags["mlflow.parentRunId"] == runs["parent_run_id"]
     assert len(run.inputs.dataset_inputs) == 1
+    # Registering the MLflow model is the `register` stage's job, not a side effect of training.
+    assert mlflow.MlflowClient().search_registered_models() == []
 
 
 def test_unavailable_baselines_do_not_crash(workdir: Path):
