@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -10,23 +9,12 @@ import pandas as pd
 
 from pipeline import contracts as C
 from pipeline.config import TrainConfig
-from pipeline.model import LOGISTIC_BASELINE, SCORE_BASELINES, FeatureSpec
+from pipeline.model import LOGISTIC_BASELINE, SCORE_BASELINES
 from pipeline.training.baselines import fit_logistic_fold, score_baseline_fold
 from pipeline.training.booster import predict_booster
 from pipeline.training.calibrated import fit_calibrated_model
+from pipeline.training.data import FoldData
 from pipeline.training.splits import landmark_groups
-
-
-@dataclass(frozen=True)
-class FoldData:
-    """Everything one outer fold needs; picklable so folds can run in worker processes."""
-
-    X: pd.DataFrame
-    y: np.ndarray
-    groups: np.ndarray
-    landmarks: np.ndarray
-    specs: list[FeatureSpec]
-    available: dict[str, str | None]
 
 
 def _empty_part(te: np.ndarray, repeat: int, fold: int) -> pd.DataFrame:

@@ -16,7 +16,7 @@ from pipeline.model import FeatureSpec, apply_feature_specs, fit_calibrator
 from pipeline.model.artifacts import FEATURES_FILE, METADATA_FILE, booster_from_json, booster_json, json_bytes
 from pipeline.training.baselines import baseline_availability
 from pipeline.training.booster import fit_booster, xgb_params
-from pipeline.training.cv import FoldData
+from pipeline.training.data import FoldData
 from pipeline.training.splits import landmark_groups, outer_splits
 
 
