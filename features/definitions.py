@@ -15,6 +15,7 @@ and the doubling time is ``1 / slope``; times are real hours since the anchor (i
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,7 @@ import pandas as pd
 
 from features import scores
 
-#: Same default as ``FeaturizeConfig.analytes`` (kept here so the library works without the pipeline).
+#: The pre-``auto`` default list (``LandmarkFeaturizer`` now defaults to ``analytes="auto"``).
 DEFAULT_ANALYTES: tuple[str, ...] = ("IL6", "IFNG", "CRP", "FERRITIN", "IL10", "MCP1", "LDH", "PLT")
 #: Analytes the scores and clinical features read, whatever ``featurize.analytes`` says.
 DERIVED_ANALYTES: tuple[str, ...] = ("LDH", "CREAT", "PLT", "CRP", "ANC", "HGB", "FERRITIN", "TEMP")
@@ -69,19 +70,23 @@ class Derived:
     unit: str
 
 
+_NOT_NAME = re.compile(r"[^a-z0-9]+")
 _ratio = scores.safe_ratio
 _log2 = scores.safe_log2
 _dt = scores.doubling_time_hours
 
 # fmt: off
 SUMMARIES: tuple[Summary, ...] = (
-    Summary("latest", lambda a: a.latest, "most recent {analyte} at or before L", "{unit}"),
-    Summary("hours_since_latest", lambda a: a.hours_since_latest, "hours from the most recent {analyte} to L", "h"),
+    Summary("latest", lambda a: a.latest, "most recent {analyte} after the anchor, in (0, L] h; NaN before the first post-anchor sample", "{unit}"),
+    Summary("hours_since_latest", lambda a: a.hours_since_latest, "hours from the most recent post-anchor {analyte} to L", "h"),
     Summary("count", lambda a: a.count, "number of {analyte} measurements at or before L", "n"),
-    Summary("baseline", lambda a: a.baseline, "last {analyte} in [-baseline window, 0] h; missing stays missing", "{unit}"),
-    Summary("has_baseline", lambda a: a.has_baseline, "1 if a baseline {analyte} exists, else 0", "0/1"),
+    Summary("first", lambda a: a.first, "first {analyte} at or before L (any time, pre-anchor included)", "{unit}"),
+    Summary("baseline", lambda a: a.baseline, "last {analyte} in [-baseline window, 0] h; without one, the first in (0, min(L, fallback)] h", "{unit}"),
+    Summary("has_baseline", lambda a: a.has_baseline, "1 if a baseline {analyte} exists (either kind), else 0", "0/1"),
+    Summary("baseline_after_anchor", lambda a: a.baseline_after_anchor, "1 if the {analyte} baseline is the post-anchor fallback, 0 if pre-anchor, NaN if none", "0/1"),
     Summary("fold_change", lambda a: _ratio(a.latest, a.baseline), "latest / baseline {analyte}", "ratio"),
     Summary("log2_fold_change", lambda a: _log2(_ratio(a.latest, a.baseline)), "log2(latest / baseline {analyte})", "log2 ratio"),
+    Summary("log2_latest_over_first", lambda a: _log2(_ratio(a.latest, a.first)), "log2(latest / first {analyte})", "log2 ratio"),
     Summary("max", lambda a: a.maximum, "maximum {analyte} at or before L", "{unit}"),
     Summary("max_fold_change", lambda a: _ratio(a.maximum, a.baseline), "maximum so far / baseline {analyte}", "ratio"),
     Summary("slope_24h", lambda a: a.log2_slope(24.0), "least-squares slope of log2 {analyte} on real hours in [L-24, L]; NaN if < 2 points", "log2/h"),
@@ -89,7 +94,8 @@ SUMMARIES: tuple[Summary, ...] = (
     Summary("doubling_time_24h", lambda a: _dt(a.log2_slope(24.0)), "hours for {analyte} to double at the 24 h slope (1/slope; NaN if slope <= 0)", "h"),
     Summary("doubling_time_48h", lambda a: _dt(a.log2_slope(48.0)), "hours for {analyte} to double at the 48 h slope (1/slope; NaN if slope <= 0)", "h"),
     Summary("auc_log2_fold_change", lambda a: a.auc_log2_fold_change, "trapezoid area of log2({analyte} / baseline) over real hours [0, L], last value held to L", "log2 ratio x h"),
-    Summary("n_censored", lambda a: a.n_censored, "number of censored {analyte} results at or before L (used at their bound)", "n"),
+    Summary("n_below_limit", lambda a: a.n_below_limit, "number of {analyte} results below the assay limit ('<x', used at x) at or before L", "n"),
+    Summary("n_above_limit", lambda a: a.n_above_limit, "number of {analyte} results above the assay limit ('>x', used at x) at or before L", "n"),
 )
 
 DERIVED: tuple[Derived, ...] = (
@@ -108,9 +114,28 @@ DERIVED: tuple[Derived, ...] = (
 # fmt: on
 
 
+def analyte_summaries(code: str) -> list[tuple[str, Summary]]:
+    """``(feature name, summary)`` for every summary of ``code``, except those whose name a
+    :data:`DERIVED` feature already has (``temp__max`` is the post-anchor clinical feature, so TEMP's
+    all-time ``max`` summary is left out rather than shadowed)."""
+    derived = {d.name for d in DERIVED}
+    pairs = [(analyte_feature_name(code, s.name), s) for s in SUMMARIES]
+    return [(name, s) for name, s in pairs if name not in derived]
+
+
 def analyte_feature_name(code: str, summary: str) -> str:
-    """``("IL6", "fold_change") -> "il6__fold_change"``."""
-    return f"{code.strip().lower()}__{summary}"
+    """``("IL6", "fold_change") -> "il6__fold_change"``.
+
+    Registry codes are upper-case letters, digits and single ``_``; in a cohort's own analyte name (kept by
+    ``analytes="auto"``) every run of other characters becomes one ``_``
+    (``"Troponin I (hs)"`` -> ``troponin_i_hs__latest``), so names stay valid column and XGBoost names.
+    """
+    return f"{feature_stem(code)}__{summary}"
+
+
+def feature_stem(code: str) -> str:
+    """The lower-case, ``[a-z0-9_]`` prefix of an analyte's feature names."""
+    return _NOT_NAME.sub("_", code.strip().lower()).strip("_")
 
 
 def feature_table(
@@ -131,9 +156,9 @@ def feature_table(
     for code in analytes:
         code = code.strip().upper()
         unit = units.get(code, "") or "canonical unit"
-        for s in SUMMARIES:
+        for name, s in analyte_summaries(code):
             rows.append({
-                "name": analyte_feature_name(code, s.name),
+                "name": name,
                 "analyte": code,
                 "summary": s.name,
                 "description": s.description.format(analyte=code),

@@ -29,6 +29,8 @@ from features.errors import FeatureError
 from features.scores import safe_log2
 
 MEASUREMENT_COLUMNS = ("patient_id", "hours_since_anchor", "analyte", "value")
+#: ``SortedRows.censoring`` codes: left-censored ("<1.5", below the limit) and right-censored (">5000").
+CENSORED_BELOW, CENSORED_ABOVE = -1, 1
 EVENT_COLUMNS = ("patient_id", "event", "grade", "hours_since_anchor")
 TREATMENT_COLUMNS = ("patient_id", "hours_since_anchor", "drug")
 
@@ -55,6 +57,8 @@ class LandmarkSpec:
     baseline_window_hours: float = 168.0
     horizon_hours: float = 720.0
     targets: tuple[Target, ...] = ()
+    #: Without a pre-anchor baseline, the first value in (0, min(L, this)] h stands in for it.
+    baseline_fallback_hours: float = 24.0
     static_features: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -78,14 +82,14 @@ class SortedRows:
     patient: np.ndarray  # int64 patient code
     hours: np.ndarray  # float64 hours since anchor
     value: np.ndarray  # float64 canonical unit (the bound when censored); NaN for treatments
-    censored: np.ndarray  # bool
+    censoring: np.ndarray  # int8: CENSORED_BELOW (-1, "<x"), 0 (exact), CENSORED_ABOVE (+1, ">x")
 
     def take(self, keep: np.ndarray) -> SortedRows:
-        return SortedRows(self.patient[keep], self.hours[keep], self.value[keep], self.censored[keep])
+        return SortedRows(self.patient[keep], self.hours[keep], self.value[keep], self.censoring[keep])
 
     @staticmethod
     def empty() -> SortedRows:
-        return SortedRows(np.empty(0, np.int64), np.empty(0), np.empty(0), np.empty(0, bool))
+        return SortedRows(np.empty(0, np.int64), np.empty(0), np.empty(0), np.empty(0, np.int8))
 
 
 @dataclass(frozen=True)
@@ -130,6 +134,31 @@ def _codes(values: pd.Series, universe: Sequence[str]) -> np.ndarray:
     return pc.fill_null(found, -1).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
+def analyte_codes(values: pd.Series, codes: Sequence[str]) -> np.ndarray:
+    """Position of each analyte name in ``codes`` (-1 when absent), matched after trim + upper-case.
+
+    Names are hashed once in Arrow; only the distinct names are upper-cased in Python, so a cohort's
+    own spelling of an analyte the registry does not know ("Procalcitonin") matches its code.
+    """
+    arr = _arrow_strings(values)
+    uniques = pc.unique(arr)
+    position = {code: i for i, code in enumerate(codes)}
+    names = [None if u is None else str(u).strip().upper() for u in uniques.to_pylist()]
+    lut = np.array([position.get(n, -1) for n in names] + [-1], dtype=np.int64)
+    found = pc.fill_null(pc.index_in(arr, value_set=uniques), len(names))
+    return lut[found.to_numpy(zero_copy_only=False)]
+
+
+def censoring_codes(measurements: pd.DataFrame) -> np.ndarray:
+    """int8 per row: CENSORED_BELOW for ``left``, CENSORED_ABOVE for ``right``, else 0 (incl. no column)."""
+    if "censoring" not in measurements.columns:
+        return np.zeros(len(measurements), dtype=np.int8)
+    cens = _arrow_strings(measurements["censoring"])
+    found = pc.fill_null(pc.index_in(cens, value_set=pa.array(["left", "right"], type=cens.type)), -1)
+    lut = np.array([0, CENSORED_BELOW, CENSORED_ABOVE], dtype=np.int8)
+    return lut[found.to_numpy(zero_copy_only=False) + 1]
+
+
 def _float(values: pd.Series) -> np.ndarray:
     if values.dtype == np.float64:
         return values.to_numpy()  # read-only view under copy-on-write; never written to
@@ -163,22 +192,17 @@ def encode_cohort(
     """Encode the long tables into per-analyte sorted arrays (rows of unknown patients are ignored).
 
     ``measurements`` follows the ingest contract; ``censoring`` is optional (absent = none censored;
-    ``left`` / ``right`` = censored, the value being the bound).
+    ``left`` = below the limit, ``right`` = above it, the value being the bound; anything else, incl.
+    null, counts as not censored). Analyte names match ``analytes`` after trim + upper-case.
     Rows with a missing time or value are ignored (ingest has already quarantined them).
     """
     _require(measurements, MEASUREMENT_COLUMNS, "measurements")
     codes = list(dict.fromkeys(a.strip().upper() for a in analytes))
     patient = _codes(measurements["patient_id"], patient_ids)
-    analyte = _codes(measurements["analyte"], codes)
+    analyte = analyte_codes(measurements["analyte"], codes)
     hours = _float(measurements["hours_since_anchor"])
     value = _float(measurements["value"])
-    if "censoring" in measurements.columns:
-        # Contract values are none / left / right; anything else (incl. null) counts as not censored.
-        cens = _arrow_strings(measurements["censoring"])
-        is_censored = pc.is_in(cens, value_set=pa.array(["left", "right"], type=cens.type))
-        censored = pc.fill_null(is_censored, False).to_numpy(zero_copy_only=False)
-    else:
-        censored = np.zeros(len(measurements), dtype=bool)
+    censored = censoring_codes(measurements)
     valid = (patient >= 0) & (analyte >= 0) & np.isfinite(hours) & np.isfinite(value)
     # Group rows by analyte with one stable (radix) sort of small ints; dropped rows get a sentinel
     # group sorted last, so each column is gathered once. If the input is sorted by (patient, hours),
@@ -210,7 +234,7 @@ def _encode_treatments(treatments: pd.DataFrame | None, patient_ids: np.ndarray)
         is_class = pc.fill_null(pc.is_in(drug, value_set=pa.array(drugs, type=drug.type)), False)
         keep = np.flatnonzero(is_class.to_numpy(zero_copy_only=False) & (patient >= 0) & np.isfinite(hours))
         order = keep[np.lexsort((hours[keep], patient[keep]))]
-        out[name] = SortedRows(patient[order], hours[order], np.full(len(order), np.nan), np.zeros(len(order), bool))
+        out[name] = SortedRows(patient[order], hours[order], np.full(len(order), np.nan), np.zeros(len(order), np.int8))
     return out
 
 
@@ -274,55 +298,101 @@ def _segment_max(n: int, patient: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 
 class AnalyteAtLandmark:
-    """Per-patient summaries of one analyte at L; arrays of length ``n_patients`` (NaN = missing)."""
+    """Per-patient summaries of one analyte at L; arrays of length ``n_patients`` (NaN = missing).
 
-    def __init__(self, series: SortedRows, landmark_hours: float, n_patients: int, baseline_window_hours: float):
+    ``latest`` and everything built on it use post-anchor rows only (0 < hours <= L): before the first
+    sample after the anchor the marker is "not measured yet", not "unchanged since baseline".
+    """
+
+    def __init__(
+        self,
+        series: SortedRows,
+        landmark_hours: float,
+        n_patients: int,
+        baseline_window_hours: float,
+        baseline_fallback_hours: float = 24.0,
+    ):
         self._s = series
         self.L = landmark_hours
         self.n = n_patients
         self.window = baseline_window_hours
+        self.fallback_hours = baseline_fallback_hours
         self._slopes: dict[float, np.ndarray] = {}
 
     @functools.cached_property
-    def _last(self) -> np.ndarray:
-        return np.flatnonzero(_last_flags(self._s.patient))
+    def _last_post(self) -> np.ndarray:
+        """Index of each patient's last row with hours > 0 (the series is already cut at L)."""
+        post = np.flatnonzero(self._s.hours > 0.0)
+        return post[_last_flags(self._s.patient[post])]
 
     @functools.cached_property
     def count(self) -> np.ndarray:
         return np.bincount(self._s.patient, minlength=self.n).astype(np.float64)
 
-    @functools.cached_property
-    def n_censored(self) -> np.ndarray:
-        return np.bincount(self._s.patient, weights=self._s.censored, minlength=self.n).astype(np.float64)
+    def _count_censored(self, direction: int) -> np.ndarray:
+        return _sum(self._s.patient, (self._s.censoring == direction).astype(np.float64), self.n)
+
+    @property
+    def n_below_limit(self) -> np.ndarray:
+        return self._count_censored(CENSORED_BELOW)
+
+    @property
+    def n_above_limit(self) -> np.ndarray:
+        return self._count_censored(CENSORED_ABOVE)
 
     @functools.cached_property
     def latest(self) -> np.ndarray:
-        return _scatter(self.n, self._s.patient[self._last], self._s.value[self._last])
+        return _scatter(self.n, self._s.patient[self._last_post], self._s.value[self._last_post])
 
     @functools.cached_property
     def latest_hours(self) -> np.ndarray:
-        return _scatter(self.n, self._s.patient[self._last], self._s.hours[self._last])
+        return _scatter(self.n, self._s.patient[self._last_post], self._s.hours[self._last_post])
 
     @property
     def hours_since_latest(self) -> np.ndarray:
         return self.L - self.latest_hours
 
     @functools.cached_property
+    def first(self) -> np.ndarray:
+        """First value at or before L, at any time (pre-anchor included)."""
+        first = np.flatnonzero(_first_flags(self._s.patient))
+        return _scatter(self.n, self._s.patient[first], self._s.value[first])
+
+    @functools.cached_property
     def maximum(self) -> np.ndarray:
         return _segment_max(self.n, self._s.patient, self._s.value)
 
+    def _first_value_in(self, rows: np.ndarray, last: bool) -> np.ndarray:
+        p = self._s.patient[rows]
+        pick = rows[_last_flags(p) if last else _first_flags(p)]
+        return _scatter(self.n, self._s.patient[pick], self._s.value[pick])
+
     @functools.cached_property
-    def baseline(self) -> np.ndarray:
+    def true_baseline(self) -> np.ndarray:
         """Last value with ``-window <= hours <= 0`` (and <= L: the series is already cut)."""
         s = self._s
-        in_window = np.flatnonzero((s.hours >= -self.window) & (s.hours <= 0.0))
-        p = s.patient[in_window]
-        last = in_window[_last_flags(p)]
-        return _scatter(self.n, s.patient[last], s.value[last])
+        return self._first_value_in(np.flatnonzero((s.hours >= -self.window) & (s.hours <= 0.0)), last=True)
+
+    @functools.cached_property
+    def fallback_baseline(self) -> np.ndarray:
+        """First value with ``0 < hours <= min(L, fallback_hours)``."""
+        s = self._s
+        return self._first_value_in(np.flatnonzero((s.hours > 0.0) & (s.hours <= self.fallback_hours)), last=False)
+
+    @functools.cached_property
+    def baseline(self) -> np.ndarray:
+        """The true (pre-anchor) baseline; without one, the fallback after the anchor."""
+        return np.where(np.isnan(self.true_baseline), self.fallback_baseline, self.true_baseline)
 
     @property
     def has_baseline(self) -> np.ndarray:
         return (~np.isnan(self.baseline)).astype(np.float64)
+
+    @property
+    def baseline_after_anchor(self) -> np.ndarray:
+        """1 when the baseline is the fallback, 0 when a true baseline exists, NaN when neither."""
+        fallback = np.where(np.isnan(self.fallback_baseline), np.nan, 1.0)
+        return np.where(np.isnan(self.true_baseline), fallback, 0.0)
 
     def log2_slope(self, window_hours: float) -> np.ndarray:
         """Least-squares slope of log2(value) on real hours over ``[L - window, L]`` (log2 units / h).
@@ -405,11 +475,12 @@ class TreatmentAtLandmark:
 class LandmarkContext:
     """What features may see at L: built from a :class:`CutTimeline` only."""
 
-    def __init__(self, cut: CutTimeline, baseline_window_hours: float):
+    def __init__(self, cut: CutTimeline, baseline_window_hours: float, baseline_fallback_hours: float = 24.0):
         self.cut = cut
         self.landmark_hours = cut.landmark_hours
         self.n_patients = cut.n_patients
         self.baseline_window_hours = baseline_window_hours
+        self.baseline_fallback_hours = baseline_fallback_hours
         self._analytes: dict[str, AnalyteAtLandmark] = {}
 
     def __getitem__(self, code: str) -> AnalyteAtLandmark:
@@ -417,7 +488,7 @@ class LandmarkContext:
             # KeyError for an analyte that was never encoded: a definition bug, not missing data.
             series = self.cut.analytes[code]
             self._analytes[code] = AnalyteAtLandmark(
-                series, self.landmark_hours, self.n_patients, self.baseline_window_hours
+                series, self.landmark_hours, self.n_patients, self.baseline_window_hours, self.baseline_fallback_hours
             )
         return self._analytes[code]
 
@@ -427,12 +498,12 @@ class LandmarkContext:
 
 def features_at_landmark(cut: CutTimeline, spec: LandmarkSpec) -> dict[str, np.ndarray]:
     """Every dynamic feature at one landmark, in output order (``landmark_hours`` first)."""
-    ctx = LandmarkContext(cut, spec.baseline_window_hours)
+    ctx = LandmarkContext(cut, spec.baseline_window_hours, spec.baseline_fallback_hours)
     out: dict[str, np.ndarray] = {"landmark_hours": np.full(cut.n_patients, cut.landmark_hours)}
     for code in spec.analytes:
         analyte = ctx[code]
-        for summary in definitions.SUMMARIES:
-            out[definitions.analyte_feature_name(code, summary.name)] = summary.compute(analyte)
+        for name, summary in definitions.analyte_summaries(code):
+            out[name] = summary.compute(analyte)
     for derived in definitions.DERIVED:
         out[derived.name] = derived.compute(ctx)
     return out

@@ -19,6 +19,7 @@ SPEC = LandmarkSpec(
     horizon_hours=100.0,
     targets=(Target("crs_severe", "CRS", 3), Target("icans_severe", "ICANS", 3)),
     static_features=("age", "product"),
+    baseline_fallback_hours=36.0,  # beyond L = 24: the fallback window must still stop at L
 )
 # Times on a coarse grid hit the landmarks, just after them, the anchor and window edges, plus free floats.
 hours_st = st.one_of(
@@ -135,3 +136,12 @@ def test_features_equal_those_from_data_truncated_at_landmark(meas, treat, landm
     b = landmark_matrix(cut, SPEC)
     rows = a["landmark_hours"] == landmark
     pd.testing.assert_frame_equal(a[rows].reset_index(drop=True), b[rows].reset_index(drop=True), check_exact=True)
+
+
+def test_the_properties_cover_every_summary_including_the_new_ones() -> None:
+    from features.definitions import SUMMARIES, analyte_feature_name
+
+    out = landmark_matrix(tables([(0, 6.0, "IL6", 5.0, "left")], [], []), SPEC)
+    names = {s.name for s in SUMMARIES}
+    assert {"first", "log2_latest_over_first", "baseline_after_anchor", "n_below_limit", "n_above_limit"} <= names
+    assert all(analyte_feature_name(code, s) in out.columns for code in SPEC.analytes for s in names)

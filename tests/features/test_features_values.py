@@ -150,10 +150,15 @@ def test_latest_count_baseline_fold_change(frame: pd.DataFrame) -> None:
     assert a["il6__log2_fold_change"] == 4.0
     assert a["il6__max"] == 64.0
     assert a["il6__max_fold_change"] == 16.0
-    assert a["il6__n_censored"] == 1.0  # the "<2" at -48 h counted, and used at its bound
+    assert a["il6__n_below_limit"] == 1.0  # the "<2" at -48 h counted, and used at its bound
+    assert a["il6__n_above_limit"] == 0.0
+    assert a["il6__first"] == 2.0  # the "<2" at -48 h, at its bound
+    assert a["il6__log2_latest_over_first"] == 5.0  # log2(64 / 2)
+    assert a["il6__baseline_after_anchor"] == 0.0  # a true (pre-anchor) baseline
     a0 = at(frame, "A", 0.0)
-    assert (a0["il6__latest"], a0["il6__hours_since_latest"], a0["il6__count"]) == (4.0, 10.0, 2.0)
-    assert a0["il6__fold_change"] == 1.0
+    # At L = 0 nothing is after the anchor yet: latest is "not measured", not the baseline.
+    assert math.isnan(a0["il6__latest"]) and math.isnan(a0["il6__hours_since_latest"]) and a0["il6__count"] == 2.0
+    assert a0["il6__baseline"] == 4.0 and math.isnan(a0["il6__fold_change"])
 
 
 def test_slope_in_real_hours_and_doubling_time(frame: pd.DataFrame) -> None:
@@ -182,20 +187,33 @@ def test_auc_trapezoid_in_real_hours(frame: pd.DataFrame) -> None:
 
 
 def test_missing_baseline_stays_missing(frame: pd.DataFrame) -> None:
-    b = at(frame, "B", 24.0)
-    assert b["il6__latest"] == 50.0 and b["il6__count"] == 2.0
+    # B: only -200 h (outside the 168 h window) before infusion and nothing in (0, 0] at L = 0.
+    b = at(frame, "B", 0.0)
+    assert math.isnan(b["il6__latest"]) and b["il6__count"] == 1.0
     assert math.isnan(b["il6__baseline"]) and b["il6__has_baseline"] == 0.0
+    assert math.isnan(b["il6__baseline_after_anchor"])
     for name in ("fold_change", "log2_fold_change", "max_fold_change", "auc_log2_fold_change"):
         assert math.isnan(b[f"il6__{name}"]), name
 
 
+def test_fallback_baseline_after_the_anchor(frame: pd.DataFrame) -> None:
+    # B at 24 h: no value in [-168, 0]; the first in (0, min(24, 24)] is 50 at 10 h.
+    b = at(frame, "B", 24.0)
+    assert b["il6__latest"] == 50.0 and b["il6__count"] == 2.0
+    assert (b["il6__baseline"], b["il6__has_baseline"], b["il6__baseline_after_anchor"]) == (50.0, 1.0, 1.0)
+    assert b["il6__fold_change"] == 1.0  # latest 50 / fallback baseline 50
+    assert b["il6__max_fold_change"] == 1.0  # max 50 (the -200 h value is 3) / 50
+    assert b["il6__auc_log2_fold_change"] == 0.0  # (0,0) -> (10,0) held at 0 to 24
+
+
 def test_patient_without_data_and_absent_analyte_are_nan_not_errors(frame: pd.DataFrame) -> None:
     c = at(frame, "C", 24.0)
-    assert c["il6__count"] == 0.0 and c["il6__n_censored"] == 0.0 and c["il6__has_baseline"] == 0.0
+    assert c["il6__count"] == 0.0 and c["il6__n_below_limit"] == 0.0 and c["il6__has_baseline"] == 0.0
     assert c[["il6__latest", "il6__baseline", "il6__slope_24h", "easix__baseline", "temp__max"]].isna().all()
     assert math.isnan(c["age"]) and pd.isna(c["product"])
     ifng = frame.filter(like="ifng__")  # IFNG appears nowhere in the data
-    assert ifng.drop(columns=["ifng__count", "ifng__n_censored", "ifng__has_baseline"]).isna().all().all()
+    counts = ["ifng__count", "ifng__n_below_limit", "ifng__n_above_limit", "ifng__has_baseline"]
+    assert ifng.drop(columns=counts).isna().all().all()
     assert (ifng["ifng__count"] == 0).all()
 
 
@@ -251,6 +269,7 @@ def test_baseline_window_parameter() -> None:
     spec = LandmarkSpec(landmarks_hours=(24.0,), analytes=("IL6",), baseline_window_hours=300.0)
     out = landmark_matrix(tables, spec).set_index("patient_id")
     assert out.loc["B", "il6__baseline"] == 3.0
+    assert out.loc["B", "il6__baseline_after_anchor"] == 0.0  # a true baseline: the fallback is not used
 
 
 def test_missing_static_column_is_user_error() -> None:
