@@ -1,7 +1,8 @@
 """sklearn-style entry point for notebooks: long tables in, landmark matrix out.
 
->>> fz = LandmarkFeaturizer(landmarks_hours=[0, 24], analytes=["IL6", "CRP"], static_features=["age"])
+>>> fz = LandmarkFeaturizer(landmarks_hours=[0, 24], analytes="auto", static_features=["age"])
 >>> X = fz.fit(measurements, patients=patients).transform(measurements, patients=patients)
+>>> fz.analytes_            # the analytes chosen from the measurements (coverage in fz.analyte_choice_)
 
 ``pipeline.featurize.run`` uses this very class, so a notebook and the DVC stage share one code path.
 """
@@ -15,7 +16,15 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from features import definitions
-from features.landmarks import LandmarkSpec, StaticEncoding, Target, landmark_matrix, learn_static_encoding
+from features.landmarks import (
+    LandmarkSpec,
+    StaticEncoding,
+    Target,
+    landmark_matrix,
+    learn_static_encoding,
+    patient_index,
+)
+from features.selection import choose_analytes
 
 Tables = Mapping[str, pd.DataFrame | None]
 
@@ -24,11 +33,15 @@ class LandmarkFeaturizer(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
     """Build the leakage-safe landmark matrix (one row per patient x landmark).
 
     Parameters mirror ``params.yaml``: ``landmarks_hours`` (hours after infusion), ``analytes``
-    (canonical codes), ``baseline_window_hours``, ``horizon_hours``, ``targets`` (name ->
-    ``(event, min_grade)``), ``static_features`` (patients-table columns).
+    (``"auto"`` or a list of codes), ``baseline_window_hours``, ``horizon_hours``, ``targets`` (name ->
+    ``(event, min_grade)``), ``static_features`` (patients-table columns), ``min_coverage`` and
+    ``min_patients`` (the ``"auto"`` rule), ``baseline_fallback_hours`` (the post-anchor baseline).
 
-    ``fit`` learns only the fixed, sorted category list of each categorical static covariate (so a
-    category unseen at fit becomes missing, never a new level). ``transform`` takes the long
+    ``fit`` learns the analytes (``analytes_``; with ``"auto"`` chosen from the measurements by
+    :func:`features.selection.choose_analytes`, never from labels; ``analyte_choice_`` holds every
+    analyte's coverage and why it was left out) and the fixed, sorted category list of each
+    categorical static covariate (so a category unseen at fit becomes missing, never a new level).
+    ``transform`` takes the long
     ``measurements`` table (``X``) plus ``patients`` and optionally ``events`` (labels) and
     ``treatments``; ``X`` may also be a mapping holding all four tables.
 
@@ -39,11 +52,14 @@ class LandmarkFeaturizer(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
     def __init__(
         self,
         landmarks_hours: Sequence[float] = (0.0, 24.0, 48.0, 72.0),
-        analytes: Sequence[str] = definitions.DEFAULT_ANALYTES,
+        analytes: str | Sequence[str] = "auto",
         baseline_window_hours: float = 168.0,
         horizon_hours: float = 720.0,
         targets: Mapping[str, tuple[str, int]] | None = None,
         static_features: Sequence[str] = (),
+        min_coverage: float = 0.2,
+        min_patients: int = 10,
+        baseline_fallback_hours: float = 24.0,
     ):
         self.landmarks_hours = landmarks_hours
         self.analytes = analytes
@@ -51,27 +67,56 @@ class LandmarkFeaturizer(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
         self.horizon_hours = horizon_hours
         self.targets = targets
         self.static_features = static_features
+        self.min_coverage = min_coverage
+        self.min_patients = min_patients
+        self.baseline_fallback_hours = baseline_fallback_hours
 
     @classmethod
     def from_config(cls, config: Any) -> LandmarkFeaturizer:
         """From a ``pipeline.config.Config`` (the stage's parameters)."""
+        fz = config.featurize
         return cls(
             landmarks_hours=list(config.landmarks_hours),
-            analytes=list(config.featurize.analytes),
-            baseline_window_hours=config.featurize.baseline_window_hours,
-            horizon_hours=config.featurize.horizon_hours,
+            analytes=fz.analytes if isinstance(fz.analytes, str) else list(fz.analytes),
+            baseline_window_hours=fz.baseline_window_hours,
+            horizon_hours=fz.horizon_hours,
             targets={name: (t.event, t.min_grade) for name, t in config.targets.items()},
             static_features=list(config.static_features),
+            min_coverage=fz.min_coverage,
+            min_patients=fz.min_patients,
+            baseline_fallback_hours=fz.baseline_fallback_hours,
         )
 
+    @property
+    def auto(self) -> bool:
+        return isinstance(self.analytes, str)
+
     def spec(self) -> LandmarkSpec:
+        """The landmark spec; with ``analytes="auto"`` it needs ``fit`` (it uses ``analytes_``)."""
+        if self.auto and not hasattr(self, "analytes_"):
+            raise ValueError('LandmarkFeaturizer(analytes="auto") is not fitted; call fit first')
         return LandmarkSpec(
             landmarks_hours=tuple(self.landmarks_hours),
-            analytes=tuple(self.analytes),
+            analytes=tuple(self.analytes_ if self.auto else self.analytes),
             baseline_window_hours=float(self.baseline_window_hours),
             horizon_hours=float(self.horizon_hours),
             targets=tuple(Target(name, event, int(grade)) for name, (event, grade) in (self.targets or {}).items()),
             static_features=tuple(self.static_features),
+            baseline_fallback_hours=float(self.baseline_fallback_hours),
+        )
+
+    def _choose(self, tables: Mapping[str, pd.DataFrame | None]) -> pd.DataFrame | None:
+        if self.auto and self.analytes != "auto":
+            raise ValueError(f"analytes must be 'auto' or a list of codes, not {self.analytes!r}")
+        measurements = tables.get("measurements")
+        if measurements is None:
+            if self.auto:
+                raise ValueError('LandmarkFeaturizer(analytes="auto").fit needs the measurements table')
+            return None
+        patient_ids = patient_index(tables["patients"])
+        explicit = None if self.auto else list(self.analytes)
+        return choose_analytes(
+            measurements, patient_ids, max(self.landmarks_hours), self.min_coverage, self.min_patients, explicit
         )
 
     @staticmethod
@@ -94,6 +139,11 @@ class LandmarkFeaturizer(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
         tables = self._tables(X, patients=patients, events=events, treatments=treatments)
         if tables.get("patients") is None:
             raise ValueError("LandmarkFeaturizer.fit needs the patients table")
+        self.analyte_choice_: pd.DataFrame | None = self._choose(tables)
+        if self.auto:
+            self.analytes_: list[str] = list(self.analyte_choice_.loc[self.analyte_choice_["used"], "analyte"])
+        else:
+            self.analytes_ = list(dict.fromkeys(a.strip().upper() for a in self.analytes))
         spec = self.spec()
         self.static_encoding_: StaticEncoding = learn_static_encoding(tables["patients"], spec.static_features)
         self.feature_names_out_ = list(

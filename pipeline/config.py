@@ -64,6 +64,8 @@ class PathsConfig(_Section):
     interim_dir: Path = Path("data/interim")
     ingest_report: Path = Path("reports/ingest.json")
     landmarks: Path = Path("data/processed/landmarks.parquet")
+    #: The analytes featurize used (with coverage) and the ones it left out, with reasons.
+    feature_set: Path = Path("reports/feature_set.json")
     oof: Path = Path("data/processed/oof.parquet")
     models_dir: Path = Path("models")
     registration: Path = Path("reports/registration.json")
@@ -84,14 +86,21 @@ class PathsConfig(_Section):
 class FeaturizeConfig(_Section):
     horizon_hours: float = Field(default=720.0, gt=0)
     baseline_window_hours: float = Field(default=168.0, gt=0)
-    #: Analytes (canonical codes) that get per-analyte kinetic features.
-    analytes: list[str] = Field(
-        default_factory=lambda: ["IL6", "IFNG", "CRP", "FERRITIN", "IL10", "MCP1", "LDH", "PLT"]
-    )
+    #: Analytes that get per-analyte kinetic features: ``auto`` (every analyte that at least
+    #: ``min_coverage`` of patients and ``min_patients`` patients have at or before the last landmark,
+    #: registry-unknown ones included when they have one unit; docs/features.md) or a list of
+    #: canonical registry codes.
+    analytes: Literal["auto"] | list[str] = "auto"
+    min_coverage: float = Field(default=0.2, ge=0, le=1)
+    min_patients: int = Field(default=10, ge=1)
+    #: Without a pre-anchor baseline, the first value in (0, min(L, this)] h is the baseline
+    #: (flagged by ``<analyte>__baseline_after_anchor``).
+    baseline_fallback_hours: float = Field(default=24.0, ge=0)
+
     @field_validator("analytes")
     @classmethod
-    def _known_analytes(cls, value: list[str]) -> list[str]:
-        return _registry_codes(value)
+    def _known_analytes(cls, value: Literal["auto"] | list[str]) -> Literal["auto"] | list[str]:
+        return value if isinstance(value, str) else _registry_codes(value)
 
 
 class TrainConfig(_Section):

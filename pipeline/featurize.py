@@ -1,35 +1,100 @@
 """``crs featurize``: ingest tables -> ``data/processed/landmarks.parquet`` (features + labels).
 
 ``run`` is pure (tables in, frame out) and goes through :class:`features.LandmarkFeaturizer`, the
-same code path a notebook uses; ``main`` does the reading and the atomic writing.
+same code path a notebook uses; ``main`` does the reading and the atomic writing. With
+``featurize.analytes: auto`` the analytes are chosen from the measurements at featurize time: the
+choice (coverage, and the analytes left out with reasons) goes to ``paths.feature_set`` and the list
+travels with the landmark table as ``frame.attrs["analytes"]`` (kept in the parquet file).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from features import LandmarkFeaturizer, feature_table
+from features import SUMMARIES, LandmarkFeaturizer, feature_table
+from features.definitions import analyte_feature_name
 from pipeline import contracts
-from pipeline.config import Config
+from pipeline.config import Config, landmark_key
 from pipeline.errors import UserError
-from pipeline.io import read_stage_parquet, write_parquet
+from pipeline.io import read_stage_parquet, write_json, write_parquet
 from pipeline.registry import load_registry
 
 REQUIRED_TABLES = ("patients", "measurements", "events")
 OPTIONAL_TABLES = ("treatments",)
+#: ``frame.attrs`` key holding the analytes the landmark table was built on.
+ANALYTES_ATTR = "analytes"
+
+
+def featurize(config: Config, tables: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, LandmarkFeaturizer]:
+    """The landmark matrix (``attrs["analytes"]`` set) and the fitted featurizer (its analyte choice)."""
+    featurizer = LandmarkFeaturizer.from_config(config).fit(tables)
+    frame = featurizer.transform(tables)
+    frame.attrs[ANALYTES_ATTR] = list(featurizer.analytes_)
+    return frame, featurizer
 
 
 def run(config: Config, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """The landmark matrix for ``tables`` (ingest contract, docs/CONTRACTS.md) under ``config``."""
-    featurizer = LandmarkFeaturizer.from_config(config)
-    return featurizer.fit(tables).transform(tables)
+    return featurize(config, tables)[0]
 
 
-def describe_features(config: Config) -> pd.DataFrame:
-    """Every model feature (name, analyte, summary, description, unit) for this configuration."""
-    return feature_table(config.featurize.analytes, config.static_features, load_registry().canonical_units)
+def describe_features(config: Config, analytes: list[str] | None = None) -> pd.DataFrame:
+    """Every model feature (name, analyte, summary, description, unit) for this configuration.
+
+    ``analytes`` defaults to the configured list; with ``auto`` and no list given, the per-analyte
+    features are described once for a placeholder ``<analyte>``.
+    """
+    units = load_registry().canonical_units
+    if analytes is None and not isinstance(config.featurize.analytes, str):
+        analytes = list(config.featurize.analytes)
+    if analytes is not None:
+        return feature_table(analytes, config.static_features, units)
+    table = feature_table([], config.static_features, units)
+    placeholder = pd.DataFrame([
+        {"name": f"<analyte>__{s.name}", "analyte": "<analyte>", "summary": s.name,
+         "description": s.description.format(analyte="<analyte>"), "unit": s.unit.format(unit="analyte unit")}
+        for s in SUMMARIES
+    ])
+    return pd.concat([table.iloc[:1], placeholder, table.iloc[1:]], ignore_index=True)
+
+
+def _baseline_kinds(frame: pd.DataFrame, code: str) -> dict[str, dict[str, int]]:
+    """Per landmark: rows whose baseline is pre-anchor, the post-anchor fallback, or missing."""
+    column = analyte_feature_name(code, "baseline_after_anchor")
+    out = {}
+    for hours, values in frame.groupby("landmark_hours", sort=True)[column]:
+        out[landmark_key(float(hours))] = {
+            "pre_anchor": int((values == 0).sum()),
+            "after_anchor": int((values == 1).sum()),
+            "none": int(values.isna().sum()),
+        }
+    return out
+
+
+def feature_set_report(config: Config, featurizer: LandmarkFeaturizer, frame: pd.DataFrame) -> dict[str, Any]:
+    """What ``paths.feature_set`` holds: the rule, the analytes used (coverage, baseline kinds), the rest."""
+    choice = featurizer.analyte_choice_
+    fz = config.featurize
+    used, excluded = [], []
+    for row in choice.to_dict("records"):
+        entry = {"analyte": row["analyte"], "known": row["known"], "units": row["units"],
+                 "n_patients": row["n_patients"], "coverage": round(row["coverage"], 4)}
+        if row["used"]:
+            used.append({**entry, "baseline_by_landmark": _baseline_kinds(frame, row["analyte"])})
+        else:
+            excluded.append({**entry, "reason": row["reason"]})
+    return {
+        "mode": "auto" if isinstance(fz.analytes, str) else "list",
+        "rule": {"min_coverage": fz.min_coverage, "min_patients": fz.min_patients,
+                 "at_or_before_hours": max(config.landmarks_hours), "baseline_fallback_hours": fz.baseline_fallback_hours},
+        "n_patients": int(frame["patient_id"].nunique()),
+        "analytes": [u["analyte"] for u in used],
+        "used": used,
+        "excluded": excluded,
+    }
 
 
 def read_tables(directory: Path) -> dict[str, pd.DataFrame]:
@@ -46,19 +111,52 @@ def read_tables(directory: Path) -> dict[str, pd.DataFrame]:
     return tables
 
 
+def _rule(config: Config) -> str:
+    fz = config.featurize
+    return (f">= {fz.min_coverage:g} of patients and >= {fz.min_patients} patients with a value "
+            f"at or before {max(config.landmarks_hours):g} h")
+
+
+def list_analytes(config: Config) -> list[str] | None:
+    """Print the analytes featurize would use (with coverage); None when they cannot be known yet."""
+    directory = Path(config.paths.interim_dir)
+    if not all((directory / f"{name}.parquet").exists() for name in REQUIRED_TABLES):
+        if isinstance(config.featurize.analytes, str):
+            print(f"analytes: auto ({_rule(config)}): chosen from the data at featurize time; "
+                  f"no ingested data in {directory} yet (run `crs ingest`)")
+            return None
+        print(f"analytes: {', '.join(config.featurize.analytes)} (from params)")
+        return list(config.featurize.analytes)
+    tables = read_tables(directory)
+    featurizer = LandmarkFeaturizer.from_config(config).fit(tables)
+    choice = featurizer.analyte_choice_
+    mode = f"auto ({_rule(config)})" if isinstance(config.featurize.analytes, str) else "from params"
+    print(f"analytes: {len(featurizer.analytes_)} used, {mode}, from {directory}:")
+    width = int(choice["analyte"].str.len().max()) if len(choice) else 0
+    for row in choice.itertuples(index=False):
+        status = "used" if row.used else f"left out: {row.reason}"
+        print(f"  {row.analyte:<{width}}  coverage {row.coverage:.3f} ({row.n_patients} patients)  {status}")
+    return list(featurizer.analytes_)
+
+
 def main(config: Config, list_features: bool = False) -> None:
     if list_features:
-        table = describe_features(config)
+        analytes = list_analytes(config)
+        table = describe_features(config, analytes)
         width = int(table["name"].str.len().max())
         unit_width = int(table["unit"].str.len().max())
+        print()
         for row in table.itertuples(index=False):
             print(f"{row.name:<{width}}  {row.unit:<{unit_width}}  {row.description}")
         return
     tables = read_tables(Path(config.paths.interim_dir))
-    frame = run(config, tables)
+    frame, featurizer = featurize(config, tables)
     write_parquet(frame, config.paths.landmarks)
+    report = feature_set_report(config, featurizer, frame)
+    write_json(report, config.paths.feature_set)
     n_features = frame.shape[1] - 1 - 2 * len(config.targets)
     print(
         f"featurize: {frame['patient_id'].nunique()} patients x {len(config.landmarks_hours)} landmarks "
-        f"= {len(frame)} rows, {n_features} features -> {config.paths.landmarks}"
+        f"= {len(frame)} rows, {len(report['analytes'])} analytes ({report['mode']}), {n_features} features "
+        f"-> {config.paths.landmarks}, {config.paths.feature_set}"
     )

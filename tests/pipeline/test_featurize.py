@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -68,8 +70,10 @@ def test_run_follows_the_contract() -> None:
         assert out[f"onset_hours__{target}"].dtype == np.float64
     assert isinstance(out["product"].dtype, pd.CategoricalDtype)
     model_features = [c for c in out.columns if c != "patient_id" and not c.startswith(("label__", "onset_hours__"))]
-    assert model_features == list(featurize.describe_features(config)["name"])
-    for code in config.featurize.analytes:
+    # auto (the default): every analyte of the data; 30 patients, each analyte has >= 10 by 72 h.
+    assert out.attrs["analytes"] == ["CREAT", "CRP", "FERRITIN", "IL6", "LDH", "PLT", "TEMP"]
+    assert model_features == list(featurize.describe_features(config, out.attrs["analytes"])["name"])
+    for code in out.attrs["analytes"]:
         assert f"{code.lower()}__fold_change" in out.columns
     assert out.sort_values(["patient_id", "landmark_hours"]).index.equals(out.index)
 
@@ -97,24 +101,88 @@ def test_missing_static_feature_is_a_user_error() -> None:
         featurize.run(_config(static_features=["age", "costim"]), _tables())
 
 
-def test_main_writes_parquet_and_list_prints(tmp_path, capsys) -> None:
+def _with_unknown_analytes(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """Adds two analytes the registry does not know, for 12 of the 30 patients each (coverage 0.4):
+    "Troponin I" always in ng/L (kept) and "Galectin 3" in ng/mL and ug/L (left out: two units)."""
+    ids = [f"P{i:03d}" for i in range(12)]
+    extra = pd.DataFrame({
+        "patient_id": pd.array(ids * 2, dtype="str"),
+        "hours_since_anchor": 5.0,
+        "analyte": pd.array(["Troponin I"] * 12 + ["Galectin 3"] * 12, dtype="str"),
+        "value": 3.0,
+        "unit": pd.array(["ng/L"] * 12 + ["ng/mL", "ug/L"] * 6, dtype="str"),
+        "censoring": pd.array(["none"] * 24, dtype="str"),
+        "known_analyte": np.zeros(24, dtype=bool),
+    })
+    m = pd.concat([tables["measurements"], extra], ignore_index=True)
+    return {**tables, "measurements": m.sort_values(["patient_id", "hours_since_anchor"], kind="stable", ignore_index=True)}
+
+
+def _write_interim(directory, tables) -> None:
+    directory.mkdir()
+    for name, df in tables.items():
+        df.to_parquet(directory / f"{name}.parquet", index=False)
+
+
+def test_main_writes_parquet_feature_set_and_list_prints(tmp_path, capsys) -> None:
     interim = tmp_path / "interim"
-    interim.mkdir()
-    for name, df in _tables().items():
-        df.to_parquet(interim / f"{name}.parquet", index=False)
+    _write_interim(interim, _with_unknown_analytes(_tables()))
     out_path = tmp_path / "processed" / "landmarks.parquet"
-    config = _config(paths={"interim_dir": str(interim), "landmarks": str(out_path)})
+    report_path = tmp_path / "reports" / "feature_set.json"
+    paths = {"interim_dir": str(interim), "landmarks": str(out_path), "feature_set": str(report_path)}
+    config = _config(paths=paths)
     featurize.main(config)
     written = pd.read_parquet(out_path)
     pd.testing.assert_frame_equal(written, featurize.run(config, featurize.read_tables(interim)))
+    chosen = ["CREAT", "CRP", "FERRITIN", "IL6", "LDH", "PLT", "TEMP", "TROPONIN I"]
+    assert written.attrs["analytes"] == chosen  # round-trips through parquet
+    assert "troponin_i__latest" in written.columns and not written.columns.str.startswith("galectin").any()
     assert isinstance(written["product"].dtype, pd.CategoricalDtype)
     assert [p.name for p in out_path.parent.iterdir()] == ["landmarks.parquet"]  # no temp file left
+
+    report = json.loads(report_path.read_text())
+    assert report["mode"] == "auto" and report["analytes"] == chosen
+    assert report["rule"] == {"min_coverage": 0.2, "min_patients": 10, "at_or_before_hours": 72.0,
+                              "baseline_fallback_hours": 24.0}
+    troponin = next(u for u in report["used"] if u["analyte"] == "TROPONIN I")
+    assert (troponin["known"], troponin["units"], troponin["n_patients"], troponin["coverage"]) == (
+        False, ["ng/L"], 12, 0.4)
+    # Troponin only at +5 h: no row has a pre-anchor baseline; the fallback (5 h <= min(L, 24)) from L = 24 h on.
+    assert troponin["baseline_by_landmark"]["0"] == {"pre_anchor": 0, "after_anchor": 0, "none": 30}
+    assert troponin["baseline_by_landmark"]["24"] == {"pre_anchor": 0, "after_anchor": 12, "none": 18}
+    [galectin] = report["excluded"]
+    assert galectin["analyte"] == "GALECTIN 3" and "2 units (ng/mL, ug/L)" in galectin["reason"]
 
     capsys.readouterr()
     featurize.main(config, list_features=True)
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == len(featurize.describe_features(config))
-    assert lines[1].split()[:2] == ["il6__latest", "pg/mL"]
+    assert lines[0].startswith("analytes: 8 used, auto (>= 0.2 of patients and >= 10 patients")
+    assert lines[1].split() == ["CREAT", "coverage", "0.900", "(27", "patients)", "used"]
+    [galectin_line] = [line for line in lines if "GALECTIN 3" in line]
+    assert "coverage 0.400 (12 patients)  left out: unknown to the registry with 2 units" in galectin_line
+    features = lines[lines.index("") + 1:]
+    assert len(features) == len(featurize.describe_features(config, chosen))
+    assert features[1].split()[:2] == ["creat__latest", "mg/dL"]
+
+
+def test_list_before_ingest_says_analytes_come_from_the_data(tmp_path, capsys) -> None:
+    featurize.main(_config(paths={"interim_dir": str(tmp_path / "nope")}), list_features=True)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert "chosen from the data at featurize time" in lines[0]
+    assert lines[lines.index("") + 2].split()[0] == "<analyte>__latest"
+    featurize.main(_config(featurize={"analytes": ["IL6", "CRP"]}, paths={"interim_dir": str(tmp_path / "nope")}),
+                   list_features=True)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "analytes: IL6, CRP (from params)" and lines[3].split()[0] == "il6__latest"
+
+
+def test_explicit_list_is_validated_and_kept() -> None:
+    with pytest.raises(UserError, match="TROPONIN"):
+        _config(featurize={"analytes": ["IL6", "TROPONIN"]})  # unknown names only in auto mode
+    with pytest.raises(UserError, match="featurize.analytes"):
+        _config(featurize={"analytes": "all"})
+    out = featurize.run(_config(featurize={"analytes": ["IL6", "CRP"]}), _tables())
+    assert out.attrs["analytes"] == ["IL6", "CRP"] and "ldh__latest" not in out.columns
 
 
 def test_main_without_ingest_output_is_a_user_error(tmp_path) -> None:
