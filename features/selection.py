@@ -35,10 +35,11 @@ def _name_codes(values: pd.Series, upper: bool = True) -> tuple[np.ndarray, list
     return lut[found.to_numpy(zero_copy_only=False)], names
 
 
-def _distinct_per_group(group: np.ndarray, member: np.ndarray, n_groups: int, n_members: int) -> np.ndarray:
-    """Number of distinct ``member`` codes per ``group`` code (both non-negative int arrays)."""
-    pairs = np.unique(group * max(n_members, 1) + member)
-    return np.bincount(pairs // max(n_members, 1), minlength=n_groups)
+def _seen(group: np.ndarray, member: np.ndarray, n_groups: int, n_members: int) -> np.ndarray:
+    """Boolean (group, member) matrix: True where the pair occurs (one scatter, no sort)."""
+    seen = np.zeros((n_groups, max(n_members, 1)), dtype=bool)
+    seen[group, member] = True
+    return seen
 
 
 def _units_per_analyte(measurements: pd.DataFrame, analyte: np.ndarray, n: int, keep: np.ndarray) -> list[list[str]]:
@@ -46,11 +47,8 @@ def _units_per_analyte(measurements: pd.DataFrame, analyte: np.ndarray, n: int, 
         return [[] for _ in range(n)]
     unit, unit_names = _name_codes(measurements["unit"].fillna(""), upper=False)
     rows = keep & (unit >= 0)
-    pairs = np.unique(analyte[rows] * max(len(unit_names), 1) + unit[rows])
-    out: list[list[str]] = [[] for _ in range(n)]
-    for pair in pairs.tolist():
-        out[pair // len(unit_names)].append(unit_names[pair % len(unit_names)])
-    return out
+    seen = _seen(analyte[rows], unit[rows], n, len(unit_names))
+    return [[unit_names[j] for j in np.flatnonzero(seen[i])] for i in range(n)]
 
 
 def _known_per_analyte(measurements: pd.DataFrame, analyte: np.ndarray, n: int, keep: np.ndarray) -> np.ndarray:
@@ -95,7 +93,7 @@ def choose_analytes(
     hours = _float(measurements["hours_since_anchor"])
     keep = (patient >= 0) & (analyte >= 0) & np.isfinite(hours) & np.isfinite(_float(measurements["value"]))
     early = keep & (hours <= last_landmark)
-    n_patients = _distinct_per_group(analyte[early], patient[early], len(names), len(patient_ids))
+    n_patients = _seen(analyte[early], patient[early], len(names), len(patient_ids)).sum(axis=1)
     units = _units_per_analyte(measurements, analyte, len(names), keep)
     known = _known_per_analyte(measurements, analyte, len(names), keep)
     listed = None if explicit is None else list(dict.fromkeys(a.strip().upper() for a in explicit))
