@@ -110,6 +110,7 @@ DERIVED: tuple[Derived, ...] = (
     Derived("tocilizumab__hours_since", lambda c: c.treatment("tocilizumab").hours_since_last, "hours from the most recent tocilizumab dose to L; NaN if none", "h"),
     Derived("steroids__given", lambda c: c.treatment("steroids").given, "1 if a corticosteroid was given at or before L, else 0", "0/1"),
     Derived("steroids__hours_since", lambda c: c.treatment("steroids").hours_since_last, "hours from the most recent corticosteroid dose to L; NaN if none", "h"),
+    Derived("hay_2017__flag", lambda c: hay_2017_flag_at_landmark(c), "Hay 2017 rule: 1 if temperature >= 38.9 C and MCP-1 >= 1343.5 pg/mL in [0, min(L, 36)] h; 0 if not (one marker measured counts); NaN if neither measured", "0/1"),
 )
 # fmt: on
 
@@ -172,3 +173,38 @@ def feature_table(
         rows.append({"name": column, "analyte": "", "summary": "static",
                      "description": f"static covariate '{column}' from the patients table", "unit": ""})
     return pd.DataFrame(rows, columns=["name", "analyte", "summary", "description", "unit"])
+
+
+#: Hay et al., Blood 2017 (CLINICAL.md section 5): fever and serum MCP-1 cut-offs within the first 36 h.
+#: From the clinical notes, not re-verified against the paper here (docs/training.md); mirrored by
+#: ``baselines.hay_*`` in params.yaml.
+HAY_FEVER_CELSIUS = 38.9
+HAY_MCP1_PG_ML = 1343.5
+HAY_WINDOW_HOURS = 36.0
+
+
+def _max_in_window(ctx: Any, code: str, end_hours: float) -> np.ndarray | None:
+    """Per-patient maximum of ``code`` over rows with 0 <= hours <= end_hours (NaN if none); None when
+    the analyte was not encoded at all. Reads the cut timeline, so never a row after L."""
+    series = ctx.cut.analytes.get(code)
+    if series is None:
+        return None
+    keep = (series.hours >= 0.0) & (series.hours <= end_hours) & np.isfinite(series.value)
+    out = np.full(ctx.n_patients, -np.inf)
+    np.maximum.at(out, series.patient[keep], series.value[keep])
+    return np.where(np.isinf(out), np.nan, out)
+
+
+def hay_2017_flag_at_landmark(
+    ctx: Any,
+    fever_celsius: float = HAY_FEVER_CELSIUS,
+    mcp1_pg_ml: float = HAY_MCP1_PG_ML,
+    window_hours: float = HAY_WINDOW_HOURS,
+) -> np.ndarray:
+    """The Hay 2017 flag at L from TEMP and MCP1 rows in [0, min(L, window_hours)] h (all NaN when either
+    analyte is not in the feature set at all: the rule cannot be evaluated on this cohort)."""
+    end = min(ctx.landmark_hours, window_hours)
+    temp, mcp1 = _max_in_window(ctx, "TEMP", end), _max_in_window(ctx, "MCP1", end)
+    if temp is None or mcp1 is None:
+        return np.full(ctx.n_patients, np.nan)
+    return scores.hay_2017_flag(temp, mcp1, fever_celsius, mcp1_pg_ml)

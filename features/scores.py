@@ -94,3 +94,18 @@ def doubling_time_hours(log2_slope_per_hour: ArrayLike) -> np.ndarray:
     slope = np.asarray(log2_slope_per_hour, dtype=np.float64)
     ok = slope > 0
     return np.where(ok, 1.0 / np.where(ok, slope, 1.0), np.nan)
+
+
+def hay_2017_flag(
+    max_temp_celsius: ArrayLike, max_mcp1_pg_per_ml: ArrayLike, fever_celsius: float, mcp1_pg_per_ml: float
+) -> np.ndarray:
+    """Hay et al. 2017 rule from the maxima over its early window: 1 when fever >= ``fever_celsius`` and
+    MCP-1 >= ``mcp1_pg_per_ml`` were both seen, 0 otherwise, NaN when neither marker was measured.
+
+    Partial data: a patient with only one of the two markers measured scores 0 (the rule needs both
+    criteria met; an unmeasured criterion is not met), not NaN; only a patient with neither is unknown.
+    """
+    temp = np.asarray(max_temp_celsius, dtype=np.float64)
+    mcp1 = np.asarray(max_mcp1_pg_per_ml, dtype=np.float64)
+    met = (temp >= fever_celsius) & (mcp1 >= mcp1_pg_per_ml)  # NaN compares False
+    return np.where(np.isnan(temp) & np.isnan(mcp1), np.nan, met.astype(np.float64))
