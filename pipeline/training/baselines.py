@@ -1,33 +1,99 @@
-"""Comparators fitted on exactly the rows and folds of the model: published scores and an L2 logistic
-regression. Names and score columns are in :mod:`pipeline.model.baselines`."""
+"""Comparators fitted on exactly the rows and folds of the model: published scores, an L2 logistic
+regression, a Teachey 2016-style three-cytokine logistic model and the simple-summaries XGBoost
+reference. Names and score columns are in :mod:`pipeline.model.baselines`.
+
+:func:`fold_baselines` is what one outer fold calls; :func:`baseline_availability` says which baselines a
+cohort can have (a readable reason for those it cannot).
+"""
 
 from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from pipeline import contracts as C
 from pipeline import metrics
 from pipeline.config import TrainConfig
-from pipeline.model import LOGISTIC_BASELINE, SCORE_BASELINES, FeatureSpec, expit, fit_logistic
+from pipeline.model import FeatureSpec, expit, fit_logistic
+from pipeline.model.baselines import (
+    BASELINES,
+    LOGISTIC_BASELINE,
+    SCORE_BASELINES,
+    SIMPLE_SUMMARIES_BASELINE,
+    SIMPLE_SUMMARY_SUFFIXES,
+    TEACHEY_BASELINE,
+    TEACHEY_COLUMNS,
+)
+from pipeline.training.data import FoldData
 from pipeline.training.splits import inner_holdout
+
+#: The simple-summaries reference: fixed, untuned XGBoost parameters (issue 17's 60-line reference).
+SIMPLE_SUMMARIES_PARAMS: dict[str, Any] = {
+    "objective": "binary:logistic",
+    "tree_method": "hist",
+    "max_depth": 2,
+    "eta": 0.1,
+    "verbosity": 0,
+}
+SIMPLE_SUMMARIES_ROUNDS = 200
+
+#: A fitted baseline: (training rows, their labels) -> function scoring other rows.
+Fitter = Callable[[pd.DataFrame, np.ndarray], Callable[[pd.DataFrame], np.ndarray]]
+
+
+def _all_missing(X: pd.DataFrame, col: str) -> bool:
+    return bool(pd.to_numeric(X[col].astype("object"), errors="coerce").isna().all())
+
+
+def _score_availability(X: pd.DataFrame, name: str, col: str) -> str | None:
+    if name == "hay_2017":
+        if col not in X.columns:
+            return f"not computable: no '{col}' feature in landmarks.parquet (needs TEMP and MCP1 measurements)"
+        if _all_missing(X, col):
+            return f"not computable: '{col}' has no values (no TEMP or MCP1 measurement in the Hay window)"
+        return None
+    if col not in X.columns:
+        return f"column '{col}' not in landmarks.parquet"
+    if _all_missing(X, col):
+        return f"column '{col}' has no values"
+    return None
+
+
+def simple_summary_columns(columns: list[str] | pd.Index) -> list[str]:
+    """Per-analyte latest / first / max / log2(latest/first) columns, plus static covariates and
+    ``landmark_hours`` (every column without ``__``), in table order.
+
+    An analyte is any stem with a ``<stem>__count`` column (a per-analyte summary that derived scores
+    such as ``easix__latest`` do not have); its columns are matched by suffix, so summaries a feature
+    table lacks are simply absent.
+    """
+    stems = {c[: -len("__count")] for c in columns if c.endswith("__count")}
+    wanted = {f"{stem}{suffix}" for stem in stems for suffix in SIMPLE_SUMMARY_SUFFIXES}
+    return [c for c in columns if c in wanted or "__" not in c]
 
 
 def baseline_availability(df: pd.DataFrame) -> dict[str, str | None]:
-    """None if available, else the reason it cannot be scored on this cohort."""
-    out: dict[str, str | None] = {}
-    for name, col in SCORE_BASELINES.items():
-        if col not in df.columns:
-            out[name] = f"column '{col}' not in landmarks.parquet"
-        elif pd.to_numeric(df[col].astype("object"), errors="coerce").isna().all():
-            out[name] = f"column '{col}' has no values"
-        else:
-            out[name] = None
+    """Baseline name -> None if it can be scored on this table, else the one-line reason it cannot."""
+    out: dict[str, str | None] = {name: _score_availability(df, name, col) for name, col in SCORE_BASELINES.items()}
     out[LOGISTIC_BASELINE] = None
-    return out
+    absent = [c for c in TEACHEY_COLUMNS if c not in df.columns]
+    empty = [c for c in TEACHEY_COLUMNS if c in df.columns and _all_missing(df, c)]
+    if absent:
+        out[TEACHEY_BASELINE] = f"not computable: no {', '.join(absent)} features in landmarks.parquet"
+    elif empty:
+        out[TEACHEY_BASELINE] = f"not computable: {', '.join(empty)} has no values"
+    else:
+        out[TEACHEY_BASELINE] = None
+    has_summaries = any("__" in c for c in simple_summary_columns(df.columns))
+    out[SIMPLE_SUMMARIES_BASELINE] = (
+        None if has_summaries else "not computable: no per-analyte latest/first/max features in landmarks.parquet"
+    )
+    return {name: out[name] for name in BASELINES}
 
 
 def _score_transform(values: np.ndarray) -> np.ndarray:
@@ -41,9 +107,8 @@ def score_baseline_fold(
 ) -> tuple[np.ndarray, float]:
     """Recalibrated probability of a raw score on the test fold, and its training-fold threshold.
 
-    Missing scores get the training-fold median so every baseline is scored on the same rows. The
-    one-variable logistic map is monotone (increasing for a risk score), so the ranking, and hence
-    AUROC, is the raw score's; the threshold equals a cut-off on the raw score.
+    Missing scores get the training-fold median. The probability serves Brier, calibration and net
+    benefit only: evaluate ranks the raw score itself (a fold's fitted slope may be negative).
     """
     median = np.nanmedian(s_train) if np.isfinite(s_train).any() else 0.0
     z_train = _score_transform(np.where(np.isfinite(s_train), s_train, median))
@@ -89,6 +154,68 @@ def _logistic_frame(X: pd.DataFrame, specs: list[FeatureSpec]) -> pd.DataFrame:
     return pd.DataFrame(out, index=X.index)
 
 
+def _logistic_fitter(specs: list[FeatureSpec], seed: int) -> Fitter:
+    def fit(X: pd.DataFrame, y: np.ndarray) -> Callable[[pd.DataFrame], np.ndarray]:
+        pipe = _logistic_pipeline(specs, seed).fit(_logistic_frame(X, specs), y)
+        return lambda Z: pipe.predict_proba(_logistic_frame(Z, specs))[:, 1]
+
+    return fit
+
+
+def teachey_frame(X: pd.DataFrame) -> pd.DataFrame:
+    """log of sgp130, IFN-g and IL-1RA (latest values); non-positive or missing values are NaN."""
+    values = X[list(TEACHEY_COLUMNS)].to_numpy(dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.where(values > 0, np.log(np.where(values > 0, values, 1.0)), np.nan)
+    return pd.DataFrame(logs, columns=[f"log_{c}" for c in TEACHEY_COLUMNS], index=X.index)
+
+
+def _teachey_fitter(seed: int) -> Fitter:
+    specs = [FeatureSpec(f"log_{c}", "float64") for c in TEACHEY_COLUMNS]
+    inner = _logistic_fitter(specs, seed)
+
+    def fit(X: pd.DataFrame, y: np.ndarray) -> Callable[[pd.DataFrame], np.ndarray]:
+        predict = inner(teachey_frame(X), y)
+        return lambda Z: predict(teachey_frame(Z))
+
+    return fit
+
+
+def _simple_summaries_fitter(cfg: TrainConfig, seed: int) -> Fitter:
+    import xgboost as xgb
+
+    params = {**SIMPLE_SUMMARIES_PARAMS, "seed": seed, "nthread": cfg.n_threads}
+
+    def fit(X: pd.DataFrame, y: np.ndarray) -> Callable[[pd.DataFrame], np.ndarray]:
+        cols = simple_summary_columns(X.columns)
+        train = xgb.DMatrix(X[cols], label=y, enable_categorical=True, nthread=cfg.n_threads)
+        booster = xgb.train(params, train, num_boost_round=SIMPLE_SUMMARIES_ROUNDS)
+        return lambda Z: booster.predict(xgb.DMatrix(Z[cols], enable_categorical=True, nthread=cfg.n_threads))
+
+    return fit
+
+
+def fit_baseline_fold(
+    fitter: Fitter, X_train: pd.DataFrame, y_train: np.ndarray, groups_train: np.ndarray,
+    X_test: pd.DataFrame, cfg: TrainConfig, seed: int,
+) -> tuple[np.ndarray, float]:
+    """Test-fold probability of a baseline fitted on the whole training fold, and its threshold for
+    ``sensitivity_target`` from the inner held-out calibration patients (``inner_holdout``, the same split
+    for every baseline); without such a split, from the training rows themselves."""
+    if len(np.unique(y_train)) < 2:
+        return np.full(len(X_test), float(np.mean(y_train))), math.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # empty-column imputer and convergence chatter
+        p_test = fitter(X_train, y_train)(X_test)
+        split = inner_holdout(y_train, groups_train, cfg, seed + 1)
+        if split is None:
+            p_train = fitter(X_train, y_train)(X_train)
+            return p_test, metrics.threshold_for_sensitivity(y_train, p_train, cfg.sensitivity_target)
+        fit_idx, cal_idx = split
+        p_cal = fitter(X_train.iloc[fit_idx], y_train[fit_idx])(X_train.iloc[cal_idx])
+    return p_test, metrics.threshold_for_sensitivity(y_train[cal_idx], p_cal, cfg.sensitivity_target)
+
+
 def fit_logistic_fold(
     X_train: pd.DataFrame,
     y_train: np.ndarray,
@@ -99,19 +226,38 @@ def fit_logistic_fold(
     seed: int,
 ) -> tuple[np.ndarray, float]:
     """L2 logistic regression (imputer, scaler, one-hot inside the pipeline, i.e. fitted on the training
-    fold); threshold from the same inner held-out calibration patients as the model."""
-    if len(np.unique(y_train)) < 2:
-        return np.full(len(X_test), float(np.mean(y_train))), math.nan
-    L_train, L_test = _logistic_frame(X_train, specs), _logistic_frame(X_test, specs)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # empty-column imputer and convergence chatter
-        pipe = _logistic_pipeline(specs, seed).fit(L_train, y_train)
-        p_test = pipe.predict_proba(L_test)[:, 1]
-        split = inner_holdout(y_train, groups_train, cfg, seed + 1)
-        if split is None:
-            p_train = pipe.predict_proba(L_train)[:, 1]
-            return p_test, metrics.threshold_for_sensitivity(y_train, p_train, cfg.sensitivity_target)
-        fit_idx, cal_idx = split
-        inner = _logistic_pipeline(specs, seed).fit(L_train.iloc[fit_idx], y_train[fit_idx])
-        p_cal = inner.predict_proba(L_train.iloc[cal_idx])[:, 1]
-    return p_test, metrics.threshold_for_sensitivity(y_train[cal_idx], p_cal, cfg.sensitivity_target)
+    fold); threshold from the same inner held-out calibration patients as the other fitted baselines."""
+    return fit_baseline_fold(_logistic_fitter(specs, seed), X_train, y_train, groups_train, X_test, cfg, seed)
+
+
+def _fitters(data: FoldData, cfg: TrainConfig, seed: int) -> dict[str, Fitter]:
+    return {
+        LOGISTIC_BASELINE: _logistic_fitter(data.specs, seed),
+        TEACHEY_BASELINE: _teachey_fitter(seed),
+        SIMPLE_SUMMARIES_BASELINE: _simple_summaries_fitter(cfg, seed),
+    }
+
+
+def fold_baselines(data: FoldData, cfg: TrainConfig, tr: np.ndarray, te: np.ndarray, seed: int) -> pd.DataFrame:
+    """Every available baseline fitted on the training rows ``tr``, predicting the test rows ``te``.
+
+    One row per ``te`` row (index 0..len(te)-1); per available baseline, in ``BASELINES`` order:
+    ``score__<name>`` (raw score with NaN kept; score baselines only), ``prob__<name>``,
+    ``threshold__<name>`` (that fold's threshold for ``sensitivity_target``).
+    """
+    out: dict[str, Any] = {}
+    fitters = _fitters(data, cfg, seed)
+    y_tr = data.y[tr]
+    for name in BASELINES:
+        if data.available.get(name, "not assessed") is not None:
+            continue
+        if name in SCORE_BASELINES:
+            s = data.X[SCORE_BASELINES[name]].to_numpy(dtype=float)
+            prob, thr = score_baseline_fold(s[tr], y_tr, s[te], cfg.sensitivity_target)
+            out[C.score_column(name)] = s[te]
+        else:
+            prob, thr = fit_baseline_fold(fitters[name], data.X.iloc[tr], y_tr, data.groups[tr], data.X.iloc[te],
+                                          cfg, seed)
+        out[C.prob_column(name)] = prob
+        out[C.threshold_column(name)] = np.full(len(te), thr)
+    return pd.DataFrame(out, index=pd.RangeIndex(len(te)))

@@ -1,0 +1,137 @@
+"""Baselines: availability reasons, the Hay 2017 flag truth table, simple-summaries columns by suffix,
+and what one outer fold returns (``fold_baselines``)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features import scores
+from features.definitions import DERIVED, hay_2017_flag_at_landmark
+from features.landmarks import SortedRows
+from pipeline.config import TrainConfig
+from pipeline.model import apply_feature_specs, build_feature_specs
+from pipeline.model.baselines import BASELINES, SCORE_BASELINES, TEACHEY_COLUMNS
+from pipeline.training.baselines import baseline_availability, fold_baselines, simple_summary_columns
+from pipeline.training.data import FoldData
+
+
+def test_hay_flag_truth_table():
+    nan = np.nan
+    #            fever + MCP-1 high, fever only, MCP-1 only, neither high, temp only (low), nothing, at cut-offs
+    temp = np.array([39.5, 39.0, 37.0, 37.0, 37.5, nan, 38.9])
+    mcp1 = np.array([2000.0, 500.0, 5000.0, 100.0, nan, nan, 1343.5])
+    expected = [1.0, 0.0, 0.0, 0.0, 0.0, nan, 1.0]
+    np.testing.assert_array_equal(scores.hay_2017_flag(temp, mcp1, 38.9, 1343.5), expected)
+    assert "hay_2017__flag" in [d.name for d in DERIVED]
+
+
+def _rows(patient, hours, value) -> SortedRows:
+    return SortedRows(np.array(patient, dtype=np.int64), np.array(hours, dtype=float),
+                      np.array(value, dtype=float), np.zeros(len(patient), dtype=np.int8))
+
+
+def _context(landmark: float, analytes: dict[str, SortedRows], n: int = 4) -> SimpleNamespace:
+    """What a Derived feature sees: a cut timeline (rows at or before L only) and the landmark."""
+    cut = {code: s.take(s.hours <= landmark) for code, s in analytes.items()}
+    return SimpleNamespace(cut=SimpleNamespace(analytes=cut), landmark_hours=landmark, n_patients=n)
+
+
+def test_hay_flag_window_is_zero_to_min_landmark_36h():
+    # patient 0: fever at 10 h, MCP-1 high at 30 h -> flagged from L=30 on (not at L=24)
+    # patient 1: fever at 10 h, MCP-1 high only at 40 h (after the 36 h window) -> never flagged
+    # patient 2: fever and MCP-1 high before infusion (-5 h) only -> 0; patient 3: no data -> NaN
+    temp = _rows([0, 1, 2], [10.0, 10.0, -5.0], [39.2, 39.2, 39.5])
+    mcp1 = _rows([0, 1, 2, 2], [30.0, 40.0, -5.0, 5.0], [1500.0, 9000.0, 9000.0, 100.0])
+    analytes = {"TEMP": temp, "MCP1": mcp1}
+    np.testing.assert_array_equal(hay_2017_flag_at_landmark(_context(24.0, analytes)), [0.0, 0.0, 0.0, np.nan])
+    np.testing.assert_array_equal(hay_2017_flag_at_landmark(_context(48.0, analytes)), [1.0, 0.0, 0.0, np.nan])
+    # MCP-1 not in the feature set at all: the rule cannot be evaluated -> all NaN
+    only_temp = _context(48.0, {"TEMP": temp})
+    assert np.isnan(hay_2017_flag_at_landmark(only_temp)).all()
+
+
+def test_availability_reasons():
+    X = pd.DataFrame({"landmark_hours": [0.0, 24.0], "il6__latest": [1.0, 2.0], "il6__count": [1.0, 1.0],
+                      "ifng__latest": [1.0, 2.0], "il1ra__latest": [np.nan, np.nan], "hay_2017__flag": np.nan})
+    reasons = baseline_availability(X)
+    assert list(reasons) == list(BASELINES)
+    assert reasons["teachey_2016"] == "not computable: no sgp130__latest features in landmarks.parquet"
+    assert reasons["hay_2017"].startswith("not computable: 'hay_2017__flag' has no values")
+    assert reasons["easix"] == "column 'easix__latest' not in landmarks.parquet"
+    assert reasons["il6_latest"] is None and reasons["logistic_regression"] is None
+    assert reasons["simple_summaries"] is None
+    X["sgp130__latest"] = 1.0
+    assert baseline_availability(X)["teachey_2016"] == "not computable: il1ra__latest has no values"
+    no_hay = baseline_availability(X.drop(columns=["hay_2017__flag"]))["hay_2017"]
+    assert no_hay.startswith("not computable: no 'hay_2017__flag' feature in landmarks.parquet")
+    bare = baseline_availability(X[["landmark_hours"]])["simple_summaries"]
+    assert bare == "not computable: no per-analyte latest/first/max features in landmarks.parquet"
+
+
+def test_simple_summary_columns_by_suffix():
+    columns = ["landmark_hours", "il6__latest", "il6__count", "il6__first", "il6__max", "il6__slope_24h",
+               "il6__log2_latest_over_first", "easix__latest", "crp__latest", "crp__count", "crp__max",
+               "temp__max", "age", "product"]
+    assert simple_summary_columns(columns) == [
+        "landmark_hours", "il6__latest", "il6__first", "il6__max", "il6__log2_latest_over_first",
+        "crp__latest", "crp__max", "age", "product",
+    ]  # easix__latest is a derived score (no easix__count); temp__max has no temp__count here
+    older = [c for c in columns if not c.endswith(("__first", "__log2_latest_over_first"))]
+    assert simple_summary_columns(older) == ["landmark_hours", "il6__latest", "il6__max", "crp__latest",
+                                             "crp__max", "age", "product"]
+
+
+def _fold_data(n_patients: int = 160, seed: int = 0) -> FoldData:
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n_patients) < 0.3).astype(float)
+    signal = 1.5 * y + rng.normal(scale=0.8, size=n_patients)
+    df = pd.DataFrame({
+        "landmark_hours": 24.0,
+        "il6__latest": np.exp(signal + 3), "il6__count": 3.0, "il6__first": np.exp(rng.normal(3, 1, n_patients)),
+        "il6__max": np.exp(signal + 3.5), "il6__log2_latest_over_first": signal,
+        "crp__latest": np.where(rng.random(n_patients) < 0.2, np.nan, np.exp(rng.normal(size=n_patients))),
+        "sgp130__latest": np.exp(signal), "ifng__latest": np.exp(rng.normal(size=n_patients)),
+        "il1ra__latest": np.exp(signal + rng.normal(size=n_patients)),
+        "hay_2017__flag": (signal > 1.2).astype(float),
+        "product": pd.Categorical(rng.choice(["a", "b"], n_patients)),
+    })
+    specs = build_feature_specs(df, list(df.columns))
+    X = apply_feature_specs(df, specs)
+    groups = np.array([f"P{i}" for i in range(n_patients)])
+    return FoldData(X, y, groups, np.full(n_patients, 24.0), specs, baseline_availability(X))
+
+
+def test_fold_baselines_columns_rows_and_signal():
+    data = _fold_data()
+    cfg = TrainConfig(n_jobs=1)
+    tr, te = np.arange(0, 120), np.arange(120, 160)
+    out = fold_baselines(data, cfg, tr, te, seed=3)
+    available = [name for name in BASELINES if data.available[name] is None]
+    assert "easix" not in available and {"teachey_2016", "simple_summaries", "hay_2017"} <= set(available)
+    expected = []
+    for name in available:
+        expected += ([f"score__{name}"] if name in SCORE_BASELINES else []) + [f"prob__{name}", f"threshold__{name}"]
+    assert list(out.columns) == expected
+    assert list(out.index) == list(range(len(te)))
+    np.testing.assert_array_equal(out["score__crp_latest"], data.X["crp__latest"].to_numpy()[te])  # NaN kept
+    for name in available:
+        assert out[f"prob__{name}"].between(0, 1).all(), name
+        assert out[f"threshold__{name}"].nunique() == 1, name  # one threshold per fold
+    from sklearn.metrics import roc_auc_score
+
+    y_te = data.y[te]
+    for name in ("teachey_2016", "simple_summaries", "logistic_regression"):
+        assert roc_auc_score(y_te, out[f"prob__{name}"]) > 0.7, name
+    # Same inputs, same outputs (seeded).
+    pd.testing.assert_frame_equal(out, fold_baselines(data, cfg, tr, te, seed=3))
+
+
+@pytest.mark.parametrize("column", TEACHEY_COLUMNS)
+def test_teachey_not_computable_without_any_of_its_cytokines(column):
+    data = _fold_data()
+    reasons = baseline_availability(data.X.drop(columns=[column]))
+    assert reasons["teachey_2016"] == f"not computable: no {column} features in landmarks.parquet"
