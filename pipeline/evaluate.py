@@ -2,7 +2,7 @@
 
 Reads ``config.paths.oof`` (and ``<models_dir>/<target>/metadata.json`` for baseline availability) and
 writes ``config.paths.metrics`` (public schema, see docs/training.md), dvc-plots data under
-``<plots_dir>/<kind>/<target>.csv``, PNG figures under ``figures_dir`` and logs everything into the
+``<plots_dir>/<kind>/<target>.csv`` (per landmark: ``<plots_dir>/<kind>_by_landmark/L<h>/<target>.csv``), PNG figures under ``figures_dir`` and logs everything into the
 MLflow runs that ``crs train`` opened. ``run`` is pure (frames in, metrics and plot frames out); the
 library is :mod:`pipeline.evaluation` (how repeats and the patient bootstrap work: its ``scores``).
 """
@@ -21,6 +21,7 @@ from pipeline.config import Config
 from pipeline.errors import UserError
 from pipeline.evaluation import (
     ALL_LANDMARKS,
+    LANDMARK_PLOT_KINDS,
     PLOT_KINDS,
     compute_metrics,
     log_to_mlflow,
@@ -29,7 +30,7 @@ from pipeline.evaluation import (
 )
 from pipeline.io import atomic_dir, read_stage_parquet, write_json
 
-#: target -> kind ("roc", "pr", "calibration", "decision_curve") -> dvc-plots frame.
+#: target -> kind ("roc", "pr", "calibration", "decision_curve", "calibration_by_landmark/L48", ...) -> frame.
 PlotFrames = dict[str, dict[str, pd.DataFrame]]
 
 
@@ -77,11 +78,13 @@ def read_metadata(models_dir: Path, targets: list[str]) -> dict[str, dict[str, A
 def write_plots(plots: PlotFrames, oof: pd.DataFrame, metrics: dict[str, Any], config: Config) -> None:
     """Replace the plots and figures folders as a whole (no stale files from removed targets)."""
     with atomic_dir(config.paths.plots_dir) as plots_tmp, atomic_dir(config.paths.figures_dir) as fig_tmp:
-        for kind in PLOT_KINDS:
+        for kind in (*PLOT_KINDS, *LANDMARK_PLOT_KINDS):
             (plots_tmp / kind).mkdir()
         for target, frames in plots.items():
-            for kind, frame in frames.items():
-                frame.to_csv(plots_tmp / kind / f"{target}.csv", index=False)
+            for kind, frame in frames.items():  # kind may be "<kind>/L<landmark>"
+                path = plots_tmp / kind / f"{target}.csv"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                frame.to_csv(path, index=False)
             available = available_baselines(_evaluated(metrics, target))
             plot_figure(target, oof[oof["target"] == target], available, fig_tmp / f"{target}.png")
 

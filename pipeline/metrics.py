@@ -17,7 +17,7 @@ import numpy as np
 from scipy import sparse
 from sklearn.metrics import average_precision_score, brier_score_loss, confusion_matrix, roc_auc_score
 
-from pipeline.model import fit_logistic, logit
+from pipeline.model import expit, fit_logistic, logit
 
 #: Decision-curve threshold probabilities reported in metrics.json (5% to 50%).
 NET_BENEFIT_THRESHOLDS: tuple[float, ...] = tuple(round(0.05 * k, 2) for k in range(1, 11))
@@ -237,3 +237,135 @@ def calibration_curve_bins(y_true, p, n_bins: int = 10) -> tuple[np.ndarray, np.
             observed.append(y[mask].mean())
             counts.append(int(mask.sum()))
     return np.asarray(predicted), np.asarray(observed), np.asarray(counts)
+
+
+def bootstrap_net_benefit(y_true, p, codes: np.ndarray, counts: np.ndarray,
+                          thresholds=NET_BENEFIT_THRESHOLDS) -> np.ndarray:
+    """Net benefit (n_sets x n_thresholds) for each weight set, row i weighted ``counts[:, codes[i]]``.
+
+    Per patient, the flagged events and flagged non-events at each threshold are summed once; each
+    replicate's TP, FP and n are then one matrix product with its patient draw counts.
+    """
+    y, s = _arrays(y_true, p)
+    codes = np.asarray(codes)
+    counts = np.atleast_2d(np.asarray(counts, dtype=float))
+    pts = np.asarray(thresholds, dtype=float)
+    flagged = (s[:, None] >= pts[None, :]).astype(float)
+    n_groups = counts.shape[1]
+    tp_g = np.zeros((n_groups, len(pts)))
+    fp_g = np.zeros((n_groups, len(pts)))
+    np.add.at(tp_g, codes, flagged * (y == 1)[:, None])
+    np.add.at(fp_g, codes, flagged * (y == 0)[:, None])
+    rows_g = np.bincount(codes, minlength=n_groups).astype(float)
+    n = counts @ rows_g
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = (counts @ tp_g - counts @ fp_g * (pts / (1 - pts))[None, :]) / n[:, None]
+    out[n == 0] = np.nan
+    return out
+
+
+def _newton_step(x: np.ndarray | None, y: np.ndarray, offset: np.ndarray, w: np.ndarray, beta: np.ndarray,
+                 powers: np.ndarray) -> np.ndarray:
+    """One Newton-Raphson step per weight set (rows of ``w``); in-place arithmetic on one sets x n buffer."""
+    eta = np.multiply(beta[:, 1:2], x[None, :]) if x is not None else np.zeros_like(w)
+    eta += offset[None, :]
+    eta += beta[:, :1]
+    np.clip(eta, -30, 30, out=eta)
+    np.negative(eta, out=eta)
+    np.exp(eta, out=eta)
+    eta += 1.0
+    mu = np.reciprocal(eta, out=eta)
+    v = mu * (1.0 - mu)
+    v *= w
+    np.subtract(y[None, :], mu, out=mu)
+    mu *= w  # now the weighted residuals
+    grad = mu @ powers[:, :2]  # sets x 2: sum r, sum r x
+    hess = v @ powers  # sets x 3: sum v, sum v x, sum v x^2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if x is None:
+            return (grad[:, 0] / hess[:, 0])[:, None]
+        det = hess[:, 0] * hess[:, 2] - hess[:, 1] ** 2
+        return np.column_stack([(hess[:, 2] * grad[:, 0] - hess[:, 1] * grad[:, 1]) / det,
+                                (hess[:, 0] * grad[:, 1] - hess[:, 1] * grad[:, 0]) / det])
+
+
+def weighted_logistic_matrix(x: np.ndarray | None, y: np.ndarray, offset: np.ndarray, weights: np.ndarray,
+                             start: np.ndarray, n_iter: int = 25, tol: float = 1e-4) -> np.ndarray:
+    """Unpenalised logistic regression y ~ 1 (+ x) with an offset, once per row of ``weights``: (n_sets x k).
+
+    The weighted variant of :func:`pipeline.model.fit_logistic`, vectorised over weight sets (bootstrap
+    replicates): Newton-Raphson from ``start`` (k values, or one row per set), only on sets not yet
+    converged. A set stops after a step of at most ``tol``: Newton converges quadratically, so its
+    remaining error is of the order of ``tol`` squared. Sets that have not converged after ``n_iter``
+    steps (separation) or have a singular Hessian are NaN.
+    """
+    w = np.asarray(weights, dtype=float)
+    y = np.asarray(y, dtype=float)
+    beta = np.array(np.broadcast_to(np.asarray(start, dtype=float), (w.shape[0], np.shape(start)[-1])))
+    xs = np.zeros(len(y)) if x is None else np.asarray(x, dtype=float)
+    powers = np.ascontiguousarray(np.stack([np.ones(len(y)), xs, xs * xs]).T)  # n x 3
+    active = np.arange(w.shape[0])
+    for _ in range(n_iter):
+        step = _newton_step(x, y, offset, w[active], beta[active], powers)
+        beta[active] += step
+        size = np.max(np.abs(step), axis=1)
+        active = active[~(size <= tol)]  # NaN steps stay active and end as NaN
+        if len(active) == 0:
+            break
+    beta[active] = np.nan
+    return beta
+
+
+def _one_step_starts(x: np.ndarray | None, y: np.ndarray, offset: np.ndarray, codes: np.ndarray,
+                     counts: np.ndarray) -> np.ndarray:
+    """Per weight set, one Newton step from the unweighted fit with that set's weights (sets x k).
+
+    At the unweighted fit the gradient and Hessian terms are fixed per row, so every set's are one
+    product of its patient draw counts with per-patient sums: a cheap, close start for the exact fits.
+    """
+    zeros = np.zeros(len(y))
+    xs = zeros if x is None else x
+    beta = fit_logistic(x, y, offset)
+    mu = expit(offset + beta[0] + (beta[1] * xs if x is not None else 0.0))
+    r, v = y - mu, mu * (1 - mu)
+    per_patient = np.zeros((counts.shape[1], 5))
+    np.add.at(per_patient, codes, np.column_stack([r, r * xs, v, v * xs, v * xs * xs]))
+    g0, g1, h00, h01, h11 = (counts @ per_patient).T
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if x is None:
+            return (beta[0] + g0 / h00)[:, None]
+        det = h00 * h11 - h01**2
+        return np.column_stack([beta[0] + (h11 * g0 - h01 * g1) / det, beta[1] + (h00 * g1 - h01 * g0) / det])
+
+
+#: Weight sets fitted together in :func:`bootstrap_calibration`: about this many set x row elements per
+#: buffer keeps the Newton arithmetic in cache (several times faster than all replicates at once).
+_CHUNK_ELEMENTS = 1 << 16
+
+
+def bootstrap_calibration(y_true, p, codes: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Calibration slope and intercept (as :func:`calibration_slope_intercept`) for each weight set, row i
+    weighted ``counts[:, codes[i]]`` (exact weighted fits, see :func:`weighted_logistic_matrix`, started
+    from :func:`_one_step_starts`); NaN for one-class sets."""
+    y, s = _arrays(y_true, p)
+    codes = np.asarray(codes)
+    counts = np.atleast_2d(np.asarray(counts, dtype=float))
+    slopes, intercepts = np.full(counts.shape[0], np.nan), np.full(counts.shape[0], np.nan)
+    if y.min() == y.max():
+        return slopes, intercepts
+    lp = logit(s)
+    zeros = np.zeros_like(lp)
+    fit_slope = np.ptp(lp) > 0  # constant predictions have no slope
+    slope_start = np.nan_to_num(_one_step_starts(lp, y, zeros, codes, counts)) if fit_slope else None
+    intercept_start = np.nan_to_num(_one_step_starts(None, y, lp, codes, counts))
+    size = max(1, _CHUNK_ELEMENTS // len(y))
+    for lo in range(0, counts.shape[0], size):
+        part = slice(lo, lo + size)
+        w = counts[part][:, codes]
+        if slope_start is not None:
+            slopes[part] = weighted_logistic_matrix(lp, y, zeros, w, slope_start[part])[:, 1]
+        intercepts[part] = weighted_logistic_matrix(None, y, lp, w, intercept_start[part])[:, 0]
+        one_class = ((w @ y) == 0) | ((w @ (1 - y)) == 0)
+        slopes[part][one_class] = np.nan
+        intercepts[part][one_class] = np.nan
+    return slopes, intercepts

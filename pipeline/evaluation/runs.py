@@ -7,27 +7,36 @@ from typing import Any
 
 from pipeline import tracking
 from pipeline.config import Config
-from pipeline.evaluation.plots import PLOT_KINDS
+from pipeline.evaluation.plots import LANDMARK_PLOT_KINDS, PLOT_KINDS
+
+
+def _flatten(prefix: str, key: str, value: Any, out: dict[str, float]) -> None:
+    """One metrics.json value as MLflow metrics: [lo, hi] -> key_lo / key_hi, dicts by their keys
+    (``net_benefit_0.10``, ``net_benefit_0.10_ci_lo``, ``auroc_difference_estimate``), nulls dropped."""
+    if isinstance(value, list):
+        _flatten(prefix, f"{key}_lo", value[0], out)
+        _flatten(prefix, f"{key}_hi", value[1], out)
+    elif isinstance(value, dict):
+        for sub, v in value.items():
+            _flatten(prefix, f"net_benefit_{sub}_ci" if key == "net_benefit_ci" else f"{key}_{sub}", v, out)
+    elif value is not None and not isinstance(value, str):
+        out[tracking.metric_key(prefix, key)] = value
 
 
 def _model_metrics(prefix: str, model: dict[str, Any]) -> dict[str, float]:
     out: dict[str, float] = {}
     for key, value in model.items():
-        if key == "auroc_ci":
-            if value[0] is not None:
-                out[tracking.metric_key(prefix, "auroc_ci_lo")] = value[0]
-                out[tracking.metric_key(prefix, "auroc_ci_hi")] = value[1]
-        elif key == "net_benefit":
-            for pt, nb in value.items():
-                if nb is not None:
-                    out[tracking.metric_key(prefix, f"net_benefit_{pt}")] = nb
-        elif value is not None:
-            out[tracking.metric_key(prefix, key)] = value
+        _flatten(prefix, key, value, out)
     return out
 
 
+#: Baseline keys logged to MLflow (the rest stays in metrics.json, also logged as an artifact).
+_BASELINE_KEYS = ("auroc", "auprc", "brier", "auroc_difference")
+
+
 def flat_metrics(entry_by_landmark: dict[str, Any]) -> dict[str, float]:
-    """One target's metrics.json entries as flat MLflow metric keys ("L48/auroc", "Lall/baseline/easix/auroc")."""
+    """One target's metrics.json entries as flat MLflow metric keys ("L48/auroc", "Lall/baseline/easix/auroc",
+    "L48/baseline/easix/auroc_difference_ci_lo")."""
     out: dict[str, float] = {}
     for lk, entry in entry_by_landmark.items():
         prefix = f"L{lk}"
@@ -37,9 +46,8 @@ def flat_metrics(entry_by_landmark: dict[str, Any]) -> dict[str, float]:
             continue
         out.update(_model_metrics(prefix, entry["model"]))
         for name, b in entry["baselines"].items():
-            for key in ("auroc", "auprc", "brier"):
-                if b.get(key) is not None:
-                    out[tracking.metric_key(prefix, "baseline", name, key)] = b[key]
+            for key in _BASELINE_KEYS:
+                _flatten(tracking.metric_key(prefix, "baseline", name), key, b.get(key), out)
     return out
 
 
@@ -52,6 +60,9 @@ def _log_target(target: str, by_landmark: dict[str, Any], config: Config) -> Non
         csv = config.paths.plots_dir / kind / f"{target}.csv"
         if csv.exists():
             mlflow.log_artifact(str(csv), artifact_path="plots")
+    for kind in LANDMARK_PLOT_KINDS:
+        for csv in sorted((config.paths.plots_dir / kind).glob(f"*/{target}.csv")):
+            mlflow.log_artifact(str(csv), artifact_path=f"plots/{kind}/{csv.parent.name}")
     png = config.paths.figures_dir / f"{target}.png"
     if png.exists():
         mlflow.log_artifact(str(png), artifact_path="figures")

@@ -15,18 +15,22 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from pipeline import evaluate
+from pipeline import metrics as M
 from pipeline.config import parse_config
 from pipeline.errors import UserError
-from pipeline.evaluation import PLOT_KINDS, evaluate_rows
+from pipeline.evaluation import LANDMARK_PLOT_KINDS, PLOT_KINDS, evaluate_rows
 from pipeline.io import write_json, write_parquet
-from pipeline.model import BASELINES, LOGISTIC_BASELINE, SCORE_BASELINES
+from pipeline.model.baselines import BASELINES, LOGISTIC_BASELINE, MODEL_BASELINES, SCORE_BASELINES
 
 LANDMARKS = [0.0, 24.0, 48.0]
 SPARSE_LANDMARK = 96.0  # only 3 events at risk here -> reported as skipped
 EMPTY_LANDMARK = 120.0  # in params but no rows at all
 N_PATIENTS, N_REPEATS, N_FOLDS = 90, 2, 3
 UNAVAILABLE = "column 'car_hematotox__baseline' not in landmarks.parquet"
-NOISE = ("easix", "il6_latest", "crp_latest", "ferritin_latest")
+NOISE = ("easix", "il6_latest", "crp_latest", "ferritin_latest", "hay_2017")
+MODEL_KEYS = ["auroc", "auroc_ci", "auprc", "brier", "calibration_slope", "calibration_intercept", "sensitivity",
+              "specificity", "ppv", "npv", "threshold", "net_benefit",
+              "calibration_slope_ci", "calibration_intercept_ci", "net_benefit_ci"]
 
 
 def eval_config(tmp_path: Path | None = None, targets=("crs_severe", "icans_severe", "never_trained")):
@@ -76,6 +80,8 @@ def _target_rows(target: str, t_index: int, seed: int) -> pd.DataFrame:
             if name != "car_hematotox":  # never scored: its column is not in the landmark table
                 frame |= _scorer_columns(name, np.zeros(len(y)), y, rng, score=True)
         frame |= _scorer_columns(LOGISTIC_BASELINE, 1.5 * (y - 0.3), y, rng, score=False)
+        for name in MODEL_BASELINES[1:]:
+            frame |= _scorer_columns(name, 1.0 * (y - 0.3), y, rng, score=False)
         frames.append(pd.DataFrame(frame))
     out = pd.concat(frames, ignore_index=True)
     out.loc[out.index % 7 == 0, "score__m_easix"] = np.nan  # imputed by train: reported as missing_fraction
@@ -116,8 +122,7 @@ def test_metrics_schema(result):
     entry = metrics["crs_severe"]["48"]
     assert isinstance(entry["n"], int) and isinstance(entry["events"], int)
     model = entry["model"]
-    assert list(model) == ["auroc", "auroc_ci", "auprc", "brier", "calibration_slope", "calibration_intercept",
-                           "sensitivity", "specificity", "ppv", "npv", "threshold", "net_benefit"]
+    assert list(model) == MODEL_KEYS  # the original 12 keys first, additions after
     for key in ("auroc", "auprc", "brier", "calibration_slope", "calibration_intercept", "sensitivity",
                 "specificity", "ppv", "npv", "threshold"):
         assert isinstance(model[key], float), key
@@ -125,6 +130,32 @@ def test_metrics_schema(result):
     assert list(model["net_benefit"]) == ["0.05", "0.10", "0.15", "0.20", "0.25", "0.30", "0.35", "0.40", "0.45", "0.50"]
     assert list(entry["baselines"]) == list(BASELINES)
     assert "auroc" in entry["baselines"]["easix"] and "auroc_ci" in entry["baselines"]["logistic_regression"]
+    assert list(entry["baselines"]["easix"]) == [*MODEL_KEYS, "missing_fraction", "auroc_difference"]
+    assert list(entry["baselines"]["simple_summaries"]) == [*MODEL_KEYS, "auroc_difference"]
+    assert list(model["net_benefit_ci"]) == list(model["net_benefit"])
+
+
+def test_every_ci_contains_its_estimate(result):
+    metrics, _ = result
+    for target in ("crs_severe", "icans_severe"):
+        for key in ("0", "24", "48", "all"):
+            entry = metrics[target][key]
+            scorers = {"model": entry["model"]} | {
+                name: b for name, b in entry["baselines"].items() if "unavailable" not in b
+            }
+            for name, m in scorers.items():
+                for metric in ("auroc", "calibration_slope", "calibration_intercept"):
+                    lo, hi = m[f"{metric}_ci"]
+                    if lo is None:  # null only where the fits do not converge (near-separated model)
+                        assert key != "all" and abs(m["calibration_slope"]) > 10, (target, key, name, metric)
+                        continue
+                    assert lo <= m[metric] <= hi, (target, key, name, metric)
+                for pt, (lo, hi) in m["net_benefit_ci"].items():
+                    assert lo - 1e-4 <= m["net_benefit"][pt] <= hi + 1e-4, (target, key, name, pt)
+                if name != "model":
+                    diff = m["auroc_difference"]
+                    assert diff["estimate"] == pytest.approx(entry["model"]["auroc"] - m["auroc"], abs=2e-4)
+                    assert diff["ci"][0] <= diff["estimate"] <= diff["ci"][1], (target, key, name)
 
 
 def test_counts_and_auroc_by_hand(result):
@@ -205,6 +236,9 @@ def test_main_writes_outputs_at_config_paths_and_logs_to_mlflow(tmp_path, monkey
     for kind in PLOT_KINDS:
         written = pd.read_csv(config.paths.plots_dir / kind / "crs_severe.csv")
         pd.testing.assert_frame_equal(written, plots["crs_severe"][kind], check_dtype=False)
+    for kind in LANDMARK_PLOT_KINDS:
+        written = pd.read_csv(config.paths.plots_dir / kind / "L24" / "crs_severe.csv")
+        pd.testing.assert_frame_equal(written, plots["crs_severe"][f"{kind}/L24"], check_dtype=False)
     assert (config.paths.figures_dir / "crs_severe.png").stat().st_size > 10_000
     assert not (config.paths.figures_dir / "never_trained.png").exists()
 
@@ -215,6 +249,9 @@ def test_main_writes_outputs_at_config_paths_and_logs_to_mlflow(tmp_path, monkey
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
     child = next(r for r in runs if r.info.run_name == "crs_severe")  # no runs.json: a new "evaluate" run
     assert "L24/auroc" in child.data.metrics and "Lall/baseline/easix/auroc" in child.data.metrics
+    for key in ("Lall/calibration_slope_ci_lo", "L24/net_benefit_0.10_ci_hi",
+                "Lall/baseline/easix/auroc_difference_estimate", "Lall/baseline/easix/auroc_difference_ci_lo"):
+        assert key in child.data.metrics, key
     names = {a.path for a in MlflowClient().list_artifacts(child.info.run_id)}
     assert {"metrics.json", "plots", "figures"} <= names
 
@@ -251,3 +288,67 @@ def test_unpaired_repeats_are_a_user_error():
     shuffled = pd.concat([rows[rows["repeat"] == 0], second], ignore_index=True)
     with pytest.raises(UserError, match="oof.parquet: repeats do not cover the same rows"):
         evaluate_rows(shuffled, {}, 10, 0, source="data/processed/oof.parquet")
+
+
+def _hand_rows(label, model_p, score, prob, fold) -> pd.DataFrame:
+    n = len(label)
+    return pd.DataFrame({
+        "patient_id": [f"p{i:02d}" for i in range(n)], "landmark_hours": 24.0, "repeat": 0, "fold": fold,
+        "label": np.asarray(label, dtype=float), "prob__model": model_p, "threshold__model": 0.5,
+        "score__easix": score, "prob__easix": prob, "threshold__easix": 0.5,
+    })
+
+
+def test_published_score_auroc_is_the_raw_scores_even_when_a_fold_reverses_it():
+    rng = np.random.default_rng(4)
+    n = 80
+    label = (rng.random(n) < 0.4).astype(float)
+    score = np.round(label + rng.normal(size=n), 1)  # ties on purpose
+    score[::9] = np.nan  # missing: ranked at the median of the observed raw values
+    fold = np.arange(n) % 2
+    filled = np.where(np.isnan(score), np.nanmedian(score), score)
+    # Per-fold recalibration with a negative slope in fold 1 reverses that fold's ranking.
+    prob = np.where(fold == 0, 1 / (1 + np.exp(-filled)), 1 / (1 + np.exp(filled)))
+    assert roc_auc_score(label, prob) < roc_auc_score(label, filled) - 0.1
+    rows = _hand_rows(label, rng.random(n), score, prob, fold)
+    out = evaluate_rows(rows, {name: "absent" for name in BASELINES if name != "easix"}, 50, 0)
+    easix = out["baselines"]["easix"]
+    assert easix["auroc"] == round(roc_auc_score(label, filled), 4)
+    assert easix["auprc"] == round(float(M.auprc(label, filled)), 4)
+    assert easix["brier"] == round(float(M.brier(label, prob)), 4)  # probabilities still give Brier
+    assert easix["missing_fraction"] == round(float(np.isnan(score).mean()), 4)
+    lo, hi = easix["auroc_ci"]
+    assert lo <= easix["auroc"] <= hi
+
+
+def test_paired_auroc_difference_by_hand():
+    label = [1, 1, 1, 1, 1, 0, 0, 0, 0, 0]
+    model_p = [0.9, 0.8, 0.7, 0.6, 0.55, 0.4, 0.3, 0.2, 0.1, 0.05]  # AUROC 1
+    # Event scores 5..1 vs non-event scores 4.5..0.5: 5 + 4 + 3 + 2 + 1 = 15 of 25 pairs -> AUROC 0.6
+    score = np.array([5, 4, 3, 2, 1, 4.5, 3.5, 2.5, 1.5, 0.5])
+    rows = _hand_rows(label, model_p, score, score / 10, np.arange(10) % 2)
+    out = evaluate_rows(rows, {name: "absent" for name in BASELINES if name != "easix"}, 200, 11)
+    diff = out["baselines"]["easix"]["auroc_difference"]
+    assert out["model"]["auroc"] == 1.0 and out["baselines"]["easix"]["auroc"] == 0.6
+    assert diff["estimate"] == 0.4
+    # Same patient resamples for both: each replicate's difference is 1 - the baseline's replicate AUROC.
+    codes, counts = M.patient_bootstrap_counts(rows["patient_id"].to_numpy(), 200, 11)
+    replicate = 1 - M.grouped_auroc_matrix(np.asarray(label, float), score, codes, counts)
+    lo, hi = M.percentile_ci(replicate)
+    assert diff["ci"] == [round(lo, 4), round(hi, 4)]
+    assert 0.0 <= diff["ci"][0] <= 0.4 <= diff["ci"][1] <= 1.0
+
+
+def test_calibration_and_decision_curves_per_landmark_over_all_repeats(result):
+    _, plots = result
+    frames = plots["crs_severe"]
+    oof = make_oof()
+    for hours, key in ((0.0, "L0"), (24.0, "L24"), (48.0, "L48"), (SPARSE_LANDMARK, "L96")):
+        calibration = frames[f"calibration_by_landmark/{key}"]
+        at = oof[(oof["target"] == "crs_severe") & (oof["landmark_hours"] == hours)]
+        assert calibration["n"].sum() == len(at) == N_REPEATS * N_PATIENTS  # every repeat's rows
+        decision = frames[f"decision_curve_by_landmark/{key}"]
+        assert list(decision.columns) == ["threshold", "net_benefit", "treat_all", "treat_none"]
+        nb = M.net_benefit(at["label"], at["prob__model"], [0.1])[0]
+        assert decision.loc[decision["threshold"] == 0.1, "net_benefit"].item() == round(nb, 5)
+    assert {k.split("/")[0] for k in frames if "/" in k} == set(LANDMARK_PLOT_KINDS)

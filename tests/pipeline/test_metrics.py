@@ -140,3 +140,51 @@ def test_calibration_curve_bins():
     assert counts.sum() == 100 and len(predicted) == 5
     assert np.all(np.diff(predicted) > 0)
     assert np.allclose(observed, 0.5, atol=0.1)
+
+
+def _replicate_rows(groups: np.ndarray, counts_row: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Row indices of one bootstrap replicate, each row repeated as often as its patient was drawn."""
+    return np.repeat(np.arange(len(groups)), counts_row[codes].astype(int))
+
+
+def test_bootstrap_calibration_equals_fits_on_repeated_rows(scored):
+    from pipeline.model import fit_logistic, logit
+
+    y, p = scored
+    p = np.clip(p, 0.02, 0.98)
+    groups = np.repeat(np.arange(len(y) // 2), 2)  # two rows per patient
+    codes, counts = M.patient_bootstrap_counts(groups, 12, seed=5)
+    slopes, intercepts = M.bootstrap_calibration(y, p, codes, counts)
+    for b in (0, 7):
+        rows = _replicate_rows(groups, counts[b], codes)
+        lp = logit(p[rows])
+        assert slopes[b] == pytest.approx(fit_logistic(lp, y[rows], np.zeros(len(rows)))[1], abs=1e-7)
+        assert intercepts[b] == pytest.approx(fit_logistic(None, y[rows], lp)[0], abs=1e-7)
+    # All weights 1: the point estimates.
+    ones = np.ones((1, len(np.unique(groups))))
+    slope, intercept = M.calibration_slope_intercept(y, p)
+    assert M.bootstrap_calibration(y, p, codes, ones)[0][0] == pytest.approx(slope, abs=1e-8)
+    assert M.bootstrap_calibration(y, p, codes, ones)[1][0] == pytest.approx(intercept, abs=1e-8)
+
+
+def test_bootstrap_calibration_one_class_sets_are_nan():
+    y = np.array([1.0, 0.0, 0.0, 1.0])
+    p = np.array([0.8, 0.3, 0.2, 0.6])
+    counts = np.array([[0.0, 2.0, 2.0, 0.0], [1.0, 1.0, 1.0, 1.0]])  # first set: only non-events drawn
+    codes = np.array([0, 1, 2, 3])
+    slopes, intercepts = M.bootstrap_calibration(y, p, codes, counts)
+    assert math.isnan(slopes[0]) and math.isnan(intercepts[0])
+
+
+def test_bootstrap_net_benefit_equals_repeated_rows(scored):
+    y, p = scored
+    groups = np.repeat(np.arange(len(y) // 4), 4)
+    codes, counts = M.patient_bootstrap_counts(groups, 5, seed=2)
+    nb = M.bootstrap_net_benefit(y, p, codes, counts)
+    assert nb.shape == (5, len(M.NET_BENEFIT_THRESHOLDS))
+    for b in range(5):
+        rows = _replicate_rows(groups, counts[b], codes)
+        np.testing.assert_allclose(nb[b], M.net_benefit(y[rows], p[rows]), atol=1e-12)
+    # By hand: 4 rows, pt = 0.25 -> flag p >= 0.25: TP 1, FP 1 -> 1/4 - 1/4 x 1/3 = 1/6
+    assert M.bootstrap_net_benefit([1, 0, 1, 0], [0.5, 0.3, 0.1, 0.2], [0, 1, 2, 3], np.ones((1, 4)), [0.25])[0, 0] \
+        == pytest.approx(1 / 6)
