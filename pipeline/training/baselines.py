@@ -258,6 +258,6 @@ def fold_baselines(data: FoldData, cfg: TrainConfig, tr: np.ndarray, te: np.ndar
         else:
             prob, thr = fit_baseline_fold(fitters[name], data.X.iloc[tr], y_tr, data.groups[tr], data.X.iloc[te],
                                           cfg, seed)
-        out[C.prob_column(name)] = prob
-        out[C.threshold_column(name)] = np.full(len(te), thr)
+        out[C.prob_column(name)] = np.asarray(prob, dtype=np.float64)  # XGBoost predicts float32
+        out[C.threshold_column(name)] = np.full(len(te), thr, dtype=np.float64)
     return pd.DataFrame(out, index=pd.RangeIndex(len(te)))

@@ -118,6 +118,7 @@ def test_fold_baselines_columns_rows_and_signal():
     assert list(out.columns) == expected
     assert list(out.index) == list(range(len(te)))
     np.testing.assert_array_equal(out["score__crp_latest"], data.X["crp__latest"].to_numpy()[te])  # NaN kept
+    assert (out.dtypes == np.float64).all()  # the OOF contract: float64 columns (XGBoost predicts float32)
     for name in available:
         assert out[f"prob__{name}"].between(0, 1).all(), name
         assert out[f"threshold__{name}"].nunique() == 1, name  # one threshold per fold
