@@ -77,6 +77,19 @@ def analyte_prefix(code: str) -> str:
     return f"{code.lower()}{ANALYTE_SEPARATOR}"
 
 
+#: The per-analyte summaries of the simple-summaries reference: last, first, max and log(last/first).
+SIMPLE_SUMMARIES = ("latest", "first", "max", "log2_latest_over_first")
+
+
+def simple_summary_columns(columns: list[str] | pd.Index) -> list[str]:
+    """The simple-summaries feature set, in table order: per analyte (any stem with a ``<stem>__count``
+    column, which derived scores such as ``easix__latest`` lack) its latest, first, max and
+    log2(latest/first), plus every column without ``__`` (static covariates, ``landmark_hours``)."""
+    stems = {c[: -len("__count")] for c in columns if c.endswith("__count")}
+    wanted = {analyte_feature(stem, summary) for stem in stems for summary in SIMPLE_SUMMARIES}
+    return [c for c in columns if c in wanted or ANALYTE_SEPARATOR not in c]
+
+
 def feature_columns(columns: list[str] | pd.Index) -> list[str]:
     """Model features of a landmark table: everything but ids, labels and onset hours."""
     return [

@@ -25,7 +25,7 @@ from features import feature_table
 from pipeline import tracking
 from pipeline.config import Config
 from pipeline.contracts import LANDMARK_HOURS, PATIENT_ID, shap_column, shap_features
-from pipeline.model import ModelBundle, TargetModel, risk_band
+from pipeline.model import ModelBundle, TargetModel, model_analytes, risk_band
 from pipeline.registry import load_registry
 
 ID_COLUMNS = [PATIENT_ID, LANDMARK_HOURS, "base_value", "margin", "probability", "band"]
@@ -65,16 +65,16 @@ def shap_matrix(frame: pd.DataFrame) -> tuple[list[str], np.ndarray]:
     return names, frame[[shap_column(n) for n in names]].to_numpy(dtype=float)
 
 
-def feature_definitions(config: Config) -> pd.DataFrame:
-    """features.feature_table for this config (units from the analyte registry), indexed by feature name."""
-    return feature_table(config.featurize.analytes, config.static_features, load_registry().canonical_units).set_index("name")
+def feature_definitions(config: Config, analytes: list[str]) -> pd.DataFrame:
+    """features.feature_table for the model's analytes (units from the analyte registry), indexed by name."""
+    return feature_table(analytes, config.static_features, load_registry().canonical_units).set_index("name")
 
 
-def summary_table(frame: pd.DataFrame, config: Config) -> pd.DataFrame:
+def summary_table(frame: pd.DataFrame, config: Config, analytes: list[str]) -> pd.DataFrame:
     """Every feature -> analyte, summary, unit, description, mean |SHAP| and rank (1 = largest)."""
     names, values = shap_matrix(frame)
     mean_abs = np.abs(values).mean(axis=0) if len(values) else np.zeros(len(names))
-    table = feature_definitions(config)
+    table = feature_definitions(config, analytes)
     out = pd.DataFrame({"feature": names, "mean_abs_shap": mean_abs})
     for col in ("analyte", "summary", "unit", "description"):
         # A feature absent from the table (e.g. a covariate added outside params) keeps blanks.
@@ -205,7 +205,7 @@ def explain_with_summaries(bundle: ModelBundle, landmarks: pd.DataFrame, config:
     out: dict[str, pd.DataFrame] = {}
     for target, frame in frames.items():
         out[target] = frame
-        out[summary_key(target)] = summary_table(frame, config)
+        out[summary_key(target)] = summary_table(frame, config, model_analytes(bundle, config))
     return out
 
 

@@ -106,7 +106,7 @@ class Scorer:
         preds = result.predictions[result.predictions["patient_id"] == pid]
         n = n_drivers or self.setup.config.report.top_drivers
         cfg = self.setup.config
-        descriptions = feature_descriptions(tuple(cfg.featurize.analytes), tuple(cfg.static_features))
+        descriptions = feature_descriptions(tuple(self.setup.analytes), tuple(cfg.static_features))
         drivers: dict[str, pd.DataFrame] = {}
         rows = np.flatnonzero(result.landmarks["patient_id"].astype(str).to_numpy() == pid)
         for target, s in result.scores.items():

@@ -4,17 +4,17 @@ For each target (rows with a non-NaN ``label__<target>``):
 
 * outer loop: ``n_repeats`` x ``n_splits`` StratifiedGroupKFold grouped by patient (new shuffle seed per
   repeat), so a patient's landmark rows are never split across train and test;
-* inside each outer *training* fold only: a booster fitted on part of the fold scores held-out
-  training-fold patients (``calibration_fraction``, grouped and stratified); the calibrator (isotonic /
-  sigmoid) and the threshold for ``sensitivity_target`` are fitted on those scores, and the fold's
-  booster is refitted on the whole training fold. The test fold is only ever predicted;
+* inside each outer *training* fold only: the training procedure (:mod:`pipeline.training.crossfit`):
+  K cross-fitted boosters on inner patient folds, a nested hyperparameter search on those folds, the
+  calibrator (landmark-aware) and per-landmark thresholds fitted on each booster's held-out scores. The
+  test fold is only ever predicted, by the averaged boosters and the calibrator, as a new patient is;
 * baselines are scored on exactly the same rows and folds (raw scores recalibrated by a one-variable
   logistic model fitted on the training fold; an L2 logistic regression with imputation, scaling and
   one-hot encoding fitted on the training fold);
-* final model: booster on all rows, calibrator fitted on the pooled out-of-fold raw scores of the
-  outer CV (all repeats), threshold chosen on those calibrated out-of-fold scores.
+* final model: the same procedure on all rows, so the deployed model is built exactly as every model
+  whose out-of-fold performance is reported.
 
-Outputs: ``paths.oof``, ``paths.models_dir/<target>/`` (booster.json, calibrator.json, features.json,
+Outputs: ``paths.oof``, ``paths.models_dir/<target>/`` (booster_<k>.json, calibrator.json, features.json,
 metadata.json; JSON only, no pickle) and ``paths.models_dir/runs.json`` (MLflow run ids). Registering
 the MLflow model is the next stage, ``crs register``. The work is in :mod:`pipeline.training`.
 """
@@ -43,7 +43,7 @@ from pipeline.training.final import (
     TargetResult,
     empty_oof,
     finish_target,
-    fit_final_booster,
+    fit_final,
     prepare_target,
 )
 from pipeline.training.splits import landmark_groups
@@ -63,6 +63,18 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def trained_analytes(landmarks: pd.DataFrame, config: Config) -> list[str]:
+    """The analytes featurize built the table from (recorded in its parquet metadata), else the params'
+    explicit list: stored with the model so scoring rebuilds exactly these features."""
+    recorded = landmarks.attrs.get("analytes")
+    if recorded is not None:
+        return [str(a) for a in recorded]
+    if isinstance(config.featurize.analytes, str):
+        raise UserError(f"{config.paths.landmarks}: no analyte list recorded (written by an older featurize); "
+                        "rerun `crs featurize`")
+    return list(config.featurize.analytes)
 
 
 def feature_specs(landmarks: pd.DataFrame, config: Config, source: str | Path) -> list[FeatureSpec]:
@@ -87,7 +99,7 @@ def _tasks(prepared: dict[str, PreparedTarget | TargetResult], config: Config, s
             keys.append((t, "fold", (repeat, fold)))
         for lm, mask in landmark_groups(prep.data.landmarks, config.train.per_landmark):
             key = "all" if lm is None else landmark_key(lm)
-            tasks.append((fit_final_booster, prep.data.X[mask], prep.data.y[mask], config.train, specs))
+            tasks.append((fit_final, prep.data, mask, config.train))
             keys.append((t, "final", key))
     return tasks, keys
 
@@ -137,6 +149,7 @@ def main(config: Config) -> None:
     landmarks = read_stage_parquet(paths.landmarks, "landmark table", "crs featurize")
     C.check_frame(landmarks, C.LANDMARKS, paths.landmarks, "crs featurize")
     provenance = {
+        "analytes": trained_analytes(landmarks, config),
         "data_path": str(paths.landmarks),
         "data_sha256": sha256_file(paths.landmarks),
         "cohort_path": str(config.cohort.path),

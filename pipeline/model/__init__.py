@@ -20,7 +20,13 @@ from pipeline.model.scorer import (
     is_missing_value,
     risk_band,
 )
-from pipeline.model.setup import SCORING_CONFIG_FILE, ScoringSetup, merge_scoring_config, scoring_config
+from pipeline.model.setup import (
+    SCORING_CONFIG_FILE,
+    ScoringSetup,
+    merge_scoring_config,
+    model_analytes,
+    scoring_config,
+)
 from pipeline.model.specs import FeatureSpec, apply_feature_specs, build_feature_specs
 
 __all__ = [
@@ -48,6 +54,7 @@ __all__ = [
     "load_target_model",
     "logit",
     "merge_scoring_config",
+    "model_analytes",
     "risk_band",
     "scoring_config",
 ]

@@ -1,9 +1,9 @@
 """The model artifact format: ``models/<target>/`` as plain files, read back into a scorer. No pickle.
 
-Per target: ``booster.json`` (XGBoost's own JSON), ``calibrator.json`` (JSON numbers),
-``features.json`` (feature order, dtypes, category lists) and ``metadata.json`` (which booster and
-calibrator serve which landmark, thresholds, counts, provenance); ``landmark_<L>/`` subfolders when
-trained per landmark. ``models/runs.json`` holds the MLflow run ids. docs/training.md has the schema.
+Per target: ``booster_<k>.json`` (the K cross-fitted boosters, XGBoost's own JSON), ``calibrator.json``
+(JSON numbers), ``features.json`` (feature order, dtypes, category lists) and ``metadata.json`` (which
+boosters and calibrator serve which landmark, thresholds, counts, what the search chose, provenance);
+``landmark_<L>/`` subfolders when trained per landmark. ``models/runs.json`` holds the MLflow run ids. docs/training.md has the schema.
 """
 
 from __future__ import annotations
@@ -52,6 +52,17 @@ def booster_from_json(content: bytes) -> Any:
     return booster
 
 
+def landmark_model_files(model: LandmarkModel, subdir: str = "") -> tuple[dict[str, bytes], dict[str, Any]]:
+    """The files of one deployed unit (``booster_<k>.json`` per cross-fitted booster, ``calibrator.json``)
+    and its ``metadata.json`` entry (file names, pooled and per-landmark thresholds)."""
+    files = {f"{subdir}booster_{k}.json": booster_json(b) for k, b in enumerate(model.boosters)}
+    entry: dict[str, Any] = {"boosters": list(files), "calibrator": f"{subdir}calibrator.json"}
+    files[entry["calibrator"]] = json_bytes(model.calibrator.to_json())
+    entry["threshold"] = model.threshold
+    entry["thresholds"] = {f"{h:g}": t for h, t in sorted(model.thresholds.items())}
+    return files, entry
+
+
 def read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
@@ -92,9 +103,12 @@ def load_target_model(directory: Path, run_id: str | None = None) -> TargetModel
     specs = read_feature_specs(directory)
     models: dict[str, LandmarkModel] = {}
     for key, entry in metadata.get("models", {}).items():
-        booster = _load_booster(directory / entry["booster"])
+        if "boosters" not in entry:
+            raise UserError(f"{directory / METADATA_FILE}: model format of an older version (rerun `crs train`)")
+        boosters = [_load_booster(directory / name) for name in entry["boosters"]]
         calibrator = _load_calibrator(directory / entry["calibrator"])
-        models[key] = LandmarkModel(booster, calibrator, entry.get("threshold"))
+        thresholds = {float(h): float(t) for h, t in (entry.get("thresholds") or {}).items() if t is not None}
+        models[key] = LandmarkModel(boosters, calibrator, entry.get("threshold"), thresholds)
     if not models:
         raise UserError(f"{directory / METADATA_FILE}: no trained model listed (target skipped in training?)")
     return TargetModel(metadata.get("target", directory.name), specs, metadata, models, run_id)

@@ -49,29 +49,61 @@ def fit_logistic(x: np.ndarray | None, y: np.ndarray, offset: np.ndarray, n_iter
 
 @dataclass
 class Calibrator:
-    """Maps raw booster probabilities to calibrated ones; serialised as plain JSON numbers."""
+    """Maps raw booster probabilities (at a landmark) to calibrated ones; serialised as JSON numbers.
+
+    ``sigmoid``: p = expit(a * logit(raw) + b + b_L), with ``b_L`` a landmark-specific intercept offset
+    (``landmark_offsets``: landmark hours -> offset; linear in hours between trained landmarks, flat
+    beyond them; none = 0). ``isotonic``: monotone step map through the knots ``x -> y``, one map per
+    landmark when ``by_landmark`` is set (hours -> knots), else one map. ``identity``: too few events.
+    """
 
     method: str
     x: list[float] = field(default_factory=list)  # isotonic knots (raw score)
     y: list[float] = field(default_factory=list)  # isotonic knots (calibrated probability)
-    a: float = 1.0  # sigmoid: p = 1 / (1 + exp(-(a * logit(raw) + b)))
+    a: float = 1.0
     b: float = 0.0
+    landmark_offsets: dict[float, float] = field(default_factory=dict)
+    by_landmark: dict[float, tuple[list[float], list[float]]] = field(default_factory=dict)
 
-    def predict(self, raw: np.ndarray) -> np.ndarray:
+    def predict(self, raw: np.ndarray, landmark_hours: np.ndarray | float | None = None) -> np.ndarray:
         raw = np.asarray(raw, dtype=float)
-        if self.method == "isotonic":
-            if not self.x:
-                return raw
-            return np.interp(raw, self.x, self.y)  # constant beyond the ends, as sklearn's "clip"
         if self.method == "sigmoid":
-            return expit(self.a * logit(raw) + self.b)
-        return raw  # "identity": too few events to calibrate
+            return expit(self.a * logit(raw) + self.b + self._offsets(raw, landmark_hours))
+        if self.method == "isotonic":
+            return self._isotonic(raw, landmark_hours)
+        return raw
+
+    def _offsets(self, raw: np.ndarray, landmark_hours: np.ndarray | float | None) -> np.ndarray | float:
+        if not self.landmark_offsets or landmark_hours is None:
+            return 0.0
+        hours = sorted(self.landmark_offsets)
+        return np.interp(np.broadcast_to(np.asarray(landmark_hours, dtype=float), raw.shape), hours,
+                         [self.landmark_offsets[h] for h in hours])
+
+    def _isotonic(self, raw: np.ndarray, landmark_hours: np.ndarray | float | None) -> np.ndarray:
+        if not self.by_landmark or landmark_hours is None:
+            return np.interp(raw, self.x, self.y) if self.x else raw  # constant beyond the ends ("clip")
+        hours = np.broadcast_to(np.asarray(landmark_hours, dtype=float), raw.shape)
+        trained = np.asarray(sorted(self.by_landmark))
+        # Nearest trained landmark at or below (the first one below the grid): no look-ahead in hours.
+        nearest = trained[np.clip(np.searchsorted(trained, hours, side="right") - 1, 0, len(trained) - 1)]
+        out = np.empty_like(raw)
+        for h in trained:
+            rows = nearest == h
+            knots_x, knots_y = self.by_landmark[float(h)]
+            out[rows] = np.interp(raw[rows], knots_x, knots_y)
+        return out
 
     def to_json(self) -> dict[str, Any]:
         if self.method == "isotonic":
-            return {"method": "isotonic", "x": self.x, "y": self.y}
+            out: dict[str, Any] = {"method": "isotonic", "x": self.x, "y": self.y}
+            if self.by_landmark:
+                out["by_landmark"] = {f"{h:g}": {"x": kx, "y": ky} for h, (kx, ky) in sorted(self.by_landmark.items())}
+            return out
         if self.method == "sigmoid":
-            return {"method": "sigmoid", "a": self.a, "b": self.b, "formula": "1/(1+exp(-(a*logit(p)+b)))"}
+            return {"method": "sigmoid", "a": self.a, "b": self.b,
+                    "landmark_offsets": {f"{h:g}": v for h, v in sorted(self.landmark_offsets.items())},
+                    "formula": "1/(1+exp(-(a*logit(p)+b+offset(landmark))))"}
         return {"method": "identity"}
 
     @classmethod
@@ -79,13 +111,16 @@ class Calibrator:
         """Inverse of :meth:`to_json`; KeyError / TypeError / ValueError on a malformed mapping."""
         method = data.get("method", "identity")
         if method == "isotonic":
-            return cls("isotonic", list(map(float, data["x"])), list(map(float, data["y"])))
+            by_landmark = {float(h): (list(map(float, k["x"])), list(map(float, k["y"])))
+                           for h, k in data.get("by_landmark", {}).items()}
+            return cls("isotonic", list(map(float, data["x"])), list(map(float, data["y"])), by_landmark=by_landmark)
         if method == "sigmoid":
-            return cls("sigmoid", a=float(data["a"]), b=float(data["b"]))
+            offsets = {float(h): float(v) for h, v in data.get("landmark_offsets", {}).items()}
+            return cls("sigmoid", a=float(data["a"]), b=float(data["b"]), landmark_offsets=offsets)
         return cls("identity")
 
 
-def _smoothed_isotonic(raw: np.ndarray, y: np.ndarray) -> Calibrator:
+def _isotonic_knots(raw: np.ndarray, y: np.ndarray) -> tuple[list[float], list[float]]:
     from sklearn.isotonic import IsotonicRegression
 
     iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(raw, y)
@@ -100,16 +135,54 @@ def _smoothed_isotonic(raw: np.ndarray, y: np.ndarray) -> Calibrator:
     events = np.bincount(inverse, weights=y)
     smoothed = np.maximum.accumulate((events + 1) / (n_block + 2))
     knots_y = np.interp(knots_y, levels, smoothed) if len(levels) > 1 else np.full_like(knots_y, smoothed[0])
-    return Calibrator("isotonic", [float(v) for v in knots_x], [float(v) for v in knots_y])
+    return [float(v) for v in knots_x], [float(v) for v in knots_y]
 
 
-def fit_calibrator(raw: np.ndarray, y: np.ndarray, method: str) -> Calibrator:
-    """Isotonic (add-one smoothed) or sigmoid (Platt on logit) calibrator; identity with one class."""
+def _enough(y: np.ndarray, min_events: int) -> bool:
+    """At least ``min_events`` events and as many non-events."""
+    return min(int(y.sum()), int(len(y) - y.sum())) >= min_events
+
+
+def _sigmoid_with_offsets(raw: np.ndarray, y: np.ndarray, landmarks: np.ndarray | None, min_events: int) -> Calibrator:
+    """Platt on logit(raw) (slope a, intercept b), then one intercept offset per landmark with enough
+    events (slope fixed, so a landmark's offset moves its risks up or down only); others get none."""
+    z = logit(raw)
+    beta = fit_logistic(z, y, np.zeros_like(z))
+    a, b = float(beta[1]), float(beta[0])
+    offsets: dict[float, float] = {}
+    if landmarks is not None and len(np.unique(landmarks)) > 1:
+        for h in np.unique(landmarks):
+            rows = landmarks == h
+            if _enough(y[rows], min_events):
+                offsets[float(h)] = float(fit_logistic(None, y[rows], a * z[rows] + b)[0])
+        if offsets and len(offsets) < len(np.unique(landmarks)):
+            # Landmarks without their own offset interpolate between fitted ones; pin them at 0 instead.
+            offsets.update({float(h): 0.0 for h in np.unique(landmarks) if float(h) not in offsets})
+    return Calibrator("sigmoid", a=a, b=b, landmark_offsets=offsets)
+
+
+def fit_calibrator(raw: np.ndarray, y: np.ndarray, method: str, landmarks: np.ndarray | None = None,
+                   min_landmark_events: int = 10, isotonic_min_events: int = 200) -> Calibrator:
+    """Calibrator for raw probabilities ``raw`` with outcomes ``y`` (identity with one class).
+
+    ``sigmoid``: Platt with landmark-specific intercepts (landmarks with at least ``min_landmark_events``
+    events and non-events). ``isotonic``: add-one smoothed isotonic, one map per landmark when every
+    landmark has ``min_landmark_events``. ``auto``: isotonic per landmark when every landmark has at least
+    ``isotonic_min_events`` events and non-events, else sigmoid (isotonic steps and overfits on less).
+    """
     raw = np.asarray(raw, dtype=float)
     y = np.asarray(y, dtype=float)
     if len(np.unique(y)) < 2:
         return Calibrator("identity")
+    groups = [] if landmarks is None else [np.asarray(landmarks) == h for h in np.unique(landmarks)]
+    if method == "auto":
+        rich = bool(groups) and all(_enough(y[g], isotonic_min_events) for g in groups)
+        method = "isotonic" if rich or (not groups and _enough(y, isotonic_min_events)) else "sigmoid"
     if method == "isotonic":
-        return _smoothed_isotonic(raw, y)
-    beta = fit_logistic(logit(raw), y, np.zeros_like(raw))
-    return Calibrator("sigmoid", a=float(beta[1]), b=float(beta[0]))
+        knots_x, knots_y = _isotonic_knots(raw, y)
+        by_landmark = {}
+        if len(groups) > 1 and all(_enough(y[g], min_landmark_events) for g in groups):
+            by_landmark = {float(h): _isotonic_knots(raw[g], y[g]) for h, g in zip(np.unique(landmarks), groups, strict=True)}
+        return Calibrator("isotonic", knots_x, knots_y, by_landmark=by_landmark)
+    return _sigmoid_with_offsets(raw, y, None if landmarks is None else np.asarray(landmarks, dtype=float),
+                                 min_landmark_events)

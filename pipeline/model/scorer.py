@@ -16,7 +16,7 @@ import pandas as pd
 
 from pipeline.cohort import is_missing_value
 from pipeline.errors import UserError
-from pipeline.model.calibration import Calibrator
+from pipeline.model.calibration import Calibrator, expit
 from pipeline.model.specs import FeatureSpec, apply_feature_specs
 
 BAND_LOW, BAND_INTERMEDIATE, BAND_HIGH = "low", "intermediate", "high"
@@ -24,11 +24,32 @@ BAND_LOW, BAND_INTERMEDIATE, BAND_HIGH = "low", "intermediate", "high"
 
 @dataclass
 class LandmarkModel:
-    """One booster + calibrator (for all landmarks, or for one when trained ``per_landmark``)."""
+    """The deployed unit (for all landmarks, or one when trained ``per_landmark``): K cross-fitted
+    boosters whose log-odds are averaged, the calibrator fitted on their held-out scores, and alert
+    thresholds (per landmark hours, and pooled). Training's out-of-fold predictions come from this
+    same class, so what is validated is what is deployed."""
 
-    booster: Any  # xgboost.Booster
+    boosters: list[Any]  # xgboost.Booster, each trained on K-1 of K patient folds
     calibrator: Calibrator
     threshold: float | None
+    thresholds: dict[float, float] = field(default_factory=dict)
+
+    def margin(self, dmatrix: Any) -> np.ndarray:
+        """Mean log-odds of the boosters (float64)."""
+        return np.mean([b.predict(dmatrix, output_margin=True).astype(np.float64) for b in self.boosters], axis=0)
+
+    def contributions(self, dmatrix: Any) -> np.ndarray:
+        """Mean exact tree SHAP (rows x features + bias column): additive, so it sums to :meth:`margin`."""
+        return np.mean([b.predict(dmatrix, pred_contribs=True).astype(np.float64) for b in self.boosters], axis=0)
+
+    def probability(self, margin: np.ndarray, landmark_hours: np.ndarray) -> np.ndarray:
+        return self.calibrator.predict(expit(margin), landmark_hours)
+
+    def threshold_at(self, landmark_hours: np.ndarray) -> np.ndarray:
+        """Alert threshold per row: its landmark's own, else the pooled one."""
+        hours = np.asarray(landmark_hours, dtype=float)
+        pooled = np.nan if self.threshold is None else float(self.threshold)
+        return np.array([self.thresholds.get(float(h), pooled) for h in hours], dtype=float)
 
 
 @dataclass
@@ -121,12 +142,11 @@ class TargetModel:
         for model, rows in self._groups(np.asarray(landmark_hours, dtype=float)):
             dmatrix = xgb.DMatrix(X[rows], feature_names=self.feature_names, feature_types=types,
                                   enable_categorical=True, nthread=1)
-            margin = model.booster.predict(dmatrix, output_margin=True)
-            scores.margin[rows] = margin
-            # float32 like the booster's own output (what training calibrated on), hence not calibration.expit.
-            scores.probability[rows] = model.calibrator.predict(1.0 / (1.0 + np.exp(-margin)))
+            hours = np.asarray(landmark_hours, dtype=float)[rows]
+            scores.margin[rows] = margin = model.margin(dmatrix)
+            scores.probability[rows] = model.probability(margin, hours)
             if with_shap:
-                contribs = model.booster.predict(dmatrix, pred_contribs=True)
+                contribs = model.contributions(dmatrix)
                 scores.shap[rows] = contribs[:, :-1]
                 scores.base_value[rows] = contribs[:, -1]
         return scores
@@ -161,6 +181,14 @@ class ModelBundle:
     directory: Path
     targets: dict[str, TargetModel] = field(default_factory=dict)
     runs: dict = field(default_factory=dict)
+
+    @property
+    def analytes(self) -> list[str] | None:
+        """The analytes the models were trained on (recorded by ``crs train``), or None if not recorded."""
+        for model in self.targets.values():
+            if model.metadata.get("analytes") is not None:
+                return list(model.metadata["analytes"])
+        return None
 
 
 def risk_band(probability: np.ndarray, low_below: float, high_from: float) -> np.ndarray:

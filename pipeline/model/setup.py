@@ -28,6 +28,20 @@ from pipeline.model.specs import FeatureSpec
 SCORING_CONFIG_FILE = "scoring_config.json"
 
 
+def model_analytes(bundle: ModelBundle, config: Config) -> list[str]:
+    """The analytes a model was trained on: recorded with the model, else the params' explicit list.
+
+    Never chosen again at scoring time: ``featurize.analytes: auto`` picks from a whole cohort, and one
+    new patient is not a cohort.
+    """
+    if bundle.analytes is not None:
+        return bundle.analytes
+    if not isinstance(config.featurize.analytes, str):
+        return list(config.featurize.analytes)
+    raise UserError(f"{bundle.directory}: the model does not record its analytes (trained by an older version); "
+                    "retrain, or set featurize.analytes to the list it was trained with")
+
+
 def scoring_config(config: Config) -> dict[str, Any]:
     """The parts of params that scoring depends on (stored with the model)."""
     dump = json.loads(config.model_dump_json())
@@ -65,9 +79,10 @@ class ScoringSetup:
         # One matrix serves every target when they share the feature list (they do unless retrained apart).
         self.shared_specs = all(t.specs == self.specs for t in self.bundle.targets.values())
         features = {s.name for t in self.bundle.targets.values() for s in t.specs}
-        #: Markers the model relies on: featurize analytes with at least one feature in the model.
+        #: The analytes the model was trained on, and those of them with a feature in the model.
+        self.analytes: list[str] = model_analytes(self.bundle, self.config)
         self.key_analytes: list[str] = [
-            code for code in self.config.featurize.analytes if any(f.startswith(analyte_prefix(code)) for f in features)
+            code for code in self.analytes if any(f.startswith(analyte_prefix(code)) for f in features)
         ]
         trained = sorted({float(h) for t in self.bundle.targets.values() for h in t.metadata.get("landmarks_hours", [])})
         self.trained_landmarks: list[float] = trained or list(self.config.landmarks_hours)
@@ -79,7 +94,7 @@ class ScoringSetup:
         key = tuple(sorted({float(h) for h in landmarks_hours}))
         if key not in self._featurizers:
             fz = LandmarkFeaturizer.from_config(self.config)
-            fz.set_params(landmarks_hours=list(key))
+            fz.set_params(landmarks_hours=list(key), analytes=list(self.analytes))
             self._featurizers[key] = fz
         return self._featurizers[key]
 

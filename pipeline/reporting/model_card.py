@@ -20,7 +20,7 @@ from pipeline import metrics as M
 from pipeline.config import Config, landmark_key
 from pipeline.contracts import LANDMARK_HOURS, MODEL, PATIENT_ID, analyte_feature, prob_column
 from pipeline.io import atomic_path
-from pipeline.model import ModelBundle
+from pipeline.model import ModelBundle, model_analytes
 from pipeline.reporting import clinical_text as ct
 from pipeline.reporting.model_info import model_identity, target_label
 from pipeline.reporting.pages import environment
@@ -76,11 +76,11 @@ def site_variation(oof: pd.DataFrame | None, patients: pd.DataFrame | None, targ
     return out
 
 
-def missingness_table(landmarks: pd.DataFrame, config: Config) -> list[dict[str, Any]]:
+def missingness_table(landmarks: pd.DataFrame, analytes: list[str]) -> list[dict[str, Any]]:
     """Share of landmark rows without any measurement / without a baseline, per analyte and landmark."""
     rows = []
     hours = sorted(landmarks[LANDMARK_HOURS].unique())
-    for code in config.featurize.analytes:
+    for code in analytes:
         count, has_base = analyte_feature(code, "count"), analyte_feature(code, "has_baseline")
         if count not in landmarks:
             continue
@@ -186,11 +186,11 @@ def model_card_context(
     cohort_path = str(first.get("cohort_path", config.cohort.path))
     return {
         "targets": targets, "config": config, "hours": [f"{h:g}" for h in sorted(landmarks[LANDMARK_HOURS].unique())],
-        "missing": missingness_table(landmarks, config), "disclaimer": DISCLAIMER, "disclaimer_lead": DISCLAIMER_LEAD,
+        "missing": missingness_table(landmarks, model_analytes(bundle, config)), "disclaimer": DISCLAIMER, "disclaimer_lead": DISCLAIMER_LEAD,
         "n_patients": int(landmarks[PATIENT_ID].nunique()),
         "has_site": patients is not None and "site" in patients.columns,
         "simulated": _is_simulated(cohort_path), "cohort_path": cohort_path, "grading_scale": config.cohort.grading_scale,
-        "static_features": config.static_features, "analytes": [ct.display_name(a) for a in config.featurize.analytes],
+        "static_features": config.static_features, "analytes": [ct.display_name(a) for a in model_analytes(bundle, config)],
         "generated": time.strftime("%Y-%m-%d"),
     }
 

@@ -37,6 +37,7 @@ from pipeline.model import (
     ScoringSetup,
     load_bundle,
     merge_scoring_config,
+    model_analytes,
     scoring_config,
 )
 from pipeline.model.artifacts import FEATURES_FILE
@@ -188,7 +189,7 @@ def log_and_register(
 def unscoreable_features(config: Config, models_dir: str | Path) -> list[str]:
     """Model features that featurize does not produce under ``config`` (e.g. a model trained on a
     hand-made landmark table): such a model cannot score raw records, so it is not registered."""
-    produced = set(feature_table(config.featurize.analytes, config.static_features, units={})["name"])
+    produced = set(feature_table(model_analytes(load_bundle(models_dir), config), config.static_features, units={})["name"])
     missing: set[str] = set()
     for path in Path(models_dir).glob(f"*/{FEATURES_FILE}"):
         missing |= {f["name"] for f in json.loads(path.read_text())["features"]} - produced

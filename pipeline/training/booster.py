@@ -21,7 +21,15 @@ def check_monotone_constraints(constraints: dict[str, int], specs: list[FeatureS
             raise UserError(f"params.yaml: key 'train.monotone_constraints.{name}': {kind} (see `crs featurize --list`)")
 
 
-def xgb_params(cfg: TrainConfig, specs: list[FeatureSpec], seed: int) -> dict[str, Any]:
+#: Hyperparameters the search may set (names of ``train`` params), see :mod:`pipeline.training.search`.
+TUNABLE = ("max_depth", "learning_rate", "subsample", "colsample_bytree", "min_child_weight", "reg_lambda")
+
+
+def xgb_params(cfg: TrainConfig, specs: list[FeatureSpec], seed: int, overrides: dict[str, Any] | None = None
+               ) -> dict[str, Any]:
+    """XGBoost parameters from ``train`` params, with ``overrides`` (a search trial's values) on top."""
+    if overrides:
+        cfg = cfg.model_copy(update={k: v for k, v in overrides.items() if k in TUNABLE})
     numeric = {s.name for s in specs if s.dtype == "float64"}
     # Constraints only for present numeric features (XGBoost rejects them on categoricals).
     monotone = {k: int(v) for k, v in cfg.monotone_constraints.items() if k in numeric and v != 0}
@@ -35,6 +43,7 @@ def xgb_params(cfg: TrainConfig, specs: list[FeatureSpec], seed: int) -> dict[st
         "colsample_bytree": cfg.colsample_bytree,
         "min_child_weight": cfg.min_child_weight,
         "lambda": cfg.reg_lambda,
+        "max_bin": cfg.max_bin,
         "seed": seed,
         "nthread": cfg.n_threads,
         "verbosity": 0,
@@ -44,14 +53,18 @@ def xgb_params(cfg: TrainConfig, specs: list[FeatureSpec], seed: int) -> dict[st
     return params
 
 
-def fit_booster(X: pd.DataFrame, y: np.ndarray, cfg: TrainConfig, specs: list[FeatureSpec], seed: int) -> Any:
+def dmatrix(X: pd.DataFrame, y: np.ndarray | None, n_threads: int) -> Any:
     import xgboost as xgb
 
-    dtrain = xgb.DMatrix(X, label=y, enable_categorical=True, nthread=cfg.n_threads)
-    return xgb.train(xgb_params(cfg, specs, seed), dtrain, num_boost_round=cfg.n_estimators)
+    return xgb.DMatrix(X, label=y, enable_categorical=True, nthread=n_threads)
+
+
+def fit_booster(X: pd.DataFrame, y: np.ndarray, cfg: TrainConfig, specs: list[FeatureSpec], seed: int) -> Any:
+    """One booster with the ``train`` params as they are (baselines, too-few-events fallback)."""
+    import xgboost as xgb
+
+    return xgb.train(xgb_params(cfg, specs, seed), dmatrix(X, y, cfg.n_threads), num_boost_round=cfg.n_estimators)
 
 
 def predict_booster(booster: Any, X: pd.DataFrame, n_threads: int) -> np.ndarray:
-    import xgboost as xgb
-
-    return booster.predict(xgb.DMatrix(X, enable_categorical=True, nthread=n_threads))
+    return booster.predict(dmatrix(X, None, n_threads))

@@ -9,10 +9,10 @@ import pandas as pd
 
 from pipeline import contracts as C
 from pipeline.config import TrainConfig
-from pipeline.model import LOGISTIC_BASELINE, SCORE_BASELINES
-from pipeline.training.baselines import fit_logistic_fold, score_baseline_fold
-from pipeline.training.booster import predict_booster
-from pipeline.training.calibrated import fit_calibrated_model
+from pipeline.model import expit
+from pipeline.training.baselines import fold_baselines
+from pipeline.training.booster import dmatrix
+from pipeline.training.crossfit import fit_procedure
 from pipeline.training.data import FoldData
 from pipeline.training.splits import landmark_groups
 
@@ -30,8 +30,9 @@ def _empty_part(te: np.ndarray, repeat: int, fold: int) -> pd.DataFrame:
 
 def _model_predictions(part: pd.DataFrame, data: FoldData, cfg: TrainConfig, tr: np.ndarray, te: np.ndarray,
                        seed: int) -> None:
-    """Model: one per landmark unit (or one for all), fitted on training-fold rows only."""
-    X, y, groups = data.X, data.y, data.groups
+    """Model: the training procedure on the training rows (one unit per landmark, or one for all), then
+    the fitted unit scores the test rows exactly as the deployed model scores new patients."""
+    X, y = data.X, data.y
     for _, mask in landmark_groups(data.landmarks, cfg.per_landmark):
         tr_u, te_u = tr[mask[tr]], te[mask[te]]
         if len(te_u) == 0 or len(tr_u) == 0:
@@ -40,22 +41,12 @@ def _model_predictions(part: pd.DataFrame, data: FoldData, cfg: TrainConfig, tr:
         if len(np.unique(y[tr_u])) < 2:
             part.loc[where, C.prob_column(C.MODEL)] = float(np.mean(y[tr_u]))
             continue
-        fitted = fit_calibrated_model(X.iloc[tr_u], y[tr_u], groups[tr_u], cfg, data.specs, seed)
-        raw = predict_booster(fitted.booster, X.iloc[te_u], cfg.n_threads)
-        part.loc[where, C.raw_column(C.MODEL)] = raw
-        part.loc[where, C.prob_column(C.MODEL)] = fitted.calibrator.predict(raw)
-        part.loc[where, C.threshold_column(C.MODEL)] = fitted.threshold
-
-
-def _score_baselines(part: pd.DataFrame, data: FoldData, cfg: TrainConfig, tr: np.ndarray, te: np.ndarray) -> None:
-    for name, col in SCORE_BASELINES.items():
-        if data.available[name] is not None:
-            continue
-        s = data.X[col].to_numpy(dtype=float)
-        prob, thr = score_baseline_fold(s[tr], data.y[tr], s[te], cfg.sensitivity_target)
-        part[C.score_column(name)] = s[te]
-        part[C.prob_column(name)] = prob
-        part[C.threshold_column(name)] = thr
+        model = fit_procedure(X.iloc[tr_u], y[tr_u], data.groups[tr_u], data.landmarks[tr_u], cfg, data.specs, seed).model
+        hours = data.landmarks[te_u]
+        margin = model.margin(dmatrix(X.iloc[te_u], None, cfg.n_threads))
+        part.loc[where, C.raw_column(C.MODEL)] = expit(margin)
+        part.loc[where, C.prob_column(C.MODEL)] = model.probability(margin, hours)
+        part.loc[where, C.threshold_column(C.MODEL)] = model.threshold_at(hours)
 
 
 def run_fold(data: FoldData, cfg: TrainConfig, repeat: int, fold: int, tr: np.ndarray, te: np.ndarray) -> pd.DataFrame:
@@ -67,12 +58,8 @@ def run_fold(data: FoldData, cfg: TrainConfig, repeat: int, fold: int, tr: np.nd
     # One BLAS thread: small matrices, and spinning BLAS/OpenMP threads thrash a loaded 2-core machine.
     with threadpool_limits(limits=1):
         _model_predictions(part, data, cfg, tr, te, fold_seed)
-        _score_baselines(part, data, cfg, tr, te)
-        prob, thr = fit_logistic_fold(data.X.iloc[tr], data.y[tr], data.groups[tr], data.X.iloc[te], cfg,
-                                      data.specs, fold_seed)
-    part[C.prob_column(LOGISTIC_BASELINE)] = prob
-    part[C.threshold_column(LOGISTIC_BASELINE)] = thr
-    return part
+        baselines = fold_baselines(data, cfg, tr, te, fold_seed)
+    return pd.concat([part, baselines], axis=1)
 
 
 def run_tasks(tasks: list[tuple], cfg: TrainConfig) -> list[Any]:

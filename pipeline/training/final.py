@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 
 from pipeline import contracts as C
-from pipeline import metrics
 from pipeline.config import Config, TrainConfig, landmark_key
-from pipeline.model import FeatureSpec, apply_feature_specs, fit_calibrator
-from pipeline.model.artifacts import FEATURES_FILE, METADATA_FILE, booster_from_json, booster_json, json_bytes
+from pipeline.model import FeatureSpec, LandmarkModel, apply_feature_specs
+from pipeline.model.artifacts import FEATURES_FILE, METADATA_FILE, json_bytes, landmark_model_files
 from pipeline.training.baselines import baseline_availability
-from pipeline.training.booster import fit_booster, xgb_params
+from pipeline.training.booster import xgb_params
+from pipeline.training.crossfit import Procedure, fit_procedure
 from pipeline.training.data import FoldData
 from pipeline.training.splits import landmark_groups, outer_splits
 
@@ -30,7 +30,7 @@ class TargetResult:
     metadata: dict[str, Any]
     specs: list[FeatureSpec]
     X_all: pd.DataFrame | None
-    final_boosters: dict[str, Any]
+    final_models: dict[str, LandmarkModel]
 
 
 @dataclass
@@ -70,11 +70,13 @@ def prepare_target(
     return PreparedTarget(target, data, outer_splits(y, groups, cfg), counts)
 
 
-def fit_final_booster(X: pd.DataFrame, y: np.ndarray, cfg: TrainConfig, specs: list[FeatureSpec]) -> bytes:
+def fit_final(data: FoldData, mask: np.ndarray, cfg: TrainConfig) -> Procedure:
+    """The deployed unit: the same procedure as in every outer fold, on all rows of the unit."""
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1):
-        return booster_json(fit_booster(X, y, cfg, specs, cfg.seed))
+        return fit_procedure(data.X[mask], data.y[mask], data.groups[mask], data.landmarks[mask], cfg, data.specs,
+                             cfg.seed)
 
 
 def assemble_oof(prep: PreparedTarget, parts: list[pd.DataFrame]) -> pd.DataFrame:
@@ -95,34 +97,21 @@ def assemble_oof(prep: PreparedTarget, parts: list[pd.DataFrame]) -> pd.DataFram
     return oof.sort_values(["repeat", C.PATIENT_ID, C.LANDMARK_HOURS], kind="mergesort").reset_index(drop=True)
 
 
-def _final_units(prep: PreparedTarget, oof: pd.DataFrame, final_jsons: dict[str, bytes], cfg: TrainConfig
-                 ) -> tuple[dict[str, bytes], dict[str, Any], dict[str, Any]]:
-    """Files, metadata entries and loaded (booster, calibrator) per model unit ("all" or a landmark)."""
+def _final_units(prep: PreparedTarget, finals: dict[str, Procedure], cfg: TrainConfig
+                 ) -> tuple[dict[str, bytes], dict[str, Any], dict[str, LandmarkModel]]:
+    """Files, metadata entries and models per unit ("all" or a landmark)."""
     files: dict[str, bytes] = {}
     units: dict[str, Any] = {}
-    boosters: dict[str, Any] = {}
-    raw_col = C.raw_column(C.MODEL)
+    models: dict[str, LandmarkModel] = {}
     for lm, mask in landmark_groups(prep.data.landmarks, cfg.per_landmark):
         key = "all" if lm is None else landmark_key(lm)
-        subdir = "" if lm is None else f"landmark_{key}/"
-        # Calibrator for the final booster: pooled out-of-fold raw scores of every repeat (each row
-        # appears n_repeats times with equal weight); the test folds never saw their own labels.
-        pooled = oof if lm is None else oof[oof[C.LANDMARK_HOURS] == lm]
-        pooled = pooled[pooled[raw_col].notna()]
-        raw, labels = pooled[raw_col].to_numpy(), pooled["label"].to_numpy()
-        calibrator = fit_calibrator(raw, labels, cfg.calibration)
-        threshold = metrics.threshold_for_sensitivity(labels, calibrator.predict(raw), cfg.sensitivity_target)
-        files[f"{subdir}booster.json"] = final_jsons[key]
-        files[f"{subdir}calibrator.json"] = json_bytes(calibrator.to_json())
-        boosters[key] = (booster_from_json(final_jsons[key]), calibrator)
-        units[key] = {
-            "booster": f"{subdir}booster.json",
-            "calibrator": f"{subdir}calibrator.json",
-            "threshold": threshold,
-            "n_rows": int(mask.sum()),
-            "n_events": int(prep.data.y[mask].sum()),
-        }
-    return files, units, boosters
+        procedure = finals[key]
+        unit_files, entry = landmark_model_files(procedure.model, "" if lm is None else f"landmark_{key}/")
+        files.update(unit_files)
+        models[key] = procedure.model
+        units[key] = {**entry, "n_rows": int(mask.sum()), "n_events": int(prep.data.y[mask].sum()),
+                      "chosen": procedure.chosen}
+    return files, units, models
 
 
 def _metadata(prep: PreparedTarget, units: dict[str, Any], config: Config, base_meta: dict[str, Any]) -> dict:
@@ -135,9 +124,9 @@ def _metadata(prep: PreparedTarget, units: dict[str, Any], config: Config, base_
         "horizon_hours": config.featurize.horizon_hours,
         "per_landmark": cfg.per_landmark,
         "models": units,
-        "threshold_rule": f"highest calibrated probability with sensitivity >= {cfg.sensitivity_target:g} "
-        "on pooled out-of-fold predictions (flag if probability >= threshold)",
-        "calibration": f"{cfg.calibration}, fitted on pooled out-of-fold raw booster scores",
+        "threshold_rule": f"highest calibrated probability with sensitivity >= {cfg.sensitivity_target:g} on the "
+        "cross-fitted held-out predictions, per landmark with enough events, else pooled (flag if >= threshold)",
+        "calibration": f"{cfg.calibration}: fitted on each booster's scores of the inner fold it never trained on",
         "baselines": {
             name: ({"available": True} if reason is None else {"available": False, "reason": reason})
             for name, reason in data.available.items()
@@ -151,17 +140,17 @@ def _metadata(prep: PreparedTarget, units: dict[str, Any], config: Config, base_
 def finish_target(
     prep: PreparedTarget,
     parts: list[pd.DataFrame],
-    final_jsons: dict[str, bytes],
+    finals: dict[str, Procedure],
     config: Config,
     base_meta: dict[str, Any],
 ) -> TargetResult:
-    """Assemble out-of-fold predictions; calibrate final boosters on pooled OOF scores; build files."""
+    """Assemble out-of-fold predictions and the deployed models' files."""
     oof = assemble_oof(prep, parts)
-    files, units, boosters = _final_units(prep, oof, final_jsons, config.train)
+    files, units, models = _final_units(prep, finals, config.train)
     files[FEATURES_FILE] = json_bytes({"features": [s.to_json() for s in prep.data.specs]})
     metadata = _metadata(prep, units, config, base_meta)
     files[METADATA_FILE] = json_bytes(metadata)
-    return TargetResult(prep.target, "trained", None, oof, files, metadata, prep.data.specs, prep.data.X, boosters)
+    return TargetResult(prep.target, "trained", None, oof, files, metadata, prep.data.specs, prep.data.X, models)
 
 
 def empty_oof() -> pd.DataFrame:

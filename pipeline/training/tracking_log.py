@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,7 +11,6 @@ import pandas as pd
 from pipeline import tracking
 from pipeline.config import Config
 from pipeline.model import FeatureSpec
-from pipeline.training.booster import predict_booster
 from pipeline.training.final import TargetResult
 
 
@@ -34,20 +32,6 @@ def feature_summary(X: pd.DataFrame, specs: list[FeatureSpec]) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
-def input_example(X: pd.DataFrame, specs: list[FeatureSpec]) -> pd.DataFrame:
-    """One synthetic row: the median of each numeric feature, the most common category otherwise."""
-    row: dict[str, Any] = {}
-    for s in specs:
-        col = X[s.name]
-        if s.dtype == "float64":
-            row[s.name] = [float(col.median()) if col.notna().any() else np.nan]
-        else:
-            mode = col.mode(dropna=True)
-            value = str(mode.iloc[0]) if len(mode) else None
-            row[s.name] = pd.Categorical([value], categories=list(s.categories))
-    return pd.DataFrame(row)
-
-
 def log_training_runs(config: Config, results: list[TargetResult], provenance: dict[str, Any]) -> dict[str, Any]:
     """Log the parent and per-target runs; returns the run ids written to ``models/runs.json``."""
     import mlflow
@@ -55,6 +39,7 @@ def log_training_runs(config: Config, results: list[TargetResult], provenance: d
     with tracking.quiet_mlflow():
         experiment_id = tracking.setup(config.train.experiment_name)
         tags = {key: provenance[key] for key in ("git_commit", "cohort_path", "data_sha256")} | {"stage": "train"}
+        tags["analytes"] = ",".join(provenance.get("analytes", []))[:5000]  # the chosen feature set, by name
         params = tracking.flatten({
             "train": json.loads(config.train.model_dump_json()),
             "landmarks_hours": config.landmarks_hours,
@@ -68,11 +53,11 @@ def log_training_runs(config: Config, results: list[TargetResult], provenance: d
             for res in results:
                 with mlflow.start_run(run_name=res.target, nested=True, tags={**tags, "target": res.target}) as child:
                     runs["targets"][res.target] = child.info.run_id
-                    _log_target(res, params, config.paths.models_dir / res.target)
+                    _log_target(res, params)
     return runs
 
 
-def _log_target(res: TargetResult, params: dict[str, str], target_dir: Path) -> None:
+def _log_target(res: TargetResult, params: dict[str, str]) -> None:
     import mlflow
 
     target_def = res.metadata.get("target_definition", {})
@@ -87,29 +72,8 @@ def _log_target(res: TargetResult, params: dict[str, str], target_dir: Path) -> 
         summary, source=m["data_path"], name=f"landmarks-summary-{res.target}", digest=m["data_sha256"][:16]
     )
     mlflow.log_input(dataset, context="training")
+    # The model files as artifacts (JSON); the deployable model is the pyfunc that `crs register` logs.
     for rel, content in res.files.items():
         mlflow.log_text(content.decode(), f"model_files/{rel}")
-    _log_boosters(res, target_dir)
-
-
-def _log_boosters(res: TargetResult, target_dir: Path) -> None:
-    import mlflow.xgboost
-    from mlflow.models import infer_signature
-
-    example = input_example(res.X_all, res.specs)
-    for key, (booster, calibrator) in res.final_boosters.items():
-        raw = predict_booster(booster, example, 1)
-        signature = infer_signature(example, calibrator.predict(raw))
-        unit = res.metadata["models"][key]
-        # The MLflow model is the booster in XGBoost's native flavour (raw scores); the calibrator and
-        # feature list travel with it as extra files (see docs/training.md for scoring).
-        mlflow.xgboost.log_model(
-            booster,
-            name="model" if key == "all" else f"model_landmark_{key}",
-            signature=signature,
-            input_example=example,
-            model_format="json",
-            pip_requirements=["xgboost", "pandas"],
-            extra_files=[str(target_dir / unit["calibrator"]), str(target_dir / "features.json")],
-            metadata={"threshold": unit["threshold"], "calibration": res.metadata["calibration"]},
-        )
+    chosen = {key: unit.get("chosen", {}) for key, unit in m["models"].items()}
+    mlflow.log_dict(chosen, "search/chosen.json")

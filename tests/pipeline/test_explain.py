@@ -119,7 +119,7 @@ def test_explain_is_pure(run: Run):
 
 def test_summary_maps_features_to_clinical_terms(run: Run):
     frame = explanation.explain_landmarks(run.bundle, run.landmarks, run.config)["crs_severe"]
-    summary = explanation.summary_table(frame, run.config)
+    summary = explanation.summary_table(frame, run.config, run.bundle.analytes)
     assert list(summary.columns) == explanation.SUMMARY_COLUMNS
     assert summary["rank"].tolist() == list(range(1, len(summary) + 1))
     assert summary["mean_abs_shap"].is_monotonic_decreasing

@@ -54,7 +54,7 @@ P1,2024-01-01T19:00:00,PLT,150,bananas
 P1,05/01/2024 10:00,PLT,150,10^9/L
 P9,2024-01-01T19:00:00,PLT,150,10^9/L
 P2,2024-01-03T12:00:00+02:00,Temperature,101.3,F
-P2,2024-01-03T12:00:00,Procalcitonin,0.5,ng/mL
+P2,2024-01-03T12:00:00,Troponin I,0.5,ng/mL
 P2,2024-01-03T13:00:00,Ferritin,>100000,ug/L
 P3,2024-01-03T12:00:00,CRP,5,mg/L
 """
@@ -112,7 +112,7 @@ def test_hand_cohort_counts_reconcile(hand_cohort):
     # 1 exact patient duplicate; 1 exact IL-6 duplicate and 1 CRP repeated in another unit.
     assert report["duplicates_dropped"] == 3
     assert report["files"]["measurements"]["rows_accepted"] == 6
-    assert report["unknown_analytes"] == {"Procalcitonin": 1}
+    assert report["unknown_analytes"] == {"Troponin I": 1}
     assert report["unit_conversions"] == {
         "CREAT: umol/L -> mg/dL": 1,
         "CRP: mg/dL -> mg/L": 1,
@@ -137,7 +137,7 @@ def test_values_times_and_censoring_are_normalised(hand_cohort):
     assert temp["value"] == pytest.approx(38.5) and temp["hours_since_anchor"] == 22.0
     ferritin = m.loc[("P2", "FERRITIN")]
     assert (ferritin["value"], ferritin["censoring"]) == (100000.0, "right")
-    unknown = m.loc[("P2", "Procalcitonin")]
+    unknown = m.loc[("P2", "Troponin I")]
     assert not unknown["known_analyte"] and unknown["unit"] == "ng/mL"
 
 

@@ -116,7 +116,7 @@ def test_model_is_registered_from_code_without_pickle(registered):
     files = [p for p in local.rglob("*") if p.is_file()]
     assert not [p for p in files if p.suffix in {".pkl", ".pickle", ".joblib", ".cloudpickle"}]
     assert any(p.name == "pyfunc.py" for p in files)  # the model is code
-    assert {"booster.json", "calibrator.json", "features.json", "metadata.json", "scoring_config.json",
+    assert {"booster_0.json", "calibrator.json", "features.json", "metadata.json", "scoring_config.json",
             "analytes.csv", "units.csv"} <= {p.name for p in files}
     assert "loader_module: mlflow.pyfunc.loaders.code_model" in (local / "MLmodel").read_text()
 

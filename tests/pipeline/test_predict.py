@@ -17,7 +17,8 @@ from pipeline.adapters.frames import combined_to_raw, raw_to_combined, read_new_
 from pipeline.config import Config, parse_config
 from pipeline.errors import UserError
 from pipeline.ingestion import ingest_tables
-from pipeline.model import apply_feature_specs, build_feature_specs, fit_calibrator
+from pipeline.model import LandmarkModel, apply_feature_specs, build_feature_specs, fit_calibrator
+from pipeline.model.artifacts import landmark_model_files
 from pipeline.predict import Scorer, load_setup
 from pipeline.scoring import PREDICTION_COLUMNS, score_cohort
 from pipeline.training.booster import fit_booster, predict_booster
@@ -49,13 +50,15 @@ def build_bundle(root: Path, n_patients: int = 150, seed: int = 3) -> tuple[Conf
         calibrator = fit_calibrator(predict_booster(booster, X, 1), y, "isotonic")
         directory = models / target
         directory.mkdir(parents=True)
-        (directory / "booster.json").write_bytes(bytes(booster.save_raw(raw_format="json")))
-        (directory / "calibrator.json").write_text(json.dumps(calibrator.to_json()))
+        files, entry = landmark_model_files(LandmarkModel([booster], calibrator, 0.2))
+        for name, content in files.items():
+            (directory / name).write_bytes(content)
         (directory / "features.json").write_text(json.dumps({"features": [s.to_json() for s in specs]}))
         metadata = {
             "target": target,
             "landmarks_hours": sorted(float(h) for h in rows["landmark_hours"].unique()),
-            "models": {"all": {"booster": "booster.json", "calibrator": "calibrator.json", "threshold": 0.2}},
+            "models": {"all": entry},
+            "analytes": list(landmarks.attrs["analytes"]),  # as crs train records them
         }
         (directory / "metadata.json").write_text(json.dumps(metadata))
     return config, cohort, models
@@ -138,26 +141,26 @@ def test_unusable_data_gives_messages_not_scores(bundle, tmp_path):
     setup = load_setup(models, config)
     cohort = write_csv_cohort(tmp_path / "c", {
         "patients": "patient_id,age,product\nOK,60,axi-cel\nNODATA,50,axi-cel\nBADONLY,40,axi-cel\n"
-                    "LATE,45,axi-cel\nTEMPONLY,61,axi-cel\nPART,62,tisa-cel",
+                    "LATE,45,axi-cel\nOTHERONLY,61,axi-cel\nPART,62,tisa-cel",
         "measurements": "patient_id,time,analyte,value,unit\n"
                         "OK,-10,IL6,4,pg/mL\nOK,20,IL-6,80,pg/mL\nOK,20,CRP,3,mg/dL\nOK,21,IL6,-5,pg/mL\n"
                         "BADONLY,-10,IL6,-1,pg/mL\nBADONLY,5,CRP,12,furlongs\n"
                         "LATE,40,IL6,100,pg/mL\n"
-                        "TEMPONLY,10,TEMP,38.5,C\n"
+                        "OTHERONLY,10,ALB,35,g/L\n"
                         "PART,-5,CRP,5,mg/L\nPART,10,CRP,50,mg/L\n"
                         "GHOST,5,IL6,10,pg/mL",
         "events": "patient_id,event,grade,time\nOK,CRS,1,15",
     })
     result = score_cohort(read_new_cohort(cohort), setup, 24.0)
     preds = result.predictions
-    assert set(preds["patient_id"]) == {"OK", "NODATA", "BADONLY", "LATE", "TEMPONLY", "PART", "GHOST"}
+    assert set(preds["patient_id"]) == {"OK", "NODATA", "BADONLY", "LATE", "OTHERONLY", "PART", "GHOST"}
     assert not math.isnan(_prob(preds, "OK"))
     assert "IL6 out of plausible range x1" in _message(preds, "OK")  # the -5 row, quarantined
     for patient, words in (
         ("NODATA", "no usable measurements"),
         ("BADONLY", "no usable measurements"),
         ("LATE", "no measurement at or before 24 h"),
-        ("TEMPONLY", "none of the markers the model relies on"),
+        ("OTHERONLY", "none of the markers the model relies on"),
         ("GHOST", "patient not in the patients table"),
     ):
         for target in ("crs_severe", "icans_severe"):
@@ -166,7 +169,9 @@ def test_unusable_data_gives_messages_not_scores(bundle, tmp_path):
     assert "unit not convertible" in _message(preds, "BADONLY")
     # Scored without some key markers: a score and the list of what was missing.
     assert not math.isnan(_prob(preds, "PART"))
-    assert "no IL6, IFNG" in _message(preds, "PART") and "scored without them" in _message(preds, "PART")
+    part = _message(preds, "PART")  # only CRP measured: every other marker of the model is named as missing
+    missing = part.split("no ", 1)[1].split(" at or before")[0].split(", ")
+    assert {"IL6", "IFNG"} <= set(missing) and "CRP" not in missing and "scored without them" in part
     assert set(result.messages) >= {"NODATA", "LATE", "PART"}
 
 

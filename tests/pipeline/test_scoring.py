@@ -17,10 +17,10 @@ def test_damaged_model_files_are_user_errors(tmp_path_factory, tmp_path):
     run = trained_run(tmp_path_factory)
     models = tmp_path / "models"
     shutil.copytree(run.workdir / "models", models)
-    (models / "crs_severe" / "booster.json").write_text("{not json")
-    with pytest.raises(UserError, match=r"booster\.json: not a readable XGBoost model"):
+    (models / "crs_severe" / "booster_0.json").write_text("{not json")
+    with pytest.raises(UserError, match=r"booster_0\.json: not a readable XGBoost model"):
         load_bundle(models)
-    shutil.copy(run.workdir / "models" / "crs_severe" / "booster.json", models / "crs_severe" / "booster.json")
+    shutil.copy(run.workdir / "models" / "crs_severe" / "booster_0.json", models / "crs_severe" / "booster_0.json")
     (models / "crs_severe" / "calibrator.json").write_text('{"method": "isotonic"}')
     with pytest.raises(UserError, match=r"calibrator\.json: calibrator is incomplete"):
         load_bundle(models)

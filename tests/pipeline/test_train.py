@@ -18,11 +18,12 @@ from pipeline.model import (
     BASELINES,
     Calibrator,
     FeatureSpec,
-    apply_feature_specs,
     build_feature_specs,
     fit_calibrator,
+    load_bundle,
 )
-from pipeline.training.booster import check_monotone_constraints, predict_booster
+from pipeline.training.booster import check_monotone_constraints, dmatrix
+from pipeline.training.crossfit import fit_procedure
 from pipeline.training.cv import run_fold
 from pipeline.training.final import prepare_target
 from pipeline.training.splits import grouped_splits
@@ -83,6 +84,8 @@ def small_config(**train_overrides):
         "n_estimators": 40,
         "n_bootstrap": 50,
         "calibration_fraction": 0.34,
+        "n_trials": 2,
+        "max_rounds": 60,
         "monotone_constraints": {"il6__fold_change": 1},
         **train_overrides,
     }
@@ -103,6 +106,9 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def write_landmarks(df: pd.DataFrame, config) -> None:
+    df = df.copy()
+    # featurize records the analytes it built the table from; the model stores them for scoring.
+    df.attrs["analytes"] = sorted({c.split("__")[0].upper() for c in df.columns if c.startswith(("il6__", "crp__"))})
     write_parquet(df, config.paths.landmarks)
 
 
@@ -138,10 +144,31 @@ def test_calibrator_roundtrip_and_monotone():
     y = (rng.uniform(0, 1, 500) < raw**2).astype(float)
     for method in ("isotonic", "sigmoid"):
         cal = fit_calibrator(raw, y, method)
-        again = Calibrator(**{k: v for k, v in cal.to_json().items() if k != "formula"})
+        again = Calibrator.from_json(json.loads(json.dumps(cal.to_json())))
         grid = np.linspace(0, 1, 50)
         assert np.allclose(cal.predict(grid), again.predict(grid))
         assert np.all(np.diff(cal.predict(grid)) >= -1e-12)
+
+
+def test_landmark_intercepts_fix_a_landmark_the_pooled_fit_gets_wrong():
+    """Same raw scores at two landmarks, but events twice as likely at 72 h: one pooled Platt map is off at
+    both; the landmark offset puts each landmark's mean risk on its event rate (and survives JSON)."""
+    rng = np.random.default_rng(3)
+    raw = rng.uniform(0.05, 0.6, 4000)
+    hours = np.repeat([24.0, 72.0], 2000)
+    y = (rng.uniform(0, 1, 4000) < np.where(hours == 72.0, np.minimum(2 * raw, 1), raw)).astype(float)
+    cal = fit_calibrator(raw, y, "sigmoid", hours, min_landmark_events=10)
+    assert set(cal.landmark_offsets) == {24.0, 72.0} and cal.landmark_offsets[72.0] > cal.landmark_offsets[24.0]
+    for h in (24.0, 72.0):
+        rows = hours == h
+        assert abs(cal.predict(raw[rows], hours[rows]).mean() - y[rows].mean()) < 0.01  # calibration in the large
+    again = Calibrator.from_json(json.loads(json.dumps(cal.to_json())))
+    assert np.array_equal(again.predict(raw, hours), cal.predict(raw, hours))
+    # Between trained landmarks the offset is interpolated in hours: 48 h sits halfway.
+    mid = cal.predict(np.array([0.3]), 48.0)[0]
+    assert cal.predict(np.array([0.3]), 24.0)[0] < mid < cal.predict(np.array([0.3]), 72.0)[0]
+    # Too few events at a landmark: no offset of its own.
+    assert fit_calibrator(raw, y, "sigmoid", hours, min_landmark_events=5000).landmark_offsets == {}
 
 
 def test_train_end_to_end(workdir: Path):
@@ -156,14 +183,18 @@ def test_train_end_to_end(workdir: Path):
     assert set(oof["target"]) == {"crs_severe"}
     for col in ("patient_id", "landmark_hours", "repeat", "fold", "label", "prob__model", "threshold__model"):
         assert col in oof.columns
-    for name in BASELINES:
-        assert f"prob__{name}" in oof.columns
+    available = json.loads((config.paths.models_dir / "crs_severe" / "metadata.json").read_text())["baselines"]
+    assert set(available) == set(BASELINES)
+    for name in BASELINES:  # every baseline is scored, or says why it cannot be on this table
+        assert (f"prob__{name}" in oof.columns) == available[name]["available"]
+    assert available["hay_2017"]["available"] is False and available["logistic_regression"]["available"]
     assert oof["prob__model"].between(0, 1).all()
     # No patient in two folds of the same repeat.
     assert (oof.groupby(["repeat", "patient_id"])["fold"].nunique() == 1).all()
 
     model_dir = config.paths.models_dir / "crs_severe"
-    assert {p.name for p in model_dir.iterdir()} == {"booster.json", "calibrator.json", "features.json", "metadata.json"}
+    boosters = {f"booster_{k}.json" for k in range(config.train.inner_folds)}  # cross-fitted, one per inner fold
+    assert {p.name for p in model_dir.iterdir()} == boosters | {"calibrator.json", "features.json", "metadata.json"}
     meta = json.loads((model_dir / "metadata.json").read_text())
     assert meta["n_rows"] == expected_rows and meta["n_events"] == int(df["label__crs_severe"].sum())
     assert len(meta["data_sha256"]) == 64
@@ -172,16 +203,9 @@ def test_train_end_to_end(workdir: Path):
     assert [f["name"] for f in features] == contracts.feature_columns(df.columns)
     assert not any(p.suffix in {".pkl", ".pickle", ".joblib"} for p in (config.paths.models_dir).rglob("*"))
 
-    # The saved booster + calibrator reproduce a sane model, loadable without pickle.
-    import xgboost as xgb
-
-    booster = xgb.Booster(model_file=str(model_dir / "booster.json"))
-    specs = [FeatureSpec(f["name"], f["dtype"], tuple(f.get("categories", ()))) for f in features]
-    X = apply_feature_specs(df, specs)
-    cal_json = json.loads((model_dir / "calibrator.json").read_text())
-    cal = Calibrator(cal_json["method"], cal_json["x"], cal_json["y"])
-    p = cal.predict(predict_booster(booster, X, 1))
-    assert np.all((p >= 0) & (p <= 1))
+    # What the search chose is recorded with the model.
+    assert {"rounds", "feature_set", "max_depth", "eta"} <= set(meta["models"]["all"]["chosen"])
+    assert meta["analytes"] == ["CRP", "IL6"]
 
     runs = json.loads((config.paths.models_dir / "runs.json").read_text())
     assert set(runs["targets"]) == {"crs_severe"}
@@ -216,7 +240,7 @@ def test_per_landmark_models(workdir: Path):
     write_landmarks(df, config)
     train.main(config)
     model_dir = config.paths.models_dir / "crs_severe"
-    assert (model_dir / "landmark_0" / "booster.json").exists()
+    assert (model_dir / "landmark_0" / "booster_0.json").exists()
     assert (model_dir / "landmark_72" / "calibrator.json").exists()
     meta = json.loads((model_dir / "metadata.json").read_text())
     assert set(meta["models"]) == {"0", "24", "48", "72"}
@@ -237,7 +261,7 @@ def test_target_without_enough_events_is_skipped(workdir: Path):
     train.main(config)
     meta = json.loads((config.paths.models_dir / "death" / "metadata.json").read_text())
     assert "skipped" in meta
-    assert (config.paths.models_dir / "crs_severe" / "booster.json").exists()
+    assert (config.paths.models_dir / "crs_severe" / "booster_0.json").exists()
 
 
 def test_missing_landmarks_is_a_user_error(workdir: Path):
@@ -278,3 +302,32 @@ def test_monotone_constraint_on_unknown_feature_is_an_error():
         check_monotone_constraints({"il6__fold_chnage": 1}, specs)
     with pytest.raises(UserError, match="categorical"):
         check_monotone_constraints({"product": 1}, specs)
+
+
+def test_deployed_model_is_the_validated_procedure(workdir: Path):
+    """The model in models/ is exactly what `fit_procedure` builds on all rows, and every out-of-fold
+    prediction is that same procedure fitted on the fold's training rows and scored as a new patient."""
+    config = paths_in(small_config(), workdir)
+    df = make_landmarks(200, seed=8)
+    write_landmarks(df, config)
+    train.main(config)
+    rows = df[df["label__crs_severe"].notna()].reset_index(drop=True)
+    specs = build_feature_specs(df, contracts.feature_columns(df.columns))
+    prepared = prepare_target(df, "crs_severe", config.train, specs, {})
+    data, cfg = prepared.data, config.train
+    deployed = load_bundle(config.paths.models_dir).targets["crs_severe"]
+
+    refit = fit_procedure(data.X, data.y, data.groups, data.landmarks, cfg, specs, cfg.seed).model
+    expected = refit.probability(refit.margin(dmatrix(data.X, None, 1)), data.landmarks)
+    assert np.array_equal(deployed.predict(rows), expected)  # same object, same scores on the same rows
+
+    repeat, fold, tr, te = prepared.splits[0]
+    in_fold = fit_procedure(data.X.iloc[tr], data.y[tr], data.groups[tr], data.landmarks[tr], cfg, specs,
+                            cfg.seed + 1000 * repeat + fold).model
+    fold_scores = in_fold.probability(in_fold.margin(dmatrix(data.X.iloc[te], None, 1)), data.landmarks[te])
+    reported = run_fold(data, cfg, repeat, fold, tr, te)["prob__model"].to_numpy()
+    assert np.array_equal(reported, fold_scores)
+    oof = pd.read_parquet(config.paths.oof)
+    first = oof[(oof["repeat"] == repeat) & (oof["fold"] == fold)].set_index(["patient_id", "landmark_hours"])
+    keys = pd.MultiIndex.from_arrays([data.groups[te], data.landmarks[te]])
+    assert np.array_equal(first.loc[keys, "prob__model"].to_numpy(), fold_scores)
