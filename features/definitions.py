@@ -176,8 +176,8 @@ def feature_table(
 
 
 #: Hay et al., Blood 2017 (CLINICAL.md section 5): fever and serum MCP-1 cut-offs within the first 36 h.
-#: From the clinical notes, not re-verified against the paper here (docs/training.md); mirrored by
-#: ``baselines.hay_*`` in params.yaml.
+#: A published rule, so fixed constants rather than params. From the clinical notes, not re-verified
+#: against the paper here (docs/training.md).
 HAY_FEVER_CELSIUS = 38.9
 HAY_MCP1_PG_ML = 1343.5
 HAY_WINDOW_HOURS = 36.0

@@ -150,20 +150,6 @@ class TrainConfig(_Section):
     monotone_constraints: dict[str, Literal[-1, 0, 1]] = Field(default_factory=dict)
 
 
-class BaselinesConfig(_Section):
-    """Published-rule baselines (CLINICAL.md section 5). The Hay 2017 cut-offs are from the clinical
-    notes and could not be re-verified against the paper offline (docs/training.md). They define the
-    ``hay_2017__flag`` landmark feature (``features.definitions.hay_2017_flag_at_landmark``), whose
-    defaults are these values."""
-
-    #: Hay et al. 2017: fever at or above this temperature ...
-    hay_fever_celsius: float = Field(default=38.9, gt=30, lt=45)
-    #: ... and serum MCP-1 at or above this concentration ...
-    hay_mcp1_pg_ml: float = Field(default=1343.5, gt=0)
-    #: ... both within [0, min(L, this)] hours after infusion.
-    hay_window_hours: float = Field(default=36.0, gt=0)
-
-
 class ExplainConfig(_Section):
     #: Features that get a dependence plot (by mean |SHAP|).
     top_features: int = Field(default=6, ge=1)
@@ -207,7 +193,6 @@ class Config(_Section):
     paths: PathsConfig = PathsConfig()
     featurize: FeaturizeConfig = FeaturizeConfig()
     train: TrainConfig = TrainConfig()
-    baselines: BaselinesConfig = BaselinesConfig()
     explain: ExplainConfig = ExplainConfig()
     report: ReportConfig = ReportConfig()
 

@@ -23,9 +23,8 @@ LOGISTIC_BASELINE = "logistic_regression"
 #: Teachey et al. 2016-style: L2 logistic regression on log sgp130, log IFN-g, log IL-1RA (refitted per fold).
 TEACHEY_BASELINE = "teachey_2016"
 TEACHEY_COLUMNS: tuple[str, ...] = ("sgp130__latest", "ifng__latest", "il1ra__latest")
-#: XGBoost depth 2 on latest / first / max / log2(latest/first) of every analyte, no tuning or calibration.
+#: XGBoost depth 2 on the simple summaries (contracts.simple_summary_columns), no tuning or calibration.
 SIMPLE_SUMMARIES_BASELINE = "simple_summaries"
-SIMPLE_SUMMARY_SUFFIXES: tuple[str, ...] = ("__latest", "__first", "__max", "__log2_latest_over_first")
 #: Baselines fitted inside each outer training fold (probability from the fitted model, no raw score).
 MODEL_BASELINES: tuple[str, ...] = (LOGISTIC_BASELINE, TEACHEY_BASELINE, SIMPLE_SUMMARIES_BASELINE)
 BASELINES: tuple[str, ...] = (*SCORE_BASELINES, *MODEL_BASELINES)

@@ -25,7 +25,6 @@ from pipeline.model.baselines import (
     LOGISTIC_BASELINE,
     SCORE_BASELINES,
     SIMPLE_SUMMARIES_BASELINE,
-    SIMPLE_SUMMARY_SUFFIXES,
     TEACHEY_BASELINE,
     TEACHEY_COLUMNS,
 )
@@ -64,19 +63,6 @@ def _score_availability(X: pd.DataFrame, name: str, col: str) -> str | None:
     return None
 
 
-def simple_summary_columns(columns: list[str] | pd.Index) -> list[str]:
-    """Per-analyte latest / first / max / log2(latest/first) columns, plus static covariates and
-    ``landmark_hours`` (every column without ``__``), in table order.
-
-    An analyte is any stem with a ``<stem>__count`` column (a per-analyte summary that derived scores
-    such as ``easix__latest`` do not have); its columns are matched by suffix, so summaries a feature
-    table lacks are simply absent.
-    """
-    stems = {c[: -len("__count")] for c in columns if c.endswith("__count")}
-    wanted = {f"{stem}{suffix}" for stem in stems for suffix in SIMPLE_SUMMARY_SUFFIXES}
-    return [c for c in columns if c in wanted or "__" not in c]
-
-
 def baseline_availability(df: pd.DataFrame) -> dict[str, str | None]:
     """Baseline name -> None if it can be scored on this table, else the one-line reason it cannot."""
     out: dict[str, str | None] = {name: _score_availability(df, name, col) for name, col in SCORE_BASELINES.items()}
@@ -89,7 +75,7 @@ def baseline_availability(df: pd.DataFrame) -> dict[str, str | None]:
         out[TEACHEY_BASELINE] = f"not computable: {', '.join(empty)} has no values"
     else:
         out[TEACHEY_BASELINE] = None
-    has_summaries = any("__" in c for c in simple_summary_columns(df.columns))
+    has_summaries = any("__" in c for c in C.simple_summary_columns(df.columns))
     out[SIMPLE_SUMMARIES_BASELINE] = (
         None if has_summaries else "not computable: no per-analyte latest/first/max features in landmarks.parquet"
     )
@@ -187,7 +173,7 @@ def _simple_summaries_fitter(cfg: TrainConfig, seed: int) -> Fitter:
     params = {**SIMPLE_SUMMARIES_PARAMS, "seed": seed, "nthread": cfg.n_threads}
 
     def fit(X: pd.DataFrame, y: np.ndarray) -> Callable[[pd.DataFrame], np.ndarray]:
-        cols = simple_summary_columns(X.columns)
+        cols = C.simple_summary_columns(X.columns)
         train = xgb.DMatrix(X[cols], label=y, enable_categorical=True, nthread=cfg.n_threads)
         booster = xgb.train(params, train, num_boost_round=SIMPLE_SUMMARIES_ROUNDS)
         return lambda Z: booster.predict(xgb.DMatrix(Z[cols], enable_categorical=True, nthread=cfg.n_threads))

@@ -13,9 +13,10 @@ from features import scores
 from features.definitions import DERIVED, hay_2017_flag_at_landmark
 from features.landmarks import SortedRows
 from pipeline.config import TrainConfig
+from pipeline.contracts import simple_summary_columns
 from pipeline.model import apply_feature_specs, build_feature_specs
 from pipeline.model.baselines import BASELINES, SCORE_BASELINES, TEACHEY_COLUMNS
-from pipeline.training.baselines import baseline_availability, fold_baselines, simple_summary_columns
+from pipeline.training.baselines import baseline_availability, fold_baselines
 from pipeline.training.data import FoldData
 
 
