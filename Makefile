@@ -44,6 +44,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_ingest.py
 	$(BIN)/python benchmarks/bench_featurize.py
 	$(BIN)/python benchmarks/bench_predict.py
+	$(BIN)/python benchmarks/bench_real_cohort.py
 
 clean:
 	rm -rf data/raw data/interim data/processed reports/* models/*/ mlflow.db mlruns

@@ -138,10 +138,8 @@ class TargetModel:
         )
         if n == 0:
             return scores
-        types = ["c" if s.dtype == "category" else "q" for s in self.specs]
         for model, rows in self._groups(np.asarray(landmark_hours, dtype=float)):
-            dmatrix = xgb.DMatrix(X[rows], feature_names=self.feature_names, feature_types=types,
-                                  enable_categorical=True, nthread=1)
+            dmatrix = xgb.DMatrix(X[rows], nthread=1)  # numeric matrix in spec order, as in training
             hours = np.asarray(landmark_hours, dtype=float)[rows]
             scores.margin[rows] = margin = model.margin(dmatrix)
             scores.probability[rows] = model.probability(margin, hours)

@@ -46,6 +46,22 @@ def build_feature_specs(df: pd.DataFrame, columns: list[str]) -> list[FeatureSpe
     return specs
 
 
+def matrix_values(X: pd.DataFrame) -> np.ndarray:
+    """float64 array of a model matrix (:func:`apply_feature_specs` output): numbers as such, categories as
+    their index in the spec's list (missing: NaN). What the boosters are trained and scored on: a plain
+    numeric matrix, so XGBoost has no per-round feature-name bookkeeping (that cost more than the trees
+    on a few hundred features) and categories are ordinal codes in a fixed, sorted order."""
+    out = np.empty((len(X), X.shape[1]), dtype=np.float64)
+    for j, column in enumerate(X.columns):
+        series = X[column]
+        if isinstance(series.dtype, pd.CategoricalDtype):
+            codes = series.cat.codes.to_numpy()
+            out[:, j] = np.where(codes < 0, np.nan, codes)
+        else:
+            out[:, j] = series.to_numpy(dtype=np.float64, na_value=np.nan)
+    return out
+
+
 def apply_feature_specs(df: pd.DataFrame, specs: list[FeatureSpec]) -> pd.DataFrame:
     """Model matrix with fixed column order and dtypes (same category lists in every fold)."""
     out = {}

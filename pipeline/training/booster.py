@@ -10,6 +10,7 @@ import pandas as pd
 from pipeline.config import TrainConfig
 from pipeline.errors import UserError
 from pipeline.model import FeatureSpec
+from pipeline.model.specs import matrix_values
 
 
 def check_monotone_constraints(constraints: dict[str, int], specs: list[FeatureSpec]) -> None:
@@ -48,15 +49,16 @@ def xgb_params(cfg: TrainConfig, specs: list[FeatureSpec], seed: int, overrides:
         "nthread": cfg.n_threads,
         "verbosity": 0,
     }
-    if monotone:
-        params["monotone_constraints"] = monotone
+    if monotone:  # by position: the boosters' matrix carries no feature names
+        params["monotone_constraints"] = "(" + ",".join(str(monotone.get(s.name, 0)) for s in specs) + ")"
     return params
 
 
 def dmatrix(X: pd.DataFrame, y: np.ndarray | None, n_threads: int) -> Any:
+    """The boosters' input: the model matrix as plain float64 (:func:`pipeline.model.specs.matrix_values`)."""
     import xgboost as xgb
 
-    return xgb.DMatrix(X, label=y, enable_categorical=True, nthread=n_threads)
+    return xgb.DMatrix(matrix_values(X), label=y, nthread=n_threads)
 
 
 def fit_booster(X: pd.DataFrame, y: np.ndarray, cfg: TrainConfig, specs: list[FeatureSpec], seed: int) -> Any:

@@ -133,8 +133,18 @@ def _metadata(prep: PreparedTarget, units: dict[str, Any], config: Config, base_
         },
         # n_jobs is left out: an execution setting that does not change any output byte.
         "params": json.loads(cfg.model_dump_json(exclude={"n_jobs"})),
-        "xgboost_params": {k: v for k, v in xgb_params(cfg, data.specs, cfg.seed).items() if k != "verbosity"},
+        "xgboost_params": _readable_params(cfg, data.specs),
     }
+
+
+def _readable_params(cfg: TrainConfig, specs: list[FeatureSpec]) -> dict[str, Any]:
+    """The configured XGBoost params for metadata, monotone constraints by feature name (the boosters get
+    them by position); the search's choice per unit is under ``models.<unit>.chosen``."""
+    params = {k: v for k, v in xgb_params(cfg, specs, cfg.seed).items() if k != "verbosity"}
+    if "monotone_constraints" in params:
+        numeric = {s.name for s in specs if s.dtype == "float64"}
+        params["monotone_constraints"] = {k: int(v) for k, v in cfg.monotone_constraints.items() if k in numeric and v}
+    return params
 
 
 def finish_target(

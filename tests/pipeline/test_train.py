@@ -18,11 +18,12 @@ from pipeline.model import (
     BASELINES,
     Calibrator,
     FeatureSpec,
+    apply_feature_specs,
     build_feature_specs,
     fit_calibrator,
     load_bundle,
 )
-from pipeline.training.booster import check_monotone_constraints, dmatrix
+from pipeline.training.booster import check_monotone_constraints, dmatrix, fit_booster
 from pipeline.training.crossfit import fit_procedure
 from pipeline.training.cv import run_fold
 from pipeline.training.final import prepare_target
@@ -199,6 +200,12 @@ def test_train_end_to_end(workdir: Path):
     assert meta["n_rows"] == expected_rows and meta["n_events"] == int(df["label__crs_severe"].sum())
     assert len(meta["data_sha256"]) == 64
     assert meta["xgboost_params"]["monotone_constraints"] == {"il6__fold_change": 1}
+    # The constraint reaches the right column (boosters get constraints by position): raising
+    # il6__fold_change alone never lowers the deployed model's risk.
+    deployed = load_bundle(config.paths.models_dir).targets["crs_severe"]
+    probe = pd.concat([df.iloc[[0]]] * 25, ignore_index=True)
+    probe["il6__fold_change"] = np.linspace(-3, 3, 25)
+    assert np.all(np.diff(deployed.predict(probe)) >= -1e-12)
     features = json.loads((model_dir / "features.json").read_text())["features"]
     assert [f["name"] for f in features] == contracts.feature_columns(df.columns)
     assert not any(p.suffix in {".pkl", ".pickle", ".joblib"} for p in (config.paths.models_dir).rglob("*"))
@@ -331,3 +338,17 @@ def test_deployed_model_is_the_validated_procedure(workdir: Path):
     first = oof[(oof["repeat"] == repeat) & (oof["fold"] == fold)].set_index(["patient_id", "landmark_hours"])
     keys = pd.MultiIndex.from_arrays([data.groups[te], data.landmarks[te]])
     assert np.array_equal(first.loc[keys, "prob__model"].to_numpy(), fold_scores)
+
+
+def test_monotone_constraint_binds_the_named_feature():
+    """Constrain il6__fold_change *against* its true effect (risk rises with it in make_landmarks): if the
+    constraint reached another column, the booster would learn the rise and this would fail."""
+    config = small_config(monotone_constraints={"il6__fold_change": -1})
+    df = make_landmarks(200, seed=9)
+    rows = df[df["label__crs_severe"].notna()].reset_index(drop=True)
+    specs = build_feature_specs(rows, contracts.feature_columns(rows.columns))
+    X = apply_feature_specs(rows, specs)
+    booster = fit_booster(X, rows["label__crs_severe"].to_numpy(int), config.train, specs, seed=1)
+    probe = pd.concat([X.iloc[[0]]] * 25, ignore_index=True)
+    probe["il6__fold_change"] = np.linspace(-3, 3, 25)
+    assert np.all(np.diff(booster.predict(dmatrix(probe, None, 1))) <= 1e-7)
