@@ -123,7 +123,7 @@ class TrainConfig(_Section):
     inner_folds: int = Field(default=3, ge=2)
     #: Nested hyperparameter search (Optuna TPE, fixed seed) on the inner folds; off = the values below.
     tune: bool = True
-    n_trials: int = Field(default=4, ge=1)
+    n_trials: int = Field(default=3, ge=1)
     #: With tuning, boosting rounds are chosen by early stopping on the inner folds (up to max_rounds).
     max_rounds: int = Field(default=600, ge=1)
     early_stopping_rounds: int = Field(default=25, ge=1)
