@@ -125,8 +125,8 @@ class TrainConfig(_Section):
     tune: bool = True
     n_trials: int = Field(default=3, ge=1)
     #: With tuning, boosting rounds are chosen by early stopping on the inner folds (up to max_rounds).
-    max_rounds: int = Field(default=600, ge=1)
-    early_stopping_rounds: int = Field(default=25, ge=1)
+    max_rounds: int = Field(default=400, ge=1)
+    early_stopping_rounds: int = Field(default=20, ge=1)
     #: Share of each outer training fold's patients held out (grouped, stratified) to fit the
     #: baselines' thresholds; the test fold is never used for either.
     calibration_fraction: float = Field(default=0.25, ge=0.1, le=0.5)
