@@ -44,14 +44,6 @@ def booster_json(booster: Any) -> bytes:
     return bytes(booster.save_raw(raw_format="json"))
 
 
-def booster_from_json(content: bytes) -> Any:
-    import xgboost as xgb
-
-    booster = xgb.Booster()
-    booster.load_model(bytearray(content))
-    return booster
-
-
 def landmark_model_files(model: LandmarkModel, subdir: str = "") -> tuple[dict[str, bytes], dict[str, Any]]:
     """The files of one deployed unit (``booster_<k>.json`` per cross-fitted booster, ``calibrator.json``)
     and its ``metadata.json`` entry (file names, pooled and per-landmark thresholds)."""

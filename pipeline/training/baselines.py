@@ -203,20 +203,6 @@ def fit_baseline_fold(
     return p_test, metrics.threshold_for_sensitivity(y_train[cal_idx], p_cal, cfg.sensitivity_target)
 
 
-def fit_logistic_fold(
-    X_train: pd.DataFrame,
-    y_train: np.ndarray,
-    groups_train: np.ndarray,
-    X_test: pd.DataFrame,
-    cfg: TrainConfig,
-    specs: list[FeatureSpec],
-    seed: int,
-) -> tuple[np.ndarray, float]:
-    """L2 logistic regression (imputer, scaler, one-hot inside the pipeline, i.e. fitted on the training
-    fold); threshold from the same inner held-out calibration patients as the other fitted baselines."""
-    return fit_baseline_fold(_logistic_fitter(specs, seed), X_train, y_train, groups_train, X_test, cfg, seed)
-
-
 def _fitters(data: FoldData, cfg: TrainConfig, seed: int) -> dict[str, Fitter]:
     return {
         LOGISTIC_BASELINE: _logistic_fitter(data.specs, seed),
