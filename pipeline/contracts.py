@@ -30,7 +30,8 @@ SCORE_PREFIX = "score__"
 MODEL = "model"
 # Explanations (explain output): one SHAP column per model feature.
 SHAP_PREFIX = "shap__"
-# Per-analyte features: "<code lower>__<summary>".
+# Per-analyte features: "<stem>__<summary>"; the stem rule is the feature library's
+# (features.definitions.analyte_feature_name / feature_stem), the one place that names features.
 ANALYTE_SEPARATOR = "__"
 ID_COLUMNS = (PATIENT_ID,)
 
@@ -68,15 +69,6 @@ def shap_features(columns: list[str] | pd.Index) -> list[str]:
     return [c[len(SHAP_PREFIX):] for c in columns if c.startswith(SHAP_PREFIX)]
 
 
-def analyte_feature(code: str, summary: str) -> str:
-    """``il6__fold_change`` from ``IL6`` and ``fold_change``."""
-    return f"{code.lower()}{ANALYTE_SEPARATOR}{summary}"
-
-
-def analyte_prefix(code: str) -> str:
-    return f"{code.lower()}{ANALYTE_SEPARATOR}"
-
-
 #: The per-analyte summaries of the simple-summaries reference: last, first, max and log(last/first).
 SIMPLE_SUMMARIES = ("latest", "first", "max", "log2_latest_over_first")
 
@@ -86,7 +78,7 @@ def simple_summary_columns(columns: list[str] | pd.Index) -> list[str]:
     column, which derived scores such as ``easix__latest`` lack) its latest, first, max and
     log2(latest/first), plus every column without ``__`` (static covariates, ``landmark_hours``)."""
     stems = {c[: -len("__count")] for c in columns if c.endswith("__count")}
-    wanted = {analyte_feature(stem, summary) for stem in stems for summary in SIMPLE_SUMMARIES}
+    wanted = {f"{stem}{ANALYTE_SEPARATOR}{summary}" for stem in stems for summary in SIMPLE_SUMMARIES}
     return [c for c in columns if c in wanted or ANALYTE_SEPARATOR not in c]
 
 

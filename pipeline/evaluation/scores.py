@@ -70,8 +70,9 @@ def _repeat_metrics(y: np.ndarray, p: np.ndarray, rank: np.ndarray, thr: np.ndar
                     ) -> dict[str, float]:
     """Point metrics of one scorer within one CV repeat."""
     slope, intercept = M.calibration_slope_intercept(y, p)
-    # One threshold per training fold: report their mean (each row was judged by its own fold's).
-    fold_thresholds = pd.Series(thr).groupby(fold).first().to_numpy(dtype=float)
+    # Each row was judged by its own fold's threshold (at its landmark): report the mean over folds of
+    # each fold's mean threshold (within one landmark, a fold has one threshold).
+    fold_thresholds = pd.Series(thr).groupby(fold).mean().to_numpy(dtype=float)
     return {
         "auroc": M.auroc(y, rank),
         "auprc": M.auprc(y, rank),

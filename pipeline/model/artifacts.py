@@ -51,7 +51,7 @@ def landmark_model_files(model: LandmarkModel, subdir: str = "") -> tuple[dict[s
     entry: dict[str, Any] = {"boosters": list(files), "calibrator": f"{subdir}calibrator.json"}
     files[entry["calibrator"]] = json_bytes(model.calibrator.to_json())
     entry["threshold"] = model.threshold
-    entry["thresholds"] = {f"{h:g}": t for h, t in sorted(model.thresholds.items())}
+    entry["thresholds"] = {repr(float(h)): t for h, t in sorted(model.thresholds.items())}
     return files, entry
 
 

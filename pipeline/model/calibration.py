@@ -98,11 +98,11 @@ class Calibrator:
         if self.method == "isotonic":
             out: dict[str, Any] = {"method": "isotonic", "x": self.x, "y": self.y}
             if self.by_landmark:
-                out["by_landmark"] = {f"{h:g}": {"x": kx, "y": ky} for h, (kx, ky) in sorted(self.by_landmark.items())}
+                out["by_landmark"] = {repr(float(h)): {"x": kx, "y": ky} for h, (kx, ky) in sorted(self.by_landmark.items())}
             return out
         if self.method == "sigmoid":
             return {"method": "sigmoid", "a": self.a, "b": self.b,
-                    "landmark_offsets": {f"{h:g}": v for h, v in sorted(self.landmark_offsets.items())},
+                    "landmark_offsets": {repr(float(h)): v for h, v in sorted(self.landmark_offsets.items())},
                     "formula": "1/(1+exp(-(a*logit(p)+b+offset(landmark))))"}
         return {"method": "identity"}
 
@@ -143,18 +143,32 @@ def _enough(y: np.ndarray, min_events: int) -> bool:
     return min(int(y.sum()), int(len(y) - y.sum())) >= min_events
 
 
+def _platt_targets(y: np.ndarray) -> np.ndarray:
+    """Platt's (1999) smoothed targets, (events + 1) / (events + 2) and 1 / (non-events + 2): the fit stays
+    finite when held-out scores separate the classes (no risk of exactly 0 or 1)."""
+    n_pos, n_neg = float(y.sum()), float(len(y) - y.sum())
+    return np.where(y == 1, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
+
+
 def _sigmoid_with_offsets(raw: np.ndarray, y: np.ndarray, landmarks: np.ndarray | None, min_events: int) -> Calibrator:
     """Platt on logit(raw) (slope a, intercept b), then one intercept offset per landmark with enough
-    events (slope fixed, so a landmark's offset moves its risks up or down only); others get none."""
+    events (slope fixed, so a landmark's offset moves its risks up or down only); others get none.
+
+    The map never reverses the boosters' ranking: a fitted slope <= 0 (no usable signal in the held-out
+    scores) is replaced by slope 1 with only the intercepts fitted.
+    """
     z = logit(raw)
-    beta = fit_logistic(z, y, np.zeros_like(z))
+    targets = _platt_targets(y)
+    beta = fit_logistic(z, targets, np.zeros_like(z))
     a, b = float(beta[1]), float(beta[0])
+    if not np.isfinite(a) or a <= 0:
+        a, b = 1.0, float(fit_logistic(None, targets, z)[0])
     offsets: dict[float, float] = {}
     if landmarks is not None and len(np.unique(landmarks)) > 1:
         for h in np.unique(landmarks):
             rows = landmarks == h
             if _enough(y[rows], min_events):
-                offsets[float(h)] = float(fit_logistic(None, y[rows], a * z[rows] + b)[0])
+                offsets[float(h)] = float(fit_logistic(None, _platt_targets(y[rows]), a * z[rows] + b)[0])
         if offsets and len(offsets) < len(np.unique(landmarks)):
             # Landmarks without their own offset interpolate between fitted ones; pin them at 0 instead.
             offsets.update({float(h): 0.0 for h in np.unique(landmarks) if float(h) not in offsets})
@@ -165,8 +179,8 @@ def fit_calibrator(raw: np.ndarray, y: np.ndarray, method: str, landmarks: np.nd
                    min_landmark_events: int = 10, isotonic_min_events: int = 200) -> Calibrator:
     """Calibrator for raw probabilities ``raw`` with outcomes ``y`` (identity with one class).
 
-    ``sigmoid``: Platt with landmark-specific intercepts (landmarks with at least ``min_landmark_events``
-    events and non-events). ``isotonic``: add-one smoothed isotonic, one map per landmark when every
+    ``sigmoid``: Platt (smoothed targets, slope kept positive) with landmark-specific intercepts (landmarks
+    with at least ``min_landmark_events`` events and non-events). ``isotonic``: add-one smoothed isotonic, one map per landmark when every
     landmark has ``min_landmark_events``. ``auto``: isotonic per landmark when every landmark has at least
     ``isotonic_min_events`` events and non-events, else sigmoid (isotonic steps and overfits on less).
     """

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 
 from features import LandmarkFeaturizer
+from features.definitions import feature_stem
 from pipeline.config import Config, landmark_key, parse_config
-from pipeline.contracts import analyte_prefix
 from pipeline.errors import UserError
 from pipeline.model.scorer import ModelBundle, risk_band
 from pipeline.model.specs import FeatureSpec
@@ -82,7 +82,7 @@ class ScoringSetup:
         #: The analytes the model was trained on, and those of them with a feature in the model.
         self.analytes: list[str] = model_analytes(self.bundle, self.config)
         self.key_analytes: list[str] = [
-            code for code in self.analytes if any(f.startswith(analyte_prefix(code)) for f in features)
+            code for code in self.analytes if any(f.startswith(f"{feature_stem(code)}__") for f in features)
         ]
         trained = sorted({float(h) for t in self.bundle.targets.values() for h in t.metadata.get("landmarks_hours", [])})
         self.trained_landmarks: list[float] = trained or list(self.config.landmarks_hours)

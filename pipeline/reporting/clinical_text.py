@@ -17,7 +17,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from pipeline.contracts import ANALYTE_SEPARATOR, LANDMARK_HOURS, analyte_feature
+from features.definitions import analyte_feature_name
+from pipeline.contracts import ANALYTE_SEPARATOR, LANDMARK_HOURS
 
 #: Display names for canonical analyte codes and derived-feature prefixes.
 DISPLAY_NAMES: dict[str, str] = {
@@ -193,26 +194,30 @@ def describe_analyte(
     (``left``/``right``/``none``) when known.
     """
     name = display_name(code)
-    latest = row.get(analyte_feature(code, "latest"))
+    latest = row.get(analyte_feature_name(code, "latest"))
     when = f" before {format_number(landmark_hours)} h" if landmark_hours is not None else ""
     if _missing(latest):
         return f"{name} not measured{when}"
     parts = [f"{name} {format_value(latest, unit, censoring)}"]
-    baseline, fold = row.get(analyte_feature(code, "baseline")), row.get(analyte_feature(code, "fold_change"))
+    baseline, fold = row.get(analyte_feature_name(code, "baseline")), row.get(analyte_feature_name(code, "fold_change"))
+    after_anchor = row.get(analyte_feature_name(code, "baseline_after_anchor"))
+    which = "first value after infusion" if not _missing(after_anchor) and float(after_anchor) == 1 else "baseline"
     if not _missing(baseline) and not _missing(fold):
-        parts.append(f"{format_fold(float(fold))} baseline ({format_value(baseline, unit)})")
+        parts.append(f"{format_fold(float(fold))} {which} ({format_value(baseline, unit)})")
     elif _missing(baseline):
         parts.append("no pre-infusion baseline")
-    slope = row.get(analyte_feature(code, "slope_24h"))
+    slope = row.get(analyte_feature_name(code, "slope_24h"))
     if _missing(slope):
-        slope = row.get(analyte_feature(code, "slope_48h"))
+        slope = row.get(analyte_feature_name(code, "slope_48h"))
     trend = format_trend(slope)  # type: ignore[arg-type]
     if trend:
         parts.append(trend)
-    n_censored = row.get(analyte_feature(code, "n_censored"))
-    if not _missing(n_censored) and float(n_censored) > 0 and censoring not in ("left", "right"):
-        k = int(n_censored)
-        parts.append(f"{k} earlier result{'s' if k > 1 else ''} beyond assay limit")
+    for summary, words in (("n_below_limit", "below"), ("n_above_limit", "above")):
+        count = row.get(analyte_feature_name(code, summary))
+        # A censored latest result already says so; otherwise name the earlier ones.
+        if not _missing(count) and float(count) > 0 and censoring not in ("left", "right"):
+            k = int(float(count))
+            parts.append(f"{k} result{'s' if k > 1 else ''} {words} the assay limit")
     return ", ".join(parts)
 
 
@@ -229,7 +234,7 @@ def describe_group(
     if group == "LANDMARK":
         return f"Time since infusion {_hours(lm)}" if lm is not None else "Time since infusion"
     if group == "FEVER":
-        tmax, since = row.get(analyte_feature("TEMP", "max")), row.get(analyte_feature("FEVER", "hours_since_first"))
+        tmax, since = row.get(analyte_feature_name("TEMP", "max")), row.get(analyte_feature_name("FEVER", "hours_since_first"))
         text = "Temperature not recorded since infusion" if _missing(tmax) else (
             f"Highest temperature since infusion {format_value(tmax, 'C')}")
         if not _missing(since):
@@ -239,12 +244,12 @@ def describe_group(
         return text
     if group in ("TOCILIZUMAB", "STEROIDS"):
         name = "Tocilizumab" if group == "TOCILIZUMAB" else "Corticosteroids"
-        given, since = row.get(analyte_feature(group, "given")), row.get(analyte_feature(group, "hours_since"))
+        given, since = row.get(analyte_feature_name(group, "given")), row.get(analyte_feature_name(group, "hours_since"))
         if _missing(given) or float(given) == 0:  # type: ignore[arg-type]
             return f"{name} not given yet"
         return f"{name} given, last dose {_hours(since)} ago" if not _missing(since) else f"{name} given"
     if group in ("EASIX", "M_EASIX"):
-        latest, base = row.get(analyte_feature(group, "latest")), row.get(analyte_feature(group, "baseline"))
+        latest, base = row.get(analyte_feature_name(group, "latest")), row.get(analyte_feature_name(group, "baseline"))
         name = display_name(group)
         if _missing(latest) and _missing(base):
             return f"{name} not computable (missing LDH, platelets or {'CRP' if group == 'M_EASIX' else 'creatinine'})"
@@ -253,7 +258,7 @@ def describe_group(
             parts.append(f"baseline {format_number(base)}")
         return ", ".join(parts)
     if group == "CAR_HEMATOTOX":
-        value = row.get(analyte_feature("CAR_HEMATOTOX", "baseline"))
+        value = row.get(analyte_feature_name("CAR_HEMATOTOX", "baseline"))
         if _missing(value):
             return "CAR-HEMATOTOX not computable (a baseline blood count or CRP/ferritin missing)"
         return f"CAR-HEMATOTOX {format_number(value)} points at baseline ({'high' if float(value) >= 2 else 'low'} risk group)"

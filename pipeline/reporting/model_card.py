@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.definitions import analyte_feature_name
 from pipeline import metrics as M
 from pipeline.config import Config, landmark_key
-from pipeline.contracts import LANDMARK_HOURS, MODEL, PATIENT_ID, analyte_feature, prob_column
+from pipeline.contracts import LANDMARK_HOURS, MODEL, PATIENT_ID, prob_column
 from pipeline.io import atomic_path
 from pipeline.model import ModelBundle, model_analytes
 from pipeline.reporting import clinical_text as ct
@@ -81,7 +82,7 @@ def missingness_table(landmarks: pd.DataFrame, analytes: list[str]) -> list[dict
     rows = []
     hours = sorted(landmarks[LANDMARK_HOURS].unique())
     for code in analytes:
-        count, has_base = analyte_feature(code, "count"), analyte_feature(code, "has_baseline")
+        count, has_base = analyte_feature_name(code, "count"), analyte_feature_name(code, "has_baseline")
         if count not in landmarks:
             continue
         row = {"analyte": ct.display_name(code)}

@@ -16,8 +16,9 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup
 
+from features.definitions import analyte_feature_name
 from pipeline.config import Config
-from pipeline.contracts import LANDMARK_HOURS, PATIENT_ID, analyte_feature, onset_column
+from pipeline.contracts import LANDMARK_HOURS, PATIENT_ID, onset_column
 from pipeline.reporting import clinical_text as ct
 from pipeline.reporting.charts import BAND_COLOURS, svg_marker, svg_risk_trajectory, svg_waterfall
 from pipeline.reporting.cohort_bands import MarkerBands
@@ -172,12 +173,12 @@ def page_context(data: ReportData, view: PatientView) -> dict[str, dict[str, Any
 def data_quality_messages(landmarks: pd.DataFrame, config: Config) -> dict[str, list[str]]:
     """Per patient, notes about data the model lacked at their latest landmark (shown on the pages)."""
     latest = landmarks.sort_values([PATIENT_ID, LANDMARK_HOURS]).groupby(PATIENT_ID, observed=True).tail(1)
-    codes = [c for c in config.report.markers if analyte_feature(c, "count") in latest.columns]
+    codes = [c for c in config.report.markers if analyte_feature_name(c, "count") in latest.columns]
     out: dict[str, list[str]] = {}
     for row in latest.itertuples(index=False):
         r = row._asdict()
         lm = ct.format_number(r[LANDMARK_HOURS])
-        counts = [r.get(analyte_feature(c, "count"), 0) or 0 for c in codes]
+        counts = [r.get(analyte_feature_name(c, "count"), 0) or 0 for c in codes]
         notes = []
         if codes and all(float(n) == 0 for n in counts):
             notes.append(f"No marker measured before {lm} h: risk rests on covariates and scores only.")
@@ -186,7 +187,7 @@ def data_quality_messages(landmarks: pd.DataFrame, config: Config) -> dict[str, 
             if missing:
                 notes.append(f"Not measured before {lm} h: {', '.join(missing)}.")
             no_base = [ct.display_name(c) for c, n in zip(codes, counts, strict=True)
-                       if float(n) > 0 and not r.get(analyte_feature(c, "has_baseline"), 1)]
+                       if float(n) > 0 and not r.get(analyte_feature_name(c, "has_baseline"), 1)]
             if no_base:
                 notes.append(f"No pre-infusion baseline for {', '.join(no_base)}: fold changes unknown.")
         if notes:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from features.definitions import analyte_feature_name
 from pipeline import contracts as C
 from pipeline.adapters.canonical import RawTable
 from pipeline.cohort import EVENTS, MEASUREMENTS, PATIENTS, TREATMENTS
@@ -121,8 +122,8 @@ def _coverage(frame: pd.DataFrame, first_hour: pd.Series, setup: ScoringSetup) -
     pid = frame[C.PATIENT_ID].astype(str).to_numpy()
     hours = frame[C.LANDMARK_HOURS].to_numpy(dtype=float)
     has_data = first_hour.reindex(pid).to_numpy(dtype=float) <= hours
-    counts = {code: frame[C.analyte_feature(code, "count")].to_numpy(dtype=float)
-              for code in setup.key_analytes if C.analyte_feature(code, "count") in frame.columns}
+    counts = {code: frame[analyte_feature_name(code, "count")].to_numpy(dtype=float)
+              for code in setup.key_analytes if analyte_feature_name(code, "count") in frame.columns}
     present = np.stack([c > 0 for c in counts.values()], axis=1) if counts else np.ones((len(frame), 1), bool)
     return _Coverage(has_data, present, list(counts))
 

@@ -116,11 +116,14 @@ def _logistic_pipeline(specs: list[FeatureSpec], seed: int) -> Any:
     numeric = [s.name for s in specs if s.dtype == "float64"]
     categorical = [s.name for s in specs if s.dtype == "category"]
     transformers = [
-        ("num", Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]), numeric)
+        # keep_empty_features: a column empty in this training fold stays (as a constant) instead of
+        # being dropped, which left no columns at all for Teachey's three cytokines and crashed the run.
+        ("num", Pipeline([("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+                          ("scale", StandardScaler())]), numeric)
     ]
     if categorical:
         onehot = Pipeline([
-            ("impute", SimpleImputer(strategy="constant", fill_value="missing")),
+            ("impute", SimpleImputer(strategy="constant", fill_value="missing", keep_empty_features=True)),
             ("onehot", OneHotEncoder(handle_unknown="ignore")),
         ])
         transformers.append(("cat", onehot, categorical))

@@ -4,7 +4,7 @@ Search space (documented in docs/training.md): ``max_depth`` 1-4, ``learning_rat
 ``min_child_weight`` 1-30 (log), ``subsample`` 0.5-1, ``colsample_bytree`` 0.2-1, ``reg_lambda``
 0.1-30 (log), and the feature set: ``all`` features or the ``simple`` summaries (last, first, max,
 log(last/first) per analyte, plus covariates) when the cohort has both. The first trial is the
-``train`` params as configured, so the search can only replace them by something better on the
+``train`` params as configured (clamped into the space), so the search can only replace them by something better on the
 inner folds. Rounds come from early stopping; the objective is the mean held-out log-loss. The
 search sees the training set only: outer test folds never inform it.
 """

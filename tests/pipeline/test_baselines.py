@@ -137,3 +137,27 @@ def test_teachey_not_computable_without_any_of_its_cytokines(column):
     data = _fold_data()
     reasons = baseline_availability(data.X.drop(columns=[column]))
     assert reasons["teachey_2016"] == f"not computable: no {column} features in landmarks.parquet"
+
+
+def test_fitted_baselines_survive_inputs_empty_in_a_training_fold():
+    """A covariate empty for everyone, and Teachey cytokines measured in one patient only, used to crash
+    the whole training run inside sklearn (all-missing columns dropped by the imputer)."""
+    from pipeline.config import parse_config
+    from pipeline.model import apply_feature_specs, build_feature_specs
+    from pipeline.training.final import prepare_target
+    from tests.pipeline.test_train import make_landmarks
+
+    df = make_landmarks(90, seed=5)
+    df["product"] = pd.Categorical([None] * len(df), categories=["axi-cel"])
+    for column in ("sgp130__latest", "ifng__latest", "il1ra__latest"):
+        df[column] = np.nan
+        df.loc[df["patient_id"] == df["patient_id"].iloc[0], column] = 5.0
+    config = parse_config({"targets": {"crs_severe": {"event": "CRS", "min_grade": 3}},
+                           "train": {"n_splits": 3, "n_repeats": 1, "n_estimators": 20, "calibration_fraction": 0.34}})
+    specs = build_feature_specs(df, [c for c in df.columns if c != "patient_id" and not c.startswith(("label__", "onset"))])
+    prep = prepare_target(df, "crs_severe", config.train, specs, {})
+    assert prep.data.available["teachey_2016"] is None and prep.data.available["logistic_regression"] is None
+    for _repeat, _fold, tr, te in prep.splits:
+        out = fold_baselines(prep.data, config.train, tr, te, seed=1)
+        assert out["prob__logistic_regression"].between(0, 1).all() and out["prob__teachey_2016"].between(0, 1).all()
+    assert apply_feature_specs(df, specs)["product"].isna().all()

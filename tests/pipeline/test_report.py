@@ -62,12 +62,16 @@ def test_wording_falling_stable_and_48h_fallback():
 
 def test_wording_censored_missing_baseline_and_not_measured():
     row = {"landmark_hours": 24.0, "il6__latest": 1.5, "il6__baseline": np.nan, "il6__fold_change": np.nan,
-           "il6__n_censored": 2.0}
+           "il6__n_below_limit": 2.0, "il6__n_above_limit": 0.0}
     text = ct.describe_group("IL6", row, UNITS, censoring="left")
     assert text == "IL-6 <1.5 pg/mL (below assay limit), no pre-infusion baseline"
     # earlier censored results are mentioned when the latest one is not censored
     row["il6__latest"] = 8.0
-    assert "2 earlier results beyond assay limit" in ct.describe_group("IL6", row, UNITS, censoring="none")
+    assert "2 results below the assay limit" in ct.describe_group("IL6", row, UNITS, censoring="none")
+    assert "above the assay limit" not in ct.describe_group("IL6", row, UNITS, censoring="none")
+    # A baseline taken after infusion (no pre-infusion value) is named as such.
+    row.update({"il6__baseline": 4.0, "il6__fold_change": 2.0, "il6__baseline_after_anchor": 1.0})
+    assert "2x first value after infusion (4 pg/mL)" in ct.describe_group("IL6", row, UNITS, censoring="none")
     assert ct.describe_group("IL6", {"landmark_hours": 48.0, "il6__latest": np.nan}, UNITS) == (
         "IL-6 not measured before 48 h")
 

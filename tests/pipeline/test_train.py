@@ -151,6 +151,21 @@ def test_calibrator_roundtrip_and_monotone():
         assert np.all(np.diff(cal.predict(grid)) >= -1e-12)
 
 
+def test_platt_never_reverses_the_ranking_and_stays_finite_on_separable_scores():
+    rng = np.random.default_rng(4)
+    noise_raw, noise_y = rng.uniform(0.1, 0.9, 300), (rng.uniform(size=300) < 0.3).astype(float)
+    noise_y[np.argsort(noise_raw)[:90]] = 1.0  # events sit at the LOW scores: an unconstrained fit has a < 0
+    cal = fit_calibrator(noise_raw, noise_y, "sigmoid")
+    assert cal.a > 0
+    grid = np.linspace(0.05, 0.95, 50)
+    assert np.all(np.diff(cal.predict(grid)) > 0)  # the boosters' ranking is kept
+    # Held-out scores that separate the classes perfectly: Platt's smoothed targets keep the slope finite.
+    raw = np.r_[rng.uniform(0.01, 0.3, 200), rng.uniform(0.5, 0.9, 50)]
+    y = np.r_[np.zeros(200), np.ones(50)]
+    sep = fit_calibrator(raw, y, "sigmoid")
+    assert 0 < sep.a < 20 and 0 < sep.predict(np.array([0.01]))[0] < sep.predict(np.array([0.9]))[0] < 1
+
+
 def test_landmark_intercepts_fix_a_landmark_the_pooled_fit_gets_wrong():
     """Same raw scores at two landmarks, but events twice as likely at 72 h: one pooled Platt map is off at
     both; the landmark offset puts each landmark's mean risk on its event rate (and survives JSON)."""
