@@ -8,7 +8,7 @@ rather than a silent default. Public contract keys: ``cohort.path``, ``targets``
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -127,6 +127,10 @@ class TrainConfig(_Section):
     #: With tuning, boosting rounds are chosen by early stopping on the inner folds (up to max_rounds).
     max_rounds: int = Field(default=400, ge=1)
     early_stopping_rounds: int = Field(default=20, ge=1)
+    #: Blend weights of a cross-fitted L2 logistic model (numeric simple summaries) tried on the inner
+    #: folds; trees only (0) is always a candidate. [] = trees only.
+    linear_weights: list[Annotated[float, Field(gt=0, le=1)]] = Field(default_factory=lambda: [0.25, 0.5, 0.75])
+    linear_C: float = Field(default=0.05, gt=0)
     #: Share of each outer training fold's patients held out (grouped, stratified) to fit the
     #: baselines' thresholds; the test fold is never used for either.
     calibration_fraction: float = Field(default=0.25, ge=0.1, le=0.5)

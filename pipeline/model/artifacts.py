@@ -16,6 +16,7 @@ import numpy as np
 
 from pipeline.errors import UserError
 from pipeline.model.calibration import Calibrator
+from pipeline.model.linear import LinearModel
 from pipeline.model.scorer import LandmarkModel, ModelBundle, TargetModel
 from pipeline.model.specs import FeatureSpec
 
@@ -49,6 +50,9 @@ def landmark_model_files(model: LandmarkModel, subdir: str = "") -> tuple[dict[s
     and its ``metadata.json`` entry (file names, pooled and per-landmark thresholds)."""
     files = {f"{subdir}booster_{k}.json": booster_json(b) for k, b in enumerate(model.boosters)}
     entry: dict[str, Any] = {"boosters": list(files), "calibrator": f"{subdir}calibrator.json"}
+    linear = {f"{subdir}linear_{k}.json": json_bytes(m.to_json()) for k, m in enumerate(model.linear)}
+    entry["linear"], entry["linear_weight"] = list(linear), model.linear_weight
+    files.update(linear)
     files[entry["calibrator"]] = json_bytes(model.calibrator.to_json())
     entry["threshold"] = model.threshold
     entry["thresholds"] = {repr(float(h)): t for h, t in sorted(model.thresholds.items())}
@@ -89,6 +93,13 @@ def _load_calibrator(path: Path) -> Calibrator:
         raise UserError(f"{path}: calibrator is incomplete or malformed (rerun `crs train`)") from None
 
 
+def _load_linear(path: Path) -> LinearModel:
+    try:
+        return LinearModel.from_json(read_json(path))
+    except (KeyError, TypeError, ValueError):
+        raise UserError(f"{path}: linear model is incomplete or malformed (rerun `crs train`)") from None
+
+
 def load_target_model(directory: Path, run_id: str | None = None) -> TargetModel:
     """One target's scorer from ``models/<target>/``; damaged files are one-line errors."""
     metadata = read_json(directory / METADATA_FILE)
@@ -100,7 +111,9 @@ def load_target_model(directory: Path, run_id: str | None = None) -> TargetModel
         boosters = [_load_booster(directory / name) for name in entry["boosters"]]
         calibrator = _load_calibrator(directory / entry["calibrator"])
         thresholds = {float(h): float(t) for h, t in (entry.get("thresholds") or {}).items() if t is not None}
-        models[key] = LandmarkModel(boosters, calibrator, entry.get("threshold"), thresholds)
+        linear = [_load_linear(directory / name) for name in entry.get("linear", [])]
+        models[key] = LandmarkModel(boosters, calibrator, entry.get("threshold"), thresholds, linear,
+                                    float(entry.get("linear_weight", 0.0)))
     if not models:
         raise UserError(f"{directory / METADATA_FILE}: no trained model listed (target skipped in training?)")
     return TargetModel(metadata.get("target", directory.name), specs, metadata, models, run_id)

@@ -17,6 +17,7 @@ import pandas as pd
 from pipeline.cohort import is_missing_value
 from pipeline.errors import UserError
 from pipeline.model.calibration import Calibrator, expit
+from pipeline.model.linear import LinearModel
 from pipeline.model.specs import FeatureSpec, apply_feature_specs
 
 BAND_LOW, BAND_INTERMEDIATE, BAND_HIGH = "low", "intermediate", "high"
@@ -25,22 +26,36 @@ BAND_LOW, BAND_INTERMEDIATE, BAND_HIGH = "low", "intermediate", "high"
 @dataclass
 class LandmarkModel:
     """The deployed unit (for all landmarks, or one when trained ``per_landmark``): K cross-fitted
-    boosters whose log-odds are averaged, the calibrator fitted on their held-out scores, and alert
-    thresholds (per landmark hours, and pooled). Training's out-of-fold predictions come from this
-    same class, so what is validated is what is deployed."""
+    boosters whose log-odds are averaged (blended with K cross-fitted L2 logistic models at
+    ``linear_weight`` when the procedure chose to), the calibrator fitted on their held-out scores, and
+    alert thresholds (per landmark hours, and pooled). Training's out-of-fold predictions come from this
+    same class, so what is validated is what is deployed. ``X``: the float64 model matrix (spec order)."""
 
     boosters: list[Any]  # xgboost.Booster, each trained on K-1 of K patient folds
     calibrator: Calibrator
     threshold: float | None
     thresholds: dict[float, float] = field(default_factory=dict)
+    linear: list[LinearModel] = field(default_factory=list)
+    linear_weight: float = 0.0
 
-    def margin(self, dmatrix: Any) -> np.ndarray:
-        """Mean log-odds of the boosters (float64)."""
-        return np.mean([b.predict(dmatrix, output_margin=True).astype(np.float64) for b in self.boosters], axis=0)
+    def margin(self, X: np.ndarray) -> np.ndarray:
+        """Log-odds: (1 - w) x mean of the boosters' + w x mean of the linear models' (float64)."""
+        dmatrix = _dmatrix(X)
+        trees = np.mean([b.predict(dmatrix, output_margin=True).astype(np.float64) for b in self.boosters], axis=0)
+        if not self.linear:
+            return trees
+        linear = np.mean([m.logit(X) for m in self.linear], axis=0)
+        return (1 - self.linear_weight) * trees + self.linear_weight * linear
 
-    def contributions(self, dmatrix: Any) -> np.ndarray:
-        """Mean exact tree SHAP (rows x features + bias column): additive, so it sums to :meth:`margin`."""
-        return np.mean([b.predict(dmatrix, pred_contribs=True).astype(np.float64) for b in self.boosters], axis=0)
+    def contributions(self, X: np.ndarray) -> np.ndarray:
+        """Exact contributions (rows x features + bias column), blended like :meth:`margin` (Shapley values
+        are linear in the model), so each row sums to :meth:`margin`."""
+        dmatrix = _dmatrix(X)
+        trees = np.mean([b.predict(dmatrix, pred_contribs=True).astype(np.float64) for b in self.boosters], axis=0)
+        if not self.linear:
+            return trees
+        linear = np.mean([m.contributions(X, X.shape[1]) for m in self.linear], axis=0)
+        return (1 - self.linear_weight) * trees + self.linear_weight * linear
 
     def probability(self, margin: np.ndarray, landmark_hours: np.ndarray) -> np.ndarray:
         return self.calibrator.predict(expit(margin), landmark_hours)
@@ -127,7 +142,6 @@ class TargetModel:
 
     def score_array(self, X: np.ndarray, landmark_hours: np.ndarray, with_shap: bool = True) -> Scores:
         """:meth:`score` on a prebuilt :meth:`matrix_array` (the per-patient hot path)."""
-        import xgboost as xgb
 
         n = len(X)
         scores = Scores(
@@ -139,12 +153,11 @@ class TargetModel:
         if n == 0:
             return scores
         for model, rows in self._groups(np.asarray(landmark_hours, dtype=float)):
-            dmatrix = xgb.DMatrix(X[rows], nthread=1)  # numeric matrix in spec order, as in training
             hours = np.asarray(landmark_hours, dtype=float)[rows]
-            scores.margin[rows] = margin = model.margin(dmatrix)
+            scores.margin[rows] = margin = model.margin(X[rows])
             scores.probability[rows] = model.probability(margin, hours)
             if with_shap:
-                contribs = model.contributions(dmatrix)
+                contribs = model.contributions(X[rows])
                 scores.shap[rows] = contribs[:, :-1]
                 scores.base_value[rows] = contribs[:, -1]
         return scores
@@ -165,6 +178,12 @@ class TargetModel:
         """
         scores = self.score(landmarks)
         return pd.DataFrame(scores.shap, columns=self.feature_names, index=landmarks.index), scores.base_value
+
+
+def _dmatrix(X: np.ndarray) -> Any:
+    import xgboost as xgb
+
+    return xgb.DMatrix(X, nthread=1)  # plain numeric matrix in spec order, as in training
 
 
 @functools.cache

@@ -10,8 +10,8 @@ import pandas as pd
 from pipeline import contracts as C
 from pipeline.config import TrainConfig
 from pipeline.model import expit
+from pipeline.model.specs import matrix_values
 from pipeline.training.baselines import fold_baselines
-from pipeline.training.booster import dmatrix
 from pipeline.training.crossfit import fit_procedure
 from pipeline.training.data import FoldData
 from pipeline.training.splits import landmark_groups
@@ -43,7 +43,7 @@ def _model_predictions(part: pd.DataFrame, data: FoldData, cfg: TrainConfig, tr:
             continue
         model = fit_procedure(X.iloc[tr_u], y[tr_u], data.groups[tr_u], data.landmarks[tr_u], cfg, data.specs, seed).model
         hours = data.landmarks[te_u]
-        margin = model.margin(dmatrix(X.iloc[te_u], None, cfg.n_threads))
+        margin = model.margin(matrix_values(X.iloc[te_u]))
         part.loc[where, C.raw_column(C.MODEL)] = expit(margin)
         part.loc[where, C.prob_column(C.MODEL)] = model.probability(margin, hours)
         part.loc[where, C.threshold_column(C.MODEL)] = model.threshold_at(hours)

@@ -23,6 +23,7 @@ from pipeline.model import (
     fit_calibrator,
     load_bundle,
 )
+from pipeline.model.specs import matrix_values
 from pipeline.training.booster import check_monotone_constraints, dmatrix, fit_booster
 from pipeline.training.crossfit import fit_procedure
 from pipeline.training.cv import run_fold
@@ -226,7 +227,7 @@ def test_train_end_to_end(workdir: Path):
     assert not any(p.suffix in {".pkl", ".pickle", ".joblib"} for p in (config.paths.models_dir).rglob("*"))
 
     # What the search chose is recorded with the model.
-    assert {"rounds", "feature_set", "max_depth", "eta"} <= set(meta["models"]["all"]["chosen"])
+    assert {"rounds", "feature_set", "max_depth", "eta", "linear_weight"} <= set(meta["models"]["all"]["chosen"])
     assert meta["analytes"] == ["CRP", "IL6"]
 
     runs = json.loads((config.paths.models_dir / "runs.json").read_text())
@@ -340,13 +341,13 @@ def test_deployed_model_is_the_validated_procedure(workdir: Path):
     deployed = load_bundle(config.paths.models_dir).targets["crs_severe"]
 
     refit = fit_procedure(data.X, data.y, data.groups, data.landmarks, cfg, specs, cfg.seed).model
-    expected = refit.probability(refit.margin(dmatrix(data.X, None, 1)), data.landmarks)
+    expected = refit.probability(refit.margin(matrix_values(data.X)), data.landmarks)
     assert np.array_equal(deployed.predict(rows), expected)  # same object, same scores on the same rows
 
     repeat, fold, tr, te = prepared.splits[0]
     in_fold = fit_procedure(data.X.iloc[tr], data.y[tr], data.groups[tr], data.landmarks[tr], cfg, specs,
                             cfg.seed + 1000 * repeat + fold).model
-    fold_scores = in_fold.probability(in_fold.margin(dmatrix(data.X.iloc[te], None, 1)), data.landmarks[te])
+    fold_scores = in_fold.probability(in_fold.margin(matrix_values(data.X.iloc[te])), data.landmarks[te])
     reported = run_fold(data, cfg, repeat, fold, tr, te)["prob__model"].to_numpy()
     assert np.array_equal(reported, fold_scores)
     oof = pd.read_parquet(config.paths.oof)
