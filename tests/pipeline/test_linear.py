@@ -66,3 +66,21 @@ def test_blend_is_chosen_on_held_out_loss_and_can_be_switched_off():
     assert blend.weight > 0 and len(blend.models) == 3
     off = choose_blend(folds, useless_trees, specs, parse_config({"train": {"linear_weights": []}}).train, seed=1)
     assert off.weight == 0.0 and off.models == [] and np.array_equal(off.held_out_margin, useless_trees)
+
+
+def test_blended_unit_contributions_sum_to_its_log_odds():
+    import xgboost as xgb
+
+    from pipeline.model import Calibrator, LandmarkModel
+
+    rng = np.random.default_rng(2)
+    X = np.column_stack([rng.normal(size=300), rng.lognormal(size=300), rng.normal(size=300)])
+    X[rng.uniform(size=300) < 0.2, 1] = np.nan
+    y = (rng.uniform(size=300) < 1 / (1 + np.exp(-X[:, 0] - X[:, 2]))).astype(int)
+    booster = xgb.train({"max_depth": 2, "objective": "binary:logistic", "nthread": 1}, xgb.DMatrix(X, y), 20)
+    unit = LandmarkModel([booster], Calibrator("identity"), 0.5, linear=[fit_linear(X, y, [0, 1], 1.0, 0)],
+                         linear_weight=0.5)
+    margin = unit.margin(X)
+    tree_only = booster.predict(xgb.DMatrix(X), output_margin=True)
+    assert not np.allclose(margin, tree_only)  # the linear half is really there
+    assert np.allclose(unit.contributions(X).sum(axis=1), margin, atol=1e-5)
