@@ -234,18 +234,9 @@ def log_to_mlflow(out_dir: Path, bundle: ModelBundle, config: Config) -> None:
     """Summary table and plots into each target's training run (never the per-row Parquet)."""
     import mlflow
 
-    runs = bundle.runs or {}
-    with tracking.quiet_mlflow():
-        tracking.setup(config.train.experiment_name)
-        parent_id = runs.get("parent_run_id")
-        if not (runs.get("tracking_uri") == tracking.tracking_uri() and parent_id and tracking.run_exists(parent_id)):
-            print("explain: training runs not found in this tracking store; logging to a new run")
-            parent_id, runs = None, {"targets": {}}
-        with mlflow.start_run(run_id=parent_id, run_name=None if parent_id else "explain") as parent:
-            for target in bundle.targets:
-                run_id = runs.get("targets", {}).get(target)
-                kwargs = {"run_id": run_id} if run_id else {"run_name": target}
-                with mlflow.start_run(nested=True, parent_run_id=parent.info.run_id, **kwargs):
-                    for path in sorted(out_dir.glob(f"{target}_*")):
-                        if path.suffix in (".csv", ".png"):
-                            mlflow.log_artifact(str(path), artifact_path="explain")
+    with tracking.training_runs(bundle.runs or {}, config.train.experiment_name, "explain") as open_target:
+        for target in bundle.targets:
+            with open_target(target):
+                for path in sorted(out_dir.glob(f"{target}_*")):
+                    if path.suffix in (".csv", ".png"):
+                        mlflow.log_artifact(str(path), artifact_path="explain")

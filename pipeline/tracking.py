@@ -97,3 +97,26 @@ def run_exists(run_id: str) -> bool:
     except MlflowException:
         return False
     return True
+
+
+@contextlib.contextmanager
+def training_runs(runs: Mapping[str, Any], experiment_name: str, stage: str) -> Iterator[Any]:
+    """Reopen the training parent run recorded in ``runs`` (``models/runs.json``) and yield
+    ``open_target(target)``, a context manager that reopens that target's child run (or starts one);
+    when the runs are not in this tracking store, a new ``stage`` parent run takes their place."""
+    import mlflow
+
+    with quiet_mlflow():
+        setup(experiment_name)
+        parent_id = runs.get("parent_run_id")
+        if not (runs.get("tracking_uri") == tracking_uri() and parent_id and run_exists(parent_id)):
+            print(f"{stage}: training runs not found in this tracking store; logging to a new run")
+            parent_id, runs = None, {"targets": {}}
+        with mlflow.start_run(run_id=parent_id, run_name=None if parent_id else stage) as parent:
+
+            def open_target(target: str) -> Any:
+                run_id = runs.get("targets", {}).get(target)
+                kwargs = {"run_id": run_id} if run_id else {"run_name": target}
+                return mlflow.start_run(nested=True, parent_run_id=parent.info.run_id, **kwargs)
+
+            yield open_target

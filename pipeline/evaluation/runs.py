@@ -74,16 +74,8 @@ def log_to_mlflow(metrics: dict[str, Any], config: Config) -> None:
 
     runs_path = config.paths.runs
     runs = json.loads(runs_path.read_text()) if runs_path.exists() else {}
-    with tracking.quiet_mlflow():
-        tracking.setup(config.train.experiment_name)
-        parent_id = runs.get("parent_run_id")
-        if not (runs.get("tracking_uri") == tracking.tracking_uri() and parent_id and tracking.run_exists(parent_id)):
-            print("evaluate: training runs not found in this tracking store; logging to a new run")
-            parent_id, runs = None, {"targets": {}}
-        with mlflow.start_run(run_id=parent_id, run_name=None if parent_id else "evaluate") as parent:
-            mlflow.log_artifact(str(config.paths.metrics))
-            for target, by_landmark in metrics.items():
-                run_id = runs.get("targets", {}).get(target)
-                kwargs = {"run_id": run_id} if run_id else {"run_name": target}
-                with mlflow.start_run(nested=True, parent_run_id=parent.info.run_id, **kwargs):
-                    _log_target(target, by_landmark, config)
+    with tracking.training_runs(runs, config.train.experiment_name, "evaluate") as open_target:
+        mlflow.log_artifact(str(config.paths.metrics))
+        for target, by_landmark in metrics.items():
+            with open_target(target):
+                _log_target(target, by_landmark, config)

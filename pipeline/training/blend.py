@@ -36,8 +36,9 @@ def linear_columns(specs: list[FeatureSpec]) -> list[int]:
 
 
 def _log_loss(y: np.ndarray, margin: np.ndarray) -> float:
-    p = np.clip(expit(margin), 1e-12, 1 - 1e-12)
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    from sklearn.metrics import log_loss
+
+    return float(log_loss(y, expit(margin), labels=[0, 1]))
 
 
 def choose_blend(folds: InnerFolds, tree_margin: np.ndarray, specs: list[FeatureSpec], cfg: TrainConfig,
