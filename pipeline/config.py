@@ -33,10 +33,31 @@ def _registry_codes(codes: list[str]) -> list[str]:
     return codes
 
 
+class CsvOptions(_Section):
+    """How the cohort's CSV files are written. ``auto`` detects what hospital exports use: a UTF-8 BOM,
+    Latin-1 text, ``;`` or tab delimiters and decimal commas; a declared value is used as given."""
+
+    encoding: Literal["auto", "utf-8", "latin-1", "cp1252"] = "auto"
+    delimiter: Literal["auto", ",", ";", "\t", "|"] = "auto"
+    decimal: Literal["auto", ".", ","] = "auto"
+
+
 class CohortConfig(_Section):
     path: Path = Path("data/raw/synthetic")
     #: Grading scale the cohort's event grades use; a grade on one scale is not a grade on another.
     grading_scale: Literal["ASTCT", "Lee2014", "Penn", "CARTOX", "CTCAE"] = "ASTCT"
+    csv: CsvOptions = CsvOptions()
+
+
+class IngestConfig(_Section):
+    """Resource limits on input files (one-line error when exceeded) and the quarantine warning."""
+
+    #: Largest size a table file may have once decompressed (``.csv.gz`` bombs stop here).
+    max_file_mb: float = Field(default=2048.0, gt=0)
+    max_rows: int = Field(default=50_000_000, ge=1)
+    max_columns: int = Field(default=500, ge=1)
+    #: Warn (console and ``ingest.json``) when one reason quarantines more than this share of a file's rows.
+    quarantine_warning_share: float = Field(default=0.05, ge=0, le=1)
 
 
 class TargetConfig(_Section):
@@ -194,6 +215,7 @@ class Config(_Section):
     landmarks_hours: list[float] = Field(default_factory=lambda: [0.0, 24.0, 48.0, 72.0])
     static_features: list[str] = Field(default_factory=list)
     simulate: SimulateConfig = SimulateConfig()
+    ingest: IngestConfig = IngestConfig()
     paths: PathsConfig = PathsConfig()
     featurize: FeaturizeConfig = FeaturizeConfig()
     train: TrainConfig = TrainConfig()
