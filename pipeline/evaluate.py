@@ -28,7 +28,7 @@ from pipeline.evaluation import (
     plot_figure,
     plot_frames,
 )
-from pipeline.io import atomic_dir, read_stage_parquet, write_json
+from pipeline.io import atomic_dir, read_stage_parquet, to_csv, write_json
 
 #: target -> kind ("roc", "pr", "calibration", "decision_curve", "calibration_by_landmark/L48", ...) -> frame.
 PlotFrames = dict[str, dict[str, pd.DataFrame]]
@@ -84,7 +84,7 @@ def write_plots(plots: PlotFrames, oof: pd.DataFrame, metrics: dict[str, Any], c
             for kind, frame in frames.items():  # kind may be "<kind>/L<landmark>"
                 path = plots_tmp / kind / f"{target}.csv"
                 path.parent.mkdir(parents=True, exist_ok=True)
-                frame.to_csv(path, index=False)
+                to_csv(frame, path)
             available = available_baselines(_evaluated(metrics, target))
             plot_figure(target, oof[oof["target"] == target], available, fig_tmp / f"{target}.png")
 

@@ -25,6 +25,7 @@ from features import feature_table
 from pipeline import tracking
 from pipeline.config import Config
 from pipeline.contracts import LANDMARK_HOURS, PATIENT_ID, shap_column, shap_features
+from pipeline.io import to_csv
 from pipeline.model import ModelBundle, TargetModel, model_analytes, risk_band
 from pipeline.registry import load_registry
 
@@ -226,7 +227,7 @@ def write_outputs(out_dir: Path, outputs: dict[str, pd.DataFrame], landmarks: pd
     for target in targets:
         frame, summary = outputs[target], outputs[summary_key(target)]
         frame.to_parquet(out_dir / f"{target}.parquet", index=False)
-        summary.to_csv(out_dir / f"{summary_key(target)}.csv", index=False)
+        to_csv(summary, out_dir / f"{summary_key(target)}.csv")
         write_plots(out_dir, frame, summary, landmarks, target, config)
 
 

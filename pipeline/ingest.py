@@ -17,7 +17,7 @@ from pathlib import Path
 from pipeline.adapters.canonical import RawTable, read_cohort
 from pipeline.config import Config
 from pipeline.ingestion import IngestResult, ingest_tables
-from pipeline.io import atomic_dir, write_json
+from pipeline.io import atomic_dir, to_csv, write_json
 
 QUARANTINE_FILE = "quarantine.csv"
 
@@ -34,7 +34,7 @@ def write_outputs(result: IngestResult, out_dir: Path, report_path: Path) -> Non
     with atomic_dir(out_dir) as tmp:
         for name, frame in result.tables.items():
             frame.to_parquet(tmp / f"{name}.parquet", index=False)
-        result.quarantine.to_csv(tmp / QUARANTINE_FILE, index=False)
+        to_csv(result.quarantine, tmp / QUARANTINE_FILE)
     write_json(result.report, report_path)
 
 

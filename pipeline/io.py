@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.errors import UserError
 
@@ -66,9 +67,54 @@ def write_parquet(df: pd.DataFrame, path: str | Path) -> None:
         df.to_parquet(tmp, index=False)
 
 
+#: OWASP CSV injection: a text cell starting with one of these is run as a formula by spreadsheets...
+_FORMULA_START = r"^[=+\-@\t\r]"
+#: ...unless it is a plain number (``-5.5`` stays a number; ``-1+2`` and ``=HYPERLINK(..)`` do not).
+_PLAIN_NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
+
+
+def _formula_mask(text: pd.Series) -> pd.Series:
+    return text.str.contains(_FORMULA_START, na=False) & ~text.str.fullmatch(_PLAIN_NUMBER, na=False)
+
+
+def neutralise_formulas(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy in which every text cell (and header) a spreadsheet would execute starts with ``'``."""
+    out = frame.copy()
+    out.columns = [f"'{c}" if _formula_mask(pd.Series([str(c)])).iloc[0] else c for c in out.columns]
+    for position in range(out.shape[1]):
+        column = out.iloc[:, position]
+        if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_datetime64_any_dtype(column):
+            continue
+        is_text = column.map(lambda cell: isinstance(cell, str)).astype(bool)
+        mask = is_text & _formula_mask(column.where(is_text, "").astype(str))
+        if mask.any():
+            out.iloc[:, position] = column.astype(object).where(~mask, "'" + column[mask].astype(str))
+    return out
+
+
+def neutralise_formulas_arrow(table: pa.Table) -> pa.Table:
+    """:func:`neutralise_formulas` for the string columns of an Arrow table (large CSVs stay in Arrow)."""
+    for index, field in enumerate(table.schema):
+        if not (pa.types.is_string(field.type) or pa.types.is_large_string(field.type)):
+            continue
+        column = table.column(index)
+        mask = pc.and_(pc.match_substring_regex(column, _FORMULA_START),
+                       pc.invert(pc.match_substring_regex(column, _PLAIN_NUMBER)))
+        if pc.any(mask).as_py():
+            fixed = pc.if_else(mask, pc.binary_join_element_wise(pa.scalar("'", field.type), column, pa.scalar("", field.type)), column)
+            table = table.set_column(index, field, fixed)
+    safe_names = neutralise_formulas(pd.DataFrame(columns=table.column_names)).columns
+    return table.rename_columns([str(name) for name in safe_names])
+
+
+def to_csv(frame: pd.DataFrame, path: str | Path) -> None:
+    """Write ``frame`` as CSV with formula cells neutralised (every CSV the project writes goes here)."""
+    neutralise_formulas(frame).to_csv(path, index=False)
+
+
 def write_csv(df: pd.DataFrame, path: str | Path) -> None:
     with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False)
+        to_csv(df, tmp)
 
 
 def write_json(obj: Any, path: str | Path) -> None:

@@ -220,7 +220,7 @@ def main(
             quarantine = quarantine.assign(patient_id=ids.where(ids.isna(), ids.astype(str).str.strip().map(to_id)))
     with atomic_dir(out) as tmp:
         write_csv(predictions, tmp / PREDICTIONS_FILE)
-        quarantine.to_csv(tmp / "quarantine.csv", index=False)
+        write_csv(quarantine, tmp / "quarantine.csv")
         write_json(report, tmp / "ingest.json")
         if reports:
             n_pages = _explain_and_report(tmp, config, setup, result, pseudo)

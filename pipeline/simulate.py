@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.csv as pcsv
 
-from pipeline.io import atomic_dir
+from pipeline.io import atomic_dir, neutralise_formulas_arrow
 from pipeline.simulation import ARMS, TABLE_NAMES, simulate_cohort, simulate_tables
 
 __all__ = ["ARMS", "TABLE_NAMES", "main", "run", "simulate_cohort", "simulate_tables", "write_cohort"]
@@ -35,7 +35,7 @@ def write_cohort(tables: dict[str, pa.Table], truth: dict[str, Any], out: str | 
     options = pcsv.WriteOptions(include_header=False, quoting_style="none")
     with atomic_dir(out) as tmp:
         for name in TABLE_NAMES:
-            table = tables[name]
+            table = neutralise_formulas_arrow(tables[name])
             with pa.OSFile(str(tmp / f"{name}.csv"), "wb") as sink:
                 sink.write((",".join(table.column_names) + "\n").encode())
                 pcsv.write_csv(table, sink, options)
