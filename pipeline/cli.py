@@ -109,7 +109,8 @@ def report(
         bool | None,
         typer.Option(
             "--pseudonymise/--no-pseudonymise",
-            help="Salted-hash patient ids in every output (salt from $CRS_PSEUDONYM_SALT); overrides report.pseudonymise.",
+            help="Replace patient ids by keyed pseudonyms in every output (key from $CRS_PSEUDONYM_KEY_FILE or "
+            "$CRS_PSEUDONYM_KEY; see crs keygen); overrides report.pseudonymise.",
         ),
     ] = None,
 ) -> None:
@@ -135,7 +136,8 @@ def predict(
     pages: Annotated[bool, typer.Option("--pages/--no-pages", help="Write explanations and HTML pages.")] = True,
     pseudonymise: Annotated[
         bool | None,
-        typer.Option("--pseudonymise/--no-pseudonymise", help="Salted-hash patient ids in every output."),
+        typer.Option("--pseudonymise/--no-pseudonymise",
+                     help="Keyed pseudonyms for patient ids in every output (key as for crs report; see crs keygen)."),
     ] = None,
 ) -> None:
     """Score new patients: predictions.csv (risk, band, message per patient and target) and HTML pages."""
@@ -143,6 +145,21 @@ def predict(
 
     config = _config(params)
     stage.main(config, cohort, model or config.paths.models_dir, out, at, reports=pages, pseudonymise=pseudonymise)
+
+
+@app.command()
+def keygen(
+    out: Annotated[Path, typer.Option(help="Key file to create (mode 0600; an existing file is never overwritten).")],
+    stdout: Annotated[bool, typer.Option("--stdout", help="Also print the key (it is a secret).")] = False,
+) -> None:
+    """Create a random pseudonymisation key (32 bytes, hex) for --pseudonymise."""
+    from pipeline.reporting.ids import KEY_FILE_ENV, write_key
+
+    key = write_key(out)
+    if stdout:  # the key itself only when asked: terminals and CI logs keep what is printed
+        typer.echo(key)
+    typer.echo(f"keygen: wrote a new key to {out} (mode 0600). Use it with: {KEY_FILE_ENV}={out} crs report "
+               "--pseudonymise. Keep it secret and backed up: the same key gives the same pseudonyms.", err=stdout)
 
 
 def main() -> None:

@@ -212,7 +212,7 @@ def main(
     n_pages = 0
     pseudo = config.report.pseudonymise if pseudonymise is None else pseudonymise
     predictions, quarantine = result.predictions, result.ingest.quarantine
-    if pseudo:  # every output, not only the pages (salt from $CRS_PSEUDONYM_SALT)
+    if pseudo:  # every output, not only the pages (key from $CRS_PSEUDONYM_KEY[_FILE])
         to_id = id_mapper(True)
         predictions = predictions.assign(patient_id=predictions["patient_id"].map(to_id))
         if "patient_id" in quarantine.columns:

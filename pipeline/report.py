@@ -10,8 +10,10 @@
   group (event / no event) the quartiles of the marker, drawn behind a patient's values;
 * ``paths.model_card`` (``reports/model_card.html``): TRIPOD+AI items (CLINICAL.md section 8).
 
-With pseudonymisation on, every patient id in file names and text is replaced by a salted SHA-256
-(salt from ``$CRS_PSEUDONYM_SALT``), so pages can be shared without the raw ids.
+With pseudonymisation on, every patient id in file names and text is replaced by an HMAC-SHA-256
+keyed by a secret (``$CRS_PSEUDONYM_KEY`` or ``$CRS_PSEUDONYM_KEY_FILE``; ``crs keygen`` makes one), so
+pages can be shared without the raw ids. Page file names are safe whatever the ids
+(:func:`pipeline.reporting.page_filename`).
 """
 
 from __future__ import annotations
@@ -128,7 +130,7 @@ def read_inputs(config: Config) -> ReportInputs:
 def main(config: Config, pseudonymise: bool | None = None) -> None:
     started = time.perf_counter()
     pseudonymise = config.report.pseudonymise if pseudonymise is None else pseudonymise
-    reporting.id_mapper(pseudonymise)  # fail fast on a missing salt, before any work
+    reporting.id_mapper(pseudonymise)  # fail fast on a missing or weak key, before any work
     report = run(config, read_inputs(config), pseudonymise)
     paths = config.paths
     write_parquet(report.cohort_bands, paths.cohort_bands)

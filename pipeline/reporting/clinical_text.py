@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-import numpy as np
+import pandas as pd
 
 from features.definitions import analyte_feature_name
 from pipeline.contracts import ANALYTE_SEPARATOR, LANDMARK_HOURS
@@ -106,21 +106,50 @@ def group_label(group: str) -> str:
     return DISPLAY_NAMES.get(group, group.replace("_", " "))
 
 
+#: Longest text value shown as-is (a covariate cell can hold anything; pages stay readable).
+MAX_TEXT_CHARS = 120
+
+
 def _missing(value: object) -> bool:
-    if value is None:
-        return True
+    """None, NaN, NA, NaT (anything else, text included, is a value)."""
     try:
-        return bool(np.isnan(value))  # type: ignore[arg-type]
-    except TypeError:
+        return bool(pd.isna(value))  # type: ignore[arg-type]
+    except (TypeError, ValueError):  # a list or array: not a cell value
         return False
 
 
-def format_number(value: float) -> str:
-    """Clinically sensible precision: 74, 39.2, 6.1, 0.42, 12,400 (no scientific notation)."""
+def _number(value: object) -> float | None:
+    """``value`` as a float; None when missing or not a number (text in a numeric column: ``unknown``)."""
+    if _missing(value) or isinstance(value, str | bytes):
+        return None
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return None if math.isnan(number) else number
+
+
+def _text(value: object) -> str:
+    """Any cell value as display text, shortened to :data:`MAX_TEXT_CHARS` (escaping is the template's job)."""
+    text = str(value)
+    return text if len(text) <= MAX_TEXT_CHARS else text[: MAX_TEXT_CHARS - 1] + "…"
+
+
+def format_number(value: object) -> str:
+    """Clinically sensible precision: 74, 39.2, 6.1, 0.42, 12,400 (no scientific notation below 10^9).
+
+    Anything else still formats: missing -> ``–``, infinite -> ``∞``, text -> the (shortened) text.
+    """
     if _missing(value):
         return "–"
-    v = float(value)
+    v = _number(value)
+    if v is None:
+        return _text(value)
+    if math.isinf(v):
+        return "∞" if v > 0 else "-∞"
     a = abs(v)
+    if a >= 1e9:
+        return f"{v:.3g}"
     if a >= 1000:
         return f"{v:,.0f}"
     if a >= 100 or float(v).is_integer():
@@ -151,6 +180,8 @@ def display_unit(unit: str) -> str:
 
 def format_fold(ratio: float) -> str:
     """Fold change vs baseline: ``12x``, ``2.5x``, ``0.4x``."""
+    if not math.isfinite(ratio) or ratio >= 1e9:
+        return f"{format_number(ratio)}x"
     if ratio >= 10:
         return f"{ratio:.0f}x"
     return f"{ratio:.1f}x".replace(".0x", "x") if ratio >= 1 else f"{ratio:.2g}x"
@@ -161,11 +192,15 @@ def fold_per_day(slope_log2_per_hour: float) -> float:
     return float(2.0 ** (slope_log2_per_hour * 24.0))
 
 
-def format_trend(slope_log2_per_hour: float) -> str | None:
+def format_trend(slope_log2_per_hour: object) -> str | None:
     """``rising 3x per day`` / ``falling 2x per day`` / ``stable``; None when unknown."""
-    if _missing(slope_log2_per_hour):
+    slope_log2_per_hour = _number(slope_log2_per_hour)
+    if slope_log2_per_hour is None:
         return None
-    fold = fold_per_day(slope_log2_per_hour)
+    try:
+        fold = fold_per_day(slope_log2_per_hour)
+    except OverflowError:  # 2 ** huge
+        fold = math.inf
     if not math.isfinite(fold):
         return "rising very fast" if slope_log2_per_hour > 0 else "falling very fast"
     if 1 / STABLE_FOLD_PER_DAY < fold < STABLE_FOLD_PER_DAY:
@@ -201,22 +236,22 @@ def describe_analyte(
     parts = [f"{name} {format_value(latest, unit, censoring)}"]
     baseline, fold = row.get(analyte_feature_name(code, "baseline")), row.get(analyte_feature_name(code, "fold_change"))
     after_anchor = row.get(analyte_feature_name(code, "baseline_after_anchor"))
-    which = "first value after infusion" if not _missing(after_anchor) and float(after_anchor) == 1 else "baseline"
-    if not _missing(baseline) and not _missing(fold):
-        parts.append(f"{format_fold(float(fold))} {which} ({format_value(baseline, unit)})")
+    which = "first value after infusion" if _number(after_anchor) == 1 else "baseline"
+    if not _missing(baseline) and _number(fold) is not None:
+        parts.append(f"{format_fold(_number(fold))} {which} ({format_value(baseline, unit)})")  # type: ignore[arg-type]
     elif _missing(baseline):
         parts.append("no pre-infusion baseline")
     slope = row.get(analyte_feature_name(code, "slope_24h"))
     if _missing(slope):
         slope = row.get(analyte_feature_name(code, "slope_48h"))
-    trend = format_trend(slope)  # type: ignore[arg-type]
+    trend = format_trend(slope)
     if trend:
         parts.append(trend)
     for summary, words in (("n_below_limit", "below"), ("n_above_limit", "above")):
-        count = row.get(analyte_feature_name(code, summary))
+        count = _number(row.get(analyte_feature_name(code, summary)))
         # A censored latest result already says so; otherwise name the earlier ones.
-        if not _missing(count) and float(count) > 0 and censoring not in ("left", "right"):
-            k = int(float(count))
+        if count is not None and math.isfinite(count) and count > 0 and censoring not in ("left", "right"):
+            k = int(count)
             parts.append(f"{k} result{'s' if k > 1 else ''} {words} the assay limit")
     return ", ".join(parts)
 
@@ -229,8 +264,7 @@ def describe_group(
     censoring: str | None = None,
 ) -> str:
     """Plain words for one driver group at the landmark row ``row`` (feature name -> value)."""
-    landmark = row.get(LANDMARK_HOURS)
-    lm = float(landmark) if not _missing(landmark) else None  # type: ignore[arg-type]
+    lm = _number(row.get(LANDMARK_HOURS))
     if group == "LANDMARK":
         return f"Time since infusion {_hours(lm)}" if lm is not None else "Time since infusion"
     if group == "FEVER":
@@ -245,7 +279,7 @@ def describe_group(
     if group in ("TOCILIZUMAB", "STEROIDS"):
         name = "Tocilizumab" if group == "TOCILIZUMAB" else "Corticosteroids"
         given, since = row.get(analyte_feature_name(group, "given")), row.get(analyte_feature_name(group, "hours_since"))
-        if _missing(given) or float(given) == 0:  # type: ignore[arg-type]
+        if _number(given) in (None, 0.0):
             return f"{name} not given yet"
         return f"{name} given, last dose {_hours(since)} ago" if not _missing(since) else f"{name} given"
     if group in ("EASIX", "M_EASIX"):
@@ -258,20 +292,23 @@ def describe_group(
             parts.append(f"baseline {format_number(base)}")
         return ", ".join(parts)
     if group == "CAR_HEMATOTOX":
-        value = row.get(analyte_feature_name("CAR_HEMATOTOX", "baseline"))
-        if _missing(value):
+        value = _number(row.get(analyte_feature_name("CAR_HEMATOTOX", "baseline")))
+        if value is None:
             return "CAR-HEMATOTOX not computable (a baseline blood count or CRP/ferritin missing)"
-        return f"CAR-HEMATOTOX {format_number(value)} points at baseline ({'high' if float(value) >= 2 else 'low'} risk group)"
+        return f"CAR-HEMATOTOX {format_number(value)} points at baseline ({'high' if value >= 2 else 'low'} risk group)"
     if group in row or group in COVARIATE_NAMES:  # a static covariate is its own column
         value = row.get(group)
         label = group_label(group)
+        number = _number(value)
         if _missing(value):
             return f"{label} not recorded"
-        if group == "tumor_burden_std":
-            return f"{label} {float(value):+.1f} SD from the cohort mean"  # type: ignore[arg-type]
+        if number is None:  # text, also in a numeric column (age=unknown): shown as given
+            return f"{label}: {_text(value)}"
+        if group == "tumor_burden_std" and math.isfinite(number):
+            return f"{label} {number:+.1f} SD from the cohort mean"
         if group == "age":
-            return f"{label} {format_number(value)} years"
-        return f"{label}: {value}" if isinstance(value, str) else f"{label} {format_number(value)}"
+            return f"{label} {format_number(number)} years"
+        return f"{label} {format_number(number)}"
     # an analyte
     return describe_analyte(group, row, units.get(group, ""), censoring=censoring, landmark_hours=lm)
 

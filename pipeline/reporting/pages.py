@@ -21,7 +21,7 @@ from pipeline.io import atomic_dir
 from pipeline.model import ModelBundle, risk_band
 from pipeline.reporting import clinical_text as ct
 from pipeline.reporting.charts import format_risk
-from pipeline.reporting.ids import page_filename
+from pipeline.reporting.ids import page_filename, page_href, page_path
 from pipeline.reporting.patient_data import PatientView, ReportData
 from pipeline.reporting.sections import DISCLAIMER, DISCLAIMER_LEAD, NEUTRAL_COLOUR, page_context
 
@@ -78,7 +78,7 @@ def index_row(data: ReportData, view: PatientView, page: dict[str, dict[str, Any
         cells = [{"label": data.labels[t], "probability": math.nan, "band": "not scored",
                   "band_colour": NEUTRAL_COLOUR, "driver": ""} for t in data.targets]
     finite = [c["probability"] for c in cells if np.isfinite(c["probability"])]
-    return {"patient": view.display, "href": filename, "latest": view.latest if view.scored else None,
+    return {"patient": view.display, "href": page_href(filename), "latest": view.latest if view.scored else None,
             "current": max([-1.0, *finite]), "cells": cells, "notes": page["header"]["notes"]}
 
 
@@ -88,10 +88,14 @@ def render_pages(data: ReportData) -> tuple[str, list[tuple[str, str]]]:
     page_tpl, index_tpl = env.get_template("patient.html.j2"), env.get_template("index.html.j2")
     pages: list[tuple[str, str]] = []
     rows = []
+    seen = {"index.html"}
     for pid in data.patients():
         view = PatientView.build(data, pid)
         page = page_context(data, view)
         filename = page_filename(view.display)
+        if filename.lower() in seen:  # distinct ids never share a name (ids.page_filename); a clash is a bug
+            raise RuntimeError("two patients were given the same page file name")
+        seen.add(filename.lower())
         pages.append((filename, page_tpl.render(**page)))
         rows.append(index_row(data, view, page, filename))
     rows.sort(key=lambda r: (-r["current"], r["patient"]))
@@ -109,7 +113,7 @@ def write_pages(out_dir: Path, index: str, pages: list[tuple[str, str]]) -> list
     with atomic_dir(out_dir) as tmp:
         (tmp / "index.html").write_text(index, encoding="utf-8")
         for filename, page in pages:
-            (tmp / filename).write_text(page, encoding="utf-8")
+            page_path(tmp, filename).write_text(page, encoding="utf-8")  # raises if a name left the folder
     return [out_dir / "index.html", *(out_dir / name for name, _ in pages)]
 
 

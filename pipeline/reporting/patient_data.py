@@ -127,7 +127,7 @@ class ReportData:
               landmarks: pd.DataFrame, measurements: pd.DataFrame, treatments: pd.DataFrame,
               cohort_bands: pd.DataFrame | None, metrics: dict | None, messages: dict[str, list[str]] | None = None,
               pseudonymise: bool = False, risk_note: str | None = None) -> ReportData:
-        """Index the inputs of ``write_patient_reports`` (same arguments); a missing salt fails first."""
+        """Index the inputs of ``write_patient_reports`` (same arguments); a missing or weak key fails first."""
         to_id = id_mapper(pseudonymise)
         targets = [t for t in explanations if t in bundle.targets]
         if not targets:

@@ -161,8 +161,13 @@ def test_index_sorted_by_current_risk(run: Run, tmp_path: Path):
     assert np.all(np.diff(current.loc[order].to_numpy()) <= 1e-12)
 
 
+TEST_KEY = "3f9a0c5e7b21d4468e0f9a3c5b7d2e1f4a6c8e0b2d4f6a8c1e3b5d7f9a0c2e4b"
+OTHER_KEY = "c1e3b5d7f9a0c2e4b3f9a0c5e7b21d4468e0f9a3c5b7d2e1f4a6c8e0b2d4f6a8"
+
+
 def test_pseudonymisation_removes_every_raw_id(run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv(reporting.SALT_ENV, "test-salt")
+    monkeypatch.delenv(reporting.KEY_FILE_ENV, raising=False)
+    monkeypatch.setenv(reporting.KEY_ENV, TEST_KEY)
     ids = run.landmarks["patient_id"].astype(str).unique()
     messages = {ids[0]: [f"Patient {ids[0]}: no IL-6 measured before 48 h."]}
     out = tmp_path / "patients"
@@ -171,15 +176,16 @@ def test_pseudonymisation_removes_every_raw_id(run: Run, tmp_path: Path, monkeyp
     for path in out.iterdir():
         assert not pattern.search(path.name), path.name
         assert not pattern.search(path.read_text()), path.name
-    alias = reporting.pseudonym(ids[0], "test-salt")
+    alias = reporting.pseudonym(ids[0], bytes.fromhex(TEST_KEY))
     assert (out / f"{alias}.html").exists()
     assert f"Patient {alias}: no IL-6" in (out / f"{alias}.html").read_text()
-    assert reporting.pseudonym(ids[0], "other-salt") != alias
+    assert reporting.pseudonym(ids[0], bytes.fromhex(OTHER_KEY)) != alias
 
 
-def test_pseudonymisation_without_salt_is_a_user_error(run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.delenv(reporting.SALT_ENV, raising=False)
-    with pytest.raises(UserError, match=reporting.SALT_ENV):
+def test_pseudonymisation_without_key_is_a_user_error(run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    for name in (reporting.KEY_ENV, reporting.KEY_FILE_ENV, reporting.LEGACY_SALT_ENV):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(UserError, match="crs keygen"):
         write_pages(run, tmp_path / "patients", pseudonymise=True)
     assert not (tmp_path / "patients").exists()
 
@@ -248,7 +254,7 @@ def test_training_cohort_pages_show_out_of_fold_risk_not_in_sample():
 
 def test_page_file_names_stay_inside_the_output_folder():
     assert reporting.page_filename("P0001") == "P0001.html"
-    assert reporting.page_filename("PS-0123abcd") == "PS-0123abcd.html"
+    assert reporting.page_filename("PS-0123ABCD") == "PS-0123ABCD.html"
     for pid in ("../../etc/passwd", "a/b", ".hidden", "x y", ""):
         name = reporting.page_filename(pid)
         assert "/" not in name and not name.startswith(".") and name.endswith(".html"), name
