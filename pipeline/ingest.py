@@ -14,7 +14,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from pipeline.adapters.canonical import RawTable, read_cohort
+from pipeline.adapters.canonical import RawTable, csv_dialects, read_cohort
+from pipeline.adapters.dialect import read_options
 from pipeline.config import Config
 from pipeline.ingestion import IngestResult, ingest_tables
 from pipeline.io import atomic_dir, to_csv, write_json
@@ -42,8 +43,9 @@ def main(config: Config, cohort: Path | None = None, out: Path | None = None, re
     cohort_dir = cohort or config.cohort.path
     out_dir = Path(out or config.paths.interim_dir)
     report_path = Path(report or config.paths.ingest_report)
-    result = run(config, read_cohort(cohort_dir))
-    result.report = {"cohort": str(cohort_dir), **result.report}
+    raw = read_cohort(cohort_dir, **read_options(config))  # cohort.csv dialect, ingest limits
+    result = run(config, raw)
+    result.report = {"cohort": str(cohort_dir), **result.report, "csv_dialects": csv_dialects(raw)}
     write_outputs(result, out_dir, report_path)
     r = result.report
     for warning in r["warnings"]:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.adapters.dialect import read_options
 from pipeline.adapters.frames import frames_to_raw, read_new_cohort
 from pipeline.config import DEFAULT_PARAMS, Config, load_config
 from pipeline.errors import UserError
@@ -206,7 +207,7 @@ def main(
     out = Path(out)
     _prepare_out(out)
     setup = load_setup(model, config)
-    raw = read_new_cohort(cohort)
+    raw = read_new_cohort(cohort, **read_options(config))  # cohort.csv dialect, ingest limits
     result = score_cohort(raw, setup, at_hours)
     report = {"cohort": str(cohort), "model": setup.source, **result.ingest.report}
     n_pages = 0

@@ -9,7 +9,8 @@ every row-level rule (synonyms, units, times, ranges, duplicates, quarantine) be
 :func:`pipeline.ingestion.ingest_tables`, which validates whatever an adapter produced the same way.
 
 - :mod:`~pipeline.adapters.canonical`: a cohort directory of ``.csv`` / ``.csv.gz`` / ``.parquet`` files
-  (the format documented in the README).
+  (the format documented in the README), each CSV read in the dialect :mod:`~pipeline.adapters.dialect`
+  detects or is told (encoding, delimiter, decimal mark), within the ``ingest`` size limits.
 - :mod:`~pipeline.adapters.frames`: pandas frames in memory (``crs predict``'s Python API, the MLflow
   model's combined long table).
 
@@ -20,16 +21,22 @@ mapping. Adapters may import only :mod:`pipeline.cohort`, :mod:`pipeline.contrac
 
 from __future__ import annotations
 
-from pipeline.adapters.canonical import RawTable, find_table, read_cohort, read_raw_table
+from pipeline.adapters.canonical import RawTable, csv_dialects, find_table, read_cohort, read_raw_table
+from pipeline.adapters.dialect import CsvFormat, Dialect, ReadLimits, read_options
 from pipeline.adapters.frames import combined_to_raw, frames_to_raw, raw_to_combined, read_new_cohort
 
 __all__ = [
+    "CsvFormat",
+    "Dialect",
     "RawTable",
+    "ReadLimits",
     "combined_to_raw",
+    "csv_dialects",
     "find_table",
     "frames_to_raw",
     "raw_to_combined",
     "read_cohort",
     "read_new_cohort",
+    "read_options",
     "read_raw_table",
 ]

@@ -15,7 +15,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.adapters.canonical import RawTable, read_cohort
+from pipeline.adapters.canonical import AUTO_FORMAT, DEFAULT_LIMITS, RawTable, read_cohort
+from pipeline.adapters.dialect import CsvFormat, ReadLimits
 from pipeline.cohort import EVENTS, MEASUREMENTS, PATIENTS, TABLES, TableSpec, is_missing_value
 from pipeline.errors import UserError
 
@@ -27,9 +28,12 @@ def _empty_raw(spec: TableSpec) -> RawTable:
     return RawTable(spec, _REQUEST_DIR / f"{spec.name}.csv", arrow)
 
 
-def read_new_cohort(cohort_dir: str | Path) -> dict[str, RawTable]:
-    """Like :func:`pipeline.adapters.canonical.read_cohort` (same file-level checks), but ``events`` is optional."""
-    raw = read_cohort(cohort_dir, optional_tables=(EVENTS.name,))
+def read_new_cohort(
+    cohort_dir: str | Path, *, csv_format: CsvFormat = AUTO_FORMAT, limits: ReadLimits = DEFAULT_LIMITS
+) -> dict[str, RawTable]:
+    """Like :func:`pipeline.adapters.canonical.read_cohort` (same file-level checks, dialect detection and
+    limits), but ``events`` is optional."""
+    raw = read_cohort(cohort_dir, optional_tables=(EVENTS.name,), csv_format=csv_format, limits=limits)
     raw.setdefault(EVENTS.name, _empty_raw(EVENTS))
     return raw
 
