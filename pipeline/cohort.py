@@ -49,6 +49,7 @@ REASONS: tuple[str, ...] = (
     "bad_time",
     "missing_value",
     "unparseable_value",
+    "non_finite_value",
     "unknown_unit",
     "out_of_range",
     "invalid_grade",

@@ -25,7 +25,7 @@ QUARANTINE_FILE = "quarantine.csv"
 
 def run(config: Config, raw_tables: dict[str, RawTable]) -> IngestResult:
     """Validate and normalise ``raw_tables`` (any adapter's output). Pure: no file is read or written."""
-    result = ingest_tables(raw_tables)
+    result = ingest_tables(raw_tables, quarantine_warning_share=config.ingest.quarantine_warning_share)
     result.report = {"grading_scale": config.cohort.grading_scale, **result.report}
     return result
 

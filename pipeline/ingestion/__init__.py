@@ -17,7 +17,7 @@ This package may import :mod:`pipeline.adapters`, :mod:`pipeline.cohort`, :mod:`
 
 from __future__ import annotations
 
-from pipeline.ingestion.checks import UNKNOWN_PATIENT_DETAIL, TableOutcome
+from pipeline.ingestion.checks import UNKNOWN_PATIENT_DETAIL, TableOutcome, all_quarantine
 from pipeline.ingestion.measurements import validate_measurements
 from pipeline.ingestion.patients import validate_patients
 from pipeline.ingestion.records import empty_treatments, validate_events, validate_treatments
@@ -27,6 +27,7 @@ __all__ = [
     "UNKNOWN_PATIENT_DETAIL",
     "IngestResult",
     "TableOutcome",
+    "all_quarantine",
     "empty_treatments",
     "ingest_tables",
     "validate_events",

@@ -3,7 +3,7 @@ quarantine frame and the per-file counts that reconcile."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,32 +60,59 @@ class TableOutcome:
     rows_read: int
     duplicates_dropped: int
     extra: dict = field(default_factory=dict)
+    #: Single cells blanked in accepted rows (a patient covariate such as ``age=inf``): quarantine rows
+    #: with a ``source_column`` field, counted apart because their row is accepted (counts keep reconciling).
+    cells: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def counts(self, path: Path) -> dict:
-        reasons = self.quarantine["reason"].value_counts().sort_index() if len(self.quarantine) else pd.Series()
         return {
             "path": str(path),
             "rows_read": self.rows_read,
             "rows_accepted": int(len(self.accepted)),
             "rows_quarantined": int(len(self.quarantine)),
             "duplicates_dropped": self.duplicates_dropped,
-            "quarantine_by_reason": {str(k): int(v) for k, v in reasons.items()},
+            "quarantine_by_reason": reason_counts(self.quarantine),
+            "cells_quarantined": int(len(self.cells)),
+            "cells_quarantined_by_reason": reason_counts(self.cells),
         }
 
 
-def quarantine_frame(table: RawTable, rows: np.ndarray, checks: RowChecks) -> pd.DataFrame:
-    """The rows in ``rows`` with their original fields, source file and line, reason and detail."""
-    bad = np.flatnonzero(rows)
-    frame = table.arrow.take(pa.array(bad, type=pa.int64())).to_pandas()
+def all_quarantine(outcomes: Iterable[TableOutcome]) -> pd.DataFrame:
+    """Quarantined rows of every table, then the blanked cells (``source_column`` set; empty for rows)."""
+    outcomes = list(outcomes)
+    frames = [o.quarantine for o in outcomes] + [o.cells for o in outcomes if len(o.cells)]
+    quarantine = pd.concat(frames, ignore_index=True)
+    column = quarantine.pop("source_column") if "source_column" in quarantine.columns else None
+    quarantine.insert(min(4, quarantine.shape[1]), "source_column", pd.Series(column, dtype=object))
+    return quarantine
+
+
+def reason_counts(quarantine: pd.DataFrame) -> dict[str, int]:
+    """Rows per reason code, in the documented order of the reasons."""
+    if not len(quarantine):
+        return {}
+    counts = quarantine["reason"].value_counts()
+    return {r: int(counts[r]) for r in REASONS if r in counts.index}
+
+
+def quarantine_rows(table: RawTable, positions: np.ndarray, reasons: np.ndarray, details: np.ndarray) -> pd.DataFrame:
+    """Rows at ``positions`` (repeats allowed) with their original fields, source file and line, reason and detail."""
+    frame = table.arrow.take(pa.array(positions, type=pa.int64())).to_pandas()
     meta = pd.DataFrame(
         {
             "source_file": str(table.path),
-            "source_line": table.line_numbers(bad),
-            "reason": np.array(REASONS, dtype=object)[checks.codes[bad] - 1],
-            "detail": checks.detail[bad],
+            "source_line": table.line_numbers(positions),
+            "reason": reasons,
+            "detail": details,
         }
     )
     return pd.concat([meta, frame.astype(object)], axis=1)
+
+
+def quarantine_frame(table: RawTable, rows: np.ndarray, checks: RowChecks) -> pd.DataFrame:
+    """The rows in ``rows`` (a mask) with their original fields, source file and line, reason and detail."""
+    bad = np.flatnonzero(rows)
+    return quarantine_rows(table, bad, np.array(REASONS, dtype=object)[checks.codes[bad] - 1], checks.detail[bad])
 
 
 def finish(

@@ -29,6 +29,7 @@ from pipeline.ingestion.text import (
     CENSORING_NAMES,
     arrow_numbers,
     arrow_trim,
+    beyond_float32,
     encode_stripped,
     missing_values,
     parse_censored,
@@ -94,6 +95,8 @@ def _values_and_censoring(column: pa.ChunkedArray, checks: RowChecks) -> tuple[n
     if needs_pattern.any():
         parse_censored(value_text, needs_pattern, values, censoring)
         checks.flag(needs_pattern & np.isnan(values), "unparseable_value", "value is not a number or censored number")
+    # inf, 1e400 (read as inf) or 1e39 would be infinite in the model's float32 matrix and stop scoring.
+    checks.flag(beyond_float32(values), "non_finite_value", "value is infinite or beyond the float32 range")
     return values, censoring
 
 
@@ -211,7 +214,8 @@ def _accepted_frame(
 
 
 def _normalisation_report(good_rows: np.ndarray, analytes: _Analytes, units: _Units) -> dict:
-    """What was normalised (accepted rows only), counted per distinct (name, unit) pair."""
+    """What was normalised (accepted rows only), counted per distinct (name, unit) pair. Names and units
+    quoted here are spellings of registry terms (matched after case and space folding), never free text."""
     n_units = len(units.normalised)
     pair_counts = np.bincount(analytes.name_idx[good_rows] * n_units + (units.idx[good_rows] % n_units),
                               minlength=max(len(analytes.names), 1) * n_units)
@@ -234,7 +238,9 @@ def _normalisation_report(good_rows: np.ndarray, analytes: _Analytes, units: _Un
             synonyms[f"{name} -> {code}"] += rows
     return {
         "analytes_found": dict(sorted(found.items())),
-        "unknown_analytes": dict(sorted(unknown.items())),
+        # Counts only: the names come from the file and could be anything (ingest.json is kept in git);
+        # they stay in measurements.parquet (known_analyte false).
+        "unknown_analytes": {"n_names": len(unknown), "n_rows": int(sum(unknown.values()))},
         "unit_conversions": dict(sorted(conversions.items())),
         "synonyms_mapped": dict(sorted(synonyms.items())),
     }

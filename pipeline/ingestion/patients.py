@@ -1,16 +1,41 @@
-"""The patients table: one row per patient, an optional ``anchor_time``, covariates typed by content."""
+"""The patients table: one row per patient, an optional ``anchor_time``, covariates typed by content.
+
+A bad covariate cell (``age=unknown`` in a number column, ``age=inf`` or ``1e400``) never costs the
+patient, and never turns the column into text: the cell is blanked and reported as a *cell* quarantine
+row (the patient's fields, file, line, ``source_column`` and reason), counted in ``cells_quarantined``.
+"""
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pandas as pd
 
 from pipeline.adapters.canonical import RawTable
-from pipeline.ingestion.checks import RowChecks, TableOutcome, exact_duplicates, finish, patient_ids, strip
+from pipeline.cohort import MISSING_VALUE_TOKENS
+from pipeline.ingestion.checks import (
+    RowChecks,
+    TableOutcome,
+    exact_duplicates,
+    finish,
+    patient_ids,
+    quarantine_rows,
+    strip,
+)
+from pipeline.ingestion.text import INFINITY, NUMBER, beyond_float32
 
 _ID_COLUMNS = ("patient_id", "anchor_time")
-#: A text covariate with at least this share of numbers is probably a number column with stray words.
+#: A covariate is numeric when at least this share of its non-empty values are numbers (or a single
+#: value is not, whatever the share): a stray word must not turn an age into categories.
 _MOSTLY_NUMERIC = 0.9
+# ASCII digits only: Python's \d also matches Arabic-Indic and other digits that no number parser reads.
+_NUMBER_LIKE = re.compile(f"(?:{NUMBER}|{INFINITY})", re.ASCII)
+#: Detail text per cell reason (the value itself is never quoted: it may be anything).
+_CELL_DETAIL = {
+    "unparseable_value": "not a number in a numeric column: blanked, the patient is kept",
+    "non_finite_value": "infinite or beyond the float32 range: blanked, the patient is kept",
+}
 
 
 def _parse_anchor(text: pd.Series) -> pd.Series:
@@ -33,36 +58,95 @@ def _check_patients(frame: pd.DataFrame, duplicate: np.ndarray) -> tuple[RowChec
     return checks, ids
 
 
-def _stray_word_warning(table: RawTable, column: str, text: pd.Series, numbers: pd.Series) -> str:
-    odd = text[text.notna() & numbers.isna()]
-    line = int(table.line_numbers(np.array([odd.index[0]]))[0])
+def _covariate_text(series: pd.Series) -> pd.Series:
+    """Trimmed text with empty values and "no result" tokens (``NA``, ``null``, ``.``) as missing."""
+    text = strip(series)
+    return text.where(~text.str.lower().isin(MISSING_VALUE_TOKENS), None)
+
+
+def _is_numeric_column(n_present: int, n_number_like: int) -> bool:
+    n_other = n_present - n_number_like
+    return n_number_like > n_other and n_other <= max(1, int((1 - _MOSTLY_NUMERIC) * n_present))
+
+
+def _bad_cells(numbers: pd.Series, text: pd.Series) -> pd.Series:
+    """Reason per cell of a numeric column (None where the cell is fine or empty)."""
+    values = numbers.to_numpy(dtype=float)
+    reason = np.full(len(values), None, dtype=object)
+    reason[text.notna().to_numpy() & np.isnan(values)] = "unparseable_value"
+    reason[beyond_float32(values)] = "non_finite_value"
+    return pd.Series(reason, index=numbers.index)
+
+
+def _cell_warning(table: RawTable, column: str, reasons: pd.Series, n_present: int) -> str:
+    """Names the file, column, reasons, counts and first line; never the values (ingest.json is in git)."""
+    bad = reasons.dropna()
+    line = int(table.line_numbers(np.array([bad.index[0]]))[0])
+    by_reason = ", ".join(f"{n} {r}" for r, n in bad.value_counts().sort_index().items())
     return (
-        f"{table.path}: column '{column}' read as text because {len(odd)} of {int(text.notna().sum())} values are not "
-        f"numbers (e.g. '{odd.iloc[0]}' on line {line}); fix or blank them to use it as a number"
+        f"{table.path}: column '{column}': {len(bad)} of {n_present} values blanked ({by_reason}; first on line "
+        f"{line}); the patients are kept, see quarantine.csv"
     )
 
 
-def _type_covariates(table: RawTable, accepted: pd.DataFrame) -> tuple[dict[str, str], list[str]]:
-    """Convert each covariate of ``accepted`` in place: numeric when every non-empty value parses as a
-    number, text otherwise. Returns the types and a warning per almost-numeric text column."""
+def _text_column_warning(table: RawTable, column: str, text: pd.Series, number_like: pd.Series) -> str:
+    odd = text[text.notna() & ~number_like]
+    line = int(table.line_numbers(np.array([odd.index[0]]))[0])
+    return (
+        f"{table.path}: column '{column}' read as text because {len(odd)} of {int(text.notna().sum())} values are not "
+        f"numbers (first on line {line}); fix or blank them to use it as a number"
+    )
+
+
+def _type_column(table: RawTable, accepted: pd.DataFrame, column: str) -> tuple[str, pd.Series | None, str | None]:
+    """Convert one covariate in place. Returns its type, the reason per bad cell (numeric columns with
+    bad cells) and a warning, if any."""
+    text = _covariate_text(accepted[column])
+    number_like = text.str.fullmatch(_NUMBER_LIKE).fillna(False).astype(bool)
+    n_present, n_number_like = int(text.notna().sum()), int(number_like.sum())
+    if not (n_present and _is_numeric_column(n_present, n_number_like)):
+        accepted[column] = text.astype("string")
+        warning = None
+        if n_present and n_number_like and n_number_like >= n_present - n_number_like:
+            warning = _text_column_warning(table, column, text, number_like)
+        return "text", None, warning
+    numbers = pd.to_numeric(text.where(number_like), errors="coerce").astype("float64")
+    reasons = _bad_cells(numbers, text)
+    bad = reasons.notna()
+    accepted[column] = numbers.where(~bad)  # blanked: NaN, as an empty cell would be
+    if not bad.any():
+        return "numeric", None, None
+    return "numeric", reasons[bad], _cell_warning(table, column, reasons, n_present)
+
+
+def _cell_quarantine(table: RawTable, bad_cells: dict[str, pd.Series]) -> pd.DataFrame:
+    """One quarantine row per blanked cell: the row's original fields, file, line, reason and ``source_column``."""
+    if not bad_cells:
+        return pd.DataFrame()
+    cells = pd.concat(
+        [pd.DataFrame({"row": s.index.to_numpy(), "reason": s.to_numpy(), "column": c}) for c, s in bad_cells.items()],
+        ignore_index=True,
+    ).sort_values(["row", "column"], kind="stable", ignore_index=True)
+    details = (cells["column"] + ": " + cells["reason"].map(_CELL_DETAIL)).to_numpy(dtype=object)
+    frame = quarantine_rows(table, cells["row"].to_numpy(), cells["reason"].to_numpy(dtype=object), details)
+    return frame.assign(source_column=cells["column"].to_numpy(dtype=object))
+
+
+def _type_covariates(table: RawTable, accepted: pd.DataFrame) -> tuple[dict[str, str], list[str], pd.DataFrame]:
+    """Convert each covariate of ``accepted`` in place (numeric or text, decided per column). Returns the
+    types, the warnings and the cell quarantine."""
     covariate_types: dict[str, str] = {}
     warnings: list[str] = []
+    bad_cells: dict[str, pd.Series] = {}
     for column in accepted.columns:
         if column in _ID_COLUMNS:
             continue
-        text = strip(accepted[column])
-        numbers = pd.to_numeric(text, errors="coerce")
-        n_text, n_numbers = int(text.notna().sum()), int(numbers.notna().sum())
-        if n_text and n_numbers == n_text:
-            accepted[column] = numbers.astype("float64")
-            covariate_types[column] = "numeric"
-            continue
-        accepted[column] = text.astype("string")
-        covariate_types[column] = "text"
-        if n_text and n_numbers >= _MOSTLY_NUMERIC * n_text:
-            # Almost all numbers: a stray word (e.g. "unknown") would turn an age into categories.
-            warnings.append(_stray_word_warning(table, column, text, numbers))
-    return covariate_types, warnings
+        covariate_types[column], reasons, warning = _type_column(table, accepted, column)
+        if reasons is not None:
+            bad_cells[column] = reasons
+        if warning:
+            warnings.append(warning)
+    return covariate_types, warnings, _cell_quarantine(table, bad_cells)
 
 
 def validate_patients(table: RawTable) -> TableOutcome:
@@ -76,8 +160,10 @@ def validate_patients(table: RawTable) -> TableOutcome:
     accepted["patient_id"] = ids[good]
     if "anchor_time" in accepted.columns:
         accepted["anchor_time"] = _parse_anchor(strip(accepted["anchor_time"]))
-    covariate_types, warnings = _type_covariates(table, accepted)
+    covariate_types, warnings, cells = _type_covariates(table, accepted)
     accepted["patient_id"] = accepted["patient_id"].astype("string")
     accepted = accepted.sort_values("patient_id", kind="stable").reset_index(drop=True)
     extra = {"covariate_types": covariate_types, "warnings": warnings}
-    return finish(table, kept, checks, accepted, int(duplicate.sum()), extra)
+    outcome = finish(table, kept, checks, accepted, int(duplicate.sum()), extra)
+    outcome.cells = cells
+    return outcome

@@ -15,7 +15,7 @@ from pipeline.ingestion.checks import (
     settle,
     strip,
 )
-from pipeline.ingestion.text import arrow_trim
+from pipeline.ingestion.text import arrow_trim, beyond_float32
 from pipeline.ingestion.times import anchor_seconds, arrow_hours
 
 _GRADES = [0, 1, 2, 3, 4, 5]
@@ -74,6 +74,7 @@ def validate_treatments(table: RawTable, patients: pd.DataFrame) -> TableOutcome
     dose_text = _optional_text(frame, "dose")
     dose = pd.to_numeric(dose_text, errors="coerce").to_numpy(dtype=float)
     checks.flag((dose_text.notna().to_numpy() & np.isnan(dose)), "unparseable_value", "dose is not a number")
+    checks.flag(beyond_float32(dose), "non_finite_value", "dose is infinite or beyond the float32 range")
     with np.errstate(invalid="ignore"):
         checks.flag(dose < 0, "out_of_range", "dose is negative")
     unit = _optional_text(frame, "unit")

@@ -9,13 +9,29 @@ import pandas as pd
 
 from pipeline.adapters.canonical import RawTable
 from pipeline.cohort import EVENTS, MEASUREMENTS, PATIENTS, REASONS, TREATMENTS
-from pipeline.ingestion.checks import TableOutcome
+from pipeline.config import IngestConfig
+from pipeline.ingestion.checks import TableOutcome, all_quarantine
 from pipeline.ingestion.measurements import validate_measurements
 from pipeline.ingestion.patients import validate_patients
 from pipeline.ingestion.records import empty_treatments, validate_events, validate_treatments
 from pipeline.registry import Registry, load_registry
 
 _COUNTS = ("rows_read", "rows_accepted", "rows_quarantined", "duplicates_dropped")
+#: Default of ``ingest.quarantine_warning_share`` (``crs predict`` and library callers).
+WARNING_SHARE = IngestConfig().quarantine_warning_share
+#: What to check when one reason quarantines a large share of a file (the warning's advice).
+SHARE_HINTS = {
+    "missing_patient_id": "check the patient_id column",
+    "unknown_patient": "check that patient_id values match the patients table",
+    "bad_time": "check the time format (hours or ISO 8601, one form per file) and anchor_time",
+    "missing_value": "check the column mapping and the missing-value tokens",
+    "unparseable_value": "check the delimiter/decimal settings (cohort.csv)",
+    "non_finite_value": "check how the export writes numbers (inf, overflow)",
+    "unknown_unit": "add the unit's conversion to pipeline/registry/units.csv",
+    "out_of_range": "check the units (a mislabelled unit is off by a constant factor)",
+    "invalid_grade": "check the grading scale (integer grades 0-5)",
+    "conflicting_duplicate": "check for overlapping exports merged into one file",
+}
 
 
 @dataclass
@@ -39,29 +55,55 @@ def _validate_all(raw: dict[str, RawTable], registry: Registry) -> dict[str, Tab
     return outcomes
 
 
-def _report(outcomes: dict[str, TableOutcome], raw: dict[str, RawTable], tables: dict[str, pd.DataFrame]) -> dict:
-    """``reports/ingest.json`` without the run's settings: counts overall and per file, then what was normalised."""
+def _share_warnings(files: dict[str, dict], share: float) -> list[str]:
+    """One warning per (file, reason) quarantining more than ``share`` of the file's rows: usually a
+    systematic problem (wrong delimiter, decimal comma, unit, time format), not bad rows."""
+    warnings = []
+    for counts in files.values():
+        for reason, n in counts["quarantine_by_reason"].items():
+            if counts["rows_read"] and n > share * counts["rows_read"]:
+                warnings.append(
+                    f"{counts['path']}: {100 * n / counts['rows_read']:.0f}% of rows quarantined as {reason}; "
+                    f"{SHARE_HINTS[reason]}"
+                )
+    return warnings
+
+
+def _report(
+    outcomes: dict[str, TableOutcome], raw: dict[str, RawTable], tables: dict[str, pd.DataFrame], share: float
+) -> dict:
+    """``reports/ingest.json`` without the run's settings: counts overall and per file, then what was
+    normalised. It quotes no cell value (it is kept in git): names of files and columns, reasons, counts."""
     files = {name: outcome.counts(raw[name].path) for name, outcome in outcomes.items()}
     by_reason: Counter = Counter()
+    cells_by_reason: Counter = Counter()
     for counts in files.values():
         by_reason.update(counts["quarantine_by_reason"])
+        cells_by_reason.update(counts["cells_quarantined_by_reason"])
     patients = outcomes[PATIENTS.name]
     return {
         **{key: sum(c[key] for c in files.values()) for key in _COUNTS},
         "quarantine_by_reason": {r: by_reason[r] for r in REASONS if by_reason[r]},
+        "cells_quarantined": sum(c["cells_quarantined"] for c in files.values()),
+        "cells_quarantined_by_reason": {r: cells_by_reason[r] for r in REASONS if cells_by_reason[r]},
         "files": files,
         "patients": int(len(patients.accepted)),
         "patients_with_measurements": int(tables[MEASUREMENTS.name]["patient_id"].nunique()),
         "covariate_types": patients.extra["covariate_types"],
         **outcomes[MEASUREMENTS.name].extra,
-        "warnings": patients.extra["warnings"],
+        "warnings": patients.extra["warnings"] + _share_warnings(files, share),
     }
 
 
-def ingest_tables(raw: dict[str, RawTable], registry: Registry | None = None) -> IngestResult:
-    """Validate and normalise raw cohort tables (any adapter's output). Pure: no file is read or written."""
+def ingest_tables(
+    raw: dict[str, RawTable], registry: Registry | None = None, *, quarantine_warning_share: float = WARNING_SHARE
+) -> IngestResult:
+    """Validate and normalise raw cohort tables (any adapter's output). Pure: no file is read or written.
+
+    ``quarantine`` holds the quarantined rows and then the blanked cells (``source_column`` set)."""
     outcomes = _validate_all(raw, registry or load_registry())
     tables = {name: outcome.accepted for name, outcome in outcomes.items()}
     tables.setdefault(TREATMENTS.name, empty_treatments())
-    quarantine = pd.concat([o.quarantine for o in outcomes.values()], ignore_index=True)
-    return IngestResult(tables=tables, quarantine=quarantine, report=_report(outcomes, raw, tables))
+    quarantine = all_quarantine(outcomes.values())
+    report = _report(outcomes, raw, tables, quarantine_warning_share)
+    return IngestResult(tables=tables, quarantine=quarantine, report=report)

@@ -19,6 +19,17 @@ _CENSORED = re.compile(r"^(<=|>=|<|>|≤|≥)\s*([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE]
 #: Censoring codes of the measurements table: 0 none, 1 left (``<``), 2 right (``>``).
 CENSORING_NAMES = ("none", "left", "right")
 _CENSORING_BY_SIGN = {"<": 1, "<=": 1, "≤": 1, ">": 2, ">=": 2, "≥": 2}
+#: Spellings of infinity (``inf``, ``-Infinity``): numbers, but never usable ones (``non_finite_value``).
+INFINITY = r"[+-]?(?:[iI][nN][fF](?:[iI][nN][iI][tT][yY])?)"
+#: Largest magnitude a value may have: XGBoost (and the MLflow model) read features as float32, where
+#: anything larger is infinite and stops the whole scoring batch.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def beyond_float32(values: np.ndarray) -> np.ndarray:
+    """Values that are infinite or too large for float32 (NaN is not: it is a missing value)."""
+    with np.errstate(invalid="ignore"):
+        return np.abs(values) > FLOAT32_MAX
 
 
 def arrow_trim(values: pa.ChunkedArray | pa.Array) -> pa.Array:
@@ -74,3 +85,6 @@ def parse_censored(value_text: pa.Array, rows: np.ndarray, values: np.ndarray, c
     parts = text.str.replace(" ", "", regex=False).str.extract(_CENSORED)
     values[idx] = pd.to_numeric(parts[1], errors="coerce").to_numpy(dtype=float)
     censoring[idx] = parts[0].map(_CENSORING_BY_SIGN).fillna(0).to_numpy(dtype=np.int8)
+    # "inf" is a number, just not a usable one: it gets non_finite_value, not unparseable_value.
+    infinite = text.str.fullmatch(INFINITY).fillna(False).to_numpy(dtype=bool)
+    values[idx[infinite]] = np.where(text[infinite].str.startswith("-"), -np.inf, np.inf)

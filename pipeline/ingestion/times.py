@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 from pipeline.adapters.canonical import RawTable
 from pipeline.errors import UserError
 from pipeline.ingestion.checks import RowChecks
-from pipeline.ingestion.text import arrow_numbers
+from pipeline.ingestion.text import FLOAT32_MAX, arrow_numbers
 
 _EPOCH = np.datetime64(0, "s")
 _FORM_SAMPLE = 20_000
@@ -72,7 +72,9 @@ def arrow_hours(
     present = pc.fill_null(pc.not_equal(time_text, ""), False)
     numeric = _numeric_form(time_text, present)
     if numeric is not None:
-        checks.flag(~np.isfinite(numeric), "bad_time", "time is not a number of hours (file uses hours since anchor)")
+        with np.errstate(invalid="ignore"):  # NaN (empty, text), inf and 1e39 alike: unusable as a float32 time
+            unusable = ~(np.abs(numeric) <= FLOAT32_MAX)
+        checks.flag(unusable, "bad_time", "time is not a finite number of hours (file uses hours since anchor)")
         return numeric
     return _timestamp_hours(table, time_text, patient_row, anchor_s, checks)
 

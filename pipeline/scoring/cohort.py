@@ -23,7 +23,13 @@ from pipeline import contracts as C
 from pipeline.adapters.canonical import RawTable
 from pipeline.cohort import EVENTS, MEASUREMENTS, PATIENTS, TREATMENTS
 from pipeline.config import landmark_key
-from pipeline.ingestion import IngestResult, ingest_tables, validate_measurements, validate_patients
+from pipeline.ingestion import (
+    IngestResult,
+    all_quarantine,
+    ingest_tables,
+    validate_measurements,
+    validate_patients,
+)
 from pipeline.model import Scores, ScoringSetup
 from pipeline.registry import load_registry
 from pipeline.scoring.messages import patient_universe, quarantine_messages
@@ -83,7 +89,7 @@ def _ingest(raw: Mapping[str, RawTable], with_report: bool) -> IngestResult:
     tables = {"patients": patients.accepted, "measurements": measurements.accepted,
               "events": pd.DataFrame(columns=["patient_id", "event", "grade", "hours_since_anchor"]),
               "treatments": pd.DataFrame(columns=["patient_id", "hours_since_anchor", "drug", "dose", "unit"])}
-    quarantine = pd.concat([patients.quarantine, measurements.quarantine], ignore_index=True)
+    quarantine = all_quarantine([patients, measurements])  # rows, then the blanked covariate cells
     return IngestResult(tables=tables, quarantine=quarantine, report={})
 
 

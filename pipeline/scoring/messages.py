@@ -19,6 +19,7 @@ REASON_TEXT = {
     "bad_time": "time unusable",
     "missing_value": "empty value",
     "unparseable_value": "value not a number",
+    "non_finite_value": "value infinite or too large",
     "unknown_unit": "unit not convertible",
     "out_of_range": "out of plausible range",
     "invalid_grade": "invalid grade",
@@ -47,8 +48,18 @@ def _rejected_rows_message(other: pd.DataFrame) -> str:
     return f"{len(other)} row(s) quarantined: {', '.join(parts)}"
 
 
+def _blanked_cells_message(cells: pd.DataFrame) -> str:
+    parts = [f"{column} ({REASON_TEXT.get(reason, reason)})" for column, reason in
+             cells[["source_column", "reason"]].itertuples(index=False)]
+    return f"left blank, scored as not measured: {', '.join(parts)}"
+
+
 def _patient_quarantine_messages(rows: pd.DataFrame, patients_path: str) -> list[str]:
     msgs: list[str] = []
+    cell = rows["source_column"].notna() if "source_column" in rows.columns else pd.Series(False, index=rows.index)
+    if cell.any():  # the patient is kept; only these covariates are missing
+        msgs.append(_blanked_cells_message(rows[cell]))
+        rows = rows[~cell]
     own = rows[rows["source_file"] == patients_path]
     if len(own):
         r = own.iloc[0]

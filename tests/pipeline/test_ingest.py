@@ -106,13 +106,17 @@ def test_hand_cohort_reasons_by_line(hand_cohort):
 
 
 def test_hand_cohort_counts_reconcile(hand_cohort):
-    report = ingest_cohort(hand_cohort).report
+    result = ingest_cohort(hand_cohort)
+    report = result.report
     assert report["rows_read"] == 4 + 17 + 5 + 2
     assert report["rows_read"] == report["rows_accepted"] + report["rows_quarantined"] + report["duplicates_dropped"]
     # 1 exact patient duplicate; 1 exact IL-6 duplicate and 1 CRP repeated in another unit.
     assert report["duplicates_dropped"] == 3
     assert report["files"]["measurements"]["rows_accepted"] == 6
-    assert report["unknown_analytes"] == {"Troponin I": 1}
+    # Counts only (ingest.json is in git); the name as given stays in the accepted table.
+    assert report["unknown_analytes"] == {"n_names": 1, "n_rows": 1}
+    m = result.tables["measurements"]
+    assert m.loc[~m["known_analyte"], "analyte"].tolist() == ["Troponin I"]
     assert report["unit_conversions"] == {
         "CREAT: umol/L -> mg/dL": 1,
         "CRP: mg/dL -> mg/L": 1,
@@ -239,11 +243,12 @@ def test_each_reason_is_assigned_in_documented_order():
             ("A", "soon", "CRP", None, "furlongs"),     # line 4: also empty value, bad unit
             ("A", "1", "CRP", "NA", "furlongs"),        # line 5: also bad unit
             ("A", "2", "CRP", "abc", "furlongs"),       # line 6: also bad unit
-            ("A", "3", "CRP", "-5", "furlongs"),        # line 7: also out of range
-            ("A", "4", "CRP", "-5", "mg/L"),            # line 8
-            ("A", "5", "CRP", "3", "mg/L"),             # line 9: conflicts with line 10
-            ("A", "5", "CRP", "4", "mg/L"),             # line 10
-            ("B", "5", "CRP", "4", "mg/L"),             # line 11: accepted
+            ("A", "2.5", "CRP", "1e400", "furlongs"),   # line 7: also bad unit, out of range
+            ("A", "3", "CRP", "-5", "furlongs"),        # line 8: also out of range
+            ("A", "4", "CRP", "-5", "mg/L"),            # line 9
+            ("A", "5", "CRP", "3", "mg/L"),             # line 10: conflicts with line 11
+            ("A", "5", "CRP", "4", "mg/L"),             # line 11
+            ("B", "5", "CRP", "4", "mg/L"),             # line 12: accepted
         ],
     )
     events = in_memory(
@@ -265,10 +270,11 @@ def test_each_reason_is_assigned_in_documented_order():
         ("measurements", 4): "bad_time",
         ("measurements", 5): "missing_value",
         ("measurements", 6): "unparseable_value",
-        ("measurements", 7): "unknown_unit",
-        ("measurements", 8): "out_of_range",
-        ("measurements", 9): "conflicting_duplicate",
+        ("measurements", 7): "non_finite_value",
+        ("measurements", 8): "unknown_unit",
+        ("measurements", 9): "out_of_range",
         ("measurements", 10): "conflicting_duplicate",
+        ("measurements", 11): "conflicting_duplicate",
         ("events", 2): "missing_patient_id",
         ("events", 3): "missing_value",
         ("events", 4): "invalid_grade",
@@ -365,15 +371,25 @@ def test_counts_always_reconcile(tmp_path_factory, rows):
     assert (known["value"] >= 0).all()
 
 
-def test_mostly_numeric_covariate_with_a_stray_word_is_flagged(cohort_writer):
+def test_stray_word_in_a_numeric_covariate_blanks_one_cell(cohort_writer):
+    # Issue 12: one "unknown" age used to turn the whole column into text (and crash page rendering).
     ages = "\n".join(f"P{i},{50 + i},F" for i in range(12))
     cohort = cohort_writer({
         "patients": f"patient_id,age,sex\n{ages}\nP99,unknown,M",
         "measurements": "patient_id,time,analyte,value,unit\nP1,1,CRP,3,mg/L",
         "events": "patient_id,event,grade,time\nP1,CRS,1,3",
     })
-    report = ingest_cohort(cohort).report
-    assert report["covariate_types"] == {"age": "text", "sex": "text"}
-    assert len(report["warnings"]) == 1
-    warning = report["warnings"][0]
-    assert "column 'age' read as text" in warning and "'unknown' on line 14" in warning
+    result = ingest_cohort(cohort)
+    report = result.report
+    assert report["covariate_types"] == {"age": "numeric", "sex": "text"}
+    patients = result.tables["patients"].set_index("patient_id")
+    assert patients["age"].dtype == "float64" and np.isnan(patients.loc["P99", "age"])  # the patient is kept
+    assert patients.loc["P3", "age"] == 53.0
+    cell = result.quarantine[result.quarantine["source_column"].notna()]
+    assert cell[["source_line", "source_column", "reason", "patient_id"]].values.tolist() == [
+        [14, "age", "unparseable_value", "P99"]
+    ]
+    assert report["cells_quarantined"] == 1 and report["files"]["patients"]["cells_quarantined"] == 1
+    assert report["rows_quarantined"] == 0 and report["patients"] == 13
+    (warning,) = report["warnings"]
+    assert "column 'age'" in warning and "line 14" in warning and "unknown" not in warning
