@@ -35,7 +35,13 @@ from pipeline.config import Config, landmark_key
 from pipeline.errors import UserError
 from pipeline.io import atomic_dir, read_stage_parquet, write_json, write_parquet
 from pipeline.model import FeatureSpec, build_feature_specs
-from pipeline.model.artifacts import METADATA_FILE, json_bytes
+from pipeline.model.artifacts import (
+    MANIFEST_FILE,
+    METADATA_FILE,
+    json_bytes,
+    manifest_bytes,
+    seal_target_files,
+)
 from pipeline.training.booster import check_monotone_constraints
 from pipeline.training.cv import run_fold, run_tasks
 from pipeline.training.final import (
@@ -124,16 +130,23 @@ def run(config: Config, landmarks: pd.DataFrame, provenance: dict[str, Any], sou
 
 
 def write_models(results: list[TargetResult], models_dir: Path) -> None:
-    """Every target's files into ``models_dir`` at once (atomic): a skipped target keeps its metadata."""
+    """Every target's files into ``models_dir`` at once (atomic): a skipped target keeps its metadata.
+
+    Each metadata.json records the sha256 of its target's files and ``manifest.json`` those of the
+    metadata files, so loading refuses swapped or edited artifacts (:mod:`pipeline.model.artifacts`).
+    """
+    sealed: dict[str, bytes] = {}
     with atomic_dir(models_dir) as tmp:
         for res in results:
             target_dir = tmp / res.target
             target_dir.mkdir(parents=True)
-            files = res.files or {METADATA_FILE: json_bytes(res.metadata)}
+            files = seal_target_files(res.target, res.files or {METADATA_FILE: json_bytes(res.metadata)})
+            sealed[res.target] = files[METADATA_FILE]
             for rel, content in files.items():
                 path = target_dir / rel
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(content)
+        (tmp / MANIFEST_FILE).write_bytes(manifest_bytes(sealed))
 
 
 def _summary(result: TargetResult) -> str:

@@ -4,11 +4,22 @@ Per target: ``booster_<k>.json`` (the K cross-fitted boosters, XGBoost's own JSO
 (JSON numbers), ``features.json`` (feature order, dtypes, category lists) and ``metadata.json`` (which
 boosters and calibrator serve which landmark, thresholds, counts, what the search chose, provenance);
 ``landmark_<L>/`` subfolders when trained per landmark. ``models/runs.json`` holds the MLflow run ids. docs/training.md has the schema.
+
+Artifacts are not trusted blindly (issue 12). Each ``metadata.json`` names its target and records the
+sha256 of every file of the target (``sha256``: relative name -> hex digest); ``models/manifest.json``
+records the sha256 of each target's ``metadata.json``. Loading checks both, reads each file once and
+verifies the bytes it parses, accepts only plain model file names that stay inside the target directory,
+and refuses calibrators that can leave [0, 1]. Model directories written before digests are refused
+(retrain). This catches swapped, edited, missing or mixed-up files; it is not a signature: someone who can
+rewrite every file can rewrite the digests too.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +34,16 @@ from pipeline.model.specs import FeatureSpec
 METADATA_FILE = "metadata.json"
 FEATURES_FILE = "features.json"
 RUNS_FILE = "runs.json"
+MANIFEST_FILE = "manifest.json"
+#: Key of ``metadata.json`` holding the digests of the target's files.
+DIGESTS_KEY = "sha256"
+#: The only file names metadata may reference: no directories beyond one ``landmark_<L>/`` level, no "..".
+MODEL_FILE_NAME = re.compile(
+    r"(?:landmark_[0-9]{1,6}(?:\.[0-9]{1,6})?/)?(?:(?:booster|linear)_[0-9]{1,3}|calibrator)\.json"
+)
+#: Target directory names listed in the manifest (one path component, no leading dot).
+TARGET_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
+_RETRAIN = "rerun `crs train`"
 
 
 def json_bytes(obj: Any) -> bytes:
@@ -59,64 +80,187 @@ def landmark_model_files(model: LandmarkModel, subdir: str = "") -> tuple[dict[s
     return files, entry
 
 
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def seal_target_files(target: str, files: Mapping[str, bytes]) -> dict[str, bytes]:
+    """``files`` of one target (relative name -> bytes, ``metadata.json`` included) with the target name
+    and the sha256 of every other file written into its metadata: what :func:`load_bundle` checks."""
+    metadata = json.loads(files[METADATA_FILE])
+    metadata["target"] = target
+    metadata[DIGESTS_KEY] = {name: sha256_hex(data) for name, data in sorted(files.items()) if name != METADATA_FILE}
+    return {**files, METADATA_FILE: json_bytes(metadata)}
+
+
+def manifest_bytes(metadata_files: Mapping[str, bytes]) -> bytes:
+    """``models/manifest.json``: the sha256 of each target's (sealed) ``metadata.json`` bytes."""
+    return json_bytes({"format": 1, "metadata_sha256": {t: sha256_hex(b) for t, b in sorted(metadata_files.items())}})
+
+
+def seal_models_dir(models_dir: str | Path) -> None:
+    """Seal a hand-built model directory in place (every file under each target), as ``crs train`` does.
+
+    For tests and tools that assemble models themselves; running it on a directory you did not build
+    would bless whatever it holds.
+    """
+    models_dir = Path(models_dir)
+    sealed: dict[str, bytes] = {}
+    for directory in sorted(p for p in models_dir.iterdir() if (p / METADATA_FILE).is_file()):
+        files = {p.relative_to(directory).as_posix(): p.read_bytes() for p in directory.rglob("*") if p.is_file()}
+        files = seal_target_files(directory.name, files)
+        (directory / METADATA_FILE).write_bytes(files[METADATA_FILE])
+        sealed[directory.name] = files[METADATA_FILE]
+    (models_dir / MANIFEST_FILE).write_bytes(manifest_bytes(sealed))
+
+
+def _parse_json(data: bytes, path: Path) -> Any:
+    try:
+        return json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        where = f" ({exc.msg} at line {exc.lineno})" if isinstance(exc, json.JSONDecodeError) else ""
+        raise UserError(f"{path}: not valid JSON{where}") from None
+
+
 def read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
+        data = path.read_bytes()
     except FileNotFoundError:
         raise UserError(f"{path}: model file not found (run `crs train` first)") from None
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    return _parse_json(data, path)
 
 
-def read_feature_specs(directory: Path) -> list[FeatureSpec]:
-    return [FeatureSpec.from_json(f) for f in read_json(directory / FEATURES_FILE)["features"]]
+def read_manifest(models_dir: Path) -> dict[str, str]:
+    """``models/manifest.json``: target name -> sha256 of its ``metadata.json``. A directory without it
+    predates artifact digests (or lost it) and is refused: its files cannot be checked."""
+    path = models_dir / MANIFEST_FILE
+    if not path.is_file():
+        raise UserError(f"{path}: not found; model directories without sha256 digests (written before this "
+                        f"version, or modified) are refused; {_RETRAIN}")
+    manifest = read_json(path)
+    sealed = manifest.get("metadata_sha256") if isinstance(manifest, dict) else None
+    if not isinstance(sealed, dict) or not all(
+        isinstance(t, str) and TARGET_NAME.fullmatch(t) and ".." not in t and isinstance(d, str)
+        for t, d in sealed.items()
+    ):
+        raise UserError(f"{path}: metadata_sha256 is missing or malformed; {_RETRAIN}")
+    return sealed
 
 
-def _load_booster(path: Path) -> Any:
+def _inside(directory: Path, name: str, key: str) -> Path:
+    """``directory / name`` if ``name`` is a plain model file name that stays inside ``directory``."""
+    if not isinstance(name, str) or not MODEL_FILE_NAME.fullmatch(name):
+        raise UserError(f"{directory / METADATA_FILE}: {key} is not a plain model file name "
+                        "(booster_<k>.json, linear_<k>.json, calibrator.json, optionally in landmark_<L>/)")
+    path = directory / name
+    if not path.resolve().is_relative_to(directory.resolve()):  # a symlinked landmark_<L>/ pointing out
+        raise UserError(f"{path}: resolves outside the model directory {directory}; {_RETRAIN}")
+    return path
+
+
+def _read_verified(path: Path, name: str, digests: Mapping[str, Any]) -> bytes:
+    """The bytes of ``path`` once, checked against the digest recorded for ``name``: what is parsed is
+    exactly what was verified."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{path}: model file not found (listed in metadata.json; {_RETRAIN})") from None
+    except OSError:
+        raise UserError(f"{path}: model file cannot be read") from None
+    if name not in digests:
+        raise UserError(f"{path}: no sha256 recorded in metadata.json; {_RETRAIN}")
+    if sha256_hex(data) != digests[name]:
+        raise UserError(f"{path}: sha256 does not match metadata.json; the model directory was modified after training")
+    return data
+
+
+def read_target_metadata(directory: Path, metadata_sha256: str) -> dict[str, Any]:
+    """A target's ``metadata.json``, checked against the manifest digest, its bound target name and the
+    presence of file digests."""
+    path = directory / METADATA_FILE
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{path}: model file not found (listed in {MANIFEST_FILE}; {_RETRAIN})") from None
+    if sha256_hex(data) != metadata_sha256:
+        raise UserError(f"{path}: sha256 does not match {MANIFEST_FILE}; the model directory was modified after training")
+    metadata = _parse_json(data, path)
+    if not isinstance(metadata, dict) or not isinstance(metadata.get(DIGESTS_KEY), dict):
+        raise UserError(f"{path}: no sha256 digests (written before this version); {_RETRAIN}")
+    if metadata.get("target") != directory.name:
+        raise UserError(f"{path}: written for another target than {directory.name}; the model directory was rearranged")
+    return metadata
+
+
+def _load_booster(path: Path, data: bytes) -> Any:
     import xgboost as xgb
 
-    if not path.exists():
-        raise UserError(f"{path}: model file not found (run `crs train` first)")
     booster = xgb.Booster()
     try:
-        booster.load_model(str(path))
+        booster.load_model(bytearray(data))
     except xgb.core.XGBoostError:
-        raise UserError(f"{path}: not a readable XGBoost model (rerun `crs train`)") from None
+        raise UserError(f"{path}: not a readable XGBoost model ({_RETRAIN})") from None
     booster.set_param({"nthread": 1})
     return booster
 
 
-def _load_calibrator(path: Path) -> Calibrator:
+def _load_calibrator(path: Path, data: bytes) -> Calibrator:
     try:
-        return Calibrator.from_json(read_json(path))
+        calibrator = Calibrator.from_json(_parse_json(data, path))
+        problem = calibrator.range_problem()
     except (KeyError, TypeError, ValueError, AttributeError):
-        raise UserError(f"{path}: calibrator is incomplete or malformed (rerun `crs train`)") from None
+        raise UserError(f"{path}: calibrator is incomplete or malformed ({_RETRAIN})") from None
+    if problem:
+        raise UserError(f"{path}: calibrator can give probabilities outside [0, 1] ({problem}); {_RETRAIN}")
+    return calibrator
 
 
-def _load_linear(path: Path) -> LinearModel:
+def _load_linear(path: Path, data: bytes) -> LinearModel:
     try:
-        return LinearModel.from_json(read_json(path))
-    except (KeyError, TypeError, ValueError):
-        raise UserError(f"{path}: linear model is incomplete or malformed (rerun `crs train`)") from None
+        return LinearModel.from_json(_parse_json(data, path))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise UserError(f"{path}: linear model is incomplete or malformed ({_RETRAIN})") from None
+
+
+def _landmark_model(directory: Path, key: str, entry: Any, digests: Mapping[str, Any]) -> LandmarkModel:
+    """One deployed unit of ``metadata.json`` ``models.<key>``, every file verified before parsing."""
+    if not isinstance(entry, dict) or "boosters" not in entry or not isinstance(entry["boosters"], list):
+        raise UserError(f"{directory / METADATA_FILE}: model format of an older version ({_RETRAIN})")
+
+    def verified(name: Any, field: str) -> tuple[Path, bytes]:
+        path = _inside(directory, name, f"models.{key}.{field}")
+        return path, _read_verified(path, name, digests)
+
+    boosters = [_load_booster(*verified(n, "boosters")) for n in entry["boosters"]]
+    calibrator = _load_calibrator(*verified(entry.get("calibrator"), "calibrator"))
+    linear = [_load_linear(*verified(n, "linear")) for n in entry.get("linear") or []]
+    thresholds = {float(h): float(t) for h, t in (entry.get("thresholds") or {}).items() if t is not None}
+    return LandmarkModel(boosters, calibrator, entry.get("threshold"), thresholds, linear,
+                         float(entry.get("linear_weight", 0.0)))
+
+
+def _target_model(directory: Path, metadata: dict[str, Any], run_id: str | None) -> TargetModel:
+    digests = metadata[DIGESTS_KEY]
+    features_path = directory / FEATURES_FILE
+    features = _parse_json(_read_verified(features_path, FEATURES_FILE, digests), features_path)
+    try:
+        specs = [FeatureSpec.from_json(f) for f in features["features"]]
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise UserError(f"{features_path}: feature list is incomplete or malformed ({_RETRAIN})") from None
+    models = {key: _landmark_model(directory, key, entry, digests) for key, entry in metadata.get("models", {}).items()}
+    if not models:
+        raise UserError(f"{directory / METADATA_FILE}: no trained model listed (target skipped in training?)")
+    return TargetModel(directory.name, specs, metadata, models, run_id)
 
 
 def load_target_model(directory: Path, run_id: str | None = None) -> TargetModel:
-    """One target's scorer from ``models/<target>/``; damaged files are one-line errors."""
-    metadata = read_json(directory / METADATA_FILE)
-    specs = read_feature_specs(directory)
-    models: dict[str, LandmarkModel] = {}
-    for key, entry in metadata.get("models", {}).items():
-        if "boosters" not in entry:
-            raise UserError(f"{directory / METADATA_FILE}: model format of an older version (rerun `crs train`)")
-        boosters = [_load_booster(directory / name) for name in entry["boosters"]]
-        calibrator = _load_calibrator(directory / entry["calibrator"])
-        thresholds = {float(h): float(t) for h, t in (entry.get("thresholds") or {}).items() if t is not None}
-        linear = [_load_linear(directory / name) for name in entry.get("linear", [])]
-        models[key] = LandmarkModel(boosters, calibrator, entry.get("threshold"), thresholds, linear,
-                                    float(entry.get("linear_weight", 0.0)))
-    if not models:
-        raise UserError(f"{directory / METADATA_FILE}: no trained model listed (target skipped in training?)")
-    return TargetModel(metadata.get("target", directory.name), specs, metadata, models, run_id)
+    """One target's scorer from ``models/<target>/`` (checked against ``models/manifest.json``); damaged,
+    swapped or unsealed files are one-line errors."""
+    directory = Path(directory)
+    sealed = read_manifest(directory.parent)
+    if directory.name not in sealed:
+        raise UserError(f"{directory.parent / MANIFEST_FILE}: does not list target {directory.name}; {_RETRAIN}")
+    return _target_model(directory, read_target_metadata(directory, sealed[directory.name]), run_id)
 
 
 def trained_targets(models_dir: Path) -> list[str]:
@@ -125,18 +269,25 @@ def trained_targets(models_dir: Path) -> list[str]:
 
 
 def load_bundle(models_dir: str | Path, targets: list[str] | None = None) -> ModelBundle:
-    """Load ``models_dir/<target>/`` for every trained target (or the ``targets`` given)."""
+    """Load ``models_dir/<target>/`` for every target of ``models/manifest.json`` (or the ``targets``
+    given), each file verified against its recorded sha256 before it is parsed."""
     models_dir = Path(models_dir)
     if not models_dir.is_dir():
         raise UserError(f"{models_dir}: models directory not found (run `crs train` first)")
+    sealed = read_manifest(models_dir)
     runs_path = models_dir / RUNS_FILE
     runs = read_json(runs_path) if runs_path.exists() else {}
     bundle = ModelBundle(models_dir, runs=runs)
-    for name in targets or trained_targets(models_dir):
+    for name in targets or sorted(sealed):
+        if name not in sealed:
+            raise UserError(f"{models_dir / MANIFEST_FILE}: does not list target {name}; {_RETRAIN}")
         directory = models_dir / name
-        if not read_json(directory / METADATA_FILE).get("models"):
+        if not directory.resolve().is_relative_to(models_dir.resolve()):
+            raise UserError(f"{directory}: resolves outside the models directory {models_dir}")
+        metadata = read_target_metadata(directory, sealed[name])
+        if not metadata.get("models"):
             continue  # target skipped at training (reason in its metadata)
-        bundle.targets[name] = load_target_model(directory, runs.get("targets", {}).get(name))
+        bundle.targets[name] = _target_model(directory, metadata, runs.get("targets", {}).get(name))
     if not bundle.targets:
         raise UserError(f"{models_dir}: no trained target models found")
     return bundle

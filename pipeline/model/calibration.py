@@ -108,8 +108,11 @@ class Calibrator:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Calibrator:
-        """Inverse of :meth:`to_json`; KeyError / TypeError / ValueError on a malformed mapping."""
+        """Inverse of :meth:`to_json`; KeyError / TypeError / ValueError on a malformed mapping or an
+        unknown method (silently treating it as identity would serve uncalibrated risks)."""
         method = data.get("method", "identity")
+        if method not in CALIBRATION_METHODS:
+            raise ValueError(f"unknown calibration method {method!r}")
         if method == "isotonic":
             by_landmark = {float(h): (list(map(float, k["x"])), list(map(float, k["y"])))
                            for h, k in data.get("by_landmark", {}).items()}
@@ -118,6 +121,36 @@ class Calibrator:
             offsets = {float(h): float(v) for h, v in data.get("landmark_offsets", {}).items()}
             return cls("sigmoid", a=float(data["a"]), b=float(data["b"]), landmark_offsets=offsets)
         return cls("identity")
+
+    def range_problem(self) -> str | None:
+        """Why this calibrator could give a value outside [0, 1] (or not a number), else None.
+
+        Checked when a model is loaded: parameters first (finite; isotonic knots ordered, levels in
+        [0, 1]), then the map itself on a grid of raw scores at every landmark it knows, so a damaged
+        calibrator.json is refused before it shows a patient "500 %".
+        """
+        knots = [(self.x, self.y), *self.by_landmark.values()]
+        if self.method == "isotonic":
+            for kx, ky in knots:
+                if len(kx) != len(ky):
+                    return "isotonic knots x and y differ in length"
+                if not (np.all(np.isfinite(kx)) and np.all(np.diff(kx) >= 0)):
+                    return "isotonic knots x are not finite and increasing"
+                if not np.all((np.asarray(ky) >= 0) & (np.asarray(ky) <= 1)):
+                    return "isotonic levels y outside [0, 1]"
+        params = [self.a, self.b, *self.landmark_offsets.values(), *self.landmark_offsets, *self.by_landmark]
+        if not np.all(np.isfinite(np.asarray(params, dtype=float))):
+            return "a parameter is not a finite number"
+        grid = np.concatenate([[0.0, _EPS, 1 - _EPS, 1.0], np.linspace(0, 1, 101)])
+        for hours in [None, 0.0, *self.landmark_offsets, *self.by_landmark, 1e4]:
+            out = self.predict(grid, hours)
+            if not np.all((out >= 0) & (out <= 1)):  # NaN fails too
+                return "its output on a grid of scores is outside [0, 1]"
+        return None
+
+
+#: The methods :meth:`Calibrator.from_json` accepts.
+CALIBRATION_METHODS = ("identity", "isotonic", "sigmoid")
 
 
 def _isotonic_knots(raw: np.ndarray, y: np.ndarray) -> tuple[list[float], list[float]]:

@@ -155,7 +155,10 @@ class TargetModel:
         for model, rows in self._groups(np.asarray(landmark_hours, dtype=float)):
             hours = np.asarray(landmark_hours, dtype=float)[rows]
             scores.margin[rows] = margin = model.margin(X[rows])
-            scores.probability[rows] = model.probability(margin, hours)
+            scores.probability[rows] = probability = model.probability(margin, hours)
+            if not np.all((probability >= 0) & (probability <= 1)):  # NaN fails too; checked at load as well
+                raise UserError(f"{self.target}: the calibrator gave a probability outside [0, 1]; "
+                                "the model files are damaged (rerun `crs train`)")
             if with_shap:
                 contribs = model.contributions(X[rows])
                 scores.shap[rows] = contribs[:, :-1]

@@ -18,7 +18,7 @@ from pipeline.config import Config, parse_config
 from pipeline.errors import UserError
 from pipeline.ingestion import ingest_tables
 from pipeline.model import LandmarkModel, apply_feature_specs, build_feature_specs, fit_calibrator
-from pipeline.model.artifacts import landmark_model_files
+from pipeline.model.artifacts import landmark_model_files, seal_models_dir
 from pipeline.predict import Scorer, load_setup
 from pipeline.scoring import PREDICTION_COLUMNS, score_cohort
 from pipeline.training.booster import fit_booster, predict_booster
@@ -61,6 +61,7 @@ def build_bundle(root: Path, n_patients: int = 150, seed: int = 3) -> tuple[Conf
             "analytes": list(landmarks.attrs["analytes"]),  # as crs train records them
         }
         (directory / "metadata.json").write_text(json.dumps(metadata))
+    seal_models_dir(models)  # sha256 digests, as `crs train` writes them (loading checks them)
     return config, cohort, models
 
 

@@ -10,6 +10,7 @@ import pytest
 from pipeline.errors import UserError
 from pipeline.io import read_stage_parquet
 from pipeline.model import load_bundle, risk_band
+from pipeline.model.artifacts import seal_models_dir
 from tests.pipeline.test_explain import trained_run
 
 
@@ -18,10 +19,14 @@ def test_damaged_model_files_are_user_errors(tmp_path_factory, tmp_path):
     models = tmp_path / "models"
     shutil.copytree(run.workdir / "models", models)
     (models / "crs_severe" / "booster_0.json").write_text("{not json")
+    with pytest.raises(UserError, match=r"booster_0\.json: sha256 does not match metadata\.json"):
+        load_bundle(models)
+    seal_models_dir(models)  # digests that match: the parse error itself is still one line
     with pytest.raises(UserError, match=r"booster_0\.json: not a readable XGBoost model"):
         load_bundle(models)
     shutil.copy(run.workdir / "models" / "crs_severe" / "booster_0.json", models / "crs_severe" / "booster_0.json")
     (models / "crs_severe" / "calibrator.json").write_text('{"method": "isotonic"}')
+    seal_models_dir(models)
     with pytest.raises(UserError, match=r"calibrator\.json: calibrator is incomplete"):
         load_bundle(models)
     with pytest.raises(UserError, match="models directory not found"):
