@@ -4,13 +4,21 @@ Input formats (cohort directories, in-memory frames) are read by :mod:`pipeline.
 
 Stages never write in place: every output goes to a temporary sibling first and is renamed into
 place only when complete, so a failed stage leaves no half-written file behind.
+
+Crash safety (``kill -9``, power cut of the process): temporaries are named
+``.<output>.crs-tmp-<pid>-<start>-...`` (git- and dvc-ignored: ``.*.crs-tmp-*``), so an owner that no
+longer runs is detectable; the next write to the same output removes them, and a previous output moved
+aside by a swap that was cut short is put back. :func:`stage_lock` keeps two ``crs`` stages from
+writing in one directory at once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -23,13 +31,93 @@ import pyarrow.compute as pc
 
 from pipeline.errors import UserError
 
+#: In the name of every temporary this module creates; ``.gitignore`` and ``.dvcignore`` ignore it.
+TMP_TAG = "crs-tmp"
+#: The advisory lock file of :func:`stage_lock` (git- and dvc-ignored).
+LOCK_FILE = ".crs.lock"
+_TEMP_NAME = re.compile(rf"\.{TMP_TAG}-(?P<owner>\d+-\d+)-(?P<kind>new|old)")
+#: Names earlier versions used (no owner recorded): ``.<name>.<8 random>.tmp`` and ``.<name>.old``.
+_LEGACY_NAME = re.compile(r"(?P<kind>[a-z0-9_]{8}\.tmp|old)")
+
+
+def _start_ticks(pid: int) -> str:
+    """The process's start time (clock ticks since boot; "0" where /proc is absent): with the pid it
+    names one process, so a recycled pid is not mistaken for the owner."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return "0"
+    return stat.rpartition(")")[2].split()[19]
+
+
+def owner_token(pid: int | None = None) -> str:
+    """``<pid>-<start>`` of this process (or ``pid``): recorded in temporaries and MLflow runs."""
+    pid = os.getpid() if pid is None else pid
+    return f"{pid}-{_start_ticks(pid)}"
+
+
+def owner_alive(token: str) -> bool:
+    """Whether the process that recorded ``token`` (:func:`owner_token`) still runs."""
+    pid_text, _, start = token.partition("-")
+    try:
+        pid = int(pid_text)
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, owned by another user
+    except (ValueError, OverflowError):
+        return False
+    return start in ("", "0") or _start_ticks(pid) in ("0", start)
+
+
+def _remove(entry: Path) -> None:
+    if entry.is_dir() and not entry.is_symlink():
+        shutil.rmtree(entry, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            entry.unlink()
+
+
+def clean_stale(path: str | Path) -> None:
+    """Remove the temporaries of ``path`` whose writer no longer runs; put back a previous output that
+    a cut-short :func:`atomic_dir` swap had moved aside (never lose the last complete output)."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return
+    prefix = f".{path.name}."
+    for entry in sorted(path.parent.iterdir()):
+        if not entry.name.startswith(prefix):
+            continue
+        rest = entry.name[len(prefix) - 1:]
+        match = _TEMP_NAME.match(rest)
+        if match is None:
+            legacy = _LEGACY_NAME.fullmatch(rest[1:])
+            if legacy is None:
+                continue
+            kind = "old" if legacy["kind"] == "old" else "new"
+        elif owner_alive(match["owner"]):
+            continue
+        else:
+            kind = match["kind"]
+        if kind == "old" and not os.path.lexists(path):
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(entry, path)  # the swap died after moving the old output aside
+        else:
+            _remove(entry)
+
+
+def _temp_prefix(path: Path, kind: str) -> str:
+    return f".{path.name}.{TMP_TAG}-{owner_token()}-{kind}"
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` only on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    clean_stale(path)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path, "new") + "-", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -42,24 +130,65 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary directory; on success it replaces ``path`` (a directory) as a whole."""
+    """Yield a temporary directory; on success it replaces ``path`` (a directory) as a whole.
+
+    The swap is two renames (old aside, new in place); a process killed between them leaves the old
+    output under a ``-old`` name that :func:`clean_stale` puts back at the next write."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    clean_stale(path)
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path, "new") + "-", dir=path.parent))
     try:
         yield tmp
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
+        if os.path.lexists(path):
+            old = path.with_name(_temp_prefix(path, "old"))
+            if os.path.lexists(old):
+                _remove(old)
             os.replace(path, old)
             os.replace(tmp, path)
-            shutil.rmtree(old)
+            _remove(old)
         else:
             os.replace(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+@contextlib.contextmanager
+def stage_lock(directory: str | Path = ".") -> Iterator[Path]:
+    """Hold the advisory lock ``directory/.crs.lock`` (non-blocking) while a stage runs, so two stages
+    never write the same outputs at once. The kernel drops it if the process dies: no stale lock."""
+    lock = Path(directory) / LOCK_FILE
+    fd = _acquire(lock)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield lock
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()  # while still holding it: a waiter that opened this file sees it is gone
+        os.close(fd)
+
+
+def _acquire(lock: Path) -> int:
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise UserError(f"{lock}: cannot create the stage lock ({exc.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise UserError(f"another crs stage is running in this directory (pid {holder}); wait for it "
+                            f"to finish or stop it, then run this command again") from None
+        try:
+            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # locked a file its holder had just removed: take the lock again on the new one
 
 
 def write_parquet(df: pd.DataFrame, path: str | Path) -> None:
@@ -140,6 +269,9 @@ def _json_default(value: Any) -> Any:
 def read_stage_parquet(path: str | Path, what: str, produced_by: str) -> pd.DataFrame:
     """Read an intermediate Parquet file written by an earlier stage; one-line errors, no traceback."""
     path = Path(path)
+    if not path.exists():
+        clean_stale(path.parent)  # an interrupted swap of its directory may have left it aside
+        clean_stale(path)
     if not path.exists():
         raise UserError(f"{path}: {what} not found (run `{produced_by}` first, or `dvc repro`)")
     try:
