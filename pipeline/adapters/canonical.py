@@ -230,9 +230,21 @@ def _parse_csv(path: Path, header: Header, declared: CsvFormat, limits: ReadLimi
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _read_csv_as_text(path: Path, declared: CsvFormat, limits: ReadLimits, table_name: str) -> tuple[pa.Table, Dialect]:
+def _check_required(path: Path, names: list[str], required: tuple[str, ...], delimiter: str | None) -> None:
+    """Missing contract columns fail on the header, before any row is parsed, with the likely cause."""
+    missing = [c for c in required if c not in names]
+    if missing:
+        hint = delimiter_hint(names, delimiter, required) if delimiter else ""
+        hint = hint or name_hint(names, required)
+        raise UserError(f"{path}: missing required column '{missing[0]}'{hint}")
+
+
+def _read_csv_as_text(
+    path: Path, declared: CsvFormat, limits: ReadLimits, table_name: str, required: tuple[str, ...]
+) -> tuple[pa.Table, Dialect]:
     head, complete = _check_file(path, limits)
     header = read_header(path, head, complete, declared, limits)
+    _check_required(path, header.names, required, header.dialect.delimiter)
     table, encoding = _parse_csv(path, header, declared, limits)
     decimal = resolve_decimal(table, table_name, header.dialect, declared.decimal)
     if decimal == ",":
@@ -240,10 +252,11 @@ def _read_csv_as_text(path: Path, declared: CsvFormat, limits: ReadLimits, table
     return table, dataclasses.replace(header.dialect, encoding=encoding, decimal=decimal)
 
 
-def _read_parquet_as_text(path: Path, limits: ReadLimits) -> pa.Table:
-    """Check the footer's counts and sizes before reading any data, then cast every column to text."""
+def _read_parquet_as_text(path: Path, limits: ReadLimits, required: tuple[str, ...]) -> pa.Table:
+    """Check the footer's counts, sizes and names before reading any data, then cast every column to text."""
     file = pq.ParquetFile(path)
     meta = file.metadata
+    _check_required(path, [name.strip() for name in file.schema_arrow.names], required, None)
     if meta.num_columns > limits.max_columns:
         raise UserError(f"{path}: {meta.num_columns} columns, more than ingest.max_columns ({limits.max_columns})")
     if meta.num_rows > limits.max_rows:
@@ -263,13 +276,18 @@ def _read_parquet_as_text(path: Path, limits: ReadLimits) -> pa.Table:
 def read_table_file(
     path: Path, table_name: str = "", csv_format: CsvFormat = AUTO_FORMAT, limits: ReadLimits = DEFAULT_LIMITS
 ) -> tuple[pa.Table, Dialect | None]:
-    """Read one cohort table as text, with the CSV dialect it was written in (``None`` for Parquet)."""
+    """Read one cohort table as text, with the CSV dialect it was written in (``None`` for Parquet).
+
+    ``table_name`` (a cohort table) says which columns hold numbers and which are required.
+    """
     dialect = None
+    spec = next((t for t in TABLES if t.name == table_name), None)
+    required = spec.required_columns if spec else ()
     try:
         if path.suffix == ".parquet":
-            table = _read_parquet_as_text(path, limits)
+            table = _read_parquet_as_text(path, limits, required)
         else:
-            table, dialect = _read_csv_as_text(path, csv_format, limits, table_name)
+            table, dialect = _read_csv_as_text(path, csv_format, limits, table_name, required)
     except _TooLarge:
         raise _too_large(path, limits) from None
     except OSError as exc:  # permission denied, bad gzip stream...: the reason, never the content
@@ -290,10 +308,8 @@ def read_raw_table(path: Path, csv_format: CsvFormat = AUTO_FORMAT, limits: Read
     return read_table_file(path, "", csv_format, limits)[0]
 
 
-def _check_columns(spec: TableSpec, path: Path, table: pa.Table, may_be_empty: bool, hint: str = "") -> None:
-    missing = [c for c in spec.required_columns if c not in table.column_names]
-    if missing:
-        raise UserError(f"{path}: missing required column '{missing[0]}'{hint}")
+def _check_columns(spec: TableSpec, path: Path, table: pa.Table, may_be_empty: bool) -> None:
+    _check_required(path, table.column_names, spec.required_columns, None)
     first_seen: dict[str, int] = {}
     for i, column in enumerate(table.column_names):
         if column in first_seen:
@@ -325,9 +341,7 @@ def read_cohort(
         if path is None:
             continue
         table, dialect = read_table_file(path, spec.name, csv_format, limits)
-        hint = delimiter_hint(table.column_names, dialect.delimiter, spec.required_columns) if dialect else ""
-        hint = hint or name_hint(table.column_names, spec.required_columns)
-        _check_columns(spec, path, table, may_be_empty=spec.name in (TREATMENTS.name, *optional_tables), hint=hint)
+        _check_columns(spec, path, table, may_be_empty=spec.name in (TREATMENTS.name, *optional_tables))
         raw[spec.name] = RawTable(spec, path, table, dialect)
     return raw
 
