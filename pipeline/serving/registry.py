@@ -40,12 +40,26 @@ from pipeline.model import (
     model_analytes,
     scoring_config,
 )
-from pipeline.model.artifacts import FEATURES_FILE
+from pipeline.model.artifacts import FEATURES_FILE, MANIFEST_FILE
 
 MODEL_NAME = "crs-severe-risk"
 ARTIFACT_NAME = "scoring_pipeline"
 MODEL_CODE = Path(__file__).with_name("pyfunc.py")
 REGISTRY_FILES = ("analytes.csv", "units.csv")
+#: Tag on the logged model (and registered version): sha256 of the bundle manifest. The tracking store,
+#: not the downloaded files, is what says "this project logged these bytes".
+DIGEST_TAG = "crs_pipeline.model_digest"
+BUNDLE_MANIFEST = "bundle_manifest.json"
+CODE_MODEL_LOADER = "mlflow.pyfunc.loaders.code_model"
+#: python_function artifacts as MLflow lays them out (``artifacts/<source name>``), exactly as logged.
+ARTIFACT_PATHS = {
+    "models": "artifacts/models",
+    "scoring_config": f"artifacts/{SCORING_CONFIG_FILE}",
+    **{f"registry_{Path(n).stem}": f"artifacts/{n}" for n in REGISTRY_FILES},
+    "bundle_manifest": f"artifacts/{BUNDLE_MANIFEST}",
+}
+_REQUIRED_FILES = {MODEL_CODE.name, f"artifacts/{SCORING_CONFIG_FILE}", *(f"artifacts/{n}" for n in REGISTRY_FILES),
+                   f"artifacts/models/{MANIFEST_FILE}"}
 
 
 def _registry_dir() -> Any:
@@ -72,23 +86,90 @@ def setup_from_artifacts(artifacts: Mapping[str, str], base: Config | None = Non
 
 
 def load_registered_setup(uri: str, config: Config) -> ScoringSetup:
-    """Scoring setup of a logged / registered model (``models:/crs-severe-risk/latest``, ``runs:/...``)."""
+    """Scoring setup of a model logged by this project (``models:/crs-severe-risk/latest``, ``runs:/...``,
+    ``file:///...``), loaded without running any code from the model.
+
+    The artifacts are downloaded and checked first (:func:`verified_artifacts`: the MLmodel names our
+    pyfunc, the bundle manifest's sha256 equals the tag the tracking store holds for that logged model,
+    every bundled file matches the manifest); then the JSON/CSV files are read by our own loader.
+    ``mlflow.pyfunc.load_model`` would import the model's code before any of that could be checked.
+    """
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    with tracking.quiet_mlflow():
+    with tracking.quiet_mlflow(), tempfile.TemporaryDirectory(prefix="crs-model-") as tmp:
         mlflow.set_tracking_uri(tracking.tracking_uri())
         try:
-            loaded = mlflow.pyfunc.load_model(uri)
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
         except (MlflowException, OSError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UserError(f"{uri}: cannot load the MLflow model ({first})") from None
-    python_model = loaded.unwrap_python_model()
-    setup = getattr(python_model, "setup", None)
-    if setup is None:
-        raise UserError(f"{uri}: not a {MODEL_NAME} model")
-    stored = scoring_config(setup.config)
-    return ScoringSetup(setup.bundle, merge_scoring_config(config, stored), uri)
+        setup = setup_from_artifacts(verified_artifacts(uri, local))  # everything is read into memory here
+    return ScoringSetup(setup.bundle, merge_scoring_config(config, scoring_config(setup.config)), uri)
+
+
+def _foreign(uri: str, reason: str) -> UserError:
+    return UserError(f"{uri}: is not a model logged by this project ({reason})")
+
+
+def _pyfunc_flavor(uri: str, local: Path) -> tuple[str, dict[str, Any]]:
+    """The logged model id and the python_function flavor of ``local/MLmodel``, which must be laid out
+    exactly as :func:`log_and_register` logs it (our code file, our artifact names)."""
+    import yaml
+
+    path = local / "MLmodel"
+    try:
+        mlmodel = yaml.safe_load(path.read_text())  # safe_load: data only, no object construction
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        raise _foreign(uri, "no readable MLmodel file") from None
+    flavor = (mlmodel.get("flavors") or {}).get("python_function") if isinstance(mlmodel, dict) else None
+    if not isinstance(flavor, dict) or flavor.get("loader_module") != CODE_MODEL_LOADER:
+        raise _foreign(uri, "not a pyfunc model from code")
+    if Path(str(flavor.get("model_code_path"))).name != MODEL_CODE.name or flavor.get("code"):
+        raise _foreign(uri, "its model code is not pipeline/serving/pyfunc.py")
+    logged = flavor.get("artifacts")
+    paths = {k: v.get("path") for k, v in logged.items() if isinstance(v, dict)} if isinstance(logged, dict) else {}
+    if paths != ARTIFACT_PATHS:
+        raise _foreign(uri, "its artifacts are not the ones this project logs")
+    model_id = mlmodel.get("model_id")
+    if not isinstance(model_id, str) or not model_id:
+        raise _foreign(uri, "no logged model id")
+    return model_id, flavor
+
+
+def _recorded_digest(uri: str, model_id: str) -> str:
+    """The bundle digest the tracking store recorded when this project logged ``model_id``."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        tags = MlflowClient().get_logged_model(model_id).tags or {}
+    except MlflowException:
+        raise _foreign(uri, f"its logged model is not in the tracking store {tracking.tracking_uri()}") from None
+    digest = tags.get(DIGEST_TAG)
+    if not isinstance(digest, str):
+        raise _foreign(uri, f"no {DIGEST_TAG} tag; models registered before artifact digests: rerun `crs register`")
+    return digest
+
+
+def verified_artifacts(uri: str, local: Path) -> dict[str, str]:
+    """The artifact paths of the downloaded model ``local`` once everything checks out, else a one-line
+    :class:`UserError` saying it is not a model logged by this project. Reads files; runs no code."""
+    model_id, _ = _pyfunc_flavor(uri, local)
+    expected = _recorded_digest(uri, model_id)
+    manifest_path = local / ARTIFACT_PATHS["bundle_manifest"]
+    data = manifest_path.read_bytes() if manifest_path.is_file() else b""
+    if _sha256(data) != expected:
+        raise _foreign(uri, f"its bundle manifest does not match the {DIGEST_TAG} tag")
+    files = json.loads(data).get("files", {})
+    root = local.resolve()
+    for rel, digest in files.items():
+        path = (local / rel).resolve()
+        if not path.is_relative_to(root) or not path.is_file() or _sha256(path.read_bytes()) != digest:
+            raise _foreign(uri, f"{rel} does not match its recorded sha256")
+    if not _REQUIRED_FILES <= set(files):
+        raise _foreign(uri, "its bundle manifest misses required files")
+    return {key: str(local / rel) for key, rel in ARTIFACT_PATHS.items()}
 
 
 # --------------------------------------------------------------------------- signature and example
@@ -148,6 +229,7 @@ def log_and_register(
     from mlflow.exceptions import MlflowException
 
     models_dir = Path(models_dir)
+    load_bundle(models_dir)  # never register files that fail their own digests
     first_target = next((p for p in sorted(models_dir.iterdir()) if (p / FEATURES_FILE).exists()), None)
     if first_target is None:
         raise UserError(f"{models_dir}: no trained target to register")
@@ -164,6 +246,10 @@ def log_and_register(
             "scoring_config": str(settings),
             **{f"registry_{Path(n).stem}": str(registry / n) for n in REGISTRY_FILES},
         }
+        manifest = bundle_manifest(artifacts)
+        artifacts["bundle_manifest"] = str(Path(tmp) / BUNDLE_MANIFEST)
+        Path(artifacts["bundle_manifest"]).write_bytes(manifest)
+        digest = _sha256(manifest)
         try:
             with tracking.quiet_mlflow():
                 tracking.setup(config.train.experiment_name)
@@ -178,12 +264,31 @@ def log_and_register(
                         pip_requirements=["mlflow", "pandas", "pyarrow", "numpy", "xgboost", "scikit-learn"],
                         registered_model_name=MODEL_NAME if register else None,
                         await_registration_for=0,
+                        tags={DIGEST_TAG: digest},  # on the logged model: what loading checks
                     )
+                    version = getattr(info, "registered_model_version", None)
+                    if version is not None:  # visible in the registry UI too
+                        mlflow.MlflowClient().set_model_version_tag(MODEL_NAME, str(version), DIGEST_TAG, digest)
         except MlflowException as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UserError(f"registering {MODEL_NAME} in {tracking.tracking_uri()} failed: {first}") from None
-    version = getattr(info, "registered_model_version", None)
     return {"model_uri": info.model_uri, "run_id": info.run_id, "version": version}
+
+
+def bundle_manifest(artifacts: Mapping[str, str]) -> bytes:
+    """JSON listing the sha256 of every file the model bundles, by its path inside the logged model
+    (``pyfunc.py``, ``artifacts/...``); its own sha256 is the :data:`DIGEST_TAG` tag."""
+    files = {MODEL_CODE.name: _sha256(MODEL_CODE.read_bytes())}
+    for key, source in artifacts.items():
+        source_path = Path(source)
+        target = ARTIFACT_PATHS[key]
+        if source_path.is_dir():
+            files.update({f"{target}/{p.relative_to(source_path).as_posix()}": _sha256(p.read_bytes())
+                          for p in sorted(source_path.rglob("*")) if p.is_file()})
+        else:
+            files[target] = _sha256(source_path.read_bytes())
+    body = {"format": 1, "model_class": "pipeline.serving.pyfunc.CrsSevereRiskModel", "files": files}
+    return (json.dumps(body, indent=2, sort_keys=True) + "\n").encode()
 
 
 def unscoreable_features(config: Config, models_dir: str | Path) -> list[str]:
