@@ -290,9 +290,11 @@ def read_table_file(
             table, dialect = _read_csv_as_text(path, csv_format, limits, table_name, required)
     except _TooLarge:
         raise _too_large(path, limits) from None
-    except OSError as exc:  # permission denied, bad gzip stream...: the reason, never the content
+    except (gzip.BadGzipFile, EOFError, zlib.error):
+        raise UserError(f"{path}: damaged gzip stream (not gzip, truncated or corrupt)") from None
+    except OSError as exc:  # permission denied, a directory...: the reason, never the content
         raise UserError(f"{path}: unreadable file ({exc.strerror or type(exc).__name__})") from None
-    except (pa.ArrowException, ValueError, UnicodeDecodeError, csv.Error, EOFError, zlib.error) as exc:
+    except (pa.ArrowException, ValueError, UnicodeDecodeError, csv.Error) as exc:
         raise UserError(f"{path}: unreadable file ({type(exc).__name__})") from None
     if table.num_rows > limits.max_rows:
         raise UserError(f"{path}: {table.num_rows} rows, more than ingest.max_rows ({limits.max_rows})")

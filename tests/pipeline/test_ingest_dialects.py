@@ -240,3 +240,12 @@ def test_ingest_reports_each_files_dialect_and_obeys_config(tmp_path):
     few_rows = Config.model_validate({"ingest": {"max_rows": 1}})
     with pytest.raises(UserError, match=r"patients\.csv: 2 rows, more than ingest\.max_rows \(1\)"):
         ingest.main(few_rows, cohort=directory, out=tmp_path / "interim2", report=tmp_path / "r2.json")
+
+
+def test_truncated_gzip_is_one_clean_line(tmp_path):
+    directory = cohort(tmp_path)
+    data = gzip.compress((MEASUREMENTS + "P1,7,CRP,1,mg/L\n" * 5000).encode())
+    (directory / "measurements.csv").unlink()
+    (directory / "measurements.csv.gz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match=r"measurements\.csv\.gz: damaged gzip stream \(not gzip, truncated or corrupt\)$"):
+        read_cohort(directory)
