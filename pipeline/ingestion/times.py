@@ -55,7 +55,8 @@ def _timestamp_hours(
     stamps = pd.to_datetime(time_text.to_pandas(), format="ISO8601", errors="coerce", utc=True)
     stamp_s = epoch_seconds(stamps)
     checks.flag(np.isnan(stamp_s), "bad_time", "time is not an ISO 8601 timestamp")
-    anchor_row = np.where(patient_row >= 0, anchor_s[np.maximum(patient_row, 0)], np.nan)
+    # Unknown patients (-1) pick the trailing NaN; safe even when no patient was accepted.
+    anchor_row = np.append(anchor_s, np.nan)[np.where(patient_row >= 0, patient_row, len(anchor_s))]
     checks.flag(np.isnan(anchor_row), "bad_time", "patient has no anchor_time for a timestamp")
     return (stamp_s - anchor_row) / 3600.0
 
