@@ -269,7 +269,9 @@ def _read_parquet_as_text(path: Path, limits: ReadLimits, required: tuple[str, .
         try:
             columns.append(column.cast(pa.string()))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            raise UserError(f"{path}: column {i + 1} has type {column.type}, which cannot be read as text") from None
+            # The type's kind only: a struct type's text would list nested (user-named) fields.
+            kind = type(column.type).__name__
+            raise UserError(f"{path}: column {i + 1} has a {kind}, which cannot be read as text") from None
     return pa.table(columns, names=table.column_names)
 
 

@@ -174,7 +174,8 @@ def read_header(path: Path, head: bytes, complete: bool, declared: CsvFormat, li
         raise UserError(f"{path}: line 1 (the header) is longer than {HEAD_BYTES // (1 << 20)} MiB; not a cohort table")
     raw_line = body if end < 0 else body[:end]
     if not raw_line.strip():
-        raise UserError(f"{path}: file is empty (no header line)")
+        empty = not body.strip()
+        raise UserError(f"{path}: " + ("file is empty (no header line)" if empty else "line 1 (the header) is blank"))
     if declared.encoding != "auto":
         encoding = declared.encoding
     else:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -249,3 +250,13 @@ def test_truncated_gzip_is_one_clean_line(tmp_path):
     (directory / "measurements.csv.gz").write_bytes(data[: len(data) // 2])
     with pytest.raises(UserError, match=r"measurements\.csv\.gz: damaged gzip stream \(not gzip, truncated or corrupt\)$"):
         read_cohort(directory)
+
+
+def test_parquet_column_that_is_no_text_names_its_number_not_its_fields(tmp_path):
+    directory = cohort(tmp_path)
+    (directory / "patients.csv").unlink()
+    pq.write_table(pa.table({"patient_id": ["P1"], "x": pa.array([{SECRET: 1}])}), directory / "patients.parquet")
+    with pytest.raises(UserError) as info:
+        read_cohort(directory)
+    assert "patients.parquet: column 2 has a StructType, which cannot be read as text" in str(info.value)
+    assert SECRET not in str(info.value)
