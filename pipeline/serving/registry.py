@@ -3,14 +3,22 @@
 Called by the ``crs register`` stage after training (:func:`register_trained_models`). The model is
 ``pipeline/serving/pyfunc.py`` logged *from code*; its artifacts are plain files:
 
-* ``models/`` — ``<target>/booster.json``, ``calibrator.json``, ``features.json``, ``metadata.json`` and
-  ``runs.json`` exactly as ``crs train`` wrote them;
+* ``models/`` — ``<target>/booster_<k>.json``, ``calibrator.json``, ``features.json``, ``metadata.json``,
+  ``manifest.json`` and ``runs.json`` exactly as ``crs train`` wrote them (sha256-sealed);
 * ``scoring_config.json`` — what turns raw records into the model's features and risk bands:
   ``landmarks_hours``, ``static_features``, ``featurize`` (analytes, baseline window, horizon),
   ``targets`` and the ``report`` band thresholds / top drivers;
 * ``registry/analytes.csv``, ``registry/units.csv`` — the analyte registry (synonyms, unit conversions,
   plausible ranges) the model was registered with. Loading checks that the installed registry is
   identical, because ingest reads the installed one (a changed registry means changed ingest rules).
+
+* ``bundle_manifest.json`` — the sha256 of every bundled file (code included); its own sha256 is the tag
+  ``crs_pipeline.model_digest`` on the logged model and the registered version.
+
+Loading a URI (:func:`load_registered_setup`) never calls ``mlflow.pyfunc.load_model``, which would import
+the model's code first: it downloads the files, checks the MLmodel layout, the tag in the tracking store
+and every digest, and only then reads the JSON/CSV files with the model layer's loader. Anything else is
+"not a model logged by this project".
 
 The model code imports this project (``pipeline``, ``features``), so it is served from an environment
 where the project is installed (``mlflow models serve ... --env-manager local`` from this venv).
