@@ -1,14 +1,17 @@
 """The ``crs`` command: one subcommand per pipeline stage.
 
 Stage modules are imported inside each command so ``crs --help`` stays fast. A ``UserError`` (bad
-input or configuration) is printed as one line on stderr with exit code 2, never as a traceback.
+input or configuration) is printed as one line on stderr with exit code 2, never as a traceback. Every
+stage command holds the working directory's stage lock (``.crs.lock``) while it runs.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -160,6 +163,32 @@ def keygen(
         typer.echo(key)
     typer.echo(f"keygen: wrote a new key to {out} (mode 0600). Use it with: {KEY_FILE_ENV}={out} crs report "
                "--pseudonymise. Keep it secret and backed up: the same key gives the same pseudonyms.", err=stdout)
+
+
+#: Commands that write outputs: each holds the stage lock of the working directory while it runs.
+LOCKED_COMMANDS = frozenset(
+    {"simulate", "ingest", "featurize", "train", "register", "evaluate", "explain", "report", "predict"}
+)
+
+
+def _locked(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``command`` run under :func:`pipeline.io.stage_lock` (``.crs.lock`` in the working directory, where
+    ``dvc repro`` runs every stage): two concurrent stages would mix one run's outputs with another's."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        from pipeline.io import stage_lock
+
+        with stage_lock(Path.cwd()):
+            return command(*args, **kwargs)
+
+    return run
+
+
+# Wrapped here, not in the callback of the app: `crs <command> --help` must not need the lock.
+for _info in app.registered_commands:
+    if _info.callback is not None and _info.callback.__name__ in LOCKED_COMMANDS:
+        _info.callback = _locked(_info.callback)
 
 
 def main() -> None:

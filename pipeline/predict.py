@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from pipeline.reporting import id_mapper, write_patient_reports
 from pipeline.scoring import PredictResult, feature_descriptions, score_cohort, top_drivers
 from pipeline.serving.registry import load_registered_setup
 
-#: Written by ``crs predict``; an existing ``--out`` directory is replaced only if it holds this file.
+#: Written by ``crs predict`` into ``--out``.
 PREDICTIONS_FILE = "predictions.csv"
 
 
@@ -134,10 +135,49 @@ class Scorer:
 # --------------------------------------------------------------------------------------------
 
 
+#: Marks a directory as written by ``crs predict`` (JSON: tool, version); see :func:`_prepare_out`.
+OUTPUT_MARKER = ".crs-predict-output"
+#: Everything ``crs predict`` writes into ``--out`` (``patients/`` holds HTML pages only).
+_OUTPUT_FILES = frozenset({OUTPUT_MARKER, PREDICTIONS_FILE, "quarantine.csv", "ingest.json"})
+_PAGES_DIR = "patients"
+
+
+def _output_marker() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        tool_version = version("crs-pipeline")
+    except PackageNotFoundError:
+        tool_version = "unknown"
+    return json.dumps({"tool": "crs predict", "version": tool_version}) + "\n"
+
+
+def _only_predict_files(out: Path) -> bool:
+    """Whether ``out`` holds the marker and nothing but what predict writes (so replacing it loses
+    nothing of the user's)."""
+    if not (out / OUTPUT_MARKER).is_file():
+        return False
+    for entry in out.iterdir():
+        if entry.is_symlink():
+            return False
+        if entry.name == _PAGES_DIR and entry.is_dir():
+            if any(p.is_symlink() or not p.is_file() or p.suffix != ".html" for p in entry.iterdir()):
+                return False
+        elif entry.name not in _OUTPUT_FILES or not entry.is_file():
+            return False
+    return True
+
+
 def _prepare_out(out: Path) -> None:
-    # The output directory is replaced as a whole; never wipe a directory crs predict did not write.
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / PREDICTIONS_FILE).exists())):
-        raise UserError(f"{out}: exists and is not a crs predict output directory; choose a new --out")
+    # The output directory is replaced as a whole: never wipe a directory (or a file in it) crs predict
+    # did not write. An empty directory is fine; a non-empty one must be a previous predict output.
+    if not os.path.lexists(out):
+        return
+    if out.is_symlink() or not out.is_dir():
+        raise UserError(f"{out}: exists and is not a directory; choose a new --out")
+    if any(out.iterdir()) and not _only_predict_files(out):
+        raise UserError(f"{out}: not empty and not a crs predict output directory (only a directory crs predict "
+                        f"wrote, holding nothing else, is replaced); choose a new or empty --out")
 
 
 def _pipeline_reports(setup: ScoringSetup, config: Config) -> tuple[pd.DataFrame | None, dict | None]:
@@ -220,6 +260,7 @@ def main(
             ids = quarantine["patient_id"]
             quarantine = quarantine.assign(patient_id=ids.where(ids.isna(), ids.astype(str).str.strip().map(to_id)))
     with atomic_dir(out) as tmp:
+        (tmp / OUTPUT_MARKER).write_text(_output_marker())
         write_csv(predictions, tmp / PREDICTIONS_FILE)
         write_csv(quarantine, tmp / "quarantine.csv")
         write_json(report, tmp / "ingest.json")

@@ -4,6 +4,10 @@ Tracking URI: ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///mlflow.db`` in th
 repo root under ``dvc repro``), so no server is needed. ``train`` opens one parent run with a child run
 per target and records the run ids in ``models/runs.json``; ``evaluate`` reopens those runs so a model
 and its metrics sit in the same run.
+
+Every run a stage opens carries the tags ``crs.owner`` (pid and start time of the process) and
+``crs.host``: an exception ends the run FAILED, and a run left RUNNING by a killed process (SIGKILL
+cannot be caught) is marked FAILED by :func:`fail_stale_runs` when the next stage opens runs.
 """
 
 from __future__ import annotations
@@ -11,13 +15,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import subprocess
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from pipeline.io import owner_alive, owner_token
+
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+OWNER_TAG = "crs.owner"
+HOST_TAG = "crs.host"
 
 
 def tracking_uri() -> str:
@@ -88,6 +97,26 @@ def metric_key(*parts: str) -> str:
     return "/".join("".join(c if c in allowed else "_" for c in part) for part in parts)
 
 
+def owner_tags() -> dict[str, str]:
+    """Tags naming the process that writes a run, so a run it leaves RUNNING can be recognised as stale."""
+    return {OWNER_TAG: owner_token(), HOST_TAG: socket.gethostname()}
+
+
+def fail_stale_runs(experiment_id: str) -> list[str]:
+    """Mark FAILED this experiment's runs still RUNNING whose writing process (on this host) is gone;
+    returns their ids. Runs of live processes, other hosts or other tools are left alone."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    host, stale = socket.gethostname(), []
+    for run in client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000):
+        owner = run.data.tags.get(OWNER_TAG)
+        if owner and run.data.tags.get(HOST_TAG) == host and not owner_alive(owner):
+            client.set_terminated(run.info.run_id, status="FAILED")
+            stale.append(run.info.run_id)
+    return stale
+
+
 def run_exists(run_id: str) -> bool:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
@@ -107,16 +136,16 @@ def training_runs(runs: Mapping[str, Any], experiment_name: str, stage: str) -> 
     import mlflow
 
     with quiet_mlflow():
-        setup(experiment_name)
+        fail_stale_runs(setup(experiment_name))
         parent_id = runs.get("parent_run_id")
         if not (runs.get("tracking_uri") == tracking_uri() and parent_id and run_exists(parent_id)):
             print(f"{stage}: training runs not found in this tracking store; logging to a new run")
             parent_id, runs = None, {"targets": {}}
-        with mlflow.start_run(run_id=parent_id, run_name=None if parent_id else stage) as parent:
+        with mlflow.start_run(run_id=parent_id, run_name=None if parent_id else stage, tags=owner_tags()) as parent:
 
             def open_target(target: str) -> Any:
                 run_id = runs.get("targets", {}).get(target)
                 kwargs = {"run_id": run_id} if run_id else {"run_name": target}
-                return mlflow.start_run(nested=True, parent_run_id=parent.info.run_id, **kwargs)
+                return mlflow.start_run(nested=True, parent_run_id=parent.info.run_id, tags=owner_tags(), **kwargs)
 
             yield open_target

@@ -171,9 +171,17 @@ def main(config: Config) -> None:
     output = run(config, landmarks, provenance, paths.landmarks)
     for result in output.results:
         print(_summary(result))
-    write_parquet(output.oof, paths.oof)
-    write_models(output.results, paths.models_dir)
     print(f"train: cross-validation and final fits took {time.perf_counter() - started:.1f} s "
           f"({output.n_tasks} tasks, n_jobs={config.train.n_jobs})")
-    write_json(log_training_runs(config, output.results, provenance), paths.runs)
+    # The MLflow run stays open until the outputs are in place: it ends FINISHED only with them.
+    with log_training_runs(config, output.results, provenance) as runs:
+        write_parquet(output.oof, paths.oof)
+        # models/ and runs.json appear in one swap: a kill never leaves models without their run ids.
+        with atomic_dir(paths.models_dir) as tmp:
+            staging = tmp / ".staging"  # write_models replaces its directory as a whole; a hidden name
+            write_models(output.results, staging)  # cannot clash with a target's
+            for entry in staging.iterdir():
+                entry.rename(tmp / entry.name)
+            staging.rmdir()
+            write_json(runs, tmp / paths.runs.relative_to(paths.models_dir))
     print(f"train: total {time.perf_counter() - started:.1f} s (MLflow: {tracking.tracking_uri()})")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -32,28 +34,50 @@ def feature_summary(X: pd.DataFrame, specs: list[FeatureSpec]) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
-def log_training_runs(config: Config, results: list[TargetResult], provenance: dict[str, Any]) -> dict[str, Any]:
-    """Log the parent and per-target runs; returns the run ids written to ``models/runs.json``."""
+@contextlib.contextmanager
+def log_training_runs(config: Config, results: list[TargetResult], provenance: dict[str, Any]
+                      ) -> Iterator[dict[str, Any]]:
+    """Log the parent and per-target runs and yield the run ids (``models/runs.json``) with the parent
+    still open: the caller writes the models inside, so the run ends FINISHED only once they are in
+    place, and FAILED on an exception. A killed train leaves it RUNNING under its ``crs.owner`` tag;
+    the next train marks it FAILED (:func:`pipeline.tracking.fail_stale_runs`)."""
     import mlflow
 
     with tracking.quiet_mlflow():
         experiment_id = tracking.setup(config.train.experiment_name)
+        for run_id in tracking.fail_stale_runs(experiment_id):
+            print(f"train: MLflow run {run_id} of a killed stage marked FAILED")
         tags = {key: provenance[key] for key in ("git_commit", "cohort_path", "data_sha256")} | {"stage": "train"}
         tags["analytes"] = ",".join(provenance.get("analytes", []))[:5000]  # the chosen feature set, by name
-        params = tracking.flatten({
-            "train": json.loads(config.train.model_dump_json()),
-            "landmarks_hours": config.landmarks_hours,
-            "featurize.horizon_hours": config.featurize.horizon_hours,
-        })
-        runs: dict[str, Any] = {"tracking_uri": tracking.tracking_uri(), "experiment_id": experiment_id}
-        with mlflow.start_run(run_name="train", tags=tags) as parent:
-            runs["parent_run_id"] = parent.info.run_id
-            mlflow.log_params(params)
-            runs["targets"] = {}
-            for res in results:
-                with mlflow.start_run(run_name=res.target, nested=True, tags={**tags, "target": res.target}) as child:
-                    runs["targets"][res.target] = child.info.run_id
-                    _log_target(res, params)
+        tags |= tracking.owner_tags()
+        parent = mlflow.start_run(run_name="train", tags=tags)
+    status = "FAILED"
+    try:
+        with tracking.quiet_mlflow():
+            runs = _log_runs(config, results, tags, parent.info.run_id, experiment_id)
+        yield runs
+        status = "FINISHED"
+    finally:
+        with tracking.quiet_mlflow():
+            mlflow.end_run(status)
+
+
+def _log_runs(config: Config, results: list[TargetResult], tags: dict[str, str], parent_id: str,
+              experiment_id: str) -> dict[str, Any]:
+    import mlflow
+
+    params = tracking.flatten({
+        "train": json.loads(config.train.model_dump_json()),
+        "landmarks_hours": config.landmarks_hours,
+        "featurize.horizon_hours": config.featurize.horizon_hours,
+    })
+    runs: dict[str, Any] = {"tracking_uri": tracking.tracking_uri(), "experiment_id": experiment_id,
+                            "parent_run_id": parent_id, "targets": {}}
+    mlflow.log_params(params)
+    for res in results:
+        with mlflow.start_run(run_name=res.target, nested=True, tags={**tags, "target": res.target}) as child:
+            runs["targets"][res.target] = child.info.run_id
+            _log_target(res, params)
     return runs
 
 

@@ -223,7 +223,8 @@ def test_main_writes_predictions_quarantine_and_counts(bundle, tmp_path):
     config, cohort, models = bundle
     out = tmp_path / "out"
     result = predict.main(config, cohort, models, out, reports=False)
-    assert {p.name for p in out.iterdir()} == {"predictions.csv", "quarantine.csv", "ingest.json"}
+    assert {p.name for p in out.iterdir()} == {"predictions.csv", "quarantine.csv", "ingest.json", predict.OUTPUT_MARKER}
+    assert json.loads((out / predict.OUTPUT_MARKER).read_text())["tool"] == "crs predict"  # marks it replaceable
     written = pd.read_csv(out / "predictions.csv", dtype={"patient_id": str}, keep_default_na=False,
                           na_values={"probability": [""]})
     assert list(written.columns) == PREDICTION_COLUMNS
