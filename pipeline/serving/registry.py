@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tempfile
 from collections.abc import Mapping
 from importlib import resources
@@ -105,6 +106,7 @@ def load_registered_setup(uri: str, config: Config) -> ScoringSetup:
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per error, no bars
     with tracking.quiet_mlflow(), tempfile.TemporaryDirectory(prefix="crs-model-") as tmp:
         mlflow.set_tracking_uri(tracking.tracking_uri())
         try:

@@ -222,7 +222,9 @@ def test_our_logged_model_loads_and_scores_identically(built, tmp_path, monkeypa
     local = Path(mlflow.artifacts.download_artifacts(info["model_uri"], dst_path=str(tmp_path / "copy")))
     cohort = read_new_cohort(built["cohort"])
     reference = built["reference"]
-    for uri in (f"models:/{MODEL_NAME}/latest", info["model_uri"], local.resolve().as_uri()):
+    uris = (f"models:/{MODEL_NAME}/latest", info["model_uri"], f"runs:/{info['run_id']}/scoring_pipeline",
+            local.resolve().as_uri())
+    for uri in uris:
         got = score_cohort(cohort, load_setup(uri, built["config"])).predictions
         assert list(got["patient_id"]) == list(reference["patient_id"]), uri
         assert np.array_equal(got["probability"].to_numpy(float), reference["probability"].to_numpy(float),
