@@ -218,6 +218,20 @@ def _numeric_columns(table_name: str, names: list[str], contract_only: bool) -> 
     return columns
 
 
+def _holds_byte(column: pa.ChunkedArray, byte: bytes) -> bool:
+    """Whether any string in ``column`` may hold ``byte``: a scan of the raw character buffers, which
+    may see bytes outside a sliced chunk (then the exact, slower check decides)."""
+    for chunk in column.chunks:
+        data = chunk.buffers()[2] if chunk.type == pa.string() else None
+        if data is None:
+            if chunk.null_count < len(chunk):
+                return True  # not a plain string array: let the exact check decide
+            continue
+        if data.to_pybytes().find(byte) >= 0:
+            return True
+    return False
+
+
 def resolve_decimal(table: pa.Table, table_name: str, dialect: Dialect, declared: str) -> str:
     """``,`` when the file's numeric cells use decimal commas, else ``.`` (``declared`` wins over ``auto``).
 
@@ -230,7 +244,7 @@ def resolve_decimal(table: pa.Table, table_name: str, dialect: Dialect, declared
     n_comma = n_dot = 0
     for name in columns:
         column = table.column(name)
-        if not pc.any(pc.match_substring(column, ",")).as_py():  # the common case: one fast scan
+        if not _holds_byte(column, b","):  # the common case, decided at memchr speed
             continue
         n_comma += pc.sum(pc.match_substring_regex(column, COMMA_DECIMAL)).as_py() or 0
         n_dot += pc.sum(pc.match_substring_regex(column, DOT_DECIMAL)).as_py() or 0
