@@ -48,14 +48,17 @@ class _Axis:
 
     def __call__(self, v: float | np.ndarray) -> Any:
         lo, hi = (math.log10(self.lo), math.log10(self.hi)) if self.log else (self.lo, self.hi)
-        scale = (self.px_hi - self.px_lo) / (hi - lo if hi > lo else 1.0)
+        span = hi - lo if hi > lo else 1.0
+        scale = (self.px_hi - self.px_lo) / span
+        # Far-off values stay off the chart but finite: an SVG coordinate must never read "inf".
+        far_lo, far_hi = lo - 10 * span, hi + 10 * span
         if isinstance(v, float | int):  # scalar fast path (ticks, labels)
             v = math.log10(max(v, 1e-12)) if self.log else v
-            return self.px_lo + (v - lo) * scale
+            return self.px_lo + (min(max(v, far_lo), far_hi) - lo) * scale
         v = np.asarray(v, dtype=float)
         if self.log:
             v = np.log10(np.maximum(v, 1e-12))
-        return self.px_lo + (v - lo) * scale
+        return self.px_lo + (np.clip(v, far_lo, far_hi) - lo) * scale
 
 
 def _day_ticks(lo: float, hi: float) -> list[float]:
@@ -202,11 +205,17 @@ def svg_waterfall(base: float, items: list[tuple[str, float]], margin: float, ti
     return "".join(parts)
 
 
+#: The widest marker axis drawn; no laboratory value lies outside it, and 10^k ticks stay finite.
+PLOT_MIN, PLOT_MAX = 1e-9, 1e15
+
+
 def _marker_range(values: np.ndarray, shown: list[np.ndarray]) -> tuple[float, float, bool]:
     """y range and log scale for a marker chart: the patient's positive values and the bands shown."""
     pool = [values[values > 0]] + [s[:, [2, 4]].ravel() for s in shown]
     pool_all = np.concatenate(pool) if pool else np.array([])
     pool_all = pool_all[np.isfinite(pool_all) & (pool_all > 0)]
+    # Any cell value must draw: the axis spans at most PLOT_MIN..PLOT_MAX (beyond it points sit off-chart).
+    pool_all = np.clip(pool_all, PLOT_MIN, PLOT_MAX)
     if pool_all.size == 0:
         return 0.0, _nice_ticks(1.0)[-1], False
     y_lo, y_hi = float(pool_all.min()), float(pool_all.max())

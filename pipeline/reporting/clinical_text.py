@@ -118,7 +118,7 @@ def _missing(value: object) -> bool:
         return False
 
 
-def _number(value: object) -> float | None:
+def to_number(value: object) -> float | None:
     """``value`` as a float; None when missing or not a number (text in a numeric column: ``unknown``)."""
     if _missing(value) or isinstance(value, str | bytes):
         return None
@@ -142,7 +142,7 @@ def format_number(value: object) -> str:
     """
     if _missing(value):
         return "–"
-    v = _number(value)
+    v = to_number(value)
     if v is None:
         return _text(value)
     if math.isinf(v):
@@ -194,7 +194,7 @@ def fold_per_day(slope_log2_per_hour: float) -> float:
 
 def format_trend(slope_log2_per_hour: object) -> str | None:
     """``rising 3x per day`` / ``falling 2x per day`` / ``stable``; None when unknown."""
-    slope_log2_per_hour = _number(slope_log2_per_hour)
+    slope_log2_per_hour = to_number(slope_log2_per_hour)
     if slope_log2_per_hour is None:
         return None
     try:
@@ -236,9 +236,9 @@ def describe_analyte(
     parts = [f"{name} {format_value(latest, unit, censoring)}"]
     baseline, fold = row.get(analyte_feature_name(code, "baseline")), row.get(analyte_feature_name(code, "fold_change"))
     after_anchor = row.get(analyte_feature_name(code, "baseline_after_anchor"))
-    which = "first value after infusion" if _number(after_anchor) == 1 else "baseline"
-    if not _missing(baseline) and _number(fold) is not None:
-        parts.append(f"{format_fold(_number(fold))} {which} ({format_value(baseline, unit)})")  # type: ignore[arg-type]
+    which = "first value after infusion" if to_number(after_anchor) == 1 else "baseline"
+    if not _missing(baseline) and to_number(fold) is not None:
+        parts.append(f"{format_fold(to_number(fold))} {which} ({format_value(baseline, unit)})")  # type: ignore[arg-type]
     elif _missing(baseline):
         parts.append("no pre-infusion baseline")
     slope = row.get(analyte_feature_name(code, "slope_24h"))
@@ -248,7 +248,7 @@ def describe_analyte(
     if trend:
         parts.append(trend)
     for summary, words in (("n_below_limit", "below"), ("n_above_limit", "above")):
-        count = _number(row.get(analyte_feature_name(code, summary)))
+        count = to_number(row.get(analyte_feature_name(code, summary)))
         # A censored latest result already says so; otherwise name the earlier ones.
         if count is not None and math.isfinite(count) and count > 0 and censoring not in ("left", "right"):
             k = int(count)
@@ -264,7 +264,7 @@ def describe_group(
     censoring: str | None = None,
 ) -> str:
     """Plain words for one driver group at the landmark row ``row`` (feature name -> value)."""
-    lm = _number(row.get(LANDMARK_HOURS))
+    lm = to_number(row.get(LANDMARK_HOURS))
     if group == "LANDMARK":
         return f"Time since infusion {_hours(lm)}" if lm is not None else "Time since infusion"
     if group == "FEVER":
@@ -279,7 +279,7 @@ def describe_group(
     if group in ("TOCILIZUMAB", "STEROIDS"):
         name = "Tocilizumab" if group == "TOCILIZUMAB" else "Corticosteroids"
         given, since = row.get(analyte_feature_name(group, "given")), row.get(analyte_feature_name(group, "hours_since"))
-        if _number(given) in (None, 0.0):
+        if to_number(given) in (None, 0.0):
             return f"{name} not given yet"
         return f"{name} given, last dose {_hours(since)} ago" if not _missing(since) else f"{name} given"
     if group in ("EASIX", "M_EASIX"):
@@ -292,14 +292,14 @@ def describe_group(
             parts.append(f"baseline {format_number(base)}")
         return ", ".join(parts)
     if group == "CAR_HEMATOTOX":
-        value = _number(row.get(analyte_feature_name("CAR_HEMATOTOX", "baseline")))
+        value = to_number(row.get(analyte_feature_name("CAR_HEMATOTOX", "baseline")))
         if value is None:
             return "CAR-HEMATOTOX not computable (a baseline blood count or CRP/ferritin missing)"
         return f"CAR-HEMATOTOX {format_number(value)} points at baseline ({'high' if value >= 2 else 'low'} risk group)"
     if group in row or group in COVARIATE_NAMES:  # a static covariate is its own column
         value = row.get(group)
         label = group_label(group)
-        number = _number(value)
+        number = to_number(value)
         if _missing(value):
             return f"{label} not recorded"
         if number is None:  # text, also in a numeric column (age=unknown): shown as given

@@ -36,7 +36,7 @@ PSEUDONYM_HEX = 16  # 64 bits displayed: no collision in practice below ~10^9 pa
 MAX_NAME_BYTES = 100
 DIGEST_HEX = 16
 _PLAIN_ID = re.compile(r"[A-Z0-9][A-Z0-9._-]*")  # kept as-is: no lowercase, so no case collisions
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")  # dots too: a digest name is one word before ".html"
 #: Names the report folder uses itself, and Windows device names (reserved with any extension).
 RESERVED_STEMS = frozenset(
     {"index", "model_card", "con", "prn", "aux", "nul", "conin$", "conout$"}
@@ -127,7 +127,8 @@ def is_reserved(stem: str) -> bool:
 
 def page_filename(display_id: str) -> str:
     """``<id>.html`` for a plain id (upper-case letters, digits, ``.``, ``_``, ``-``; starts with a letter or
-    digit; at most 80 characters; not reserved), else ``<sanitised stem>~<digest>.html``.
+    digit; at most 80 characters; not reserved), else ``<sanitised stem>~<digest>.html`` (the stem keeps
+    letters, digits, ``_``, ``-``: ``stem~digest`` is never a reserved word).
 
     Plain names hold no lower-case letter and digest names hold one ``~``, which plain names cannot, so
     distinct ids never share a name even when case is ignored (the digest is 64 bits of SHA-256 of the
@@ -136,7 +137,7 @@ def page_filename(display_id: str) -> str:
     display_id = str(display_id)
     if len(display_id) <= 80 and _PLAIN_ID.fullmatch(display_id) and not is_reserved(display_id):
         return f"{display_id}.html"
-    stem = _UNSAFE.sub("_", display_id).lstrip("._-")[:60] or "patient"
+    stem = _UNSAFE.sub("_", display_id).lstrip("_-")[:60] or "patient"
     return f"{stem}~{_digest(display_id)}.html"
 
 

@@ -36,13 +36,12 @@ Section = Callable[[ReportData, PatientView], dict[str, Any]]
 
 
 def _onset(view: PatientView, target: str) -> float | None:
-    onset = view.landmark_row.get(onset_column(target))
-    return float(onset) if onset is not None and not pd.isna(onset) else None
+    return ct.to_number(view.landmark_row.get(onset_column(target)))  # any cell value: text is no onset
 
 
 def header_section(data: ReportData, view: PatientView) -> dict[str, Any]:
     """Patient id, landmark, risk source, disclaimer and the data-quality notes."""
-    notes = [n.replace(view.pid, view.display) for n in data.messages.get(view.pid, [])]
+    notes = [n.replace(view.pid, view.display) if view.pid else n for n in data.messages.get(view.pid, [])]
     return {"patient": view.display, "latest": view.latest if view.scored else None,
             "pseudonymised": data.pseudonymise, "risk_note": data.risk_note, "notes": notes,
             "disclaimer": DISCLAIMER, "disclaimer_lead": DISCLAIMER_LEAD}
