@@ -185,7 +185,7 @@ class ReportConfig(_Section):
     band_low_below: float = Field(default=0.10, gt=0, lt=1)
     band_high_from: float = Field(default=0.30, gt=0, lt=1)
     top_drivers: int = Field(default=5, ge=1)
-    #: Replace patient ids by a salted hash in every report output (salt from $CRS_PSEUDONYM_SALT).
+    #: Replace patient ids by keyed HMAC-SHA-256 pseudonyms in every report output (``crs keygen``).
     pseudonymise: bool = False
     #: Marker curves drawn on each patient page (canonical codes).
     markers: list[str] = Field(default_factory=lambda: ["IL6", "IFNG", "CRP", "FERRITIN", "IL10", "LDH"])
