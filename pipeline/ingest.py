@@ -26,7 +26,8 @@ QUARANTINE_FILE = "quarantine.csv"
 def run(config: Config, raw_tables: dict[str, RawTable]) -> IngestResult:
     """Validate and normalise ``raw_tables`` (any adapter's output). Pure: no file is read or written."""
     result = ingest_tables(raw_tables, quarantine_warning_share=config.ingest.quarantine_warning_share)
-    result.report = {"grading_scale": config.cohort.grading_scale, **result.report}
+    result.report = {"grading_scale": config.cohort.grading_scale, **result.report,
+                     "csv_dialects": csv_dialects(raw_tables)}
     return result
 
 
@@ -45,7 +46,7 @@ def main(config: Config, cohort: Path | None = None, out: Path | None = None, re
     report_path = Path(report or config.paths.ingest_report)
     raw = read_cohort(cohort_dir, **read_options(config))  # cohort.csv dialect, ingest limits
     result = run(config, raw)
-    result.report = {"cohort": str(cohort_dir), **result.report, "csv_dialects": csv_dialects(raw)}
+    result.report = {"cohort": str(cohort_dir), **result.report}
     write_outputs(result, out_dir, report_path)
     r = result.report
     for warning in r["warnings"]:
