@@ -46,19 +46,23 @@ class _Axis:
     px_hi: float
     log: bool = False
 
-    def __call__(self, v: float | np.ndarray) -> Any:
+    def __post_init__(self) -> None:
+        # Computed once per axis: charts map thousands of points through it.
         lo, hi = (math.log10(self.lo), math.log10(self.hi)) if self.log else (self.lo, self.hi)
         span = hi - lo if hi > lo else 1.0
-        scale = (self.px_hi - self.px_lo) / span
+        self._origin, self._scale = lo, (self.px_hi - self.px_lo) / span
         # Far-off values stay off the chart but finite: an SVG coordinate must never read "inf".
-        far_lo, far_hi = lo - 10 * span, hi + 10 * span
+        self._far_lo, self._far_hi = lo - 10 * span, hi + 10 * span
+
+    def __call__(self, v: float | np.ndarray) -> Any:
         if isinstance(v, float | int):  # scalar fast path (ticks, labels)
             v = math.log10(max(v, 1e-12)) if self.log else v
-            return self.px_lo + (min(max(v, far_lo), far_hi) - lo) * scale
+            return self.px_lo + (min(max(v, self._far_lo), self._far_hi) - self._origin) * self._scale
         v = np.asarray(v, dtype=float)
         if self.log:
             v = np.log10(np.maximum(v, 1e-12))
-        return self.px_lo + (np.clip(v, far_lo, far_hi) - lo) * scale
+        clipped = np.minimum(np.maximum(v, self._far_lo), self._far_hi)
+        return self.px_lo + (clipped - self._origin) * self._scale
 
 
 def _day_ticks(lo: float, hi: float) -> list[float]:

@@ -120,7 +120,7 @@ def _missing(value: object) -> bool:
 
 def to_number(value: object) -> float | None:
     """``value`` as a float; None when missing or not a number (text in a numeric column: ``unknown``)."""
-    if _missing(value) or isinstance(value, str | bytes):
+    if value is None or isinstance(value, str | bytes):  # float(pd.NA) raises, float(pd.NaT) is NaN
         return None
     try:
         number = float(value)  # type: ignore[arg-type]
@@ -140,11 +140,9 @@ def format_number(value: object) -> str:
 
     Anything else still formats: missing -> ``–``, infinite -> ``∞``, text -> the (shortened) text.
     """
-    if _missing(value):
-        return "–"
     v = to_number(value)
     if v is None:
-        return _text(value)
+        return "–" if _missing(value) else _text(value)
     if math.isinf(v):
         return "∞" if v > 0 else "-∞"
     a = abs(v)
