@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from pipeline.config import parse_config
@@ -93,3 +94,23 @@ def test_isotonic_blocks_are_smoothed_by_hand():
     # (events + 1) / (n + 2): 1/6 for the all-negative block, 5/6 for the all-positive one.
     assert np.allclose(p[:4], 1 / 6) and np.allclose(p[4:], 5 / 6)
     assert 0 < p.min() and p.max() < 1
+
+
+def test_baseline_threshold_hold_out_keeps_patients_together():
+    # fit_baseline_fold fits on the training fold, then on its fitting part to score its held-out
+    # calibration patients: no patient may be in both parts.
+    from pipeline.training.baselines import fit_baseline_fold
+
+    y, groups = _patients(seed=2)
+    X = pd.DataFrame({"x": np.arange(len(y), dtype=float)}, index=groups)
+    seen: list[pd.Index] = []
+
+    def fitter(X_fit: pd.DataFrame, y_fit: np.ndarray):
+        seen.append(X_fit.index)
+        return lambda X_score: (seen.append(X_score.index), np.full(len(X_score), 0.5))[1]
+
+    fit_baseline_fold(fitter, X, y, groups, X.iloc[:4], parse_config({}).train, seed=5)
+    # Calls: whole fold, its test rows; then the fitting part and the calibration part.
+    fitting_patients, calibration_patients = set(seen[2]), set(seen[3])
+    assert calibration_patients and fitting_patients
+    assert not fitting_patients & calibration_patients, "a patient is in both parts of the hold-out"
