@@ -236,15 +236,17 @@ def test_bootstrap_calibration_one_class_outcome_is_float_nan():
     assert np.isnan(slopes).all() and np.isnan(intercepts).all()
 
 
-def test_bootstrap_calibration_constant_predictions():
+@pytest.mark.parametrize("last_outcome", [0.0, 1.0])
+def test_bootstrap_calibration_constant_predictions(last_outcome):
     # logit(0.3) for every row: no slope (NaN, silently); intercept = logit(weighted event rate) - logit(0.3)
-    y = np.array([1.0, 0.0, 0.0, 1.0, 0.0, 0.0])
+    y = np.array([1.0, 0.0, 0.0, 1.0, 0.0, last_outcome])
     codes = np.array([0, 0, 1, 1, 2, 2])
-    counts = np.array([[1.0, 1.0, 1.0], [3.0, 0.0, 1.0], [0.0, 1.0, 3.0]])  # event rates 1/3, 3/8, 1/8
+    counts = np.array([[1.0, 1.0, 1.0], [3.0, 0.0, 1.0], [0.0, 1.0, 3.0]])
     with no_warnings():
         slopes, intercepts = M.bootstrap_calibration(y, np.full(6, 0.3), codes, counts)
     assert np.isnan(slopes).all()
-    expected = [math.log(r / (1 - r)) - math.log(0.3 / 0.7) for r in (1 / 3, 3 / 8, 1 / 8)]
+    rates = [(2 + last_outcome) / 6, (3 + last_outcome) / 8, (1 + 3 * last_outcome) / 8]
+    expected = [math.log(r / (1 - r)) - math.log(0.3 / 0.7) for r in rates]
     assert intercepts == pytest.approx(expected, abs=1e-7)
 
 
@@ -437,10 +439,11 @@ def test_percentile_ci_float32_values():
 
 
 def _bootstrap_data():
-    y = np.array([1, 0, 0, 1, 0, 1, 0, 0, 1, 0, 1, 0], dtype=float)
-    p = np.array([0.7, 0.2, 0.4, 0.6, 0.5, 0.3, 0.1, 0.35, 0.8, 0.45, 0.55, 0.25])
-    groups = np.repeat(np.arange(6), 2)
-    return y, p, groups
+    # 30 patients of 2 rows, scores and outcomes from low-discrepancy sequences (deterministic, AUROC 0.65).
+    i = np.arange(60)
+    p = np.round((i * 0.6180339887498949) % 1.0, 3)
+    y = (((i * 0.7548776662466927) % 1.0) < 0.25 + 0.5 * p).astype(float)
+    return y, p, i // 2
 
 
 def _pairwise_bootstrap_aurocs(y, p, groups, n_bootstrap, seed):
@@ -448,8 +451,10 @@ def _pairwise_bootstrap_aurocs(y, p, groups, n_bootstrap, seed):
 
     AUROC = sum over (event i, non-event j) of w_i w_j ([p_i > p_j] + [p_i = p_j] / 2) / (W_events W_non-events)
     """
-    draws = np.random.default_rng(seed).integers(0, groups.max() + 1, size=(n_bootstrap, groups.max() + 1))
-    w = np.stack([np.bincount(d, minlength=groups.max() + 1) for d in draws])[:, groups].astype(float)
+    ids = sorted({str(g) for g in groups})  # patients are numbered in the text order of their ids
+    codes = np.array([ids.index(str(g)) for g in groups])
+    draws = np.random.default_rng(seed).integers(0, len(ids), size=(n_bootstrap, len(ids)))
+    w = np.stack([np.bincount(d, minlength=len(ids)) for d in draws])[:, codes].astype(float)
     pos, neg = y == 1, y == 0
     wins = (p[pos][:, None] > p[neg][None, :]) + 0.5 * (p[pos][:, None] == p[neg][None, :])
     num = np.einsum("bi,ij,bj->b", w[:, pos], wins, w[:, neg])
