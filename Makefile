@@ -57,7 +57,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_real_cohort.py
 
 # Mutation testing of the modules where a one-line bug hurts patients ([tool.mutmut] in pyproject.toml);
-# separate from `make test` (3,717 mutants in about 11 minutes on 2 cores). Fails below 85 %; docs/testing.md.
+# separate from `make test` (3,717 mutants in about 8 minutes on 2 cores). Fails below 85 %; docs/testing.md.
 mutation: setup
 	rm -rf mutants
 	$(BIN)/mutmut run --max-children 2 > mutants.log 2>&1 || (tail -c 2000 mutants.log; exit 1)
