@@ -16,6 +16,15 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from features import definitions
+from features.covariates import (
+    CovariateReference,
+    Harmonised,
+    default_covariate_tables,
+    fit_covariate_reference,
+    harmonise,
+    model_covariates,
+)
+from features.errors import FeatureError
 from features.landmarks import (
     LandmarkSpec,
     StaticEncoding,
@@ -36,6 +45,10 @@ class LandmarkFeaturizer(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
     (``"auto"`` or a list of codes), ``baseline_window_hours``, ``horizon_hours``, ``targets`` (name ->
     ``(event, min_grade)``), ``static_features`` (patients-table columns), ``min_coverage`` and
     ``min_patients`` (the ``"auto"`` rule), ``baseline_fallback_hours`` (the post-anchor baseline).
+    With ``harmonise_covariates`` (default; tables in ``features/tables``) the static features
+    ``tumor_burden``, ``dose`` and ``product`` are harmonised (:mod:`features.covariates`) against
+    ``covariate_reference`` when given (a trained model's), else against one learnt at ``fit``
+    (``covariate_reference_``, label-free).
 
     ``fit`` learns the analytes (``analytes_``; with ``"auto"`` chosen from the measurements by
     :func:`features.selection.choose_analytes`, never from labels; ``analyte_choice_`` holds every
@@ -60,6 +73,8 @@ class LandmarkFeaturizer(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
         min_coverage: float = 0.2,
         min_patients: int = 10,
         baseline_fallback_hours: float = 24.0,
+        harmonise_covariates: bool = True,
+        covariate_reference: CovariateReference | None = None,
     ):
         self.landmarks_hours = landmarks_hours
         self.analytes = analytes
@@ -70,6 +85,8 @@ class LandmarkFeaturizer(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
         self.min_coverage = min_coverage
         self.min_patients = min_patients
         self.baseline_fallback_hours = baseline_fallback_hours
+        self.harmonise_covariates = harmonise_covariates
+        self.covariate_reference = covariate_reference
 
     @classmethod
     def from_config(cls, config: Any) -> LandmarkFeaturizer:
@@ -101,9 +118,25 @@ class LandmarkFeaturizer(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
             baseline_window_hours=float(self.baseline_window_hours),
             horizon_hours=float(self.horizon_hours),
             targets=tuple(Target(name, event, int(grade)) for name, (event, grade) in (self.targets or {}).items()),
-            static_features=tuple(self.static_features),
+            static_features=tuple(self.model_static_features),
             baseline_fallback_hours=float(self.baseline_fallback_hours),
         )
+
+    @property
+    def model_static_features(self) -> list[str]:
+        """The model's static columns: ``static_features``, harmonised ones expanded when harmonising."""
+        if not self.harmonise_covariates:
+            return list(self.static_features)
+        return model_covariates(self.static_features)
+
+    def harmonise(self, patients: pd.DataFrame) -> Harmonised:
+        """The patients table with harmonised covariates (needs ``fit`` unless a reference was given)."""
+        if not self.harmonise_covariates:
+            return Harmonised(patients, pd.DataFrame(columns=["patient_id", "covariate", "reason"]))
+        reference = self.covariate_reference or getattr(self, "covariate_reference_", None)
+        if reference is None:
+            raise ValueError("LandmarkFeaturizer is not fitted; call fit first")
+        return harmonise(patients, list(self.static_features), default_covariate_tables(), reference)
 
     def _choose(self, tables: Mapping[str, pd.DataFrame | None]) -> pd.DataFrame | None:
         if self.auto and self.analytes != "auto":
@@ -139,13 +172,22 @@ class LandmarkFeaturizer(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
         tables = self._tables(X, patients=patients, events=events, treatments=treatments)
         if tables.get("patients") is None:
             raise ValueError("LandmarkFeaturizer.fit needs the patients table")
+        patients = tables["patients"]
+        absent = [c for c in self.static_features if c not in patients.columns]
+        if absent:
+            raise FeatureError(f"static_features: column '{absent[0]}' is not in the patients table "
+                               f"(columns: {', '.join(map(str, patients.columns))})")
+        if self.harmonise_covariates:
+            self.covariate_reference_ = self.covariate_reference or fit_covariate_reference(
+                patients, default_covariate_tables())
         self.analyte_choice_: pd.DataFrame | None = self._choose(tables)
         if self.auto:
             self.analytes_: list[str] = list(self.analyte_choice_.loc[self.analyte_choice_["used"], "analyte"])
         else:
             self.analytes_ = list(dict.fromkeys(a.strip().upper() for a in self.analytes))
         spec = self.spec()
-        self.static_encoding_: StaticEncoding = learn_static_encoding(tables["patients"], spec.static_features)
+        self.static_encoding_: StaticEncoding = learn_static_encoding(
+            self.harmonise(patients).patients, spec.static_features)
         self.feature_names_out_ = list(
             definitions.feature_table(spec.analytes, spec.static_features, units={})["name"]
         )
@@ -163,6 +205,8 @@ class LandmarkFeaturizer(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
         if not hasattr(self, "static_encoding_"):
             raise ValueError("LandmarkFeaturizer is not fitted; call fit first")
         tables = self._tables(X, patients=patients, events=events, treatments=treatments)
+        if self.harmonise_covariates and tables.get("patients") is not None:
+            tables["patients"] = self.harmonise(tables["patients"]).patients
         return landmark_matrix(tables, self.spec(), self.static_encoding_)
 
     def fit_transform(self, X: pd.DataFrame | Tables, y: Any = None, **tables: pd.DataFrame | None) -> pd.DataFrame:

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from features import feature_table
+from features.covariates import model_covariates
 from pipeline import tracking
 from pipeline.config import Config
 from pipeline.contracts import LANDMARK_HOURS, PATIENT_ID, shap_column, shap_features
@@ -68,7 +69,7 @@ def shap_matrix(frame: pd.DataFrame) -> tuple[list[str], np.ndarray]:
 
 def feature_definitions(config: Config, analytes: list[str]) -> pd.DataFrame:
     """features.feature_table for the model's analytes (units from the analyte registry), indexed by name."""
-    return feature_table(analytes, config.static_features, load_registry().canonical_units).set_index("name")
+    return feature_table(analytes, model_covariates(config.static_features), load_registry().canonical_units).set_index("name")
 
 
 def summary_table(frame: pd.DataFrame, config: Config, analytes: list[str]) -> pd.DataFrame:

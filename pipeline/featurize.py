@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from features import SUMMARIES, LandmarkFeaturizer, feature_table
+from features.covariates import model_covariates
 from features.definitions import analyte_feature_name
 from pipeline import contracts
 from pipeline.config import Config, landmark_key
@@ -26,6 +27,8 @@ REQUIRED_TABLES = ("patients", "measurements", "events")
 OPTIONAL_TABLES = ("treatments",)
 #: ``frame.attrs`` key holding the analytes the landmark table was built on.
 ANALYTES_ATTR = "analytes"
+#: ``frame.attrs`` key holding the covariate reference (tumour-burden scales) it was built with.
+REFERENCE_ATTR = "covariate_reference"
 
 
 def featurize(config: Config, tables: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, LandmarkFeaturizer]:
@@ -33,6 +36,7 @@ def featurize(config: Config, tables: dict[str, pd.DataFrame]) -> tuple[pd.DataF
     featurizer = LandmarkFeaturizer.from_config(config).fit(tables)
     frame = featurizer.transform(tables)
     frame.attrs[ANALYTES_ATTR] = list(featurizer.analytes_)
+    frame.attrs[REFERENCE_ATTR] = featurizer.covariate_reference_.to_json()
     return frame, featurizer
 
 
@@ -51,8 +55,8 @@ def describe_features(config: Config, analytes: list[str] | None = None) -> pd.D
     if analytes is None and not isinstance(config.featurize.analytes, str):
         analytes = list(config.featurize.analytes)
     if analytes is not None:
-        return feature_table(analytes, config.static_features, units)
-    table = feature_table([], config.static_features, units)
+        return feature_table(analytes, model_covariates(config.static_features), units)
+    table = feature_table([], model_covariates(config.static_features), units)
     placeholder = pd.DataFrame([
         {"name": f"<analyte>__{s.name}", "analyte": "<analyte>", "summary": s.name,
          "description": s.description.format(analyte="<analyte>"), "unit": s.unit.format(unit="analyte unit")}

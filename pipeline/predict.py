@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.covariates import model_covariates, source_columns
 from pipeline.adapters.dialect import read_options
 from pipeline.adapters.frames import frames_to_raw, read_new_cohort
 from pipeline.config import DEFAULT_PARAMS, Config, load_config
@@ -98,7 +99,7 @@ class Scorer:
         patient = dict(patient)
         pid = str(patient.setdefault("patient_id", "patient"))
         # Only the covariates the model uses (and the anchor): every extra column costs ingest time.
-        needed = {"patient_id", "anchor_time", *self.setup.config.static_features}
+        needed = {"patient_id", "anchor_time", *source_columns(self.setup.config.static_features)}
         patient = {k: v for k, v in patient.items() if k in needed}
         tables: dict[str, pd.DataFrame | None] = {"patients": pd.DataFrame([patient])}
         for name, frame in (("measurements", measurements), ("treatments", treatments), ("events", events)):
@@ -108,7 +109,7 @@ class Scorer:
         preds = result.predictions[result.predictions["patient_id"] == pid]
         n = n_drivers or self.setup.config.report.top_drivers
         cfg = self.setup.config
-        descriptions = feature_descriptions(tuple(self.setup.analytes), tuple(cfg.static_features))
+        descriptions = feature_descriptions(tuple(self.setup.analytes), tuple(model_covariates(cfg.static_features)))
         drivers: dict[str, pd.DataFrame] = {}
         rows = np.flatnonzero(result.landmarks["patient_id"].astype(str).to_numpy() == pid)
         for target, s in result.scores.items():
@@ -273,6 +274,8 @@ def main(
         f"{int((p['message'] != '').groupby(p['patient_id']).any().sum())} with messages, {n_pages} pages "
         f"-> {out}/ ({time.perf_counter() - started:.1f} s)"
     )
+    for warning in result.warnings:
+        print(f"predict: warning: {warning}")
     return result
 
 

@@ -163,6 +163,7 @@ def main(config: Config) -> None:
     C.check_frame(landmarks, C.LANDMARKS, paths.landmarks, "crs featurize")
     provenance = {
         "analytes": trained_analytes(landmarks, config),
+        "covariate_reference": landmarks.attrs.get("covariate_reference"),
         "data_path": str(paths.landmarks),
         "data_sha256": sha256_file(paths.landmarks),
         "cohort_path": str(config.cohort.path),

@@ -86,6 +86,8 @@ MEASUREMENT_FIELDS = ("time", "analyte", "value", "unit")
 TREATMENT_FIELDS = {"time": "time", "drug": "drug", "dose": "dose", "dose_unit": "unit"}
 EVENT_FIELDS = ("time", "event", "grade")
 RESERVED_COLUMNS = frozenset({"patient_id", *MEASUREMENT_FIELDS, *TREATMENT_FIELDS, *EVENT_FIELDS})
+#: Patients-table columns whose names are treatment fields in the combined table travel renamed there.
+COMBINED_PATIENT_COLUMNS = {"dose": "cart_dose", "dose_unit": "cart_dose_unit"}
 
 
 def _combined_patients(text: pd.DataFrame) -> pd.DataFrame:
@@ -104,6 +106,7 @@ def _combined_patients(text: pd.DataFrame) -> pd.DataFrame:
         patients = pd.concat([agreed, patients[patients["patient_id"].isin(conflicting.index[conflicting])]])
     else:
         patients = patients.drop_duplicates("patient_id")
+    patients = patients.rename(columns={v: k for k, v in COMBINED_PATIENT_COLUMNS.items()})
     return patients.astype(object).where(patients.notna(), None)
 
 
@@ -113,7 +116,7 @@ def combined_to_raw(frame: pd.DataFrame) -> dict[str, RawTable]:
     A row is a measurement when any of ``analyte``/``value``/``unit`` is filled, a treatment when ``drug``
     is filled, an event when ``event`` is filled (it may be several, or none: a covariates-only row).
     Every other column (``anchor_time``, ``age``, ``product``...) is a patient covariate repeated on the
-    patient's rows; a patient whose rows disagree on a covariate is quarantined by ingestion as a
+    patient's rows (the CAR-T dose as ``cart_dose`` / ``cart_dose_unit``: ``dose`` is a treatment's); a patient whose rows disagree on a covariate is quarantined by ingestion as a
     ``conflicting_duplicate`` patient, and gets a message instead of a risk.
     """
     if "patient_id" not in frame.columns:
@@ -161,7 +164,7 @@ def raw_to_combined(raw: Mapping[str, RawTable], patient_ids: Sequence[str] | No
     if patient_ids is not None:
         keep = set(patient_ids)
         frames = {name: f[f["patient_id"].isin(keep)] for name, f in frames.items()}
-    patients = frames["patients"].drop_duplicates("patient_id")
+    patients = frames["patients"].drop_duplicates("patient_id").rename(columns=COMBINED_PATIENT_COLUMNS)
     parts = [frames["measurements"][["patient_id", *MEASUREMENT_FIELDS]]]
     if "treatments" in frames:
         t = frames["treatments"]
@@ -183,6 +186,7 @@ def raw_to_combined(raw: Mapping[str, RawTable], patient_ids: Sequence[str] | No
 
 
 __all__ = [
+    "COMBINED_PATIENT_COLUMNS",
     "EVENT_FIELDS",
     "MEASUREMENT_FIELDS",
     "RESERVED_COLUMNS",

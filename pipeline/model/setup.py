@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from features import LandmarkFeaturizer
+from features.covariates import CovariateReference
 from features.definitions import feature_stem
 from pipeline.config import Config, landmark_key, parse_config
 from pipeline.errors import UserError
@@ -40,6 +41,15 @@ def model_analytes(bundle: ModelBundle, config: Config) -> list[str]:
         return list(config.featurize.analytes)
     raise UserError(f"{bundle.directory}: the model does not record its analytes (trained by an older version); "
                     "retrain, or set featurize.analytes to the list it was trained with")
+
+
+def model_covariate_reference(bundle: ModelBundle) -> CovariateReference | None:
+    """The covariate reference a model was trained with (None: trained before harmonisation existed,
+    so its covariates are used as the cohort gives them)."""
+    for model in bundle.targets.values():
+        if "covariate_reference" in model.metadata:
+            return CovariateReference.from_json(model.metadata["covariate_reference"])
+    return None
 
 
 def scoring_config(config: Config) -> dict[str, Any]:
@@ -87,6 +97,8 @@ class ScoringSetup:
         trained = sorted({float(h) for t in self.bundle.targets.values() for h in t.metadata.get("landmarks_hours", [])})
         self.trained_landmarks: list[float] = trained or list(self.config.landmarks_hours)
         self.per_landmark = any("all" not in t.models for t in self.bundle.targets.values())
+        #: Fixed at training; None for a model trained without harmonised covariates.
+        self.covariate_reference = model_covariate_reference(self.bundle)
         self._featurizers: dict[tuple[float, ...], Any] = {}
         self._checked = False
 
@@ -95,6 +107,10 @@ class ScoringSetup:
         if key not in self._featurizers:
             fz = LandmarkFeaturizer.from_config(self.config)
             fz.set_params(landmarks_hours=list(key), analytes=list(self.analytes))
+            if self.covariate_reference is not None:
+                fz.set_params(covariate_reference=self.covariate_reference)
+            else:  # trained before harmonisation: its static columns are the cohort's own
+                fz.set_params(harmonise_covariates=False)
             self._featurizers[key] = fz
         return self._featurizers[key]
 

@@ -32,6 +32,7 @@ from pipeline.ingestion import (
 )
 from pipeline.model import Scores, ScoringSetup
 from pipeline.registry import load_registry
+from pipeline.scoring.covariates import annotate_unrecognised, check_covariates
 from pipeline.scoring.messages import patient_universe, quarantine_messages
 
 PREDICTION_COLUMNS = ["patient_id", "target", "landmark_hours", "probability", "band", "message"]
@@ -51,6 +52,8 @@ class PredictResult:
     messages: dict[str, list[str]] = field(default_factory=dict)
     #: Per target, the model matrix of ``landmarks`` (feature order of that target's model).
     matrices: dict[str, np.ndarray] = field(default_factory=dict)
+    #: Per-run warnings (covariate columns the cohort lacks, patients scored without some covariates).
+    warnings: list[str] = field(default_factory=list)
 
 
 def _hour_range(measurements: pd.DataFrame, patient_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -219,10 +222,15 @@ def score_cohort(
     before it) and score every target. Pure: nothing is read or written."""
     setup.validate_at(at_hours)
     result = _ingest(raw, with_report)
-    tables = result.tables
+    covariates = check_covariates(result.tables["patients"], setup, list(setup.config.landmarks_hours))
+    tables = {**result.tables, "patients": covariates.patients}
     patient_ids = patient_universe(result, raw)
     accepted = set(tables["patients"][C.PATIENT_ID].astype(str))
     messages = quarantine_messages(result, str(raw[PATIENTS.name].path))
+    for pid in accepted:
+        note = covariates.message(pid)
+        if note:
+            messages.setdefault(pid, []).append(note)
     first_hour, latest_hour = _hour_range(tables["measurements"], patient_ids)
     chosen = pd.Series(choose_landmarks(latest_hour, setup.config.landmarks_hours, at_hours), index=patient_ids)
     scored_ids = [p for p in patient_ids if p in accepted and not math.isnan(chosen[p])]
@@ -230,4 +238,5 @@ def score_cohort(
     cov = _coverage(frame, pd.Series(first_hour, index=patient_ids), setup)
     scores, matrices = _score_targets(frame, setup, cov.scoreable, with_shap)
     predictions = _prediction_rows(frame, setup, patient_ids, accepted, chosen, cov, scores, messages)
-    return PredictResult(predictions, frame, scores, result, messages, matrices)
+    frame = annotate_unrecognised(frame, setup)
+    return PredictResult(predictions, frame, scores, result, messages, matrices, covariates.run_warnings())

@@ -38,7 +38,9 @@ from typing import Any
 import pandas as pd
 
 from features import feature_table
+from features.covariates import model_covariates, source_columns
 from pipeline import tracking
+from pipeline.adapters.frames import COMBINED_PATIENT_COLUMNS
 from pipeline.config import Config
 from pipeline.errors import UserError
 from pipeline.model import (
@@ -192,7 +194,7 @@ def _signature(config: Config):
     # Values may arrive as numbers or as text (censored "<1.5", timestamps): ingest parses either.
     columns = [ColSpec("string", "patient_id")]
     optional = ["time", "analyte", "value", "unit", "drug", "dose", "dose_unit", "event", "grade", "anchor_time",
-                *config.static_features]
+                *(COMBINED_PATIENT_COLUMNS.get(c, c) for c in source_columns(config.static_features))]
     columns += [ColSpec(AnyType(), name, required=False) for name in dict.fromkeys(optional)]
     outputs = Schema([
         ColSpec("string", "patient_id"),
@@ -206,14 +208,20 @@ def _signature(config: Config):
     return ModelSignature(inputs=Schema(columns), outputs=outputs, params=params)
 
 
+#: Example covariates with units (the rest: the first trained category or a neutral number).
+_EXAMPLE_COVARIATES = {"tumor_burden": "35", "tumor_burden_unit": "SPD cm2", "dose": "2.0e6", "dose_unit": "cells/kg",
+                       "disease": "LBCL", "product": "axi-cel"}
+
+
 def input_example(config: Config, features: list[dict[str, Any]]) -> pd.DataFrame:
     """One synthetic patient (no real data): IL-6 and CRP before and after infusion, covariates set to
     the first trained category or a neutral number."""
     covariates: dict[str, Any] = {}
     by_name = {f["name"]: f for f in features}
-    for name in config.static_features:
+    for name in source_columns(config.static_features):
         spec = by_name.get(name, {})
-        covariates[name] = (spec.get("categories") or [None])[0] if spec.get("dtype") == "category" else "1"
+        value = (spec.get("categories") or [None])[0] if spec.get("dtype") == "category" else "1"
+        covariates[COMBINED_PATIENT_COLUMNS.get(name, name)] = _EXAMPLE_COVARIATES.get(name, value)
     rows = [
         ("-24", "IL6", "4.2", "pg/mL"), ("-24", "CRP", "<3", "mg/L"),
         ("20", "IL-6", "85", "pg/mL"), ("20", "CRP", "4.1", "mg/dL"),
@@ -304,7 +312,8 @@ def bundle_manifest(artifacts: Mapping[str, str]) -> bytes:
 def unscoreable_features(config: Config, models_dir: str | Path) -> list[str]:
     """Model features that featurize does not produce under ``config`` (e.g. a model trained on a
     hand-made landmark table): such a model cannot score raw records, so it is not registered."""
-    produced = set(feature_table(model_analytes(load_bundle(models_dir), config), config.static_features, units={})["name"])
+    produced = set(feature_table(model_analytes(load_bundle(models_dir), config), model_covariates(config.static_features),
+                                 units={})["name"])
     missing: set[str] = set()
     for path in Path(models_dir).glob(f"*/{FEATURES_FILE}"):
         missing |= {f["name"] for f in json.loads(path.read_text())["features"]} - produced

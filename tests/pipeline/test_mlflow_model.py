@@ -194,7 +194,7 @@ def test_only_scoreable_models_are_registered(registered):
     # A bundle whose features featurize cannot produce (hand-made landmark tables) is not registered.
     assert unscoreable_features(registered["config"], registered["models"]) == []
     other = registered["config"].model_copy(update={"static_features": []})
-    assert unscoreable_features(other, registered["models"]) == ["age", "product"]
+    assert unscoreable_features(other, registered["models"]) == ["age", "costim", "product", "target_antigen"]
     assert json.loads((registered["models"] / "crs_severe" / "features.json").read_text())["features"]
 
 

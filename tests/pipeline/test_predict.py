@@ -59,6 +59,7 @@ def build_bundle(root: Path, n_patients: int = 150, seed: int = 3) -> tuple[Conf
             "landmarks_hours": sorted(float(h) for h in rows["landmark_hours"].unique()),
             "models": {"all": entry},
             "analytes": list(landmarks.attrs["analytes"]),  # as crs train records them
+            "covariate_reference": landmarks.attrs["covariate_reference"],
         }
         (directory / "metadata.json").write_text(json.dumps(metadata))
     seal_models_dir(models)  # sha256 digests, as `crs train` writes them (loading checks them)
