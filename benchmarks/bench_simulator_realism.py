@@ -97,11 +97,14 @@ def fold_by_severity(cohort: Cohort, code: str) -> tuple[float, float]:
     return float(fold[severe].median()), float(fold[~severe].median())
 
 
-def peak_hours_from_onset(cohort: Cohort, code: str) -> float:
-    """Median hour of the observed day 0-14 peak minus the CRS onset, patients with CRS."""
+def peak_hours_from_onset(cohort: Cohort, code: str, untreated: bool = False) -> float:
+    """Median hour of the observed day 0-14 peak minus the CRS onset, patients with CRS (``untreated``:
+    only those never given tocilizumab or a steroid)."""
     m = cohort.measurements
     p = cohort.patients
     with_crs = p.index[p["crs"] >= 1]
+    if untreated:
+        with_crs = with_crs.difference(cohort.treatments["patient_id"].unique())
     d = m[(m["analyte"] == code) & (m["hours"] > 0) & (m["hours"] <= 336) & m["patient_id"].isin(with_crs)]
     at_max = d.loc[d.groupby("patient_id")["value"].idxmax()].set_index("patient_id")["hours"]
     return float((at_max - p["crs_onset_hours"].reindex(at_max.index)).median())
@@ -170,7 +173,7 @@ def treatment_by_site(cohort: Cohort) -> pd.DataFrame:
         "site": p["site"],
         "tocilizumab": toci.notna(),
         "early_tocilizumab": toci < grade2.fillna(np.inf),
-        "prophylactic_steroid": steroid < p["crs_onset_hours"].fillna(np.inf) - 24,
+        "prophylactic_steroid": steroid <= 0,  # before infusion: prophylaxis
         "reached_2": p["crs"] >= 2,
         "reached_3": p["crs"] >= 3,
     })
@@ -178,6 +181,23 @@ def treatment_by_site(cohort: Cohort) -> pd.DataFrame:
     reached = frame[frame["reached_2"]]
     out["ge3_given_ge2"] = reached.groupby("site")["reached_3"].mean()
     return out
+
+
+def treatment_effect(n_patients: int, seed: int) -> str:
+    """Grade >= 3 CRS reached under treatment vs untreated (the simulator's counterfactual, re-drawn with
+    the cohort's seed and draw order), overall and by site; empty for a simulator without it."""
+    from pipeline.simulation import calibration, patients, severity
+
+    if not hasattr(severity, "CourseDraws"):
+        return ""
+    rng = np.random.default_rng(seed)
+    drawn = patients.draw_patients(n_patients, rng)
+    outcomes = severity.draw_outcomes(drawn.arm, drawn.latents, drawn.course, calibration.calibration())
+    untreated, treated = outcomes.untreated_crs_grade >= 3, outcomes.crs_grade >= 3
+    by_site = pd.Series(treated[untreated]).groupby(drawn.site[untreated]).mean()
+    sites = ", ".join(f"SITE{k + 1:02d} {v:.0%}" for k, v in by_site.items())
+    return (f"grade >= 3 CRS: {untreated.mean():.1%} untreated -> {treated.mean():.1%} under treatment; "
+            f"share of untreated-severe patients still reaching grade 3, by site: {sites}")
 
 
 def incidence_table(cohort: Cohort) -> pd.DataFrame:
@@ -233,8 +253,9 @@ def _proxy_features(cohort: Cohort, label: pd.Series, landmark_hours: float, kin
     return frame
 
 
-def learnability(cohort: Cohort, landmark_hours: float, kinetic: bool = True) -> float:
-    """5-fold CV AUROC of gradient boosting on the proxy features (grade >= 3 CRS after L)."""
+def learnability(cohort: Cohort, landmark_hours: float, kinetic: bool = True) -> tuple[float, float]:
+    """5-fold CV AUROC of gradient boosting on the proxy features (grade >= 3 CRS after L): pooled, and
+    within arm (event-weighted mean over arms with >= 10 events: what a single-product cohort would see)."""
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
@@ -242,9 +263,13 @@ def learnability(cohort: Cohort, landmark_hours: float, kinetic: bool = True) ->
     features = _proxy_features(cohort, label, landmark_hours, kinetic)
     model = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, max_depth=3)
     folds = StratifiedKFold(5, shuffle=True, random_state=0)
-    predicted = cross_val_predict(model, features.to_numpy(float), label.to_numpy(), cv=folds,
-                                  method="predict_proba")[:, 1]
-    return float(roc_auc_score(label, predicted))
+    predicted = pd.Series(cross_val_predict(model, features.to_numpy(float), label.to_numpy(), cv=folds,
+                                            method="predict_proba")[:, 1], index=label.index)
+    arm = cohort.patients["product"].reindex(label.index) + "/" + cohort.patients["disease"].reindex(label.index)
+    within = [(label[arm == a].sum(), roc_auc_score(label[arm == a], predicted[arm == a]))
+              for a in arm.unique() if label[arm == a].sum() >= 10]
+    weights, aurocs = np.array(within).T
+    return float(roc_auc_score(label, predicted)), float(np.average(aurocs, weights=weights))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -265,8 +290,9 @@ def realism_rows(cohort: Cohort) -> list[tuple[str, str, str]]:
         rows.append((f"{code} peak / baseline, median, CRS >=3 vs others: {target}", sources[code],
                      f"{severe:.0f}x vs {other:.1f}x"))
     timing = ", ".join(f"{c} {peak_hours_from_onset(cohort, c):+.0f} h" for c in ("IFNG", "IL6", "CRP", "FERRITIN"))
+    untreated = ", ".join(f"{c} {peak_hours_from_onset(cohort, c, untreated=True):+.0f} h" for c in ("IL6", "CRP"))
     rows.append(("observed peak vs CRS onset: IL-6 around onset, CRP ~1 day later, ferritin later",
-                 "CLINICAL.md s. 7", timing))
+                 "CLINICAL.md s. 7", f"{timing} (never treated: {untreated})"))
     for label, days, published in (("at lymphodepletion (days -7..-5)", (-7, -5), "0.80"),
                                    ("day -1", (-1, -1), "0.73"), ("day +1", (1, 1), "0.75")):
         auc, n = m_easix_auroc(cohort, *days)
@@ -296,13 +322,15 @@ def main() -> None:
         print(f"| {target} | {source} | {measured} |")
     print("\nPer site (share of patients; grade >= 3 among those reaching grade 2):\n")
     print(treatment_by_site(cohort).round(2).to_markdown())
+    print("\n" + treatment_effect(args.patients, args.seed))
     print("\nIncidence, simulated / published (CLINICAL.md s. 6):\n")
     print(incidence_table(cohort).to_markdown(index=False))
     if args.proxy:
-        print("\nLearnability proxy (5-fold CV AUROC, grade >= 3 CRS after the landmark):")
+        print("\nLearnability proxy (5-fold CV AUROC, grade >= 3 CRS after the landmark; pooled / within arm):")
         for landmark in (24.0, 48.0, 72.0):
-            print(f"  {landmark:.0f} h: kinetic {learnability(cohort, landmark):.3f}, "
-                  f"baseline only {learnability(cohort, landmark, kinetic=False):.3f}")
+            kinetic, baseline = learnability(cohort, landmark), learnability(cohort, landmark, kinetic=False)
+            print(f"  {landmark:.0f} h: kinetic {kinetic[0]:.3f} / {kinetic[1]:.3f}, "
+                  f"baseline only {baseline[0]:.3f} / {baseline[1]:.3f}")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.simulation.analytes import N_ANALYTES, TEMP_INDEX, analyte_column
+from pipeline.simulation.analytes import N_ANALYTES, TEMP_INDEX, analyte_column, disease_baseline_log_ratio
 from pipeline.simulation.curves import expit, pulse, soft_cap
 from pipeline.simulation.patients import Patients
 from pipeline.simulation.sampling import Rows
@@ -38,6 +38,7 @@ def draw_marker_levels(patients: Patients, amplitude: np.ndarray, rng: np.random
     )
     log_baseline = (
         np.log(analyte_column("median"))[None, :]
+        + disease_baseline_log_ratio(patients.disease)
         + analyte_column("infl")[None, :] * patients.latents.inflammation_z[:, None]
         + analyte_column("burden")[None, :] * patients.latents.burden_z[:, None]
         + analyte_column("sd")[None, :] * rng.standard_normal((n_patients, N_ANALYTES))

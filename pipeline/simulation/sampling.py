@@ -1,4 +1,6 @@
-"""Sampling schedule: routine labs, research cytokine panels and ward vitals (never looks at outcomes)."""
+"""Sampling schedule: routine labs, research cytokine panels, ward vitals, and the extra draws a ward
+orders once a patient worries it (after the first fever, more after grade 2): only the observed past
+of the course decides an extra draw, and how often varies by site."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.simulation.analytes import ANALYTE_INDEX, TEMP_INDEX
+from pipeline.simulation.arms import site_attribute
 
 ROUTINE_PANEL = ["CRP", "FERRITIN", "LDH", "PLT", "CREAT", "ANC", "HGB", "DDIMER", "FIBRINOGEN"]
 ROUTINE_KEEP = np.array([0.95, 0.85, 0.90, 0.98, 0.97, 0.97, 0.98, 0.60, 0.65])  # ordered per draw
@@ -15,6 +18,16 @@ CYTOKINE_PANEL = ["IL6", "IFNG", "IL10", "IL8", "MCP1", "IL1RA", "SGP130"]
 CYTOKINE_DAYS = np.array([-5, 0, 1, 2, 3, 5, 7, 14, 21, 28])
 INPATIENT_DAYS = np.arange(-1, 15)  # temperature on the ward several times a day
 VITALS_CLOCK_HOURS = np.array([2.0, 6.0, 10.0, 14.0, 18.0, 22.0])
+# Extra draws while worried: 6-hourly slots over days 0-14, each kept with the site's worry_draws
+# chance times the factor for the highest grade whose onset lies within WORRY_HOURS before the slot.
+WORRY_HOURS = 72.0
+WORRY_CLOCK_HOURS = np.array([0.0, 6.0, 12.0, 18.0])
+WORRY_DAYS = np.arange(0, 15)
+WORRY_GRADE_FACTOR = np.array([0.0, 1.0, 2.0, 2.5, 2.5, 2.5])  # by grade 0..5
+WORRY_PANEL = ["CRP", "FERRITIN", "LDH", "PLT", "CREAT", "ANC", "HGB", "DDIMER", "FIBRINOGEN"]
+WORRY_KEEP = np.array([0.95, 0.70, 0.60, 0.90, 0.85, 0.85, 0.85, 0.50, 0.50])
+WORRY_CYTOKINE_SHARE = np.array([1.0, 0.5, 0.5, 0.3, 0.3, 0.3, 0.3])  # of site worry_cytokines, CYTOKINE_PANEL
+WORRY_VITALS_CLOCK_HOURS = np.array([0.0, 4.0, 8.0, 12.0, 16.0, 20.0])  # between the routine rounds
 
 
 @dataclass(frozen=True)
@@ -85,15 +98,56 @@ def _ward_vitals(anchor_clock_hours: np.ndarray, rng: np.random.Generator) -> _D
     return _Draws(patient, hours, np.full(patient.size, TEMP_INDEX))
 
 
-def draw_schedule(anchor_clock_minutes: np.ndarray, death_hours: np.ndarray, rng: np.random.Generator) -> Rows:
-    """Every scheduled measurement row, dropping those after death (the only outcome the schedule sees)."""
+def worry_grade(hours: np.ndarray, crs_grade_hours: np.ndarray) -> np.ndarray:
+    """(n, slots) highest CRS grade whose onset lies in (hours - WORRY_HOURS, hours]: the observed past only."""
+    onset = crs_grade_hours[:, None, :]  # (n, 1, 5)
+    recent = (onset <= hours[:, :, None]) & (onset > hours[:, :, None] - WORRY_HOURS)
+    return np.where(recent, np.arange(1, 6)[None, None, :], 0).max(axis=2)
+
+
+def _worry_draws(anchor_clock_hours: np.ndarray, crs_grade_hours: np.ndarray, site: np.ndarray,
+                 rng: np.random.Generator) -> tuple[_Draws, _Draws]:
+    """Extra labs (and cytokines where the site has them) and extra temperatures while worried."""
+    n_patients = anchor_clock_hours.size
+    slot_clock = (WORRY_DAYS[:, None] * 24.0 + WORRY_CLOCK_HOURS[None, :]).ravel()
+    slot_hours = slot_clock[None, :] + rng.uniform(-1.0, 1.0, (n_patients, slot_clock.size)) - anchor_clock_hours[:, None]
+    level = worry_grade(slot_hours, crs_grade_hours)
+    chance = np.minimum(site_attribute("worry_draws")[site][:, None] * WORRY_GRADE_FACTOR[level], 1.0)
+    drawn = rng.random(slot_hours.shape) < chance
+    keep = np.concatenate([np.broadcast_to(WORRY_KEEP, (n_patients, WORRY_KEEP.size)),
+                           site_attribute("worry_cytokines")[site][:, None] * WORRY_CYTOKINE_SHARE[None, :]], axis=1)
+    codes = np.array([ANALYTE_INDEX[c] for c in WORRY_PANEL + CYTOKINE_PANEL])
+    ordered = drawn[:, :, None] & (rng.random((*slot_hours.shape, codes.size)) < keep[:, None, :])
+    patient, slot, test = np.nonzero(ordered)
+    labs = _Draws(patient, slot_hours[patient, slot], codes[test])
+    vitals_clock = (INPATIENT_DAYS[INPATIENT_DAYS >= 0][:, None] * 24.0 + WORRY_VITALS_CLOCK_HOURS[None, :]).ravel()
+    vitals_hours = (vitals_clock[None, :] + np.clip(0.5 * rng.standard_normal((n_patients, vitals_clock.size)), -1, 1)
+                    - anchor_clock_hours[:, None])
+    taken = (worry_grade(vitals_hours, crs_grade_hours) > 0) & (rng.random(vitals_hours.shape) < 0.8)
+    temp_patient, temp_slot = np.nonzero(taken)
+    temps = _Draws(temp_patient, vitals_hours[temp_patient, temp_slot], np.full(temp_patient.size, TEMP_INDEX))
+    return labs, temps
+
+
+def _unique_rows(patient: np.ndarray, minutes: np.ndarray, analyte: np.ndarray) -> np.ndarray:
+    """Indexes of the first row of each (patient, minute, analyte), in the original order."""
+    key = (patient << 40) + ((minutes - minutes.min()) << 6) + analyte
+    _, first = np.unique(key, return_index=True)
+    return np.sort(first)
+
+
+def draw_schedule(anchor_clock_minutes: np.ndarray, crs_grade_hours: np.ndarray, death_hours: np.ndarray,
+                  site: np.ndarray, rng: np.random.Generator) -> Rows:
+    """Every measurement row: the routine schedule plus the worry draws (which see only the observed
+    past of the CRS course), none after death; one row per patient, minute and analyte."""
     anchor_clock_hours = anchor_clock_minutes / 60.0
     labs, outpatient_temps = _routine_visits(anchor_clock_hours, rng)
-    blocks = (labs, outpatient_temps, _cytokine_panels(anchor_clock_hours, rng), _ward_vitals(anchor_clock_hours, rng))
+    blocks = (labs, outpatient_temps, _cytokine_panels(anchor_clock_hours, rng), _ward_vitals(anchor_clock_hours, rng),
+              *_worry_draws(anchor_clock_hours, crs_grade_hours, site, rng))
     patient = np.concatenate([b.patient for b in blocks]).astype(np.int64)
     hours = np.concatenate([b.hours for b in blocks])
     analyte = np.concatenate([b.analyte for b in blocks]).astype(np.int64)
     minutes = np.round(hours * 60).astype(np.int64)
     alive = minutes < np.where(np.isfinite(death_hours), death_hours * 60, np.inf)[patient]
-    minutes = minutes[alive]
-    return Rows(patient=patient[alive], analyte=analyte[alive], minutes=minutes, hours=minutes / 60.0)
+    kept = np.flatnonzero(alive)[_unique_rows(patient[alive], minutes[alive], analyte[alive])]
+    return Rows(patient=patient[kept], analyte=analyte[kept], minutes=minutes[kept], hours=minutes[kept] / 60.0)

@@ -1,27 +1,30 @@
-"""Latent severity: risk factors, the CRS / ICANS liabilities, their calibration and the grade courses.
+"""Latent severity: risk factors, the CRS / ICANS liabilities and the grade courses under treatment.
 
-One latent liability per patient, ``S = X·beta + drive + e_S``; CRS and ICANS grades are ordinal cuts
-of ``S`` (ICANS: a correlated liability) with per-arm thresholds calibrated once, on a fixed
-reference sample, to the published incidences.
+One latent liability per patient, ``S = X·beta + drive + e_S``; the untreated CRS and ICANS grades are
+ordinal cuts of ``S`` (ICANS: a correlated liability) with per-arm thresholds calibrated once, on a
+fixed reference sample, to the published incidences (``calibration``). Treatment given before a later
+grade step may stop it (``policy``), so the grade a patient reaches is min(untreated, limit).
 """
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.simulation.arms import ARMS, N_ARMS, Arm
+from pipeline.simulation.arms import ARMS, SITE_WEIGHTS, arm_attribute, site_attribute
+from pipeline.simulation.policy import BLOCK_TOCILIZUMAB, N_DELAYS, first_dose_hours, progression_limit
 
-# Severity liability weights (per SD of each risk factor; noise terms have the SDs below).
-B_BURDEN = 0.35
-B_INFL = 0.25
+# Severity liability weights (per SD of each risk factor; noise terms have the SDs below). Baseline
+# tumour burden and inflammation carry a large share, so that baseline scores (m-EASIX) discriminate
+# about as published (Pennisi 2021: AUROC 0.73-0.80).
+B_BURDEN = 0.50
+B_INFL = 0.60
 B_LOG_DOSE = 1.2
 B_LD = np.array([0.30, 0.10, -0.20])  # flu_cy, bendamustine, none
 RHO_BURDEN_INFL = 0.35  # bulky disease comes with more baseline inflammation
-SD_DRIVE = 1.1  # CAR-T expansion: unobserved at baseline, revealed by the early cytokine rise
-SD_SEVERITY_NOISE = 0.75  # host susceptibility the markers never see (keeps AUROC < 0.9)
+SD_DRIVE = 0.90  # CAR-T expansion: unobserved at baseline, revealed by the early cytokine rise
+SD_SEVERITY_NOISE = 0.50  # host susceptibility the markers never see (keeps AUROC < 0.9)
 AMP_AT_GE3_CUT = 1.0  # marker amplitude of a patient right at the grade-3 threshold
 SD_MARKER_NOISE = 0.45  # marker amplitude noise relative to the liability (wide grade overlap)
 RHO_ICANS = 0.60  # ICANS liability correlates with CRS severity
@@ -31,26 +34,18 @@ SEVERE_EARLIER = 0.45
 MIN_T_MID_HOURS = 8.0
 FEVER_LAG_MEDIAN_HOURS = 8.0  # first fever this long after the IL-6 half-rise (median)
 GRADE_GAP_MEDIAN_HOURS = 8.0  # median time between successive grade changes
+DEATH_GAP_MEDIAN_HOURS = 96.0  # death (grade 5) comes days after grade 4, not hours
 ICANS_AFTER_CRS_MEDIAN_HOURS = 60.0
-ONSET_TARGET_OFFSET_DAYS = 0.25  # aim the continuous median a quarter day past the published day
 DOSE_LOG_SD = 0.18
-
-# Grade distribution given the published any / >=3 figures (not published per grade: assumptions).
-CRS_GE2_SHARE = 0.40  # P(>=2) = P(>=3) + share * (P(any) - P(>=3))
-CRS_GE4_OF_GE3 = 0.25
-CRS_G5_OF_GE3 = 0.04
-ICANS_GE2_SHARE = 0.45
-ICANS_GE4_OF_GE3 = 0.20
-ICANS_G5_OF_GE3 = 0.02
 
 
 @dataclass(frozen=True)
 class Latents:
     """Per-patient risk factors and noise terms (one array entry per patient)."""
 
-    burden_z: np.ndarray  # tumour burden, SD units (written as tumor_burden_std)
+    burden_z: np.ndarray  # tumour burden, SD units (never written: the noisy measure is)
     inflammation_z: np.ndarray  # baseline inflammation, SD units (never written)
-    dose_rel: np.ndarray  # CAR-T dose relative to the label dose
+    dose_rel: np.ndarray  # CAR-T dose relative to the product's reference dose
     lymphodepletion: np.ndarray  # index into LD_NAMES
     expansion_drive: np.ndarray  # unobserved CAR-T expansion
     severity_noise: np.ndarray  # e_S: host susceptibility the markers never see
@@ -58,6 +53,20 @@ class Latents:
     icans_z: np.ndarray  # ICANS-specific liability noise
     onset_timing_z: np.ndarray  # spread of the IL-6 half-rise time
     fever_lag_hours: np.ndarray  # first fever after the IL-6 half-rise
+
+
+@dataclass(frozen=True)
+class CourseDraws:
+    """Per-patient site, treatment habits and the random timing of the grade course (before any outcome)."""
+
+    site: np.ndarray  # index into SITES
+    prophylaxis: np.ndarray  # bool: prophylactic dexamethasone (site habit, CD28 products)
+    early_tocilizumab: np.ndarray  # bool: tocilizumab at grade 1 (site habit)
+    crs_gap_hours: np.ndarray  # (n, 4) between CRS grade onsets 1->2 .. 4->5
+    icans_gap_hours: np.ndarray  # (n, 4)
+    icans_lag_hours: np.ndarray  # first ICANS after the CRS onset (virtual onset without CRS)
+    delay_uniform: np.ndarray  # (n, N_DELAYS) dosing delays
+    block_uniform: np.ndarray  # (n, 2, 5) CRS / ICANS: step k stopped if below its stop probability
 
 
 def draw_latents(arm: np.ndarray, rng: np.random.Generator) -> Latents:
@@ -79,6 +88,29 @@ def draw_latents(arm: np.ndarray, rng: np.random.Generator) -> Latents:
                    marker_noise_z, icans_z, onset_timing_z, fever_lag_hours)
 
 
+def _gap_hours(n_patients: int, rng: np.random.Generator) -> np.ndarray:
+    """(n, 4) hours between successive grade onsets; death days after grade 4."""
+    gaps_hours = np.maximum(GRADE_GAP_MEDIAN_HOURS * np.exp(0.7 * rng.standard_normal((n_patients, 4))), 1.0)
+    gaps_hours[:, 3] = DEATH_GAP_MEDIAN_HOURS * np.exp(0.4 * rng.standard_normal(n_patients))
+    return gaps_hours
+
+
+def draw_course(arm: np.ndarray, rng: np.random.Generator) -> CourseDraws:
+    """Site and its habits, then the course timing terms; shared by the cohort and the reference sample."""
+    n_patients = arm.size
+    site = rng.choice(SITE_WEIGHTS.size, size=n_patients, p=SITE_WEIGHTS)
+    cd28 = arm_attribute("costim")[arm] == "CD28"
+    prophylaxis = cd28 & (rng.random(n_patients) < site_attribute("prophylaxis")[site])
+    early_tocilizumab = rng.random(n_patients) < site_attribute("early_tocilizumab")[site]
+    crs_gap_hours = _gap_hours(n_patients, rng)
+    icans_gap_hours = _gap_hours(n_patients, rng)
+    icans_lag_hours = ICANS_AFTER_CRS_MEDIAN_HOURS * np.exp(0.5 * rng.standard_normal(n_patients))
+    delay_uniform = rng.random((n_patients, N_DELAYS))
+    block_uniform = rng.random((n_patients, 2, 5))
+    return CourseDraws(site, prophylaxis, early_tocilizumab, crs_gap_hours, icans_gap_hours, icans_lag_hours,
+                       delay_uniform, block_uniform)
+
+
 def risk_score(latents: Latents) -> np.ndarray:
     """X·beta: the part of the severity liability carried by observable risk factors."""
     return (
@@ -87,6 +119,15 @@ def risk_score(latents: Latents) -> np.ndarray:
         + B_LOG_DOSE * np.log(latents.dose_rel)
         + B_LD[latents.lymphodepletion]
     )
+
+
+def crs_liability(latents: Latents) -> np.ndarray:
+    return risk_score(latents) + latents.expansion_drive + latents.severity_noise
+
+
+def icans_liability(liability_std: np.ndarray, latents: Latents) -> np.ndarray:
+    """ICANS liability from the arm-standardised CRS liability and ICANS-specific noise."""
+    return RHO_ICANS * liability_std + np.sqrt(1 - RHO_ICANS**2) * latents.icans_z
 
 
 def marker_amplitude(visible: np.ndarray, marker_noise_z: np.ndarray, cut_ge3: np.ndarray | float,
@@ -100,68 +141,40 @@ def marker_amplitude(visible: np.ndarray, marker_noise_z: np.ndarray, cut_ge3: n
     return (visible - cut_ge3) / liability_sd + AMP_AT_GE3_CUT + SD_MARKER_NOISE * marker_noise_z
 
 
-def ordinal_probs(any_: float, ge3: float, ge2_share: float, ge4_of_ge3: float, g5_of_ge3: float) -> np.ndarray:
-    """P(grade >= k) for k = 1..5."""
-    ge2 = ge3 + ge2_share * (any_ - ge3)
-    return np.array([any_, ge2, ge3, ge4_of_ge3 * ge3, g5_of_ge3 * ge3])
-
-
-def _onset_timing_shape(latents: Latents, amplitude: np.ndarray) -> np.ndarray:
+def onset_timing_shape(latents: Latents, amplitude: np.ndarray) -> np.ndarray:
     """log IL-6 half-rise time minus its arm location: random spread, severe cases earlier."""
     return SD_T_MID * latents.onset_timing_z - SEVERE_EARLIER * np.clip(amplitude, -2, 3)
 
 
-# ------------------------------------------------------------------------------------------------
-# Calibration (a fixed reference sample, independent of the seed)
-# ------------------------------------------------------------------------------------------------
+def path_hours(first_hours: np.ndarray, gap_hours: np.ndarray) -> np.ndarray:
+    """(n, 5) onset of grade 1..5 along the full course (as if every grade were reached)."""
+    return first_hours[:, None] + np.concatenate(
+        [np.zeros((first_hours.size, 1)), np.cumsum(gap_hours, axis=1)], axis=1)
 
 
-@dataclass(frozen=True)
-class Calibration:
-    crs_cut: np.ndarray  # (arms, 5) liability thresholds for grade >= k
-    icans_cut: np.ndarray  # (arms, 5)
-    liability_mean: np.ndarray  # (arms,)
-    liability_sd: np.ndarray  # (arms,)
-    log_t_mid: np.ndarray  # (arms,) mu of log IL-6 half-rise time (hours)
+def reached(path: np.ndarray, grade: np.ndarray) -> np.ndarray:
+    """The path's onsets up to each patient's grade, inf beyond."""
+    return np.where(np.arange(1, 6)[None, :] <= grade[:, None], path, np.inf)
 
 
-def _median_onset_location(arm: Arm, latents: Latents, shape: np.ndarray, has_crs: np.ndarray) -> float:
-    """mu of log t_mid that puts the median CRS onset (among patients with CRS) on the target day."""
-    target_hours = (arm.onset_day + ONSET_TARGET_OFFSET_DAYS) * 24
-    mu = np.log(target_hours)
-    for _ in range(12):  # fixed point on the median onset among patients with CRS
-        onset_hours = np.maximum(np.exp(mu + shape), MIN_T_MID_HOURS) + latents.fever_lag_hours
-        median_onset_hours = np.median(onset_hours[has_crs])
-        median_lag_hours = np.median(latents.fever_lag_hours[has_crs])
-        mu += np.log(max(target_hours - median_lag_hours, 1.0) / max(median_onset_hours - median_lag_hours, 1.0))
-    return mu
+def crs_limit(crs_path: np.ndarray, course: CourseDraws) -> np.ndarray:
+    """Highest CRS grade reachable under the CRS-triggered treatments and prophylaxis.
+
+    Only the order of doses and grade onsets matters, so a path shifted in time (the calibration uses
+    paths starting at 0) gives the same limit: prophylaxis starts before any possible onset.
+    """
+    no_icans = np.full_like(crs_path, np.inf)
+    first_toci, first_steroid = first_dose_hours(crs_path, no_icans, course.delay_uniform, course.prophylaxis,
+                                                 course.early_tocilizumab)
+    return progression_limit(crs_path, first_toci, first_steroid, course.block_uniform[:, 0], BLOCK_TOCILIZUMAB)
 
 
-@functools.cache
-def calibration(n_ref: int = 200_000) -> Calibration:
-    """Per-arm thresholds and onset location from a fixed reference sample (independent of the seed)."""
-    rng = np.random.default_rng(12345)
-    crs_cut = np.zeros((N_ARMS, 5))
-    icans_cut = np.zeros((N_ARMS, 5))
-    liability_mean = np.zeros(N_ARMS)
-    liability_sd = np.zeros(N_ARMS)
-    log_t_mid = np.zeros(N_ARMS)
-    for k, arm in enumerate(ARMS):  # 7 arms, not patients
-        latents = draw_latents(np.full(n_ref, k), rng)
-        risk = risk_score(latents)
-        liability = risk + latents.expansion_drive + latents.severity_noise
-        p_crs = ordinal_probs(arm.crs_any, arm.crs_ge3, CRS_GE2_SHARE, CRS_GE4_OF_GE3, CRS_G5_OF_GE3)
-        crs_cut[k] = np.quantile(liability, 1 - p_crs)
-        liability_mean[k], liability_sd[k] = liability.mean(), liability.std()
-        icans_liability = (RHO_ICANS * (liability - liability_mean[k]) / liability_sd[k]
-                           + np.sqrt(1 - RHO_ICANS**2) * latents.icans_z)
-        p_icans = ordinal_probs(arm.icans_any, arm.icans_ge3, ICANS_GE2_SHARE, ICANS_GE4_OF_GE3, ICANS_G5_OF_GE3)
-        icans_cut[k] = np.quantile(icans_liability, 1 - p_icans)
-        amplitude = marker_amplitude(risk + latents.expansion_drive, latents.marker_noise_z, crs_cut[k, 2],
-                                     liability_sd[k])
-        has_crs = liability > crs_cut[k, 0]
-        log_t_mid[k] = _median_onset_location(arm, latents, _onset_timing_shape(latents, amplitude), has_crs)
-    return Calibration(crs_cut, icans_cut, liability_mean, liability_sd, log_t_mid)
+def icans_limit(crs_steps: np.ndarray, icans_path: np.ndarray, course: CourseDraws) -> np.ndarray:
+    """Highest ICANS grade reachable under steroids (tocilizumab does not cross into the brain)."""
+    _, first_steroid = first_dose_hours(crs_steps, icans_path, course.delay_uniform, course.prophylaxis,
+                                        course.early_tocilizumab)
+    no_toci = np.full_like(first_steroid, np.inf)
+    return progression_limit(icans_path, no_toci, first_steroid, course.block_uniform[:, 1], 0.0)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -170,11 +183,22 @@ def calibration(n_ref: int = 200_000) -> Calibration:
 
 
 @dataclass(frozen=True)
+class Calibration:
+    crs_cut: np.ndarray  # (arms, 5) liability thresholds for untreated grade >= k
+    icans_cut: np.ndarray  # (arms, 5)
+    liability_mean: np.ndarray  # (arms,)
+    liability_sd: np.ndarray  # (arms,)
+    log_t_mid: np.ndarray  # (arms,) mu of log IL-6 half-rise time (hours)
+
+
+@dataclass(frozen=True)
 class Outcomes:
     """Per-patient CRS / ICANS course; hours are since infusion, inf where never reached."""
 
-    crs_grade: np.ndarray  # worst grade (0 = none), after death truncation
+    crs_grade: np.ndarray  # worst grade (0 = none), after treatment and death truncation
     icans_grade: np.ndarray
+    untreated_crs_grade: np.ndarray  # the grade the liability alone would have reached (never written)
+    untreated_icans_grade: np.ndarray
     marker_amplitude: np.ndarray  # how strongly the cytokines rise
     il6_half_rise_hours: np.ndarray  # t_mid: midpoint of the IL-6 rise
     crs_onset_hours: np.ndarray  # first fever (grade 1 CRS) for patients with CRS
@@ -183,49 +207,38 @@ class Outcomes:
     death_hours: np.ndarray
 
 
-def grade_steps(first_hours: np.ndarray, grade: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """(n, 5) onset hours of grade 1..5 (inf where the grade is never reached): 1 -> 2 -> 3 ..."""
-    n_patients = first_hours.size
-    gaps_hours = np.maximum(GRADE_GAP_MEDIAN_HOURS * np.exp(0.7 * rng.standard_normal((n_patients, 4))), 1.0)
-    # Death (grade 5) comes days after grade 4, not hours.
-    gaps_hours[:, 3] = 96.0 * np.exp(0.4 * rng.standard_normal(n_patients))
-    steps_hours = first_hours[:, None] + np.concatenate(
-        [np.zeros((n_patients, 1)), np.cumsum(gaps_hours, axis=1)], axis=1)
-    return np.where(np.arange(1, 6)[None, :] <= grade[:, None], steps_hours, np.inf)
-
-
-def _worst_grades(arm: np.ndarray, latents: Latents, cal: Calibration) -> tuple[np.ndarray, np.ndarray]:
-    """Worst CRS and ICANS grade from the liabilities (before death truncation)."""
-    liability = risk_score(latents) + latents.expansion_drive + latents.severity_noise
+def untreated_grades(arm: np.ndarray, latents: Latents, cal: Calibration) -> tuple[np.ndarray, np.ndarray]:
+    """Worst CRS and ICANS grade the liabilities alone would reach (before treatment and death)."""
+    liability = crs_liability(latents)
     crs_grade = (liability[:, None] > cal.crs_cut[arm]).sum(axis=1)
     liability_std = (liability - cal.liability_mean[arm]) / cal.liability_sd[arm]
-    icans_liability = RHO_ICANS * liability_std + np.sqrt(1 - RHO_ICANS**2) * latents.icans_z
-    icans_grade = (icans_liability[:, None] > cal.icans_cut[arm]).sum(axis=1)
+    icans_grade = (icans_liability(liability_std, latents)[:, None] > cal.icans_cut[arm]).sum(axis=1)
     icans_grade = np.where((crs_grade == 5) & (icans_grade == 5), 4, icans_grade)  # one death cause
     return crs_grade, icans_grade
 
 
-def draw_outcomes(arm: np.ndarray, latents: Latents, cal: Calibration, rng: np.random.Generator) -> Outcomes:
-    """Grades, IL-6 timing and the hour of every grade change; nothing happens after death."""
-    crs_grade, icans_grade = _worst_grades(arm, latents, cal)
+def draw_outcomes(arm: np.ndarray, latents: Latents, course: CourseDraws, cal: Calibration) -> Outcomes:
+    """Grades under treatment, IL-6 timing and the hour of every grade change; nothing after death."""
+    untreated_crs, untreated_icans = untreated_grades(arm, latents, cal)
     # Marker amplitude: what the cytokines see (risk factors + expansion, not e_S) plus marker noise.
     amplitude = marker_amplitude(risk_score(latents) + latents.expansion_drive, latents.marker_noise_z,
                                  cal.crs_cut[arm, 2], cal.liability_sd[arm])
-    # Same association order as the original expression (byte-identical output): (mu + spread) - earlier.
-    log_t_mid = (cal.log_t_mid[arm] + SD_T_MID * latents.onset_timing_z
-                 - SEVERE_EARLIER * np.clip(amplitude, -2, 3))
-    il6_half_rise_hours = np.maximum(np.exp(log_t_mid), MIN_T_MID_HOURS)
+    il6_half_rise_hours = np.maximum(np.exp(cal.log_t_mid[arm] + onset_timing_shape(latents, amplitude)),
+                                     MIN_T_MID_HOURS)
     crs_onset_hours = il6_half_rise_hours + latents.fever_lag_hours
-    crs_steps_hours = grade_steps(crs_onset_hours, crs_grade, rng)
-    icans_first_hours = crs_onset_hours + ICANS_AFTER_CRS_MEDIAN_HOURS * np.exp(
-        0.5 * rng.standard_normal(arm.size))
-    icans_steps_hours = grade_steps(icans_first_hours, icans_grade, rng)
+    crs_path = path_hours(crs_onset_hours, course.crs_gap_hours)
+    crs_steps_hours = reached(crs_path, np.minimum(untreated_crs, crs_limit(crs_path, course)))
+    icans_path = path_hours(crs_onset_hours + course.icans_lag_hours, course.icans_gap_hours)
+    icans_grade = np.minimum(untreated_icans, icans_limit(crs_steps_hours, icans_path, course))
+    icans_steps_hours = reached(icans_path, icans_grade)
     death_hours = np.minimum(crs_steps_hours[:, 4], icans_steps_hours[:, 4])
     crs_steps_hours = np.where(crs_steps_hours > death_hours[:, None], np.inf, crs_steps_hours)
     icans_steps_hours = np.where(icans_steps_hours > death_hours[:, None], np.inf, icans_steps_hours)
     return Outcomes(
         crs_grade=np.isfinite(crs_steps_hours).sum(axis=1),
         icans_grade=np.isfinite(icans_steps_hours).sum(axis=1),
+        untreated_crs_grade=untreated_crs,
+        untreated_icans_grade=untreated_icans,
         marker_amplitude=amplitude,
         il6_half_rise_hours=il6_half_rise_hours,
         crs_onset_hours=crs_onset_hours,

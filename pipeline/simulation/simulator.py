@@ -14,11 +14,12 @@ import pyarrow as pa
 
 from pipeline.registry import load_registry
 from pipeline.simulation.assay import report_measurements
+from pipeline.simulation.calibration import calibration
 from pipeline.simulation.faults import inject_faults
 from pipeline.simulation.kinetics import simulate_values
 from pipeline.simulation.patients import draw_patients
 from pipeline.simulation.sampling import draw_schedule
-from pipeline.simulation.severity import calibration, draw_outcomes
+from pipeline.simulation.severity import draw_outcomes
 from pipeline.simulation.tables import (
     event_table,
     measurement_table,
@@ -37,10 +38,11 @@ def simulate_tables(n_patients: int, seed: int, faults: bool = True) -> tuple[di
     cal = calibration()
     registry = load_registry()
     rng = np.random.default_rng(seed)
-    patients = draw_patients(n_patients, rng)  # arms, latent severity, demographics
-    outcomes = draw_outcomes(patients.arm, patients.latents, cal, rng)  # grades and their timing
-    treatments = schedule_treatments(outcomes, patients.anchor_minutes, rng)
-    rows = draw_schedule(patients.anchor_clock_minutes, outcomes.death_hours, rng)
+    patients = draw_patients(n_patients, rng)  # arms, latent severity, site and course draws, demographics
+    outcomes = draw_outcomes(patients.arm, patients.latents, patients.course, cal)  # grades under treatment
+    treatments = schedule_treatments(outcomes, patients.course, patients.anchor_minutes)
+    rows = draw_schedule(patients.anchor_clock_minutes, outcomes.crs_grade_hours, outcomes.death_hours,
+                         patients.site, rng)
     values = simulate_values(rows, patients, outcomes, treatments, rng)  # kinetics
     reported = report_measurements(rows, values, patients.site, registry)  # assay and censoring
     injected = inject_faults(rows, reported, patients.anchor_minutes, n_patients, seed, faults)

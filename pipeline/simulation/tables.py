@@ -10,10 +10,11 @@ from pipeline.simulation.arms import LD_NAMES, SITES, arm_attribute
 from pipeline.simulation.assay import Reported
 from pipeline.simulation.faults import Faults
 from pipeline.simulation.patients import Patients
+from pipeline.simulation.policy import DOSE_UNITS, DOSES, DRUGS
 from pipeline.simulation.sampling import Rows
 from pipeline.simulation.severity import Outcomes
 from pipeline.simulation.text import iso_minutes, num_text
-from pipeline.simulation.treatments import DOSE_UNITS, DOSES, DRUGS, Treatments
+from pipeline.simulation.treatments import Treatments
 
 TABLE_NAMES = ("patients", "measurements", "events", "treatments")
 EVENT_NAMES = np.array(["CRS"] * 5 + ["ICANS"] * 5 + ["DEATH"])
@@ -94,7 +95,8 @@ def treatment_table(treatments: Treatments, ids: pa.Array) -> pa.Table:
 
 
 def patient_table(patients: Patients, ids: pa.Array) -> pa.Table:
-    latents = patients.latents
+    """What a real cohort records: no latent or pre-standardised column (costim, dose_rel and a
+    standardised burden are derived by the pipeline from product, dose and tumour burden)."""
     return pa.table({
         "patient_id": pc.take(ids, pa.array(np.arange(patients.n))),
         "anchor_time": iso_minutes(patients.anchor_minutes),
@@ -102,11 +104,10 @@ def patient_table(patients: Patients, ids: pa.Array) -> pa.Table:
         "sex": pa.array(patients.sex),
         "site": pa.array(SITES[patients.site]),
         "product": pa.array(arm_attribute("product")[patients.arm]),
-        "costim": pa.array(arm_attribute("costim")[patients.arm]),
         "disease": pa.array(patients.disease),
-        "tumor_burden": num_text(np.round(patients.tumor_burden, 1)),
+        "tumor_burden": num_text(patients.tumor_burden),
         "tumor_burden_unit": pa.array(patients.tumor_burden_unit),
-        "tumor_burden_std": num_text(np.round(latents.burden_z, 3)),
-        "lymphodepletion": pa.array(LD_NAMES[latents.lymphodepletion]),
-        "dose_rel": num_text(latents.dose_rel),
+        "lymphodepletion": pa.array(LD_NAMES[patients.latents.lymphodepletion]),
+        "dose": num_text(patients.dose),
+        "dose_unit": pa.array(patients.dose_unit),
     })

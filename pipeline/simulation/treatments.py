@@ -1,4 +1,4 @@
-"""Treatments: tocilizumab, dexamethasone and methylprednisolone, and their effect on the markers.
+"""Treatments: the doses written (``policy`` decides when), and their effect on the markers.
 
 Doses follow the grade course but only its past: a steroid course is extended beyond four doses only
 once a grade >= 3 onset has happened (a course length set from the eventual grade would leak the
@@ -13,16 +13,23 @@ import numpy as np
 
 from pipeline.simulation.analytes import ANALYTE_INDEX, analyte_column
 from pipeline.simulation.curves import pulse
+from pipeline.simulation.policy import (
+    DEX_SLOTS,
+    DOSE_UNITS,
+    DOSES,
+    DRUGS,
+    PROPHYLAXIS_SLOTS,
+    SLOT_DRUG,
+    TOCILIZUMAB,
+    dose_slot_hours,
+)
 from pipeline.simulation.sampling import Rows
-from pipeline.simulation.severity import Outcomes
+from pipeline.simulation.severity import CourseDraws, Outcomes
 
-DRUGS = np.array(["tocilizumab", "dexamethasone", "methylprednisolone"])
-DOSES = np.array([8.0, 10.0, 1000.0])
-DOSE_UNITS = np.array(["mg/kg", "mg", "mg"])
-# Dose slots per patient: tocilizumab x2, dexamethasone every 6 h x8, methylprednisolone daily x3.
-SLOT_DRUG = np.array([0, 0] + [1] * 8 + [2] * 3)
-DEX_SLOTS = slice(2, 10)
+__all__ = ["DOSES", "DOSE_UNITS", "DRUGS", "MarkerResponse", "Treatments", "marker_response", "schedule_treatments"]
 DEX_BASE_COURSE_DOSES = 4
+STEROID_DAMPING_HOURS = 96.0  # inflammatory excess decays with this time constant after a treatment steroid
+PROPHYLAXIS_DAMPING = 0.25  # share of the inflammatory excess prophylactic dexamethasone removes (days 0-2)
 
 
 @dataclass(frozen=True)
@@ -33,44 +40,36 @@ class Treatments:
     drug: np.ndarray  # index into DRUGS
     minutes: np.ndarray  # since EPOCH_START
     tocilizumab_hours: np.ndarray  # per patient: first tocilizumab (inf if none)
-    steroid_hours: np.ndarray  # per patient: first scheduled steroid (inf if none)
+    steroid_hours: np.ndarray  # per patient: first treatment (not prophylactic) steroid (inf if none)
+    prophylaxis: np.ndarray  # per patient: prophylactic dexamethasone given
 
 
-def _dose_slot_hours(outcomes: Outcomes, uniform: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(n, 13) scheduled hours of every dose slot, first tocilizumab and first steroid (per patient)."""
-    crs_hours, icans_hours = outcomes.crs_grade_hours, outcomes.icans_grade_hours
-    toci_first = crs_hours[:, 1] + 0.5 + 3.5 * uniform[:, 0]  # tocilizumab at grade 2 CRS
-    toci_repeat = np.maximum(crs_hours[:, 2] + 0.5 + 1.5 * uniform[:, 1], toci_first + 8.0)  # grade 3, >= 8 h
-    dex_for_crs = crs_hours[:, 2] + 0.5 + 2.0 * uniform[:, 2]  # dexamethasone for grade >= 3 CRS
-    dex_for_icans = icans_hours[:, 1] + 0.5 + 3.0 * uniform[:, 3]  # dexamethasone for grade >= 2 ICANS
-    dex_start = np.minimum(dex_for_crs, dex_for_icans)
-    # Methylprednisolone at grade 4.
-    methylpred_start = np.minimum(icans_hours[:, 3], crs_hours[:, 3]) + 1.0 + 2.0 * uniform[:, 4]
-    slot_hours = np.concatenate(
-        [toci_first[:, None], toci_repeat[:, None], dex_start[:, None] + 6.0 * np.arange(8)[None, :],
-         methylpred_start[:, None] + 24.0 * np.arange(3)[None, :]], axis=1
-    )
-    return slot_hours, toci_first, np.minimum(dex_start, methylpred_start)
-
-
-def schedule_treatments(outcomes: Outcomes, anchor_minutes: np.ndarray, rng: np.random.Generator) -> Treatments:
-    """Doses triggered by grade changes; none after death; dexamethasone extended only after severe onset."""
-    uniform = rng.random((outcomes.crs_grade.size, 8))
-    slot_hours, toci_first, steroid_hours = _dose_slot_hours(outcomes, uniform)
+def _given_slots(outcomes: Outcomes, course: CourseDraws) -> tuple[np.ndarray, np.ndarray]:
+    """(n, slots) scheduled hours and whether each slot's dose is given (before death, course rules)."""
+    slot_hours = dose_slot_hours(outcomes.crs_grade_hours, outcomes.icans_grade_hours, course.delay_uniform,
+                                 course.prophylaxis, course.early_tocilizumab)
     severe_onset_hours = np.minimum(outcomes.crs_grade_hours[:, 2], outcomes.icans_grade_hours[:, 2])
     given = np.isfinite(slot_hours) & (slot_hours < outcomes.death_hours[:, None])
-    dex_hours = slot_hours[:, DEX_SLOTS]
     given[:, DEX_SLOTS] &= ((np.arange(8)[None, :] < DEX_BASE_COURSE_DOSES)
-                            | (severe_onset_hours[:, None] <= dex_hours))
+                            | (severe_onset_hours[:, None] <= slot_hours[:, DEX_SLOTS]))
+    return slot_hours, given
+
+
+def schedule_treatments(outcomes: Outcomes, course: CourseDraws, anchor_minutes: np.ndarray) -> Treatments:
+    """Doses triggered by grade changes and site habits; none after death."""
+    slot_hours, given = _given_slots(outcomes, course)
     patient, slot = np.nonzero(given)
     minutes = anchor_minutes[patient] + np.round(slot_hours[patient, slot] * 60).astype(np.int64)
     order = np.lexsort((minutes, patient))
+    given_hours = np.where(given, slot_hours, np.inf)
+    treatment_steroid = (SLOT_DRUG != TOCILIZUMAB) & (np.arange(SLOT_DRUG.size) >= PROPHYLAXIS_SLOTS.stop)
     return Treatments(
         patient=patient[order],
         drug=SLOT_DRUG[slot[order]],
         minutes=minutes[order],
-        tocilizumab_hours=np.where(outcomes.crs_grade >= 2, toci_first, np.inf),
-        steroid_hours=steroid_hours,
+        tocilizumab_hours=given_hours[:, SLOT_DRUG == TOCILIZUMAB].min(axis=1),
+        steroid_hours=given_hours[:, treatment_steroid].min(axis=1),
+        prophylaxis=given[:, PROPHYLAXIS_SLOTS].any(axis=1),
     )
 
 
@@ -83,6 +82,17 @@ class MarkerResponse:
     pulse: np.ndarray
 
 
+def _steroid_damping(rows: Rows, treatments: Treatments) -> np.ndarray:
+    """Share of the inflammatory excess left under steroids (1 for non-inflammatory analytes)."""
+    patient, hours = rows.patient, rows.hours
+    since_steroid_hours = hours - treatments.steroid_hours[patient]
+    treated = np.exp(-np.maximum(since_steroid_hours, 0) / STEROID_DAMPING_HOURS)
+    prophylactic = 1 - PROPHYLAXIS_DAMPING * (treatments.prophylaxis[patient] & (hours > 0)) * np.exp(
+        -np.maximum(hours - 48.0, 0.0) / 48.0)
+    inflammatory = analyte_column("inflammatory")[rows.analyte].astype(bool)
+    return np.where(inflammatory, treated * prophylactic, 1.0)
+
+
 def marker_response(rows: Rows, treatments: Treatments, il6_half_rise_hours: np.ndarray,
                     marker_pulse: np.ndarray) -> MarkerResponse:
     """Steroids damp the inflammatory excess; tocilizumab lowers CRP and raises serum IL-6.
@@ -90,9 +100,7 @@ def marker_response(rows: Rows, treatments: Treatments, il6_half_rise_hours: np.
     The blocked receptor no longer clears IL-6, so it stops falling and climbs for a day or two.
     """
     patient, analyte, hours = rows.patient, rows.analyte, rows.hours
-    since_steroid_hours = hours - treatments.steroid_hours[patient]
-    damping = np.where(analyte_column("inflammatory")[analyte].astype(bool) & (since_steroid_hours > 0),
-                       np.exp(-np.maximum(since_steroid_hours, 0) / 96), 1.0)
+    damping = _steroid_damping(rows, treatments)
     since_toci_hours = hours - treatments.tocilizumab_hours[patient]
     after_toci_hours = np.maximum(since_toci_hours, 0)
     crp_after = (analyte == ANALYTE_INDEX["CRP"]) & (since_toci_hours > 0)
