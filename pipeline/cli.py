@@ -151,6 +151,35 @@ def predict(
 
 
 @app.command()
+def validate(
+    cohort: Annotated[Path, typer.Argument(help="Labelled cohort directory the model never saw (cohort contract, with events).")],
+    out: Annotated[Path, typer.Option(help="Output directory (replaced as a whole): validation.json, validation.html.")],
+    model: Annotated[
+        str | None,
+        typer.Option(help="models/ directory (default paths.models_dir), or an MLflow model URI such as "
+                     "models:/crs-severe-risk/1."),
+    ] = None,
+    recalibrate: Annotated[
+        bool, typer.Option("--recalibrate", help="Fit a local intercept update (cross-validated before/after) and "
+                           "write the recalibrated model to OUT/model.")] = False,
+    with_slope: Annotated[bool, typer.Option("--with-slope", help="With --recalibrate: update the slope too.")] = False,
+    register: Annotated[
+        bool, typer.Option("--register", help="With --recalibrate: register OUT/model as a new version of "
+                           "crs-severe-risk in MLflow, tagged with its parent model and cohort fingerprint.")] = False,
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """External validation: AUROC (CI), calibration, alert rule and decision curve per target and landmark
+    next to the model's own cross-validation, a drift report, and optional local recalibration."""
+    from pipeline import validate as stage
+
+    if (with_slope or register) and not recalibrate:
+        raise UserError("--with-slope and --register need --recalibrate")
+    config = _config(params)
+    stage.main(config, cohort, model or config.paths.models_dir, out, with_recalibration=recalibrate,
+               with_slope=with_slope, register=register)
+
+
+@app.command()
 def keygen(
     out: Annotated[Path, typer.Option(help="Key file to create (mode 0600; an existing file is never overwritten).")],
     stdout: Annotated[bool, typer.Option("--stdout", help="Also print the key (it is a secret).")] = False,
@@ -167,7 +196,7 @@ def keygen(
 
 #: Commands that write outputs: each holds the stage lock of the working directory while it runs.
 LOCKED_COMMANDS = frozenset(
-    {"simulate", "ingest", "featurize", "train", "register", "evaluate", "explain", "report", "predict"}
+    {"simulate", "ingest", "featurize", "train", "register", "evaluate", "explain", "report", "predict", "validate"}
 )
 
 

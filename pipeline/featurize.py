@@ -22,6 +22,7 @@ from pipeline.config import Config, landmark_key
 from pipeline.errors import UserError
 from pipeline.io import read_stage_parquet, write_json, write_parquet
 from pipeline.registry import load_registry
+from pipeline.validation.drift import feature_summary
 
 REQUIRED_TABLES = ("patients", "measurements", "events")
 OPTIONAL_TABLES = ("treatments",)
@@ -29,6 +30,8 @@ OPTIONAL_TABLES = ("treatments",)
 ANALYTES_ATTR = "analytes"
 #: ``frame.attrs`` key holding the covariate reference (tumour-burden scales) it was built with.
 REFERENCE_ATTR = "covariate_reference"
+#: ``frame.attrs`` key holding the training cohort's feature summary (drift reference, no patient rows).
+SUMMARY_ATTR = "training_summary"
 
 
 def featurize(config: Config, tables: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, LandmarkFeaturizer]:
@@ -37,6 +40,9 @@ def featurize(config: Config, tables: dict[str, pd.DataFrame]) -> tuple[pd.DataF
     frame = featurizer.transform(tables)
     frame.attrs[ANALYTES_ATTR] = list(featurizer.analytes_)
     frame.attrs[REFERENCE_ATTR] = featurizer.covariate_reference_.to_json()
+    # Aggregates only (decile edges, shares, medians): what `crs validate` measures drift against.
+    frame.attrs[SUMMARY_ATTR] = feature_summary(frame, contracts.feature_columns(frame.columns),
+                                                tables["measurements"])
     return frame, featurizer
 
 

@@ -30,26 +30,14 @@ from pipeline.config import DEFAULT_PARAMS, Config, load_config
 from pipeline.errors import UserError
 from pipeline.explanation import explain_landmarks
 from pipeline.io import atomic_dir, write_csv, write_json
-from pipeline.model import ScoringSetup, load_bundle
+from pipeline.model import ScoringSetup
 from pipeline.reporting import id_mapper, write_patient_reports
 from pipeline.scoring import PredictResult, feature_descriptions, score_cohort, top_drivers
-from pipeline.serving.registry import load_registered_setup
+from pipeline.serving.registry import is_registry_uri as _is_registry_uri
+from pipeline.serving.registry import load_setup
 
 #: Written by ``crs predict`` into ``--out``.
 PREDICTIONS_FILE = "predictions.csv"
-
-
-def _is_registry_uri(model: str) -> bool:
-    return "://" in model or model.startswith(("models:/", "runs:/"))
-
-
-def load_setup(model: str | Path, config: Config) -> ScoringSetup:
-    """A ``models/`` directory (settings from ``config``) or an MLflow model URI (``models:/...``,
-    ``runs:/...``): settings registered with the model win, so features match its training."""
-    text = str(model)
-    if _is_registry_uri(text):
-        return load_registered_setup(text, config)
-    return ScoringSetup(load_bundle(model), config, text)
 
 
 @dataclass

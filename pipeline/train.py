@@ -164,6 +164,7 @@ def main(config: Config) -> None:
     provenance = {
         "analytes": trained_analytes(landmarks, config),
         "covariate_reference": landmarks.attrs.get("covariate_reference"),
+        "training_summary": landmarks.attrs.get("training_summary"),
         "data_path": str(paths.landmarks),
         "data_sha256": sha256_file(paths.landmarks),
         "cohort_path": str(config.cohort.path),

@@ -16,7 +16,7 @@ import pandas as pd
 
 from pipeline.cohort import is_missing_value
 from pipeline.errors import UserError
-from pipeline.model.calibration import Calibrator, expit
+from pipeline.model.calibration import Calibrator, expit, logit
 from pipeline.model.linear import LinearModel
 from pipeline.model.specs import FeatureSpec, apply_feature_specs
 
@@ -155,7 +155,7 @@ class TargetModel:
         for model, rows in self._groups(np.asarray(landmark_hours, dtype=float)):
             hours = np.asarray(landmark_hours, dtype=float)[rows]
             scores.margin[rows] = margin = model.margin(X[rows])
-            scores.probability[rows] = probability = model.probability(margin, hours)
+            scores.probability[rows] = probability = self.recalibrated(model.probability(margin, hours))
             if not np.all((probability >= 0) & (probability <= 1)):  # NaN fails too; checked at load as well
                 raise UserError(f"{self.target}: the calibrator gave a probability outside [0, 1]; "
                                 "the model files are damaged (rerun `crs train`)")
@@ -164,6 +164,23 @@ class TargetModel:
                 scores.shap[rows] = contribs[:, :-1]
                 scores.base_value[rows] = contribs[:, -1]
         return scores
+
+    def recalibrated(self, probability: np.ndarray) -> np.ndarray:
+        """A local recalibration (``crs validate --recalibrate``, metadata ``recalibration``: intercept a and
+        slope b > 0) maps p to expit(a + b logit(p)); the booster and its calibrator are untouched."""
+        update = self.metadata.get("recalibration")
+        if not update:
+            return probability
+        return expit(update["intercept"] + update["slope"] * logit(probability))
+
+    def threshold_array(self, landmark_hours: np.ndarray) -> np.ndarray:
+        """The validated alert threshold per row (its landmark's, else pooled), on the scale of
+        :meth:`score_array`'s probabilities (recalibrated too, so the same patients are flagged)."""
+        hours = np.asarray(landmark_hours, dtype=float)
+        out = np.full(len(hours), np.nan)
+        for model, rows in self._groups(hours):
+            out[rows] = model.threshold_at(hours[rows])
+        return self.recalibrated(out)
 
     def margin(self, landmarks: pd.DataFrame) -> np.ndarray:
         """Raw booster output in log-odds (before calibration)."""

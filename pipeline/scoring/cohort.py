@@ -209,6 +209,22 @@ def _prediction_rows(frame: pd.DataFrame, setup: ScoringSetup, patient_ids: list
     return predictions[PREDICTION_COLUMNS]
 
 
+def _honesty_notes(raw: Mapping[str, RawTable], setup: ScoringSetup, at_hours: float | None) -> list[str]:
+    """What the model cannot know for every patient of this request: whether the target already happened
+    (no events given), and how good a risk is at an hour between the validated landmarks."""
+    notes = []
+    if EVENTS.name not in raw or raw[EVENTS.name].n_rows == 0:
+        what = ", ".join(sorted({f"{t.event} grade >= {t.min_grade}" for t in setup.config.targets.values()
+                                 if t.event}))
+        notes.append(f"no events given: whether {what or 'the target'} already happened is unknown "
+                     "(the risk assumes it has not)")
+    if at_hours is not None and not any(math.isclose(at_hours, h) for h in setup.trained_landmarks):
+        shown = ", ".join(landmark_key(h) for h in setup.trained_landmarks)
+        notes.append(f"scored at {at_hours:g} h, between the validated landmarks ({shown} h): "
+                     "performance not validated at this hour")
+    return notes
+
+
 def score_cohort(
     raw: Mapping[str, RawTable],
     setup: ScoringSetup,
@@ -227,10 +243,10 @@ def score_cohort(
     patient_ids = patient_universe(result, raw)
     accepted = set(tables["patients"][C.PATIENT_ID].astype(str))
     messages = quarantine_messages(result, str(raw[PATIENTS.name].path))
+    notes = _honesty_notes(raw, setup, at_hours)
     for pid in accepted:
         note = covariates.message(pid)
-        if note:
-            messages.setdefault(pid, []).append(note)
+        messages.setdefault(pid, []).extend([*notes, *([note] if note else [])])
     first_hour, latest_hour = _hour_range(tables["measurements"], patient_ids)
     chosen = pd.Series(choose_landmarks(latest_hour, setup.config.landmarks_hours, at_hours), index=patient_ids)
     scored_ids = [p for p in patient_ids if p in accepted and not math.isnan(chosen[p])]
@@ -239,4 +255,4 @@ def score_cohort(
     scores, matrices = _score_targets(frame, setup, cov.scoreable, with_shap)
     predictions = _prediction_rows(frame, setup, patient_ids, accepted, chosen, cov, scores, messages)
     frame = annotate_unrecognised(frame, setup)
-    return PredictResult(predictions, frame, scores, result, messages, matrices, covariates.run_warnings())
+    return PredictResult(predictions, frame, scores, result, messages, matrices, [*notes, *covariates.run_warnings()])

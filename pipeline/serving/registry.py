@@ -96,6 +96,20 @@ def setup_from_artifacts(artifacts: Mapping[str, str], base: Config | None = Non
     return ScoringSetup(load_bundle(artifacts["models"]), config, MODEL_NAME)
 
 
+def is_registry_uri(model: str) -> bool:
+    """An MLflow model URI (``models:/...``, ``runs:/...``, any ``scheme://``) rather than a directory."""
+    return "://" in model or model.startswith(("models:/", "runs:/"))
+
+
+def load_setup(model: str | Path, config: Config) -> ScoringSetup:
+    """A ``models/`` directory (settings from ``config``) or an MLflow model URI (``models:/...``,
+    ``runs:/...``): settings registered with the model win, so features match its training."""
+    text = str(model)
+    if is_registry_uri(text):
+        return load_registered_setup(text, config)
+    return ScoringSetup(load_bundle(model), config, text)
+
+
 def load_registered_setup(uri: str, config: Config) -> ScoringSetup:
     """Scoring setup of a model logged by this project (``models:/crs-severe-risk/latest``, ``runs:/...``,
     ``file:///...``), loaded without running any code from the model.

@@ -11,6 +11,7 @@ import pandas as pd
 
 from pipeline import contracts as C
 from pipeline.config import Config, TrainConfig, landmark_key
+from pipeline.metrics import auroc, brier, calibration_slope_intercept
 from pipeline.model import FeatureSpec, LandmarkModel, apply_feature_specs
 from pipeline.model.artifacts import FEATURES_FILE, METADATA_FILE, json_bytes, landmark_model_files
 from pipeline.training.baselines import baseline_availability
@@ -114,10 +115,36 @@ def _final_units(prep: PreparedTarget, finals: dict[str, Procedure], cfg: TrainC
     return files, units, models
 
 
-def _metadata(prep: PreparedTarget, units: dict[str, Any], config: Config, base_meta: dict[str, Any]) -> dict:
+def _rounded(value: float) -> float | None:
+    return None if not np.isfinite(value) else round(float(value), 4)
+
+
+def cross_validation_summary(oof: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Per landmark, the deployed procedure's out-of-fold AUROC, Brier and calibration (means over the
+    CV repeats): stored with the model so ``crs validate`` shows a new cohort's figures next to them."""
+    column = C.prob_column(C.MODEL)
+    out: dict[str, dict[str, Any]] = {}
+    for hours, rows in oof.groupby(C.LANDMARK_HOURS, sort=True):
+        figures = []
+        for _, rep in rows.groupby("repeat", sort=True):
+            y, p = rep["label"].to_numpy(dtype=float), rep[column].to_numpy(dtype=float)
+            slope, intercept = calibration_slope_intercept(y, p)
+            figures.append((auroc(y, p), brier(y, p), slope, intercept))
+        first = rows[rows["repeat"] == rows["repeat"].min()]
+        mean = pd.DataFrame(figures, dtype=float).mean().to_numpy() if figures else np.full(4, np.nan)  # skips NaN
+        out[landmark_key(float(hours))] = {
+            "n": int(len(first)), "n_events": int(first["label"].sum()),
+            **{name: _rounded(v) for name, v in zip(
+                ("auroc", "brier", "calibration_slope", "calibration_intercept"), mean, strict=True)}}
+    return out
+
+
+def _metadata(prep: PreparedTarget, units: dict[str, Any], config: Config, base_meta: dict[str, Any],
+              oof: pd.DataFrame) -> dict:
     cfg, data = config.train, prep.data
     return {
         **base_meta,
+        "cross_validation": cross_validation_summary(oof),
         "target_definition": config.targets[prep.target].model_dump(),
         **prep.counts,
         "landmarks_hours": [float(h) for h in np.unique(data.landmarks)],
@@ -158,7 +185,7 @@ def finish_target(
     oof = assemble_oof(prep, parts)
     files, units, models = _final_units(prep, finals, config.train)
     files[FEATURES_FILE] = json_bytes({"features": [s.to_json() for s in prep.data.specs]})
-    metadata = _metadata(prep, units, config, base_meta)
+    metadata = _metadata(prep, units, config, base_meta, oof)
     files[METADATA_FILE] = json_bytes(metadata)
     return TargetResult(prep.target, "trained", None, oof, files, metadata, prep.data.specs, prep.data.X, models)
 

@@ -15,7 +15,9 @@ def test_repository_params_parse_with_contract_keys():
     assert config.targets["crs_severe"].min_grade == 3
     assert config.targets["icans_severe"].event == "ICANS"
     assert config.landmarks_hours == sorted(config.landmarks_hours)
-    assert "tumor_burden_std" in config.static_features
+    # Contract columns a real cohort can supply; derived covariates are computed by the pipeline.
+    assert {"tumor_burden", "dose", "product"} <= set(config.static_features)
+    assert not {"tumor_burden_std", "dose_rel", "costim"} & set(config.static_features)
     assert config.simulate.n_patients == 1000
 
 

@@ -214,7 +214,7 @@ def test_register_stage_writes_what_it_registered(registered, tmp_path):
         unscoreable = config.model_copy(update={"static_features": []})
         assert register.run(unscoreable, registered["models"], {}) == {
             "registered": False, "model_name": MODEL_NAME,
-            "reason": "featurize does not produce model features age, product with these params",
+            "reason": "featurize does not produce model features age, costim, product, target_antigen with these params",
         }
     empty = tmp_path / "empty_models"
     empty.mkdir()

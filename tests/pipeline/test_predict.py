@@ -29,12 +29,13 @@ SMALL = {
 }
 
 
-def build_bundle(root: Path, n_patients: int = 150, seed: int = 3) -> tuple[Config, Path, Path]:
+def build_bundle(root: Path, n_patients: int = 150, seed: int = 3, params: dict | None = None
+                 ) -> tuple[Config, Path, Path]:
     """A simulated cohort and a small model bundle in the train output format (no MLflow, seconds).
 
     Boosters are fitted on all labelled rows and calibrated in-sample: enough to test scoring paths.
     """
-    config = parse_config(SMALL)
+    config = parse_config(SMALL if params is None else params)
     cohort = root / "cohort"
     simulate.main(config, out=cohort, n_patients=n_patients, seed=seed)
     result = ingest_tables(read_cohort(cohort))
@@ -60,6 +61,7 @@ def build_bundle(root: Path, n_patients: int = 150, seed: int = 3) -> tuple[Conf
             "models": {"all": entry},
             "analytes": list(landmarks.attrs["analytes"]),  # as crs train records them
             "covariate_reference": landmarks.attrs["covariate_reference"],
+            "training_summary": landmarks.attrs["training_summary"],
         }
         (directory / "metadata.json").write_text(json.dumps(metadata))
     seal_models_dir(models)  # sha256 digests, as `crs train` writes them (loading checks them)
