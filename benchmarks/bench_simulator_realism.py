@@ -110,6 +110,21 @@ def peak_hours_from_onset(cohort: Cohort, code: str, untreated: bool = False) ->
     return float((at_max - p["crs_onset_hours"].reindex(at_max.index)).median())
 
 
+def severe_onset_shares(cohort: Cohort) -> str:
+    """Share of grade >= 3 CRS onsets before 24 / 48 / 72 h after infusion."""
+    onset = cohort.patients["severe_onset_hours"].dropna()
+    return ", ".join(f"{(onset <= h).mean():.0%} by {h} h" for h in (24, 48, 72))
+
+
+def il6_peak_by_grade(cohort: Cohort) -> str:
+    """Median observed day 0-14 IL-6 peak (pg/mL) by worst CRS grade 0..4 (4 includes 5)."""
+    m = cohort.measurements
+    d = m[(m["analyte"] == "IL6") & (m["hours"] > 0) & (m["hours"] <= 336)]
+    peak = d.groupby("patient_id")["value"].max()
+    grade = cohort.patients["crs"].clip(upper=4).reindex(peak.index)
+    return " / ".join(f"{v:.0f}" for v in peak.groupby(grade).median())
+
+
 def m_easix_auroc(cohort: Cohort, first_day: int, last_day: int) -> tuple[float, int]:
     """AUROC of m-EASIX (LDH x CRP mg/dL / platelets; last of each in the calendar-day window) for
     grade >= 3 CRS, complete cases; and the number of patients scored."""
@@ -186,10 +201,12 @@ def treatment_by_site(cohort: Cohort) -> pd.DataFrame:
 def treatment_effect(n_patients: int, seed: int) -> str:
     """Grade >= 3 CRS reached under treatment vs untreated (the simulator's counterfactual, re-drawn with
     the cohort's seed and draw order), overall and by site; empty for a simulator without it."""
+    import importlib.util
+
+    if importlib.util.find_spec("pipeline.simulation.calibration") is None:
+        return "(no treatment counterfactual in this simulator)"
     from pipeline.simulation import calibration, patients, severity
 
-    if not hasattr(severity, "CourseDraws"):
-        return ""
     rng = np.random.default_rng(seed)
     drawn = patients.draw_patients(n_patients, rng)
     outcomes = severity.draw_outcomes(drawn.arm, drawn.latents, drawn.course, calibration.calibration())
@@ -290,6 +307,10 @@ def realism_rows(cohort: Cohort) -> list[tuple[str, str, str]]:
         rows.append((f"{code} peak / baseline, median, CRS >=3 vs others: {target}", sources[code],
                      f"{severe:.0f}x vs {other:.1f}x"))
     timing = ", ".join(f"{c} {peak_hours_from_onset(cohort, c):+.0f} h" for c in ("IFNG", "IL6", "CRP", "FERRITIN"))
+    rows.append(("grade >= 3 CRS onsets after infusion (most after the 24-72 h landmarks)", "model property",
+                 severe_onset_shares(cohort)))
+    rows.append(("median IL-6 peak (pg/mL) by worst CRS grade 0 / 1 / 2 / 3 / 4-5", "model property",
+                 il6_peak_by_grade(cohort)))
     untreated = ", ".join(f"{c} {peak_hours_from_onset(cohort, c, untreated=True):+.0f} h" for c in ("IL6", "CRP"))
     rows.append(("observed peak vs CRS onset: IL-6 around onset, CRP ~1 day later, ferritin later",
                  "CLINICAL.md s. 7", f"{timing} (never treated: {untreated})"))

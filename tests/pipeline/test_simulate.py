@@ -83,10 +83,10 @@ def test_same_seed_gives_byte_identical_files(tmp_path):
 # and say so. (They also pin the numpy Generator streams and pyarrow's float-to-text cast.)
 GOLDEN_SHA256 = {
     "patients.csv": "f56b31d2c2e20461bf110a8cb584342d8fc3fc550a0e8e245da8414885afaec9",
-    "measurements.csv": "436d6ca08f8fd8242779afdaeedbc44adce30c962906b43034b19190b97dcf5a",
-    "events.csv": "a1a38dc0d4a6b5f1ee37ebb951fa284a257d5fbd3c340a833ace7caec542d889",
-    "treatments.csv": "f3f2ec3bba97f3776b2ded5a071e133f3a6bfb8b853e2e9c1ab3bb982b84f60c",
-    "truth.json": "5237415174999649621e1edad7f7b36b50c93251cbcfebe12e4cfa4a86fe49ff",
+    "measurements.csv": "1e7e8aff09191f03a6c79e052230bcb1f66219a75c2da9fde0f352bfeb585be5",
+    "events.csv": "229351297b2c431ff19c627d22300fe5fb2252d5d8af44c49f87e0acff8fa9ce",
+    "treatments.csv": "b61e21e9290c679358f838a93d0c73f52220e6959032335d2c3cba22cb60465a",
+    "truth.json": "64dcfaa7d5c202f5c11f268453f1ed6219d93d52e3f8ad6e92e2c007d4732e75",
 }
 
 
