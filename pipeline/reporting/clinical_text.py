@@ -303,7 +303,7 @@ def describe_group(
         if number is None:  # text, also in a numeric column (age=unknown): shown as given
             return f"{label}: {_text(value)}"
         if group == "tumor_burden_std" and math.isfinite(number):
-            return f"{label} {number:+.1f} SD from the cohort mean"
+            return f"{label} {number:+.1f} SD from the training cohort mean (same disease and unit)"
         if group == "age":
             return f"{label} {format_number(number)} years"
         return f"{label} {format_number(number)}"

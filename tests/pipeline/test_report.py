@@ -89,7 +89,7 @@ def test_wording_units_scores_treatments_covariates():
     assert ct.describe_group("CAR_HEMATOTOX", row, UNITS).startswith("CAR-HEMATOTOX 3 points at baseline (high")
     assert ct.describe_group("product", row, UNITS) == "CAR-T product: axi-cel"
     assert ct.describe_group("age", row, UNITS) == "Age 63 years"
-    assert ct.describe_group("tumor_burden_std", row, UNITS) == "Tumour burden +0.9 SD from the cohort mean"
+    assert ct.describe_group("tumor_burden_std", row, UNITS) == "Tumour burden +0.9 SD from the training cohort mean (same disease and unit)"
     assert ct.describe_group("LANDMARK", row, UNITS) == "Time since infusion 72 h"
 
 
