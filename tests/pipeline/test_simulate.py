@@ -82,11 +82,11 @@ def test_same_seed_gives_byte_identical_files(tmp_path):
 # the simulator's output (model, draw order, formatting) must update these digests in the same commit
 # and say so. (They also pin the numpy Generator streams and pyarrow's float-to-text cast.)
 GOLDEN_SHA256 = {
-    "patients.csv": "f56b31d2c2e20461bf110a8cb584342d8fc3fc550a0e8e245da8414885afaec9",
-    "measurements.csv": "1e7e8aff09191f03a6c79e052230bcb1f66219a75c2da9fde0f352bfeb585be5",
-    "events.csv": "229351297b2c431ff19c627d22300fe5fb2252d5d8af44c49f87e0acff8fa9ce",
-    "treatments.csv": "b61e21e9290c679358f838a93d0c73f52220e6959032335d2c3cba22cb60465a",
-    "truth.json": "64dcfaa7d5c202f5c11f268453f1ed6219d93d52e3f8ad6e92e2c007d4732e75",
+    "patients.csv": "b3e1e838ed1ff71739130fd378f070b52f3678463dca10b44fa6078267e396ca",
+    "measurements.csv": "581e01ff312e27d9bc0074f9e8cb315cd75082f7b401fbb0a46143ece79ef10f",
+    "events.csv": "7d99d9eebad598748837f879a80c5c0082fc8b97e9289b060544112e57a4c246",
+    "treatments.csv": "faa5bf2e4f386b258f2ef8fad5b12c85cc3c677ebf02935c3ad2c2bbf69f72f9",
+    "truth.json": "dcb16deaca9e67fdad18eb6dd9310abc274699a795085184edaeb61951965e01",
 }
 
 
