@@ -11,11 +11,28 @@ from pipeline.simulation.arms import arm_attribute, draw_arms
 from pipeline.simulation.curves import expit
 from pipeline.simulation.severity import CourseDraws, Latents, draw_course, draw_latents
 
-# Measurement error of the recorded tumour burden against the latent burden: SPD from CT is read with
-# ~20 % CV (log SD 0.20); marrow percentages (blasts, plasma cells) with log-odds SD 0.25 (~20 % CV
-# at low percentages, less near 100 %).
-SPD_LOG_SD = 0.20
-MARROW_LOGIT_SD = 0.25
+
+@dataclass(frozen=True)
+class BurdenMeasure:
+    """How a disease's tumour burden is recorded: ``scale`` (log or logit of a percentage) =
+    ``location + slope * z_b + error_sd * e``. The error SDs give ~20 % relative error (CV) at the
+    disease's median: SPD from CT read with ~20 % error; marrow percentages on the log-odds scale
+    (relative error 20 % at the median: 0.70 for blasts around 73 %, 0.30 for plasma cells around 35 %)."""
+
+    disease: str
+    unit: str
+    scale: str  # "log" or "logit"
+    location: float
+    slope: float
+    error_sd: float
+
+
+BURDEN_MEASURES: tuple[BurdenMeasure, ...] = (
+    BurdenMeasure("LBCL", "SPD cm2", "log", float(np.log(35.0)), 1.0, 0.20),
+    BurdenMeasure("MCL", "SPD cm2", "log", float(np.log(25.0)), 1.0, 0.20),
+    BurdenMeasure("B-ALL", "% marrow blasts", "logit", 1.0, 1.8, 0.70),
+    BurdenMeasure("MM", "% marrow plasma cells", "logit", -0.6, 1.3, 0.30),
+)
 
 
 @dataclass(frozen=True)
@@ -58,18 +75,14 @@ def _age_years(disease: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def _tumor_burden(disease: np.ndarray, burden_z: np.ndarray, rng: np.random.Generator
                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Disease-appropriate burden measure as recorded: the latent burden plus measurement error."""
-    is_lbcl, is_all, is_mcl = disease == "LBCL", disease == "B-ALL", disease == "MCL"
-    error_z = rng.standard_normal(disease.size)
-    spd_log = burden_z + SPD_LOG_SD * error_z
-    burden = np.select(
-        [is_lbcl, is_mcl, is_all],
-        [np.exp(np.log(35.0) + spd_log), np.exp(np.log(25.0) + spd_log),
-         100 * expit(1.0 + 1.8 * burden_z + MARROW_LOGIT_SD * error_z)],
-        100 * expit(-0.6 + 1.3 * burden_z + MARROW_LOGIT_SD * error_z),
-    )
-    unit = np.where(is_all, "% marrow blasts", np.where(disease == "MM", "% marrow plasma cells", "SPD cm2"))
-    return np.round(np.maximum(burden, 0.1), 1), unit
+    """Disease-appropriate burden measure as recorded (latent burden plus measurement error), and its unit."""
+    diseases, inverse = np.unique(disease, return_inverse=True)
+    row = np.array([[m.disease for m in BURDEN_MEASURES].index(d) for d in diseases])[inverse]  # 4 diseases
+    column = {field: np.array([getattr(m, field) for m in BURDEN_MEASURES])[row]
+              for field in ("unit", "scale", "location", "slope", "error_sd")}
+    scaled = column["location"] + column["slope"] * burden_z + column["error_sd"] * rng.standard_normal(disease.size)
+    burden = np.where(column["scale"] == "log", np.exp(scaled), 100 * expit(scaled))
+    return np.round(np.maximum(burden, 0.1), 1), column["unit"]
 
 
 def draw_patients(n_patients: int, rng: np.random.Generator) -> Patients:

@@ -19,12 +19,12 @@ from pipeline.simulation.policy import BLOCK_TOCILIZUMAB, N_DELAYS, first_dose_h
 # tumour burden and inflammation carry a large share, so that baseline scores (m-EASIX) discriminate
 # about as published (Pennisi 2021: AUROC 0.73-0.80).
 B_BURDEN = 0.50
-B_INFL = 0.60
+B_INFL = 0.65
 B_LOG_DOSE = 1.2
 B_LD = np.array([0.30, 0.10, -0.20])  # flu_cy, bendamustine, none
 RHO_BURDEN_INFL = 0.35  # bulky disease comes with more baseline inflammation
 SD_DRIVE = 0.90  # CAR-T expansion: unobserved at baseline, revealed by the early cytokine rise
-SD_SEVERITY_NOISE = 0.50  # host susceptibility the markers never see (keeps AUROC < 0.9)
+SD_SEVERITY_NOISE = 0.40  # host susceptibility the markers never see (keeps AUROC < 0.9)
 AMP_AT_GE3_CUT = 1.0  # marker amplitude of a patient right at the grade-3 threshold
 SD_MARKER_NOISE = 0.35  # marker amplitude noise relative to the liability (wide grade overlap)
 RHO_ICANS = 0.60  # ICANS liability correlates with CRS severity

@@ -82,11 +82,11 @@ def test_same_seed_gives_byte_identical_files(tmp_path):
 # the simulator's output (model, draw order, formatting) must update these digests in the same commit
 # and say so. (They also pin the numpy Generator streams and pyarrow's float-to-text cast.)
 GOLDEN_SHA256 = {
-    "patients.csv": "b3e1e838ed1ff71739130fd378f070b52f3678463dca10b44fa6078267e396ca",
-    "measurements.csv": "581e01ff312e27d9bc0074f9e8cb315cd75082f7b401fbb0a46143ece79ef10f",
-    "events.csv": "7d99d9eebad598748837f879a80c5c0082fc8b97e9289b060544112e57a4c246",
-    "treatments.csv": "faa5bf2e4f386b258f2ef8fad5b12c85cc3c677ebf02935c3ad2c2bbf69f72f9",
-    "truth.json": "dcb16deaca9e67fdad18eb6dd9310abc274699a795085184edaeb61951965e01",
+    "patients.csv": "c521649157aff50fd35e768d67d32cf89e2abb2e3bc5345f5023a596a2ba2785",
+    "measurements.csv": "4fccea89d9f222a560c0ffe5ee9d3669c07bd15ac75d469926f3b43394e242a7",
+    "events.csv": "98099733052d73f061ecd5b71a661ecd74179b3db3cb20011c8c122128bdb22e",
+    "treatments.csv": "8a07b4f6653e2a48c9fb25ca6064a352cbbe956343e8dd5409c2837c4affd3a8",
+    "truth.json": "064fd2e3fc1ac2d2faf099740de65dc57451e855e08c52118d00bb3485feb9b8",
 }
 
 
@@ -431,19 +431,22 @@ def test_treatment_slows_progression():
 
 
 def test_recorded_tumour_burden_carries_measurement_error():
-    """The model only sees the recorded burden: the latent one plus ~20 % error (log SD 0.20 for SPD,
-    log-odds SD 0.25 for marrow percentages), strongly but not perfectly correlated with the latent."""
-    from pipeline.simulation.patients import draw_patients
+    """The model only sees the recorded burden: the latent one plus ~20 % relative error at each
+    disease's median (15-25 %, issue 15), strongly but not perfectly correlated with the latent."""
+    from pipeline.simulation.curves import expit
+    from pipeline.simulation.patients import BURDEN_MEASURES, draw_patients
 
     drawn = draw_patients(20000, np.random.default_rng(4))
     z = drawn.latents.burden_z
-    lbcl = drawn.disease == "LBCL"
-    error = np.log(drawn.tumor_burden[lbcl] / 35.0) - z[lbcl]
-    assert 0.15 < error.std() < 0.25
-    assert 0.95 < np.corrcoef(np.log(drawn.tumor_burden[lbcl]), z[lbcl])[0, 1] < 0.995
-    ball = (drawn.disease == "B-ALL") & (drawn.tumor_burden > 1) & (drawn.tumor_burden < 99)
-    logit = np.log(drawn.tumor_burden[ball] / (100 - drawn.tumor_burden[ball]))
-    assert 0.15 < (logit - (1.0 + 1.8 * z[ball])).std() < 0.35
+    for measure in BURDEN_MEASURES:
+        in_disease = drawn.disease == measure.disease
+        scaled = measure.location + measure.slope * z[in_disease]
+        latent = np.exp(scaled) if measure.scale == "log" else 100 * expit(scaled)
+        near_median = np.abs(z[in_disease]) < 0.25
+        relative_error = drawn.tumor_burden[in_disease][near_median] / latent[near_median] - 1
+        assert 0.15 < relative_error.std() < 0.25, measure.disease
+        assert (drawn.tumor_burden_unit[in_disease] == measure.unit).all()
+        assert 0.8 < np.corrcoef(drawn.tumor_burden[in_disease], latent)[0, 1] < 0.995
     # Dose: the latent relative dose x the product's reference dose (the pipeline's registry figures).
     reference = {("axi-cel", "LBCL"): (2.0e6, "cells/kg"), ("brexu-cel", "MCL"): (2.0e6, "cells/kg"),
                  ("cilta-cel", "MM"): (0.75e6, "cells/kg"), ("tisa-cel", "LBCL"): (3.0e8, "cells"),
