@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 
@@ -17,8 +19,37 @@ from pipeline.ingestion.checks import (
 )
 from pipeline.ingestion.text import arrow_trim, beyond_float32
 from pipeline.ingestion.times import anchor_seconds, arrow_hours
+from pipeline.registry import drug_synonyms, event_synonyms, normalize_name
 
 _GRADES = [0, 1, 2, 3, 4, 5]
+_ROMAN = {"0": 0, "i": 1, "ii": 2, "iii": 3, "iv": 4, "v": 5}
+#: "Grade 3", "grade III", "G3", "Gr. 3", "gr3", "3", "3.0": the prefix is dropped, Roman numerals read.
+_GRADE_PREFIX = re.compile(r"^(?:grade|gr\.?|g)\s*", re.IGNORECASE)
+_PARENTHESES = re.compile(r"^(?P<outer>[^()]*?)\s*\((?P<inner>[^()]*)\)\s*$")
+
+
+def parse_grades(text: pd.Series) -> np.ndarray:
+    """Grades as numbers (NaN when unreadable): digits, Roman numerals, with or without a "Grade"/"G"
+    prefix. Only integers 0-5 are valid grades (checked by the caller)."""
+    bare = text.str.strip().str.replace(_GRADE_PREFIX, "", regex=True).str.lower()
+    roman = bare.map(_ROMAN).astype(float)
+    return roman.fillna(pd.to_numeric(bare, errors="coerce")).to_numpy(dtype=float)
+
+
+def canonical_names(text: pd.Series, synonyms: dict[str, str], otherwise: str) -> pd.Series:
+    """Each distinct name through ``synonyms`` (normalised; for "a (b)" also a, then b); a name not in
+    the table is kept, ``otherwise`` = "upper" or "lower" cased as before."""
+
+    def one(name: str) -> str:
+        match = _PARENTHESES.match(name)
+        for candidate in (name, *(match.group("outer", "inner") if match else ())):
+            found = synonyms.get(normalize_name(candidate))
+            if found is not None:
+                return found
+        return name.upper() if otherwise == "upper" else name.lower()
+
+    uniques = text.dropna().unique()
+    return text.map({u: one(u) for u in uniques})
 
 
 def _open_small_table(
@@ -43,12 +74,13 @@ def _optional_text(frame: pd.DataFrame, column: str) -> pd.Series:
 
 
 def validate_events(table: RawTable, patients: pd.DataFrame) -> TableOutcome:
-    """Accepted events (upper-case event, integer grade 0-5, hours) and the quarantine."""
+    """Accepted events (canonical event via ``events.csv``, else upper case; integer grade 0-5 written
+    as ``3``, ``Grade 3``, ``G3`` or ``grade III``; hours) and the quarantine."""
     frame, duplicate, checks, ids, hours = _open_small_table(table, patients)
-    event = strip(frame["event"]).str.upper()
+    event = canonical_names(strip(frame["event"]), event_synonyms(), "upper")
     grade_text = strip(frame["grade"])
     checks.flag((event.isna() | grade_text.isna()).to_numpy(), "missing_value", "event or grade is empty")
-    grade = pd.to_numeric(grade_text, errors="coerce").to_numpy(dtype=float)
+    grade = parse_grades(grade_text)
     checks.flag(~np.isin(grade, _GRADES), "invalid_grade", "grade is not an integer 0-5")
     keys = pd.DataFrame({"p": ids.to_numpy(dtype=object), "e": event.to_numpy(dtype=object), "h": hours})
     kept, good, dropped = settle(
@@ -67,9 +99,10 @@ def validate_events(table: RawTable, patients: pd.DataFrame) -> TableOutcome:
 
 
 def validate_treatments(table: RawTable, patients: pd.DataFrame) -> TableOutcome:
-    """Accepted treatments (lower-case drug, dose as a number, unit as given, hours) and the quarantine."""
+    """Accepted treatments (canonical generic drug via ``drugs.csv``, else lower case; dose as a number,
+    unit as given, hours) and the quarantine."""
     frame, duplicate, checks, ids, hours = _open_small_table(table, patients)
-    drug = strip(frame["drug"]).str.lower()
+    drug = canonical_names(strip(frame["drug"]), drug_synonyms(), "lower")
     checks.flag(drug.isna().to_numpy(), "missing_value", "drug is empty")
     dose_text = _optional_text(frame, "dose")
     dose = pd.to_numeric(dose_text, errors="coerce").to_numpy(dtype=float)

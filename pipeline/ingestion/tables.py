@@ -13,8 +13,8 @@ from pipeline.config import IngestConfig
 from pipeline.ingestion.checks import TableOutcome, all_quarantine
 from pipeline.ingestion.measurements import validate_measurements
 from pipeline.ingestion.patients import validate_patients
-from pipeline.ingestion.records import empty_treatments, validate_events, validate_treatments
-from pipeline.registry import Registry, load_registry
+from pipeline.ingestion.records import canonical_names, empty_treatments, validate_events, validate_treatments
+from pipeline.registry import Registry, event_synonyms, load_registry
 
 _COUNTS = ("rows_read", "rows_accepted", "rows_quarantined", "duplicates_dropped")
 #: Default of ``ingest.quarantine_warning_share`` (``crs predict`` and library callers).
@@ -69,6 +69,33 @@ def _share_warnings(files: dict[str, dict], share: float) -> list[str]:
     return warnings
 
 
+def _outcome_warnings(events: TableOutcome | None) -> list[str]:
+    """One warning per event whose quarantined rows may change who counts as having it (an outcome
+    lost to quarantine changes the labels silently otherwise). Counts and reasons only, no values."""
+    if events is None or not len(events.quarantine) or "event" not in events.quarantine.columns:
+        return []
+    q = events.quarantine
+    text = q["event"].astype("object").where(q["event"].notna(), None)
+    rejected = pd.DataFrame({
+        "pid": q["patient_id"].astype(str).str.strip(), "reason": q["reason"].astype(str),
+        "event": canonical_names(text.map(lambda v: None if v is None or not str(v).strip() else str(v).strip()),
+                                 event_synonyms(), "upper"),
+    }).dropna(subset=["event"])
+    if rejected.empty:
+        return []
+    rejected["event"] = rejected["event"].astype(str)
+    accepted = events.accepted[["patient_id", "event"]].astype(str).drop_duplicates()
+    per_patient = rejected.drop_duplicates(["pid", "event"]).merge(
+        accepted, left_on=["pid", "event"], right_on=["patient_id", "event"], how="left", indicator=True)
+    warnings = []
+    for event, rows in per_patient.groupby("event", sort=True):
+        only = int((rows["_merge"] == "left_only").sum())
+        reasons = ", ".join(sorted(set(rejected.loc[rejected["event"] == event, "reason"])))
+        warnings.append(f"events: {len(rows)} patient(s) have {event} rows quarantined ({reasons}); for {only} "
+                        f"of them no {event} row was accepted, so their {event} outcome is not counted")
+    return warnings
+
+
 def _report(
     outcomes: dict[str, TableOutcome], raw: dict[str, RawTable], tables: dict[str, pd.DataFrame], share: float
 ) -> dict:
@@ -91,7 +118,8 @@ def _report(
         "patients_with_measurements": int(tables[MEASUREMENTS.name]["patient_id"].nunique()),
         "covariate_types": patients.extra["covariate_types"],
         **outcomes[MEASUREMENTS.name].extra,
-        "warnings": patients.extra["warnings"] + _share_warnings(files, share),
+        "warnings": patients.extra["warnings"] + _share_warnings(files, share)
+        + _outcome_warnings(outcomes.get(EVENTS.name)),
     }
 
 

@@ -21,11 +21,13 @@ from importlib import resources
 import pandas as pd
 
 _WS = re.compile(r"\s+")
+#: Greek letters as the registry's synonyms spell them (IFN-γ -> ifn-g, TNF-α -> tnf-a, IL-1β -> il-1b).
+_GREEK = str.maketrans({"γ": "g", "α": "a", "β": "b", "κ": "k"})
 
 
 def normalize_name(name: str) -> str:
-    """Lower-case, trim and collapse internal whitespace: ``" Interleukin  6"`` -> ``"interleukin 6"``."""
-    return _WS.sub(" ", str(name).strip().lower())
+    """Lower-case, fold Greek letters, trim and collapse internal whitespace: ``" IFN-γ "`` -> ``"ifn-g"``."""
+    return _WS.sub(" ", str(name).strip().lower().translate(_GREEK))
 
 
 def normalize_unit(unit: str) -> str:
@@ -96,3 +98,28 @@ def load_registry() -> Registry:
         for code in codes:
             conversions[(code, normalize_unit(row.unit))] = (scale, offset)
     return Registry(analytes=analytes, synonyms=synonyms, conversions=conversions)
+
+
+def _synonym_map(name: str, column: str) -> dict[str, str]:
+    """normalised name or synonym -> canonical value of ``column`` (one table of this package)."""
+    out: dict[str, str] = {}
+    for row in _read_csv(name).itertuples(index=False):
+        canonical = getattr(row, column)
+        for key in (canonical, *filter(None, str(row.synonyms).split("|"))):
+            norm = normalize_name(key)
+            if out.get(norm, canonical) != canonical:
+                raise ValueError(f"{name}: synonym '{key}' maps to both {out[norm]} and {canonical}")
+            out[norm] = canonical
+    return out
+
+
+@functools.cache
+def event_synonyms() -> dict[str, str]:
+    """``events.csv``: normalised event name or synonym -> canonical event (CRS, ICANS, DEATH)."""
+    return _synonym_map("events.csv", "event")
+
+
+@functools.cache
+def drug_synonyms() -> dict[str, str]:
+    """``drugs.csv``: normalised drug name, brand or spelling -> canonical generic name (lower case)."""
+    return _synonym_map("drugs.csv", "drug")
