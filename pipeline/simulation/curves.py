@@ -24,3 +24,8 @@ def pulse(hours: np.ndarray, mid_hours: np.ndarray, width_hours: np.ndarray, hol
 def soft_cap(values: np.ndarray, cap: np.ndarray) -> np.ndarray:
     """Smooth ceiling: ~identity well below cap, approaches cap above it (no pile-up at a bound)."""
     return values / np.sqrt(np.sqrt(1.0 + (values / cap) ** 4))
+
+
+def fever_excess_celsius(amplitude: np.ndarray) -> np.ndarray:
+    """Typical height of a CRS fever above 38.05 C for a marker amplitude: sicker patients run hotter."""
+    return 0.3 * np.clip(amplitude, 0, 3)

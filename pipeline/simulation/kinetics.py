@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.simulation.analytes import N_ANALYTES, TEMP_INDEX, analyte_column, disease_baseline_log_ratio
-from pipeline.simulation.curves import expit, pulse, soft_cap
+from pipeline.simulation.curves import expit, fever_excess_celsius, pulse, soft_cap
 from pipeline.simulation.patients import Patients
 from pipeline.simulation.sampling import Rows
 from pipeline.simulation.severity import Outcomes
@@ -96,7 +96,7 @@ def body_temperature(rows: Rows, outcomes: Outcomes, treatments: Treatments, il6
     baseline_temp_c = 36.7 + 0.15 * rng.standard_normal(crs_grade.size)
     afebrile_c = np.minimum(baseline_temp_c[patient] + 0.25 * temp_z
                             + 0.5 * il6_pulse * np.clip(amplitude[patient], 0, 2), 37.9)
-    febrile_c = 38.05 + 0.3 * np.clip(amplitude[patient], 0, 3) + 0.45 * np.abs(temp_z)
+    febrile_c = 38.05 + fever_excess_celsius(amplitude[patient]) + 0.45 * np.abs(temp_z)
     antipyretic = rng.random(rows.n_rows) < 0.12
     febrile_c = np.where(antipyretic, 37.3 + 0.5 * rng.random(rows.n_rows), febrile_c)
     return np.clip(np.where(in_fever, febrile_c, afebrile_c), 35.0, 41.5)

@@ -10,6 +10,7 @@ import numpy as np
 
 from pipeline.simulation.analytes import ANALYTE_INDEX, TEMP_INDEX
 from pipeline.simulation.arms import site_attribute
+from pipeline.simulation.curves import fever_excess_celsius
 
 ROUTINE_PANEL = ["CRP", "FERRITIN", "LDH", "PLT", "CREAT", "ANC", "HGB", "DDIMER", "FIBRINOGEN"]
 ROUTINE_KEEP = np.array([0.95, 0.85, 0.90, 0.98, 0.97, 0.97, 0.98, 0.60, 0.65])  # ordered per draw
@@ -19,8 +20,10 @@ CYTOKINE_DAYS = np.array([-5, 0, 1, 2, 3, 5, 7, 14, 21, 28])
 INPATIENT_DAYS = np.arange(-1, 15)  # temperature on the ward several times a day
 VITALS_CLOCK_HOURS = np.array([2.0, 6.0, 10.0, 14.0, 18.0, 22.0])
 # Extra draws while worried: 6-hourly slots over days 0-14, each kept with the site's worry_draws
-# chance times the factor for the highest grade whose onset lies within WORRY_HOURS before the slot.
+# chance times the factor for the highest grade whose onset lies within WORRY_HOURS before the slot,
+# times (1 + WORRY_PER_FEVER_C x the patient's typical fever above 38 C): a hotter patient worries more.
 WORRY_HOURS = 72.0
+WORRY_PER_FEVER_C = 3.0
 WORRY_CLOCK_HOURS = np.array([0.0, 6.0, 12.0, 18.0])
 WORRY_DAYS = np.arange(0, 15)
 WORRY_GRADE_FACTOR = np.array([0.0, 1.0, 2.0, 2.5, 2.5, 2.5])  # by grade 0..5
@@ -105,14 +108,15 @@ def worry_grade(hours: np.ndarray, crs_grade_hours: np.ndarray) -> np.ndarray:
     return np.where(recent, np.arange(1, 6)[None, None, :], 0).max(axis=2)
 
 
-def _worry_draws(anchor_clock_hours: np.ndarray, crs_grade_hours: np.ndarray, site: np.ndarray,
-                 rng: np.random.Generator) -> tuple[_Draws, _Draws]:
+def _worry_draws(anchor_clock_hours: np.ndarray, crs_grade_hours: np.ndarray, amplitude: np.ndarray,
+                 site: np.ndarray, rng: np.random.Generator) -> tuple[_Draws, _Draws]:
     """Extra labs (and cytokines where the site has them) and extra temperatures while worried."""
     n_patients = anchor_clock_hours.size
     slot_clock = (WORRY_DAYS[:, None] * 24.0 + WORRY_CLOCK_HOURS[None, :]).ravel()
     slot_hours = slot_clock[None, :] + rng.uniform(-1.0, 1.0, (n_patients, slot_clock.size)) - anchor_clock_hours[:, None]
     level = worry_grade(slot_hours, crs_grade_hours)
-    chance = np.minimum(site_attribute("worry_draws")[site][:, None] * WORRY_GRADE_FACTOR[level], 1.0)
+    patient_worry = site_attribute("worry_draws")[site] * (1 + WORRY_PER_FEVER_C * fever_excess_celsius(amplitude))
+    chance = np.minimum(patient_worry[:, None] * WORRY_GRADE_FACTOR[level], 1.0)
     drawn = rng.random(slot_hours.shape) < chance
     keep = np.concatenate([np.broadcast_to(WORRY_KEEP, (n_patients, WORRY_KEEP.size)),
                            site_attribute("worry_cytokines")[site][:, None] * WORRY_CYTOKINE_SHARE[None, :]], axis=1)
@@ -136,14 +140,15 @@ def _unique_rows(patient: np.ndarray, minutes: np.ndarray, analyte: np.ndarray) 
     return np.sort(first)
 
 
-def draw_schedule(anchor_clock_minutes: np.ndarray, crs_grade_hours: np.ndarray, death_hours: np.ndarray,
-                  site: np.ndarray, rng: np.random.Generator) -> Rows:
+def draw_schedule(anchor_clock_minutes: np.ndarray, crs_grade_hours: np.ndarray, amplitude: np.ndarray,
+                  death_hours: np.ndarray, site: np.ndarray, rng: np.random.Generator) -> Rows:
     """Every measurement row: the routine schedule plus the worry draws (which see only the observed
-    past of the CRS course), none after death; one row per patient, minute and analyte."""
+    past of the CRS course and how hot the fever runs), none after death; one row per patient, minute
+    and analyte."""
     anchor_clock_hours = anchor_clock_minutes / 60.0
     labs, outpatient_temps = _routine_visits(anchor_clock_hours, rng)
     blocks = (labs, outpatient_temps, _cytokine_panels(anchor_clock_hours, rng), _ward_vitals(anchor_clock_hours, rng),
-              *_worry_draws(anchor_clock_hours, crs_grade_hours, site, rng))
+              *_worry_draws(anchor_clock_hours, crs_grade_hours, amplitude, site, rng))
     patient = np.concatenate([b.patient for b in blocks]).astype(np.int64)
     hours = np.concatenate([b.hours for b in blocks])
     analyte = np.concatenate([b.analyte for b in blocks]).astype(np.int64)

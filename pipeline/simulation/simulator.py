@@ -41,8 +41,8 @@ def simulate_tables(n_patients: int, seed: int, faults: bool = True) -> tuple[di
     patients = draw_patients(n_patients, rng)  # arms, latent severity, site and course draws, demographics
     outcomes = draw_outcomes(patients.arm, patients.latents, patients.course, cal)  # grades under treatment
     treatments = schedule_treatments(outcomes, patients.course, patients.anchor_minutes)
-    rows = draw_schedule(patients.anchor_clock_minutes, outcomes.crs_grade_hours, outcomes.death_hours,
-                         patients.site, rng)
+    rows = draw_schedule(patients.anchor_clock_minutes, outcomes.crs_grade_hours, outcomes.marker_amplitude,
+                         outcomes.death_hours, patients.site, rng)
     values = simulate_values(rows, patients, outcomes, treatments, rng)  # kinetics
     reported = report_measurements(rows, values, patients.site, registry)  # assay and censoring
     injected = inject_faults(rows, reported, patients.anchor_minutes, n_patients, seed, faults)
