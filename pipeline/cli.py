@@ -82,11 +82,15 @@ def train(params: ParamsOption = Path("params.yaml")) -> None:
 
 
 @app.command()
-def register(params: ParamsOption = Path("params.yaml")) -> None:
+def register(
+    params: ParamsOption = Path("params.yaml"),
+    force: Annotated[bool, typer.Option("--force", help="Register even a target flagged small-data by crs train "
+                                        "(fewer than train.min_events patients with the event).")] = False,
+) -> None:
     """Log the scoring pipeline as the MLflow model crs-severe-risk and register a new version."""
     from pipeline import register as stage
 
-    stage.main(_config(params))
+    stage.main(_config(params), force=force)
 
 
 @app.command()

@@ -136,6 +136,11 @@ class TrainConfig(_Section):
     isotonic_min_events: int = Field(default=200, ge=1)
     #: A landmark gets its own calibration intercept (and threshold) with at least this many events.
     landmark_min_events: int = Field(default=10, ge=1)
+    #: Small-data guard: a target (or landmark) with fewer patients with the event than this is still
+    #: trained and evaluated but flagged (console, metadata, metrics.json, model card) and `crs register`
+    #: refuses it unless --force. 20 follows the usual minimum for a validation set's events and the
+    #: TRIPOD/PROBAST concern about fewer than ~10 events per candidate predictor.
+    min_events: int = Field(default=20, ge=1)
     sensitivity_target: float = Field(default=0.9, gt=0, lt=1)
     n_bootstrap: int = Field(default=500, ge=0)
     #: Cross-fitting inside each training set: K boosters, each trained on K-1 patient folds; the

@@ -16,12 +16,34 @@ from typing import Any
 from pipeline.config import Config
 from pipeline.errors import UserError
 from pipeline.io import write_json
-from pipeline.serving.registry import register_trained_models
+from pipeline.model.artifacts import METADATA_FILE
+from pipeline.model.guards import small_data_warning
+from pipeline.serving.registry import MODEL_NAME, register_trained_models
 
 
-def run(config: Config, models_dir: Path, runs: dict[str, Any]) -> dict[str, Any]:
-    """Register the models in ``models_dir``; returns the registration record."""
-    return register_trained_models(config, models_dir, runs)
+def small_data_reasons(models_dir: Path) -> list[str]:
+    """The small-data warnings ``crs train`` recorded in the targets' metadata (none: deployable)."""
+    reasons = []
+    for path in sorted(Path(models_dir).glob(f"*/{METADATA_FILE}")):
+        try:
+            metadata = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue  # registration's own artifact checks report damaged files
+        warning = small_data_warning(path.parent.name, metadata.get("small_data"))
+        if warning:
+            reasons.append(warning)
+    return reasons
+
+
+def run(config: Config, models_dir: Path, runs: dict[str, Any], force: bool = False) -> dict[str, Any]:
+    """Register the models in ``models_dir``; returns the registration record. A target flagged
+    small-data blocks registration unless ``force`` (then the record keeps the warnings)."""
+    reasons = small_data_reasons(models_dir)
+    if reasons and not force:
+        return {"registered": False, "model_name": MODEL_NAME,
+                "reason": f"{'; '.join(reasons)} (register anyway with `crs register --force`)"}
+    record = register_trained_models(config, models_dir, runs)
+    return {**record, "small_data": reasons} if reasons else record
 
 
 def _read_runs(path: Path) -> dict[str, Any]:
@@ -33,12 +55,12 @@ def _read_runs(path: Path) -> dict[str, Any]:
         raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); rerun `crs train`") from None
 
 
-def main(config: Config) -> None:
+def main(config: Config, force: bool = False) -> None:
     started = time.perf_counter()
     models_dir = Path(config.paths.models_dir)
     if not models_dir.is_dir():
         raise UserError(f"{models_dir}: models directory not found (run `crs train` first)")
-    record = run(config, models_dir, _read_runs(config.paths.runs))
+    record = run(config, models_dir, _read_runs(config.paths.runs), force)
     write_json(record, config.paths.registration)
     seconds = time.perf_counter() - started
     if record["registered"]:

@@ -42,6 +42,7 @@ from pipeline.model.artifacts import (
     manifest_bytes,
     seal_target_files,
 )
+from pipeline.model.guards import small_data_warning
 from pipeline.training.booster import check_monotone_constraints
 from pipeline.training.cv import run_fold, run_tasks
 from pipeline.training.final import (
@@ -153,7 +154,9 @@ def _summary(result: TargetResult) -> str:
     if result.status == "skipped":
         return f"train: {result.target}: skipped ({result.reason})"
     m = result.metadata
-    return f"train: {result.target}: {m['n_rows']} rows, {m['n_events']} events, {m['n_patients']} patients"
+    line = f"train: {result.target}: {m['n_rows']} rows, {m['n_events']} events, {m['n_patients']} patients"
+    warning = small_data_warning(result.target, m.get("small_data"))
+    return f"{line}\ntrain: warning: {warning}" if warning else line
 
 
 def main(config: Config) -> None:

@@ -29,6 +29,7 @@ from pipeline import metrics as M
 from pipeline.config import Config, landmark_key
 from pipeline.errors import UserError
 from pipeline.model.baselines import BASELINES, SCORE_BASELINES
+from pipeline.model.guards import small_data_warning
 
 ALL_LANDMARKS = "all"
 MIN_EVENTS = 5  # fewer events (or non-events) than this at a landmark: reported as skipped
@@ -283,4 +284,7 @@ def compute_metrics(
             # Seed per (target, landmark): results do not depend on which other targets are evaluated.
             seed = cfg.seed * 1009 + t_index * 101 + k_index
             out[target][key] = evaluate_rows(rows, reasons, cfg.n_bootstrap, seed, config.paths.oof, medians)
+        if ALL_LANDMARKS in out[target] and "skipped" not in out[target][ALL_LANDMARKS]:
+            # The small-data flag `crs train` recorded (text, or null): also on the model card.
+            out[target][ALL_LANDMARKS]["small_data"] = small_data_warning(target, (metadata or {}).get("small_data"))
     return out

@@ -22,6 +22,7 @@ from pipeline.config import Config, landmark_key
 from pipeline.contracts import LANDMARK_HOURS, MODEL, PATIENT_ID, prob_column
 from pipeline.io import atomic_path
 from pipeline.model import ModelBundle, model_analytes
+from pipeline.model.guards import small_data_warning
 from pipeline.reporting import clinical_text as ct
 from pipeline.reporting.model_info import model_identity, target_label
 from pipeline.reporting.pages import environment
@@ -193,6 +194,7 @@ def model_card_context(
         "simulated": _is_simulated(cohort_path), "cohort_path": cohort_path, "grading_scale": config.cohort.grading_scale,
         "static_features": config.static_features, "analytes": [ct.display_name(a) for a in model_analytes(bundle, config)],
         "generated": time.strftime("%Y-%m-%d"),
+        "small_data": [w for t, m in bundle.targets.items() if (w := small_data_warning(t, m.metadata.get("small_data")))],
     }
 
 

@@ -68,7 +68,21 @@ def prepare_target(
         return _skipped(target, reason, {**base_meta, **counts}, specs)
     X = apply_feature_specs(rows, specs)
     data = FoldData(X, y, groups, landmarks, specs, baseline_availability(X))
+    counts["small_data"] = small_data(y, groups, landmarks, len(specs), cfg.min_events)
     return PreparedTarget(target, data, outer_splits(y, groups, cfg), counts)
+
+
+def small_data(y: np.ndarray, groups: np.ndarray, landmarks: np.ndarray, n_features: int, min_events: int
+               ) -> dict[str, Any] | None:
+    """The small-data flag: patients with the event overall and per landmark against ``min_events``,
+    with events per candidate feature for context; None when every count reaches the minimum."""
+    event_patients = int(len(np.unique(groups[y == 1])))
+    per_landmark = {landmark_key(float(h)): int(y[landmarks == h].sum()) for h in np.unique(landmarks)}
+    below = {k: v for k, v in per_landmark.items() if v < min_events}
+    if event_patients >= min_events and not below:
+        return None
+    return {"min_events": min_events, "patients_with_event": event_patients, "events_by_landmark": per_landmark,
+            "landmarks_below": sorted(below), "events_per_feature": round(event_patients / max(n_features, 1), 3)}
 
 
 def fit_final(data: FoldData, mask: np.ndarray, cfg: TrainConfig) -> Procedure:
