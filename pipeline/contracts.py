@@ -22,6 +22,9 @@ HOURS_SINCE_ANCHOR = "hours_since_anchor"
 # Landmark table (featurize output): labels and onset hours are never model features.
 LABEL_PREFIX = "label__"
 ONSET_PREFIX = "onset_hours__"
+# Grouping columns carried for validation only (e.g. "group__site" for leave-one-site-out), never features.
+GROUP_PREFIX = "group__"
+SITE_GROUP = f"{GROUP_PREFIX}site"
 # Out-of-fold table (train output): one column group per scored model ("model" or a baseline).
 RAW_PREFIX = "raw__"
 PROB_PREFIX = "prob__"
@@ -83,10 +86,10 @@ def simple_summary_columns(columns: list[str] | pd.Index) -> list[str]:
 
 
 def feature_columns(columns: list[str] | pd.Index) -> list[str]:
-    """Model features of a landmark table: everything but ids, labels and onset hours."""
+    """Model features of a landmark table: everything but ids, labels, onset hours and grouping columns."""
     return [
         c for c in columns
-        if c not in ID_COLUMNS and not c.startswith(LABEL_PREFIX) and not c.startswith(ONSET_PREFIX)
+        if c not in ID_COLUMNS and not c.startswith((LABEL_PREFIX, ONSET_PREFIX, GROUP_PREFIX))
     ]
 
 

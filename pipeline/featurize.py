@@ -37,13 +37,23 @@ SUMMARY_ATTR = "training_summary"
 def featurize(config: Config, tables: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, LandmarkFeaturizer]:
     """The landmark matrix (``attrs["analytes"]`` set) and the fitted featurizer (its analyte choice)."""
     featurizer = LandmarkFeaturizer.from_config(config).fit(tables)
-    frame = featurizer.transform(tables)
+    frame = with_site_group(featurizer.transform(tables), tables["patients"])
     frame.attrs[ANALYTES_ATTR] = list(featurizer.analytes_)
     frame.attrs[REFERENCE_ATTR] = featurizer.covariate_reference_.to_json()
     # Aggregates only (decile edges, shares, medians): what `crs validate` measures drift against.
     frame.attrs[SUMMARY_ATTR] = feature_summary(frame, contracts.feature_columns(frame.columns),
                                                 tables["measurements"])
     return frame, featurizer
+
+
+def with_site_group(frame: pd.DataFrame, patients: pd.DataFrame) -> pd.DataFrame:
+    """The landmark table plus ``group__site`` (each row's patient's site) when the cohort has a ``site``
+    column: leave-one-site-out validation groups by it; it is never a model feature."""
+    if "site" not in patients.columns:
+        return frame
+    site = patients.assign(patient_id=patients["patient_id"].astype(str)).set_index("patient_id")["site"]
+    values = site.reindex(frame[contracts.PATIENT_ID].astype(str)).astype("object").to_numpy()
+    return frame.assign(**{contracts.SITE_GROUP: pd.array(values, dtype="str")})
 
 
 def run(config: Config, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:

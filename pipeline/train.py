@@ -44,7 +44,7 @@ from pipeline.model.artifacts import (
 )
 from pipeline.model.guards import small_data_warning
 from pipeline.training.booster import check_monotone_constraints
-from pipeline.training.cv import run_fold, run_tasks
+from pipeline.training.cv import run_fold, run_site_fold, run_tasks
 from pipeline.training.final import (
     PreparedTarget,
     TargetResult,
@@ -104,6 +104,10 @@ def _tasks(prepared: dict[str, PreparedTarget | TargetResult], config: Config, s
         for repeat, fold, tr, te in prep.splits:
             tasks.append((run_fold, prep.data, config.train, repeat, fold, tr, te))
             keys.append((t, "fold", (repeat, fold)))
+        site_cfg = config.train.model_copy(update={"tune": False})
+        for index, (site, tr, te) in enumerate(prep.site_splits):
+            tasks.append((run_site_fold, prep.data, site_cfg, index, tr, te))
+            keys.append((t, "site", site))
         for lm, mask in landmark_groups(prep.data.landmarks, config.train.per_landmark):
             key = "all" if lm is None else landmark_key(lm)
             tasks.append((fit_final, prep.data, mask, config.train))
@@ -125,7 +129,8 @@ def run(config: Config, landmarks: pd.DataFrame, provenance: dict[str, Any], sou
             continue
         parts = [o for (tt, kind, _), o in zip(keys, outputs, strict=True) if tt == t and kind == "fold"]
         finals = {k: o for (tt, kind, k), o in zip(keys, outputs, strict=True) if tt == t and kind == "final"}
-        results.append(finish_target(prep, parts, finals, config, {"target": t, **provenance}))
+        sites = {k: o for (tt, kind, k), o in zip(keys, outputs, strict=True) if tt == t and kind == "site"}
+        results.append(finish_target(prep, parts, finals, config, {"target": t, **provenance}, sites))
     oofs = [r.oof for r in results if r.oof is not None]
     return TrainOutput(pd.concat(oofs, ignore_index=True) if oofs else empty_oof(), results, len(tasks))
 

@@ -287,4 +287,7 @@ def compute_metrics(
         if ALL_LANDMARKS in out[target] and "skipped" not in out[target][ALL_LANDMARKS]:
             # The small-data flag `crs train` recorded (text, or null): also on the model card.
             out[target][ALL_LANDMARKS]["small_data"] = small_data_warning(target, (metadata or {}).get("small_data"))
+            loso = (metadata or {}).get("leave_one_site_out")
+            if loso:  # internal-external validation (TRIPOD+AI): the procedure trained without each site
+                out[target][ALL_LANDMARKS]["leave_one_site_out"] = loso["sites"]
     return out

@@ -53,6 +53,18 @@ def _auroc_ci(m: Mapping[str, Any]) -> str:
     return f"{_fmt(m['auroc'])} ({_fmt(m['auroc_ci'][0])}–{_fmt(m['auroc_ci'][1])})"
 
 
+def with_held_out_sites(rows: list[dict[str, Any]], loso: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Each site row plus the leave-one-site-out figures ``crs train`` stored (AUROC and
+    calibration-in-the-large of the procedure trained on the other sites); "n/a" without them."""
+    sites = (loso or {}).get("sites", {})
+    for row in rows:
+        held = sites.get(row["site"], {})
+        row["held_out_auroc"] = _fmt(held.get("auroc")) if held.get("auroc") is not None else "n/a"
+        citl = held.get("calibration_intercept")
+        row["held_out_citl"] = _fmt(citl) if citl is not None else "n/a"
+    return rows
+
+
 def site_variation(oof: pd.DataFrame | None, patients: pd.DataFrame | None, target: str) -> list[dict[str, Any]]:
     """AUROC per site (mean over CV repeats, all landmarks pooled); sites with < 5 events flagged."""
     if oof is None or patients is None or "site" not in patients.columns:
@@ -169,7 +181,8 @@ def target_card(config: Config, bundle: ModelBundle, target: str, metrics: Mappi
         "threshold_rule": meta.get("threshold_rule", ""), "calibration": meta.get("calibration", ""),
         "params": meta.get("params", {}), "perf": performance_rows(by_landmark, keys), "landmark_keys": keys,
         "baselines": baseline_rows(by_landmark, keys), "net_benefit": net_benefit_rows(by_landmark.get("all", {})),
-        "figure": _png_data_uri(figure), "sites": site_variation(oof, patients, target),
+        "figure": _png_data_uri(figure),
+        "sites": with_held_out_sites(site_variation(oof, patients, target), meta.get("leave_one_site_out")),
         "top": top_features(summary), "n_features": len(model.feature_names),
     }
 

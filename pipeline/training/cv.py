@@ -62,6 +62,16 @@ def run_fold(data: FoldData, cfg: TrainConfig, repeat: int, fold: int, tr: np.nd
     return pd.concat([part, baselines], axis=1)
 
 
+def run_site_fold(data: FoldData, cfg: TrainConfig, site_index: int, tr: np.ndarray, te: np.ndarray) -> pd.DataFrame:
+    """Leave-one-site-out: the model procedure (no baselines) on every other site, scoring this site."""
+    from threadpoolctl import threadpool_limits
+
+    part = _empty_part(te, -1, site_index)
+    with threadpool_limits(limits=1):
+        _model_predictions(part, data, cfg, tr, te, cfg.seed + 7919 * (site_index + 1))
+    return part
+
+
 def run_tasks(tasks: list[tuple], cfg: TrainConfig) -> list[Any]:
     """Run ``(function, *args)`` tasks, in worker processes when ``n_jobs > 1``; results keep task order.
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -40,6 +40,8 @@ class PreparedTarget:
     data: FoldData
     splits: list[tuple[int, int, np.ndarray, np.ndarray]]
     counts: dict[str, int]
+    #: Leave-one-site-out: (site, training rows, that site's rows); empty without 3 sites.
+    site_splits: list[tuple[str, np.ndarray, np.ndarray]] = field(default_factory=list)
 
 
 def _skipped(target: str, reason: str, meta: dict[str, Any], specs: list[FeatureSpec]) -> TargetResult:
@@ -69,7 +71,37 @@ def prepare_target(
     X = apply_feature_specs(rows, specs)
     data = FoldData(X, y, groups, landmarks, specs, baseline_availability(X))
     counts["small_data"] = small_data(y, groups, landmarks, len(specs), cfg.min_events)
-    return PreparedTarget(target, data, outer_splits(y, groups, cfg), counts)
+    sites = rows[C.SITE_GROUP].astype("object").to_numpy() if C.SITE_GROUP in rows.columns else None
+    return PreparedTarget(target, data, outer_splits(y, groups, cfg), counts, site_folds(sites, cfg))
+
+
+def site_folds(sites: np.ndarray | None, cfg: TrainConfig) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """One split per site (train on every other site's rows, score this site's) when the cohort names
+    at least 3 sites and ``site_validation`` is auto; rows without a site are only ever trained on."""
+    if sites is None or cfg.site_validation == "off":
+        return []
+    known = pd.notna(sites)
+    names = sorted({str(s) for s in sites[known]})
+    if len(names) < 3:
+        return []
+    text = np.where(known, sites.astype(str), "")
+    return [(name, np.flatnonzero(text != name), np.flatnonzero(text == name)) for name in names]
+
+
+def site_summary(prep: PreparedTarget, parts: dict[str, pd.DataFrame]) -> dict[str, dict[str, Any]]:
+    """Per held-out site: the procedure trained on the other sites, scored on this one (all landmarks)."""
+    out: dict[str, dict[str, Any]] = {}
+    column = C.prob_column(C.MODEL)
+    for site, part in parts.items():
+        rows = part["row"].to_numpy()
+        y, p = prep.data.y[rows].astype(float), part[column].to_numpy(dtype=float)
+        both = 0 < y.sum() < len(y)
+        slope, intercept = calibration_slope_intercept(y, p) if both else (np.nan, np.nan)
+        out[site] = {"n": int(len(y)), "n_patients": int(len(np.unique(prep.data.groups[rows]))),
+                     "n_event_patients": int(len(np.unique(prep.data.groups[rows][y == 1]))),
+                     "auroc": _rounded(auroc(y, p)) if both else None, "brier": _rounded(brier(y, p)),
+                     "calibration_slope": _rounded(slope), "calibration_intercept": _rounded(intercept)}
+    return out
 
 
 def small_data(y: np.ndarray, groups: np.ndarray, landmarks: np.ndarray, n_features: int, min_events: int
@@ -194,12 +226,17 @@ def finish_target(
     finals: dict[str, Procedure],
     config: Config,
     base_meta: dict[str, Any],
+    site_parts: dict[str, pd.DataFrame] | None = None,
 ) -> TargetResult:
-    """Assemble out-of-fold predictions and the deployed models' files."""
+    """Assemble out-of-fold predictions and the deployed models' files (and leave-one-site-out figures)."""
     oof = assemble_oof(prep, parts)
     files, units, models = _final_units(prep, finals, config.train)
     files[FEATURES_FILE] = json_bytes({"features": [s.to_json() for s in prep.data.specs]})
     metadata = _metadata(prep, units, config, base_meta, oof)
+    if site_parts:
+        metadata["leave_one_site_out"] = {
+            "procedure": "the training procedure with tuning off (train.* booster params), refitted on all other "
+                         "sites; figures pooled over landmarks", "sites": site_summary(prep, site_parts)}
     files[METADATA_FILE] = json_bytes(metadata)
     return TargetResult(prep.target, "trained", None, oof, files, metadata, prep.data.specs, prep.data.X, models)
 
