@@ -35,7 +35,7 @@ WORRY_VITALS_CLOCK_HOURS = np.array([0.0, 4.0, 8.0, 12.0, 16.0, 20.0])  # betwee
 
 @dataclass(frozen=True)
 class Rows:
-    """Clean measurement rows (one entry per row), in schedule order."""
+    """Clean measurement rows (one entry per row), sorted by patient, time and analyte."""
 
     patient: np.ndarray  # patient index (int64)
     analyte: np.ndarray  # index into CODES (int64)
@@ -102,10 +102,30 @@ def _ward_vitals(anchor_clock_hours: np.ndarray, rng: np.random.Generator) -> _D
 
 
 def worry_grade(hours: np.ndarray, crs_grade_hours: np.ndarray) -> np.ndarray:
-    """(n, slots) highest CRS grade whose onset lies in (hours - WORRY_HOURS, hours]: the observed past only."""
-    onset = crs_grade_hours[:, None, :]  # (n, 1, 5)
-    recent = (onset <= hours[:, :, None]) & (onset > hours[:, :, None] - WORRY_HOURS)
-    return np.where(recent, np.arange(1, 6)[None, None, :], 0).max(axis=2)
+    """(n, slots) highest CRS grade whose onset lies in (hours - WORRY_HOURS, hours]: the observed past only.
+
+    Onsets increase with the grade, so the highest grade begun by a slot is the number of onsets before
+    it; it counts only if that onset is recent (an older one means every lower onset is older still).
+    """
+    begun = np.zeros(hours.shape, dtype=np.int64)
+    latest_onset = np.full(hours.shape, -np.inf)
+    for k in range(5):  # five grades, not patients
+        onset = crs_grade_hours[:, k][:, None]
+        started = onset <= hours
+        begun += started
+        latest_onset = np.where(started, onset, latest_onset)
+    return np.where(latest_onset > hours - WORRY_HOURS, begun, 0)
+
+
+def _worry_labs(slot_hours: np.ndarray, chance: np.ndarray, site: np.ndarray, rng: np.random.Generator) -> _Draws:
+    """Extra draws (one per kept slot) and the tests each orders: routine tests, cytokines by site."""
+    patient, slot = np.nonzero(rng.random(slot_hours.shape) < chance)
+    keep = np.concatenate([np.broadcast_to(WORRY_KEEP, (patient.size, WORRY_KEEP.size)),
+                           site_attribute("worry_cytokines")[site[patient]][:, None] * WORRY_CYTOKINE_SHARE[None, :]],
+                          axis=1)
+    draw, test = np.nonzero(rng.random(keep.shape) < keep)
+    codes = np.array([ANALYTE_INDEX[c] for c in WORRY_PANEL + CYTOKINE_PANEL])
+    return _Draws(patient[draw], slot_hours[patient[draw], slot[draw]], codes[test])
 
 
 def _worry_draws(anchor_clock_hours: np.ndarray, crs_grade_hours: np.ndarray, amplitude: np.ndarray,
@@ -116,14 +136,7 @@ def _worry_draws(anchor_clock_hours: np.ndarray, crs_grade_hours: np.ndarray, am
     slot_hours = slot_clock[None, :] + rng.uniform(-1.0, 1.0, (n_patients, slot_clock.size)) - anchor_clock_hours[:, None]
     level = worry_grade(slot_hours, crs_grade_hours)
     patient_worry = site_attribute("worry_draws")[site] * (1 + WORRY_PER_FEVER_C * fever_excess_celsius(amplitude))
-    chance = np.minimum(patient_worry[:, None] * WORRY_GRADE_FACTOR[level], 1.0)
-    drawn = rng.random(slot_hours.shape) < chance
-    keep = np.concatenate([np.broadcast_to(WORRY_KEEP, (n_patients, WORRY_KEEP.size)),
-                           site_attribute("worry_cytokines")[site][:, None] * WORRY_CYTOKINE_SHARE[None, :]], axis=1)
-    codes = np.array([ANALYTE_INDEX[c] for c in WORRY_PANEL + CYTOKINE_PANEL])
-    ordered = drawn[:, :, None] & (rng.random((*slot_hours.shape, codes.size)) < keep[:, None, :])
-    patient, slot, test = np.nonzero(ordered)
-    labs = _Draws(patient, slot_hours[patient, slot], codes[test])
+    labs = _worry_labs(slot_hours, np.minimum(patient_worry[:, None] * WORRY_GRADE_FACTOR[level], 1.0), site, rng)
     vitals_clock = (INPATIENT_DAYS[INPATIENT_DAYS >= 0][:, None] * 24.0 + WORRY_VITALS_CLOCK_HOURS[None, :]).ravel()
     vitals_hours = (vitals_clock[None, :] + np.clip(0.5 * rng.standard_normal((n_patients, vitals_clock.size)), -1, 1)
                     - anchor_clock_hours[:, None])
@@ -133,11 +146,15 @@ def _worry_draws(anchor_clock_hours: np.ndarray, crs_grade_hours: np.ndarray, am
     return labs, temps
 
 
-def _unique_rows(patient: np.ndarray, minutes: np.ndarray, analyte: np.ndarray) -> np.ndarray:
-    """Indexes of the first row of each (patient, minute, analyte), in the original order."""
+def _sorted_unique_rows(patient: np.ndarray, minutes: np.ndarray, analyte: np.ndarray) -> np.ndarray:
+    """Indexes of one row per (patient, minute, analyte), sorted by patient, time and analyte (a worry
+    draw can fall on the minute of a scheduled one; the written tables are sorted this way too)."""
     key = (patient << 40) + ((minutes - minutes.min()) << 6) + analyte
-    _, first = np.unique(key, return_index=True)
-    return np.sort(first)
+    order = np.argsort(key, kind="stable")
+    sorted_key = key[order]
+    first = np.ones(order.size, dtype=bool)
+    first[1:] = sorted_key[1:] != sorted_key[:-1]
+    return order[first]
 
 
 def draw_schedule(anchor_clock_minutes: np.ndarray, crs_grade_hours: np.ndarray, amplitude: np.ndarray,
@@ -154,5 +171,5 @@ def draw_schedule(anchor_clock_minutes: np.ndarray, crs_grade_hours: np.ndarray,
     analyte = np.concatenate([b.analyte for b in blocks]).astype(np.int64)
     minutes = np.round(hours * 60).astype(np.int64)
     alive = minutes < np.where(np.isfinite(death_hours), death_hours * 60, np.inf)[patient]
-    kept = np.flatnonzero(alive)[_unique_rows(patient[alive], minutes[alive], analyte[alive])]
+    kept = np.flatnonzero(alive)[_sorted_unique_rows(patient[alive], minutes[alive], analyte[alive])]
     return Rows(patient=patient[kept], analyte=analyte[kept], minutes=minutes[kept], hours=minutes[kept] / 60.0)
