@@ -2,10 +2,14 @@
 
 Phases, in draw order (one ``np.random.Generator`` passed through them explicitly):
 
-* ``patients`` / ``arms`` / ``severity``: arm, latent risk factors and severity liability,
-  demographics; CRS / ICANS grades and the hour of every grade change (calibrated in ``severity``);
-* ``treatments``: tocilizumab, dexamethasone, methylprednisolone (only the past decides a dose);
-* ``sampling``: routine labs, research cytokine panels, ward vitals (never looks at outcomes);
+* ``patients`` / ``arms`` / ``severity``: arm, latent risk factors and severity liability, site and
+  its habits, the random course timing, demographics, the covariates as recorded (noisy tumour burden,
+  administered dose); the untreated CRS / ICANS grades and the grades reached under treatment;
+* ``calibration``: per-arm cuts (under treatment) and onset location from a fixed reference sample;
+* ``policy`` / ``treatments``: when tocilizumab, dexamethasone and methylprednisolone are given (only
+  the past and the site's habits decide a dose), how they slow progression and move the markers;
+* ``sampling``: routine labs, research cytokine panels, ward vitals, and the extra draws a febrile
+  patient gets (they see only the observed past of the course);
 * ``kinetics``: cytokine / biomarker values and body temperature (``curves``: pulse shapes);
 * ``assay``: site units, rounding, censoring at the limits of quantification, analyte names;
 * ``faults``: the data-quality faults ingest must quarantine (their own random stream);
