@@ -26,13 +26,17 @@ def expit(eta: np.ndarray) -> np.ndarray:
 
 
 def fit_logistic(x: np.ndarray | None, y: np.ndarray, offset: np.ndarray, n_iter: int = 100) -> np.ndarray:
-    """Unpenalised logistic regression y ~ 1 (+ x) with an offset, by Newton-Raphson: [intercept(, slope)].
+    """Unpenalised logistic regression y ~ 1 (+ x) with an offset, by damped Newton-Raphson:
+    [intercept(, slope)].
 
     Small and exact (no regularisation), unlike sklearn's default L2 penalty: calibration slope and
-    intercept are defined on the unpenalised fit.
+    intercept are defined on the unpenalised fit. Each Newton step is halved until the log-likelihood
+    does not fall: plain Newton overshoots to +-1e11 when the offsets are far from the outcome rate
+    (an external cohort whose risks are all near 0), the case calibration-in-the-large exists for.
     """
     design = np.ones((len(y), 1)) if x is None else np.column_stack([np.ones(len(y)), x])
     beta = np.zeros(design.shape[1])
+    loglik = _log_likelihood(design, y, offset, beta)
     for _ in range(n_iter):
         mu = expit(offset + design @ beta)
         grad = design.T @ (y - mu)
@@ -41,10 +45,19 @@ def fit_logistic(x: np.ndarray | None, y: np.ndarray, offset: np.ndarray, n_iter
             step = np.linalg.solve(hess + 1e-10 * np.eye(len(beta)), grad)
         except np.linalg.LinAlgError:
             break
-        beta = beta + step
-        if np.max(np.abs(step)) < 1e-10:
+        scale = 1.0
+        while scale > 1e-8 and _log_likelihood(design, y, offset, beta + scale * step) < loglik - 1e-12:
+            scale /= 2
+        beta = beta + scale * step
+        loglik = _log_likelihood(design, y, offset, beta)
+        if np.max(np.abs(scale * step)) < 1e-10:
             break
     return beta
+
+
+def _log_likelihood(design: np.ndarray, y: np.ndarray, offset: np.ndarray, beta: np.ndarray) -> float:
+    eta = offset + design @ beta
+    return float(np.sum(y * eta - np.logaddexp(0.0, eta)))
 
 
 @dataclass

@@ -48,7 +48,7 @@ def build_bundle(root: Path, n_patients: int = 150, seed: int = 3, params: dict 
         y = rows[f"label__{target}"].to_numpy(dtype=int)
         X = apply_feature_specs(rows, specs)
         booster = fit_booster(X, y, config.train, specs, seed)
-        calibrator = fit_calibrator(predict_booster(booster, X, 1), y, "isotonic")
+        calibrator = fit_calibrator(predict_booster(booster, X, 1), y, config.train.calibration)
         directory = models / target
         directory.mkdir(parents=True)
         files, entry = landmark_model_files(LandmarkModel([booster], calibrator, 0.2))

@@ -10,19 +10,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.optimize import brentq
 from sklearn.metrics import roc_auc_score
 
 from pipeline import predict, simulate, validate
 from pipeline.config import parse_config
 from pipeline.errors import UserError
-from pipeline.model import expit, logit
+from pipeline.metrics import calibration_slope_intercept
+from pipeline.model import expit, fit_logistic, logit
 from pipeline.validation.external import figures
 from pipeline.validation.recalibration import apply_update, fit_update, recalibrate
 from tests.pipeline.test_predict import build_bundle
 
 PARAMS = {
     "static_features": ["age", "sex", "product", "disease", "tumor_burden", "dose"],
-    "train": {"n_estimators": 30, "calibration": "isotonic"},
+    # Platt: in-sample isotonic gives risks of exactly 0 or 1, which no intercept update can move.
+    "train": {"n_estimators": 30, "calibration": "sigmoid"},
 }
 
 
@@ -34,6 +37,17 @@ def test_intercept_update_moves_a_constant_risk_to_the_observed_rate() -> None:
     assert slope == 1.0
     assert intercept == pytest.approx(float(logit(np.array([0.2]))[0] - logit(np.array([0.1]))[0]), abs=1e-6)
     np.testing.assert_allclose(apply_update(p, intercept, slope), 0.2, atol=1e-6)
+
+
+def test_calibration_in_the_large_converges_when_every_risk_is_far_too_low() -> None:
+    # An external cohort: 15 % observed, predicted risks around 0.5 %. Plain Newton overshot to -2.8e11
+    # here; the oracle solves the score equation sum(y - expit(logit(p) + a)) = 0 by bracketing.
+    rng = np.random.default_rng(3)
+    p = expit(rng.normal(-5.5, 1.2, 300))
+    y = (rng.random(300) < 0.15).astype(float)
+    oracle = brentq(lambda a: float(np.sum(y - expit(logit(p) + a))), -20, 20, xtol=1e-12)
+    assert fit_logistic(None, y, logit(p))[0] == pytest.approx(oracle, abs=1e-6)
+    assert calibration_slope_intercept(y, p)[1] == pytest.approx(oracle, abs=1e-6)
 
 
 def test_a_reversing_slope_falls_back_to_an_intercept_update() -> None:
