@@ -43,6 +43,17 @@ def model_analytes(bundle: ModelBundle, config: Config) -> list[str]:
                     "retrain, or set featurize.analytes to the list it was trained with")
 
 
+def is_simulated_cohort(cohort_path: str) -> bool:
+    """A model trained on ``crs simulate`` output (its ``truth.json`` beside it, or the default path)."""
+    return (Path(cohort_path) / "truth.json").exists() or "synthetic" in str(cohort_path)
+
+
+def trained_on_simulated(bundle: ModelBundle) -> bool:
+    """Whether the bundle's models were trained on a simulated cohort (from their recorded cohort path)."""
+    paths = {str(m.metadata.get("cohort_path", "")) for m in bundle.targets.values()}
+    return any(p and is_simulated_cohort(p) for p in paths)
+
+
 def model_covariate_reference(bundle: ModelBundle) -> CovariateReference | None:
     """The covariate reference a model was trained with (None: trained before harmonisation existed,
     so its covariates are used as the cohort gives them)."""
@@ -99,6 +110,7 @@ class ScoringSetup:
         self.per_landmark = any("all" not in t.models for t in self.bundle.targets.values())
         #: Fixed at training; None for a model trained without harmonised covariates.
         self.covariate_reference = model_covariate_reference(self.bundle)
+        self.simulated = trained_on_simulated(self.bundle)
         self._featurizers: dict[tuple[float, ...], Any] = {}
         self._checked = False
 

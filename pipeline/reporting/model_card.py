@@ -24,7 +24,7 @@ from pipeline.io import atomic_path
 from pipeline.model import ModelBundle, model_analytes
 from pipeline.model.guards import small_data_warning
 from pipeline.reporting import clinical_text as ct
-from pipeline.reporting.model_info import model_identity, target_label
+from pipeline.reporting.model_info import is_simulated_cohort, model_identity, target_label
 from pipeline.reporting.pages import environment
 from pipeline.reporting.sections import DISCLAIMER, DISCLAIMER_LEAD
 
@@ -105,10 +105,6 @@ def missingness_table(landmarks: pd.DataFrame, analytes: list[str]) -> list[dict
         row["no_baseline"] = f"{(landmarks[has_base] == 0).mean() * 100:.0f}%" if has_base in landmarks else "–"
         rows.append(row)
     return rows
-
-
-def _is_simulated(cohort_path: str) -> bool:
-    return (Path(cohort_path) / "truth.json").exists() or "synthetic" in str(cohort_path)
 
 
 def performance_rows(by_landmark: Mapping[str, Any], keys: list[str]) -> list[dict[str, Any]]:
@@ -204,7 +200,7 @@ def model_card_context(
         "missing": missingness_table(landmarks, model_analytes(bundle, config)), "disclaimer": DISCLAIMER, "disclaimer_lead": DISCLAIMER_LEAD,
         "n_patients": int(landmarks[PATIENT_ID].nunique()),
         "has_site": patients is not None and "site" in patients.columns,
-        "simulated": _is_simulated(cohort_path), "cohort_path": cohort_path, "grading_scale": config.cohort.grading_scale,
+        "simulated": is_simulated_cohort(cohort_path), "cohort_path": cohort_path, "grading_scale": config.cohort.grading_scale,
         "static_features": config.static_features, "analytes": [ct.display_name(a) for a in model_analytes(bundle, config)],
         "generated": time.strftime("%Y-%m-%d"),
         "small_data": [w for t, m in bundle.targets.items() if (w := small_data_warning(t, m.metadata.get("small_data")))],

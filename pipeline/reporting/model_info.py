@@ -8,6 +8,7 @@ from typing import Any
 
 from pipeline.config import Config, landmark_key
 from pipeline.model import ModelBundle
+from pipeline.model.setup import is_simulated_cohort, trained_on_simulated
 
 
 def horizon_text(hours: float | None) -> str:
@@ -73,3 +74,6 @@ def validation_at(metrics: dict | None, target: str, hours: float) -> dict[str, 
             "auroc": r2(m.get("auroc")), "ci": f"{r2(lo)}–{r2(hi)}", "slope": r2(m.get("calibration_slope")),
             "intercept": r2(m.get("calibration_intercept"))}
 
+
+
+__all__ = ["horizon_text", "is_simulated_cohort", "model_identity", "target_label", "trained_on_simulated"]

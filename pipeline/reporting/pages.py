@@ -23,7 +23,13 @@ from pipeline.reporting import clinical_text as ct
 from pipeline.reporting.charts import format_risk
 from pipeline.reporting.ids import page_filename, page_href, page_path
 from pipeline.reporting.patient_data import PatientView, ReportData
-from pipeline.reporting.sections import DISCLAIMER, DISCLAIMER_LEAD, NEUTRAL_COLOUR, page_context
+from pipeline.reporting.sections import (
+    DISCLAIMER,
+    DISCLAIMER_LEAD,
+    NEUTRAL_COLOUR,
+    SIMULATED_BANNER,
+    page_context,
+)
 
 OUT_OF_FOLD_NOTE = (
     "Training-cohort report: each risk shown is the cross-validated (out-of-fold) estimate from models that "
@@ -103,7 +109,8 @@ def render_pages(data: ReportData) -> tuple[str, list[tuple[str, str]]]:
     index = index_tpl.render(rows=rows, risk_note=data.risk_note, targets=[data.labels[t] for t in data.targets],
                              disclaimer=DISCLAIMER, disclaimer_lead=DISCLAIMER_LEAD, low_below=rcfg.band_low_below,
                              high_from=rcfg.band_high_from, pseudonymised=data.pseudonymise,
-                             n_notes=sum(1 for r in rows if r["notes"]))
+                             n_notes=sum(1 for r in rows if r["notes"]),
+                             simulated=SIMULATED_BANNER if data.simulated else None)
     return index, pages
 
 

@@ -25,7 +25,7 @@ from pipeline.registry import load_registry
 from pipeline.reporting import clinical_text as ct
 from pipeline.reporting.cohort_bands import MarkerBands, marker_bands
 from pipeline.reporting.ids import id_mapper
-from pipeline.reporting.model_info import model_identity, target_label
+from pipeline.reporting.model_info import model_identity, target_label, trained_on_simulated
 
 TARGET_COLOURS = ["#c2410c", "#6d28d9", "#0f766e", "#b91c1c"]
 
@@ -121,6 +121,8 @@ class ReportData:
     to_id: Callable[[str], str]
     pseudonymise: bool
     risk_note: str | None
+    #: The model was trained on simulated patients: every page says so in a banner.
+    simulated: bool = False
 
     @classmethod
     def build(cls, *, config: Config, bundle: ModelBundle, explanations: dict[str, pd.DataFrame],
@@ -148,6 +150,7 @@ class ReportData:
             bands=marker_bands(cohort_bands, band_target),
             band_label=target_label(config, band_target) if band_target in config.targets else band_target,
             metrics=metrics, messages=messages or {}, to_id=to_id, pseudonymise=pseudonymise, risk_note=risk_note,
+            simulated=trained_on_simulated(bundle),
         )
 
     def patients(self) -> list[str]:

@@ -31,6 +31,8 @@ DISCLAIMER = (
     "clinical assessment, ASTCT grading or local protocols."
 )
 NEUTRAL_COLOUR = "#6b7280"
+SIMULATED_BANNER = ("This model was trained on simulated patients only (the project's default cohort): its risks "
+                    "show how the pipeline works and are not validated on real patients. Do not use them for care.")
 
 Section = Callable[[ReportData, PatientView], dict[str, Any]]
 
@@ -44,7 +46,8 @@ def header_section(data: ReportData, view: PatientView) -> dict[str, Any]:
     notes = [n.replace(view.pid, view.display) if view.pid else n for n in data.messages.get(view.pid, [])]
     return {"patient": view.display, "latest": view.latest if view.scored else None,
             "pseudonymised": data.pseudonymise, "risk_note": data.risk_note, "notes": notes,
-            "disclaimer": DISCLAIMER, "disclaimer_lead": DISCLAIMER_LEAD}
+            "disclaimer": DISCLAIMER, "disclaimer_lead": DISCLAIMER_LEAD,
+            "simulated": SIMULATED_BANNER if data.simulated else None}
 
 
 def risk_section(data: ReportData, view: PatientView) -> dict[str, Any]:

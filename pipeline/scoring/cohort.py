@@ -213,6 +213,8 @@ def _honesty_notes(raw: Mapping[str, RawTable], setup: ScoringSetup, at_hours: f
     """What the model cannot know for every patient of this request: whether the target already happened
     (no events given), and how good a risk is at an hour between the validated landmarks."""
     notes = []
+    if setup.simulated:
+        notes.append("model trained on simulated patients only: not validated on real patients, not for care")
     if EVENTS.name not in raw or raw[EVENTS.name].n_rows == 0:
         what = ", ".join(sorted({f"{t.event} grade >= {t.min_grade}" for t in setup.config.targets.values()
                                  if t.event}))
