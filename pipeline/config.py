@@ -105,7 +105,7 @@ class PathsConfig(_Section):
 
 
 class FeaturizeConfig(_Section):
-    horizon_hours: float = Field(default=720.0, gt=0)
+    horizon_hours: float = Field(default=720.0, gt=0, allow_inf_nan=False)
     baseline_window_hours: float = Field(default=168.0, gt=0)
     #: Analytes that get per-analyte kinetic features: ``auto`` (every analyte that at least
     #: ``min_coverage`` of patients and ``min_patients`` patients have at or before the last landmark,
