@@ -90,7 +90,7 @@ def _calibrate_arm(arm: Arm, latents: Latents, course: CourseDraws) -> tuple[np.
 
 
 @functools.cache
-def calibration(n_ref: int = 100_000) -> Calibration:
+def calibration(n_ref: int = 60_000) -> Calibration:
     """Per-arm thresholds and onset location from a fixed reference sample (independent of the seed)."""
     rng = np.random.default_rng(REFERENCE_SEED)
     per_arm = []

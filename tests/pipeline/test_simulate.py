@@ -83,10 +83,10 @@ def test_same_seed_gives_byte_identical_files(tmp_path):
 # and say so. (They also pin the numpy Generator streams and pyarrow's float-to-text cast.)
 GOLDEN_SHA256 = {
     "patients.csv": "c521649157aff50fd35e768d67d32cf89e2abb2e3bc5345f5023a596a2ba2785",
-    "measurements.csv": "1a13e31a2552e223692a965690071c4e85358e9645d0eabbc051d9793d620fb4",
-    "events.csv": "98099733052d73f061ecd5b71a661ecd74179b3db3cb20011c8c122128bdb22e",
-    "treatments.csv": "8a07b4f6653e2a48c9fb25ca6064a352cbbe956343e8dd5409c2837c4affd3a8",
-    "truth.json": "84e39f4cbc3c655668b2d3a5f6c03e7e0b35bfe63b97df765a21a2ebf100a730",
+    "measurements.csv": "b353fdc810a3ac64951062d587d3611d57ab5cbbbc37dd031cf588128d5f2570",
+    "events.csv": "eeb87eebeb14677d12e09592e514b2b051eac00fe726d23b63f85c747270c276",
+    "treatments.csv": "bcf35e550ed8eb98467ec27bcd2d506b2898726071b71e6eae0dfc325e7862c8",
+    "truth.json": "3fef9ca6f1fc31a8147f384825bf62818b4ad110f2dd07002915befd44457f89",
 }
 
 
