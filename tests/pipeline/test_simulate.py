@@ -429,7 +429,8 @@ def test_m_easix_at_lymphodepletion_discriminates_as_published(cohort5000):
 
 def test_treatment_slows_progression():
     """A treated patient's chance of reaching a higher grade is reduced (never raised), more where the
-    site treats early or gives prophylaxis; the published incidences hold for the treated grades."""
+    site treats early or gives prophylaxis. (The published incidences hold for the treated grades:
+    test_incidence_and_onset_match_published.)"""
     from pipeline.simulation.arms import site_attribute
     from pipeline.simulation.calibration import calibration
     from pipeline.simulation.patients import draw_patients
