@@ -122,9 +122,9 @@ def _require(df: pd.DataFrame, columns: Sequence[str], table: str) -> None:
 
 
 def _arrow_strings(values: pd.Series) -> pa.Array:
-    """Text for Arrow hashing; an object column holding numbers (ids 1, 2) is matched as their text."""
-    mixed = values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty")
-    if mixed or not pd.api.types.is_string_dtype(values.dtype) or isinstance(values.dtype, pd.CategoricalDtype):
+    """Text for Arrow hashing; any non-string column (numbers, categories, an object column holding
+    numbers such as ids 1, 2) is matched as its text."""
+    if not isinstance(values.dtype, pd.StringDtype):
         values = values.astype("str")
     return pa.array(values)
 
@@ -415,9 +415,9 @@ class AnalyteAtLandmark:
                 dx = x - mean_x[p]
                 sxx = _sum(p, dx * dx, self.n)
                 sxy = _sum(p, dx * (y - mean_y[p]), self.n)
-                # Points sharing one time have no slope, even when rounding leaves sxx a hair above 0.
-                spread = _segment_max(self.n, p, x) + _segment_max(self.n, p, -x)
-                ok = (n_pts >= 2) & (sxx > 0) & (spread > 0)
+                # Two or more distinct times (points sharing one time have no slope, even when rounding
+                # leaves sxx a hair above 0); NaN spread (no points) fails too.
+                ok = (_segment_max(self.n, p, x) + _segment_max(self.n, p, -x)) > 0
                 self._slopes[window_hours] = np.where(ok, sxy / np.where(ok, sxx, 1.0), np.nan)
         return self._slopes[window_hours]
 
@@ -541,10 +541,9 @@ def label_at_landmark(onset_hours: np.ndarray, landmark_hours: float, horizon_ho
     """1 if onset in (L, L + horizon], 0 if no onset by then, NaN if not at risk (onset <= L).
 
     No onset is 0 whatever the horizon (an infinite horizon means "ever", not "everyone")."""
-    onset = np.asarray(onset_hours, dtype=np.float64)
-    has_onset = ~np.isnan(onset)
-    within = has_onset & (onset <= landmark_hours + horizon_hours)
-    return np.where(has_onset & (onset <= landmark_hours), np.nan, within.astype(np.float64))
+    has_onset = ~np.isnan(onset_hours)
+    within = has_onset & (onset_hours <= landmark_hours + horizon_hours)
+    return np.where(has_onset & (onset_hours <= landmark_hours), np.nan, within)  # float64: NaN, 1.0, 0.0
 
 
 # --------------------------------------------------------------------------------------------------
