@@ -184,6 +184,19 @@ def validate(
 
 
 @app.command()
+def promote(
+    version: Annotated[str | None, typer.Option(help="Registered version to promote (default: the `candidate`).")] = None,
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Make a registered version the `champion` (models:/crs-severe-risk@champion): a human decision."""
+    from pipeline.serving.registry import CHAMPION_ALIAS, MODEL_NAME
+    from pipeline.serving.registry import promote as promote_version
+
+    chosen = promote_version(_config(params), version)
+    typer.echo(f"promote: {MODEL_NAME} version {chosen} is now @{CHAMPION_ALIAS} (models:/{MODEL_NAME}@{CHAMPION_ALIAS})")
+
+
+@app.command()
 def keygen(
     out: Annotated[Path, typer.Option(help="Key file to create (mode 0600; an existing file is never overwritten).")],
     stdout: Annotated[bool, typer.Option("--stdout", help="Also print the key (it is a secret).")] = False,

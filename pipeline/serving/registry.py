@@ -54,6 +54,9 @@ from pipeline.model import (
 from pipeline.model.artifacts import FEATURES_FILE, MANIFEST_FILE
 
 MODEL_NAME = "crs-severe-risk"
+#: Registry aliases: the latest registration, and the version a human promoted for use.
+CANDIDATE_ALIAS = "candidate"
+CHAMPION_ALIAS = "champion"
 ARTIFACT_NAME = "scoring_pipeline"
 MODEL_CODE = Path(__file__).with_name("pyfunc.py")
 REGISTRY_FILES = ("analytes.csv", "units.csv")
@@ -300,11 +303,34 @@ def log_and_register(
                     )
                     version = getattr(info, "registered_model_version", None)
                     if version is not None:  # visible in the registry UI too
-                        mlflow.MlflowClient().set_model_version_tag(MODEL_NAME, str(version), DIGEST_TAG, digest)
+                        client = mlflow.MlflowClient()
+                        client.set_model_version_tag(MODEL_NAME, str(version), DIGEST_TAG, digest)
+                        # Every registration is a candidate; only `crs promote` (a human decision) makes
+                        # a version the champion that predict and serving docs point at.
+                        client.set_registered_model_alias(MODEL_NAME, CANDIDATE_ALIAS, str(version))
         except MlflowException as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UserError(f"registering {MODEL_NAME} in {tracking.tracking_uri()} failed: {first}") from None
     return {"model_uri": info.model_uri, "run_id": info.run_id, "version": version}
+
+
+def promote(config: Config, version: str | None = None) -> str:
+    """Point the ``champion`` alias at ``version`` (default: the current ``candidate``); returns the
+    version. A small-data model never became a version without ``crs register --force``."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        with tracking.quiet_mlflow():
+            tracking.setup(config.train.experiment_name)
+            client = mlflow.MlflowClient()
+            chosen = version or client.get_model_version_by_alias(MODEL_NAME, CANDIDATE_ALIAS).version
+            client.get_model_version(MODEL_NAME, str(chosen))  # fails clearly when it does not exist
+            client.set_registered_model_alias(MODEL_NAME, CHAMPION_ALIAS, str(chosen))
+    except MlflowException as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"promote {MODEL_NAME} in {tracking.tracking_uri()} failed: {first}") from None
+    return str(chosen)
 
 
 def bundle_manifest(artifacts: Mapping[str, str]) -> bytes:

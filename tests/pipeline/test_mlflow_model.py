@@ -20,7 +20,7 @@ import pytest
 from pipeline import predict, register
 from pipeline.adapters.frames import raw_to_combined, read_new_cohort
 from pipeline.errors import UserError
-from pipeline.predict import Scorer
+from pipeline.predict import Scorer, load_setup
 from pipeline.scoring import score_cohort
 from pipeline.serving.registry import MODEL_NAME, log_and_register, unscoreable_features
 from tests.helpers import paths_in
@@ -219,3 +219,24 @@ def test_register_stage_writes_what_it_registered(registered, tmp_path):
     empty = tmp_path / "empty_models"
     empty.mkdir()
     assert register.run(config, empty, {})["reason"] == "no trained target"
+
+
+def test_registration_is_a_candidate_and_promote_makes_the_champion(registered):
+    """Aliases (issue 13): every registration is `@candidate`; only `crs promote` moves `@champion`, and
+    predict loads `models:/crs-severe-risk@champion`."""
+    import mlflow
+
+    from pipeline.serving.registry import CANDIDATE_ALIAS, CHAMPION_ALIAS, promote
+
+    root = registered["root"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        mp.chdir(root)
+        client = mlflow.MlflowClient()
+        candidate = client.get_model_version_by_alias(MODEL_NAME, CANDIDATE_ALIAS).version
+        assert promote(registered["config"]) == str(candidate)
+        assert client.get_model_version_by_alias(MODEL_NAME, CHAMPION_ALIAS).version == candidate
+        setup = load_setup(f"models:/{MODEL_NAME}@{CHAMPION_ALIAS}", registered["config"])
+        assert set(setup.targets) == set(registered["config"].targets)
+        with pytest.raises(UserError, match="promote crs-severe-risk"):
+            promote(registered["config"], "999")
