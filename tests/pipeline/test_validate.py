@@ -154,3 +154,19 @@ def test_validate_refuses_an_unrelated_output_directory(trained, tmp_path: Path)
 
 def test_parse_config_accepts_the_contract_static_features() -> None:
     assert parse_config(PARAMS).static_features[-1] == "dose"
+
+
+def test_recalibrated_model_is_registered_with_its_lineage(trained, tmp_path: Path) -> None:
+    import mlflow
+
+    from pipeline.serving.registry import MODEL_NAME
+    from tests.helpers import in_workdir
+
+    config, cohort, models = trained
+    with in_workdir(tmp_path):  # a private MLflow store
+        validate.main(config, cohort, models, tmp_path / "out", with_recalibration=True, register=True)
+        version = mlflow.MlflowClient().get_model_version_by_alias(MODEL_NAME, "candidate")
+    assert version.tags["recalibrated"] == "true"
+    assert version.tags["parent_model"] == str(models)
+    assert version.tags["cohort_fingerprint"] == validate.cohort_fingerprint(cohort)
+    assert len(version.tags["cohort_fingerprint"]) == 64
