@@ -75,5 +75,13 @@ def validation_at(metrics: dict | None, target: str, hours: float) -> dict[str, 
             "intercept": r2(m.get("calibration_intercept"))}
 
 
+def alert_figures(metrics: dict | None, target: str, hours: float) -> dict[str, float] | None:
+    """Cross-validated sensitivity and PPV of the alert rule at a landmark (metrics.json), else None."""
+    entry = (metrics or {}).get(target, {}).get(landmark_key(hours)) or {}
+    model = entry.get("model") or {}
+    if model.get("sensitivity") is None or model.get("ppv") is None:
+        return None
+    return {"sensitivity": float(model["sensitivity"]), "ppv": float(model["ppv"])}
 
-__all__ = ["horizon_text", "is_simulated_cohort", "model_identity", "target_label", "trained_on_simulated"]
+
+__all__ = ["alert_figures", "horizon_text", "is_simulated_cohort", "model_identity", "target_label", "trained_on_simulated"]

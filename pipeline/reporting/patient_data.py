@@ -123,6 +123,8 @@ class ReportData:
     risk_note: str | None
     #: The model was trained on simulated patients: every page says so in a banner.
     simulated: bool = False
+    #: Per target, per row of ``rows[target]``: the model's validated alert threshold at that landmark.
+    thresholds: dict[str, np.ndarray] = field(default_factory=dict)
 
     @classmethod
     def build(cls, *, config: Config, bundle: ModelBundle, explanations: dict[str, pd.DataFrame],
@@ -151,6 +153,8 @@ class ReportData:
             band_label=target_label(config, band_target) if band_target in config.targets else band_target,
             metrics=metrics, messages=messages or {}, to_id=to_id, pseudonymise=pseudonymise, risk_note=risk_note,
             simulated=trained_on_simulated(bundle),
+            thresholds={t: bundle.targets[t].threshold_array(explanations[t][LANDMARK_HOURS].to_numpy(dtype=float))
+                        for t in targets},
         )
 
     def patients(self) -> list[str]:

@@ -22,7 +22,7 @@ from pipeline.contracts import LANDMARK_HOURS, PATIENT_ID, onset_column
 from pipeline.reporting import clinical_text as ct
 from pipeline.reporting.charts import BAND_COLOURS, svg_marker, svg_risk_trajectory, svg_waterfall
 from pipeline.reporting.cohort_bands import MarkerBands
-from pipeline.reporting.model_info import horizon_text, validation_at
+from pipeline.reporting.model_info import alert_figures, horizon_text, validation_at
 from pipeline.reporting.patient_data import PatientView, ReportData
 
 DISCLAIMER_LEAD = "Decision support, not a diagnosis."
@@ -50,6 +50,25 @@ def header_section(data: ReportData, view: PatientView) -> dict[str, Any]:
             "simulated": SIMULATED_BANNER if data.simulated else None}
 
 
+def alert_status(data: ReportData, target: str, row: int) -> str | None:
+    """The validated alert rule in words: above or below the model's threshold at this landmark, with
+    what that threshold did in cross-validation (sensitivity; 1 in N alerts followed by the event)."""
+    thresholds = data.thresholds.get(target)
+    probability = float(data.rows[target].probability[row])
+    if thresholds is None or not np.isfinite(thresholds[row]) or not np.isfinite(probability):
+        return None
+    threshold = float(thresholds[row])
+    side = "Above" if probability >= threshold else "Below"
+    text = f"{side} the validated alert threshold ({threshold * 100:.1f}%)"
+    figures = alert_figures(data.metrics, target, float(data.rows[target].hours[row]))
+    if figures and figures["sensitivity"] > 0:
+        followed = (f"1 in {1 / figures['ppv']:.0f} alerts was followed by one" if figures["ppv"] > 0
+                    else "no alert was followed by one")
+        text += (f": in cross-validation {figures['sensitivity'] * 100:.0f}% of these events at this landmark were "
+                 f"above it, and {followed}")
+    return text + "."
+
+
 def risk_section(data: ReportData, view: PatientView) -> dict[str, Any]:
     """One card per target scored at the latest landmark: calibrated risk, band, horizon, onset."""
     cards = []
@@ -60,7 +79,8 @@ def risk_section(data: ReportData, view: PatientView) -> dict[str, Any]:
         cards.append({"target": t, "label": data.labels[t], "probability": float(rows.probability[i]),
                       "band": band, "band_colour": BAND_COLOURS.get(band, NEUTRAL_COLOUR),
                       "horizon": horizon_text(data.identities[t]["horizon_hours"]),
-                      "onset": ct.format_number(onset) if onset is not None else None})
+                      "onset": ct.format_number(onset) if onset is not None else None,
+                      "alert": alert_status(data, t, i)})
     rcfg = data.config.report
     return {"cards": cards, "low_below": rcfg.band_low_below, "high_from": rcfg.band_high_from}
 

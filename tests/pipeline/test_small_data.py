@@ -51,17 +51,3 @@ def test_no_flag_means_no_guard(tmp_path: Path) -> None:
     models = _models_dir(tmp_path / "models", None)
     assert register.run(parse_config({}), models, {})["reason"] == "no trained target"
 
-
-def test_a_model_trained_on_the_simulated_cohort_is_recognised(tmp_path: Path) -> None:
-    from types import SimpleNamespace
-
-    from pipeline.model.setup import trained_on_simulated
-
-    def bundle(path: str) -> SimpleNamespace:
-        return SimpleNamespace(targets={"crs_severe": SimpleNamespace(metadata={"cohort_path": path})})
-
-    assert trained_on_simulated(bundle("data/raw/synthetic"))
-    (tmp_path / "truth.json").write_text("{}")  # crs simulate writes truth.json beside the tables
-    assert trained_on_simulated(bundle(str(tmp_path)))
-    assert not trained_on_simulated(bundle(str(tmp_path / "real_cohort")))
-    assert not trained_on_simulated(bundle(""))
