@@ -154,7 +154,7 @@ def plot_beeswarm(frame: pd.DataFrame, landmarks: pd.DataFrame, summary: pd.Data
                    alpha=0.8, linewidths=0, rasterized=True)
     ax.axvline(0, color="grey", lw=0.8)
     ax.set_yticks(range(len(top)), list(reversed(top)), fontsize=8)
-    ax.set_xlabel("SHAP value (log-odds; > 0 raises risk)")
+    ax.set_xlabel("SHAP value (log-odds; > 0 pushes the estimate up)")
     ax.set_title(f"{target}: SHAP per landmark row (colour: feature value, low blue - high red; grey missing)",
                  fontsize=9)
     sm = plt.cm.ScalarMappable(cmap=cmap)

@@ -2,7 +2,7 @@
 
 Pure functions (no I/O). A feature name such as ``il6__fold_change`` maps back to its analyte,
 summary and unit through ``features.feature_table``; here those become readable phrases such as
-"IL-6 74 pg/mL, 12x baseline (6.1 pg/mL), rising 3x per day: raises risk".
+"IL-6 74 pg/mL, 12x baseline (6.1 pg/mL), rising 3x per day: pushes the estimate up".
 
 Drivers are reported per *clinical group* (one analyte, one score, fever, one treatment class or one
 covariate): the SHAP values of all features of a group are summed. Sums of SHAP values are exact
@@ -76,7 +76,7 @@ COVARIATE_NAMES: dict[str, str] = {
 
 #: Below this change per day a marker is called stable (10%).
 STABLE_FOLD_PER_DAY = 1.1
-RAISES, LOWERS = "raises risk", "lowers risk"
+RAISES, LOWERS = "pushes the estimate up", "pushes the estimate down"
 
 # Groups that are not an analyte: derived prefix -> group key.
 _DERIVED_GROUPS = {"temp": "FEVER", "fever": "FEVER", "easix": "EASIX", "m_easix": "M_EASIX",
@@ -312,5 +312,5 @@ def describe_group(
 
 
 def driver_sentence(text: str, shap_value: float) -> str:
-    """``"IL-6 74 pg/mL, 12x baseline (6.1 pg/mL), rising 3x per day: raises risk"``."""
+    """``"IL-6 74 pg/mL, 12x baseline (6.1 pg/mL), rising 3x per day: pushes the estimate up"``."""
     return f"{text}: {direction(shap_value)}"

@@ -44,7 +44,7 @@ def top_drivers(
             "feature": spec.name,
             "value": value,
             "shap": float(shap_row[j]),
-            "direction": "raises risk" if shap_row[j] > 0 else "lowers risk",
+            "direction": "pushes the estimate up" if shap_row[j] > 0 else "pushes the estimate down",
             "analyte": info.get("analyte", ""),
             "unit": info.get("unit", ""),
             "description": info.get("description", ""),

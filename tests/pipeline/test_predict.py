@@ -282,7 +282,7 @@ def test_python_api_one_patient(bundle):
         if not math.isnan(risk.probability[target]):
             assert len(drivers) == config.report.top_drivers
             assert np.all(np.diff(np.abs(drivers["shap"].to_numpy())) <= 0)
-            assert set(drivers["direction"]) <= {"raises risk", "lowers risk"}
+            assert set(drivers["direction"]) <= {"pushes the estimate up", "pushes the estimate down"}
     assert risk.landmark_hours in config.landmarks_hours
     # Numbers in, hours instead of timestamps: the ingest rules still apply (IL-6 synonym, mg/dL -> mg/L).
     simple = pd.DataFrame({"hours_since_anchor": [-20.0, 22.0, 22.0], "analyte": ["IL6", "IL-6", "CRP"],

@@ -47,8 +47,8 @@ def test_wording_fold_change_baseline_and_rising_slope():
            "il6__slope_24h": math.log2(3) / 24}
     text = ct.describe_group("IL6", row, UNITS)
     assert text == "IL-6 74 pg/mL, 12x baseline (6.1 pg/mL), rising 3x per day"
-    assert ct.driver_sentence(text, 0.4) == text + ": raises risk"
-    assert ct.driver_sentence(text, -0.4).endswith(": lowers risk")
+    assert ct.driver_sentence(text, 0.4) == text + ": pushes the estimate up"
+    assert ct.driver_sentence(text, -0.4).endswith(": pushes the estimate down")
 
 
 def test_wording_falling_stable_and_48h_fallback():
@@ -136,7 +136,7 @@ def test_pages_contain_risk_drivers_charts_disclaimer_identity(run: Run, tmp_pat
     assert 'id="risk"' in page and "grade ≥3 CRS" in page and "grade ≥3 ICANS" in page
     assert re.search(r'class="p"[^>]*>(&lt;1|\d+)%<', page)  # a calibrated risk in percent
     assert re.search(r">(low|intermediate|high)</span>", page)
-    assert 'id="drivers-crs_severe"' in page and ("raises risk" in page or "lowers risk" in page)
+    assert 'id="drivers-crs_severe"' in page and ("pushes the estimate up" in page or "pushes the estimate down" in page)
     assert "IL-6" in page
     assert page.count("<svg") >= 1 + 2 + 2  # trajectory, two waterfalls, two markers
     assert "Decision support, not a diagnosis." in page
