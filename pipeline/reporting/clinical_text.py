@@ -74,6 +74,13 @@ COVARIATE_NAMES: dict[str, str] = {
     "site": "Site",
 }
 
+#: Markers a treatment is known to move, so a clinician reads them with care once it was given:
+#: analyte -> (the "given" feature, the caveat). Serum IL-6 rises after tocilizumab (it blocks the receptor,
+#: CLINICAL.md section 7), whatever the course of CRS.
+TREATMENT_CAVEATS: dict[str, tuple[str, str]] = {
+    "IL6": ("tocilizumab__given", "after tocilizumab, which itself raises serum IL-6: read with care"),
+}
+
 #: Below this change per day a marker is called stable (10%).
 STABLE_FOLD_PER_DAY = 1.1
 RAISES, LOWERS = "pushes the estimate up", "pushes the estimate down"
@@ -251,6 +258,9 @@ def describe_analyte(
         if count is not None and math.isfinite(count) and count > 0 and censoring not in ("left", "right"):
             k = int(count)
             parts.append(f"{k} result{'s' if k > 1 else ''} {words} the assay limit")
+    caveat = TREATMENT_CAVEATS.get(code)
+    if caveat and to_number(row.get(caveat[0])) == 1:
+        parts.append(caveat[1])
     return ", ".join(parts)
 
 

@@ -39,3 +39,13 @@ def test_alert_status_states_the_validated_rule_in_words() -> None:
     assert alert_status(data, "crs_severe", 1).startswith("Below the validated alert threshold (6.7%)")
     data.metrics = None  # no validation figures: the rule alone
     assert alert_status(data, "crs_severe", 0) == "Above the validated alert threshold (6.7%)."
+
+
+def test_il6_after_tocilizumab_carries_a_caveat() -> None:
+    from pipeline.reporting import clinical_text as ct
+
+    row = {"il6__latest": 80.0, "il6__baseline": 5.0, "il6__fold_change": 16.0, "tocilizumab__given": 1.0}
+    assert ct.describe_analyte("IL6", row, "pg/mL").endswith(
+        "after tocilizumab, which itself raises serum IL-6: read with care")
+    assert "tocilizumab" not in ct.describe_analyte("IL6", {**row, "tocilizumab__given": 0.0}, "pg/mL")
+    assert "tocilizumab" not in ct.describe_analyte("CRP", {"crp__latest": 50.0, "tocilizumab__given": 1.0}, "mg/L")
