@@ -27,6 +27,10 @@ run: setup
 	@echo "  reports/metrics.json        metrics per target and landmark (dvc metrics show)"
 	@echo "  reports/plots/              ROC, PR, calibration, decision curves (dvc plots show)"
 	@echo "  models/<target>/            trained boosters and calibrators"
+	@echo "  reports/patients/index.html one page per patient: risk, alert rule, drivers, marker curves"
+	@echo "  reports/model_card.html     model card (TRIPOD+AI items, sites, small-data notes)"
+	@echo "  reports/shap/               global SHAP plots and summary table"
+	@echo "  reports/feature_set.json    the analytes chosen for this cohort (crs featurize --list)"
 	@echo "  MLflow runs:                $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db"
 
 # The browser tests render pages in headless Debian Chromium: installed here when running as root on

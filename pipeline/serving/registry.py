@@ -26,11 +26,13 @@ where the project is installed (``mlflow models serve ... --env-manager local`` 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterator, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -253,6 +255,28 @@ def input_example(config: Config, features: list[dict[str, Any]]) -> pd.DataFram
 # --------------------------------------------------------------------------- logging
 
 
+@contextlib.contextmanager
+def _no_type_hint_warning() -> Iterator[None]:
+    """Our pyfunc ``predict`` has no type hints on purpose (MLflow would validate inputs by them), and
+    MLflow warns about that with raw terminal colour codes on every registration, also from the
+    subprocess that loads the model from code: silenced here and in that subprocess (PYTHONWARNINGS)."""
+    rule = f"ignore::UserWarning:{_TYPE_HINT_WARNING_MODULE}"
+    old = os.environ.get("PYTHONWARNINGS")
+    os.environ["PYTHONWARNINGS"] = f"{old},{rule}" if old else rule
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=UserWarning, module=_TYPE_HINT_WARNING_MODULE)
+            yield
+    finally:
+        if old is None:
+            os.environ.pop("PYTHONWARNINGS", None)
+        else:
+            os.environ["PYTHONWARNINGS"] = old
+
+
+_TYPE_HINT_WARNING_MODULE = "mlflow.pyfunc.utils.data_validation"
+
+
 def log_and_register(
     config: Config, models_dir: str | Path, run_id: str | None = None, register: bool = True
 ) -> dict[str, Any]:
@@ -286,7 +310,7 @@ def log_and_register(
         Path(artifacts["bundle_manifest"]).write_bytes(manifest)
         digest = _sha256(manifest)
         try:
-            with tracking.quiet_mlflow():
+            with tracking.quiet_mlflow(), _no_type_hint_warning():
                 tracking.setup(config.train.experiment_name)
                 with mlflow.start_run(run_id=run_id, run_name=None if run_id else "register"):
                     info = mlflow.pyfunc.log_model(
