@@ -258,23 +258,23 @@ def input_example(config: Config, features: list[dict[str, Any]]) -> pd.DataFram
 @contextlib.contextmanager
 def _no_type_hint_warning() -> Iterator[None]:
     """Our pyfunc ``predict`` has no type hints on purpose (MLflow would validate inputs by them), and
-    MLflow warns about that with raw terminal colour codes on every registration, also from the
-    subprocess that loads the model from code: silenced here and in that subprocess (PYTHONWARNINGS)."""
-    rule = f"ignore::UserWarning:{_TYPE_HINT_WARNING_MODULE}"
-    old = os.environ.get("PYTHONWARNINGS")
-    os.environ["PYTHONWARNINGS"] = f"{old},{rule}" if old else rule
+    MLflow warns about that with raw terminal colour codes on every registration. Its loader forces
+    UserWarnings to "once" (``filter_user_warnings_once``), overriding filters, so this one message is
+    dropped where warnings are shown instead; every other warning is shown as before."""
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001 (warnings' API)
+        if _TYPE_HINT_WARNING not in str(message):
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=UserWarning, module=_TYPE_HINT_WARNING_MODULE)
-            yield
+        yield
     finally:
-        if old is None:
-            os.environ.pop("PYTHONWARNINGS", None)
-        else:
-            os.environ["PYTHONWARNINGS"] = old
+        warnings.showwarning = shown
 
 
-_TYPE_HINT_WARNING_MODULE = "mlflow.pyfunc.utils.data_validation"
+_TYPE_HINT_WARNING = "Add type hints to the `predict` method"
 
 
 def log_and_register(
