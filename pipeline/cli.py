@@ -26,6 +26,11 @@ app = typer.Typer(
 )
 
 ParamsOption = Annotated[Path, typer.Option("--params", "-p", help="Parameters file.")]
+ModelOption = Annotated[
+    str | None,
+    typer.Option(help="models/ directory (default paths.models_dir), or an MLflow model URI such as "
+                 "models:/crs-severe-risk@champion or models:/crs-severe-risk/3."),
+]
 
 
 def _config(params: Path):
@@ -131,11 +136,7 @@ def report(
 def predict(
     cohort: Annotated[Path, typer.Argument(help="Cohort directory of the new patients (cohort contract; events optional).")],
     out: Annotated[Path, typer.Option(help="Output directory (replaced as a whole).")],
-    model: Annotated[
-        str | None,
-        typer.Option(help="models/ directory (default paths.models_dir), or an MLflow model URI such as "
-                     "models:/crs-severe-risk/latest."),
-    ] = None,
+    model: ModelOption = None,
     at: Annotated[
         float | None, typer.Option("--at", help="Score every patient at this hour after infusion (default: latest landmark).")
     ] = None,
@@ -158,11 +159,7 @@ def predict(
 def validate(
     cohort: Annotated[Path, typer.Argument(help="Labelled cohort directory the model never saw (cohort contract, with events).")],
     out: Annotated[Path, typer.Option(help="Output directory (replaced as a whole): validation.json, validation.html.")],
-    model: Annotated[
-        str | None,
-        typer.Option(help="models/ directory (default paths.models_dir), or an MLflow model URI such as "
-                     "models:/crs-severe-risk/1."),
-    ] = None,
+    model: ModelOption = None,
     recalibrate: Annotated[
         bool, typer.Option("--recalibrate", help="Fit a local intercept update (cross-validated before/after) and "
                            "write the recalibrated model to OUT/model.")] = False,
