@@ -217,6 +217,7 @@ def _explain_and_report(
         metrics=metrics,
         messages=result.messages,
         pseudonymise=pseudonymise,
+        patients=result.ingest.tables["patients"],
     )
     return len(pages)
 

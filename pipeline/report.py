@@ -79,7 +79,7 @@ def run(config: Config, inputs: ReportInputs, pseudonymise: bool = False) -> Rep
         config=config, bundle=bundle, explanations=explanations, landmarks=landmarks,
         measurements=inputs.measurements, treatments=inputs.treatments, cohort_bands=bands,
         metrics=inputs.metrics, messages=reporting.data_quality_messages(landmarks, config),
-        pseudonymise=pseudonymise, risk_note=risk_note,
+        pseudonymise=pseudonymise, risk_note=risk_note, patients=inputs.patients,
     )
     index, pages = reporting.render_pages(data)
     card = reporting.render_model_card(config=config, bundle=bundle, metrics=inputs.metrics, landmarks=landmarks,

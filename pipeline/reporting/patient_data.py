@@ -55,6 +55,15 @@ class PatientSlices:
         return a, a + int(np.searchsorted(self.columns[HOURS_SINCE_ANCHOR][a:b], hours, side="right"))
 
 
+def anchor_times(patients: pd.DataFrame | None) -> dict[str, pd.Timestamp]:
+    """patient id -> ``anchor_time`` (UTC) from the ingested patients table; empty without one."""
+    if patients is None or "anchor_time" not in patients.columns:
+        return {}
+    times = pd.to_datetime(patients["anchor_time"], utc=True, errors="coerce")
+    keep = times.notna().to_numpy()
+    return dict(zip(patients[PATIENT_ID].astype(str).to_numpy()[keep], times[keep], strict=True))
+
+
 def group_shap(names: list[str], values: np.ndarray) -> tuple[list[str], np.ndarray]:
     """Sum SHAP columns per clinical group (exact: SHAP values add). ``values``: (rows, features)."""
     groups = [ct.feature_group(n) for n in names]
@@ -125,12 +134,15 @@ class ReportData:
     simulated: bool = False
     #: Per target, per row of ``rows[target]``: the model's validated alert threshold at that landmark.
     thresholds: dict[str, np.ndarray] = field(default_factory=dict)
+    #: patient id -> infusion time (UTC), for the "data as of" clock time (absent: hours only).
+    anchors: dict[str, pd.Timestamp] = field(default_factory=dict)
 
     @classmethod
     def build(cls, *, config: Config, bundle: ModelBundle, explanations: dict[str, pd.DataFrame],
               landmarks: pd.DataFrame, measurements: pd.DataFrame, treatments: pd.DataFrame,
               cohort_bands: pd.DataFrame | None, metrics: dict | None, messages: dict[str, list[str]] | None = None,
-              pseudonymise: bool = False, risk_note: str | None = None) -> ReportData:
+              pseudonymise: bool = False, risk_note: str | None = None,
+              patients: pd.DataFrame | None = None) -> ReportData:
         """Index the inputs of ``write_patient_reports`` (same arguments); a missing or weak key fails first."""
         to_id = id_mapper(pseudonymise)
         targets = [t for t in explanations if t in bundle.targets]
@@ -155,6 +167,7 @@ class ReportData:
             simulated=trained_on_simulated(bundle),
             thresholds={t: bundle.targets[t].threshold_array(explanations[t][LANDMARK_HOURS].to_numpy(dtype=float))
                         for t in targets},
+            anchors=anchor_times(patients),
         )
 
     def patients(self) -> list[str]:

@@ -18,7 +18,7 @@ from markupsafe import Markup
 
 from features.definitions import analyte_feature_name
 from pipeline.config import Config
-from pipeline.contracts import LANDMARK_HOURS, PATIENT_ID, onset_column
+from pipeline.contracts import HOURS_SINCE_ANCHOR, LANDMARK_HOURS, PATIENT_ID, onset_column
 from pipeline.reporting import clinical_text as ct
 from pipeline.reporting.charts import BAND_COLOURS, svg_marker, svg_risk_trajectory, svg_waterfall
 from pipeline.reporting.cohort_bands import MarkerBands
@@ -41,10 +41,26 @@ def _onset(view: PatientView, target: str) -> float | None:
     return ct.to_number(view.landmark_row.get(onset_column(target)))  # any cell value: text is no onset
 
 
+def data_as_of(data: ReportData, view: PatientView) -> str | None:
+    """When the newest value this page uses was taken: clock time (UTC) from the infusion time when the
+    cohort has one and ids are not pseudonymised (dates identify patients), else hours after infusion."""
+    first, last = view.measurements
+    if not view.scored or last <= first:
+        return None
+    hours = float(data.measurements.columns[HOURS_SINCE_ANCHOR][last - 1])
+    after = f"{ct.format_number(hours)} h after infusion"
+    anchor = data.anchors.get(view.pid)
+    if anchor is None or data.pseudonymise:
+        return f"Data as of {after} (newest value used)"
+    clock = (anchor + pd.Timedelta(hours=hours)).strftime("%Y-%m-%d %H:%M UTC")
+    return f"Data as of {clock}, {after} (newest value used)"
+
+
 def header_section(data: ReportData, view: PatientView) -> dict[str, Any]:
     """Patient id, landmark, risk source, disclaimer and the data-quality notes."""
     notes = [n.replace(view.pid, view.display) if view.pid else n for n in data.messages.get(view.pid, [])]
     return {"patient": view.display, "latest": view.latest if view.scored else None,
+            "data_as_of": data_as_of(data, view),
             "pseudonymised": data.pseudonymise, "risk_note": data.risk_note, "notes": notes,
             "disclaimer": DISCLAIMER, "disclaimer_lead": DISCLAIMER_LEAD,
             "simulated": SIMULATED_BANNER if data.simulated else None}

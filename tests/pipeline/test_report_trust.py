@@ -4,6 +4,7 @@ trained on simulated patients recognised as such (banner on pages, note on predi
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -49,3 +50,23 @@ def test_il6_after_tocilizumab_carries_a_caveat() -> None:
         "after tocilizumab, which itself raises serum IL-6: read with care")
     assert "tocilizumab" not in ct.describe_analyte("IL6", {**row, "tocilizumab__given": 0.0}, "pg/mL")
     assert "tocilizumab" not in ct.describe_analyte("CRP", {"crp__latest": 50.0, "tocilizumab__given": 1.0}, "mg/L")
+
+
+def test_data_as_of_names_the_newest_value_used_and_hides_dates_when_pseudonymised() -> None:
+    import pandas as pd
+
+    from pipeline.reporting.patient_data import PatientSlices, anchor_times
+    from pipeline.reporting.sections import data_as_of
+
+    measurements = pd.DataFrame({"patient_id": ["P1", "P1", "P1"], "hours_since_anchor": [-24.0, 20.5, 50.0],
+                                 "analyte": "CRP", "value": 1.0, "censoring": "none"})
+    slices = PatientSlices.build(measurements, {"hours_since_anchor": "float"})
+    patients = pd.DataFrame({"patient_id": ["P1"], "anchor_time": pd.to_datetime(["2024-01-03T09:30:00Z"])})
+    view = SimpleNamespace(pid="P1", scored=True, measurements=slices.upto("P1", 48.0))  # the 50 h value is after L
+    data = SimpleNamespace(measurements=slices, anchors=anchor_times(patients), pseudonymise=False)
+    # 09:30 + 20.5 h = next day 06:00.
+    assert data_as_of(data, view) == "Data as of 2024-01-04 06:00 UTC, 20.5 h after infusion (newest value used)"
+    data.pseudonymise = True  # a date identifies a patient: hours only
+    assert data_as_of(data, view) == "Data as of 20.5 h after infusion (newest value used)"
+    data.pseudonymise, data.anchors = False, {}  # a cohort in hours since infusion
+    assert data_as_of(data, view) == "Data as of 20.5 h after infusion (newest value used)"
