@@ -74,7 +74,7 @@ def run(setup: ScoringSetup, raw: dict[str, RawTable], cohort: dict[str, Any], *
     """Ingest and featurize the cohort with the model's settings, score every labelled landmark row,
     and compute the figures, the drift report and (optionally) the recalibration."""
     result = ingest_tables(dict(raw))
-    covariates = check_covariates(result.tables["patients"], setup, setup.trained_landmarks)
+    covariates = check_covariates(result.tables["patients"], setup)
     tables = {**result.tables, "patients": covariates.patients}
     featurizer = setup.featurizer(setup.trained_landmarks)
     frame = featurizer.fit(tables).transform(tables)

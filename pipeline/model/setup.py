@@ -18,7 +18,13 @@ import numpy as np
 import pandas as pd
 
 from features import LandmarkFeaturizer
-from features.covariates import CovariateReference
+from features.covariates import (
+    CovariateReference,
+    Harmonised,
+    default_covariate_tables,
+    harmonise,
+    model_covariates,
+)
 from features.definitions import feature_stem
 from pipeline.config import Config, landmark_key, parse_config
 from pipeline.errors import UserError
@@ -114,15 +120,28 @@ class ScoringSetup:
         self._featurizers: dict[tuple[float, ...], Any] = {}
         self._checked = False
 
+    @property
+    def harmonising(self) -> bool:
+        """Whether the model was trained on harmonised covariates (else its static columns are the cohort's)."""
+        return self.covariate_reference is not None
+
+    def harmonise(self, patients: pd.DataFrame) -> Harmonised:
+        """The patients table with the model's harmonised covariates (its stored reference), once per
+        request: :meth:`featurizer` expects patients harmonised by this."""
+        if not self.harmonising:
+            return Harmonised(patients, pd.DataFrame(columns=["patient_id", "covariate", "reason"]))
+        return harmonise(patients, list(self.config.static_features), default_covariate_tables(),
+                         self.covariate_reference)
+
     def featurizer(self, landmarks_hours: Sequence[float]) -> LandmarkFeaturizer:
+        """The featurizer at these landmarks, for patients already passed through :meth:`harmonise` (its
+        static columns are the model's, so nothing is harmonised twice on the per-patient hot path)."""
         key = tuple(sorted({float(h) for h in landmarks_hours}))
         if key not in self._featurizers:
             fz = LandmarkFeaturizer.from_config(self.config)
-            fz.set_params(landmarks_hours=list(key), analytes=list(self.analytes))
-            if self.covariate_reference is not None:
-                fz.set_params(covariate_reference=self.covariate_reference)
-            else:  # trained before harmonisation: its static columns are the cohort's own
-                fz.set_params(harmonise_covariates=False)
+            static = model_covariates(self.config.static_features) if self.harmonising else self.config.static_features
+            fz.set_params(landmarks_hours=list(key), analytes=list(self.analytes), harmonise_covariates=False,
+                          static_features=list(static))
             self._featurizers[key] = fz
         return self._featurizers[key]
 

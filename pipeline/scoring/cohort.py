@@ -240,7 +240,7 @@ def score_cohort(
     before it) and score every target. Pure: nothing is read or written."""
     setup.validate_at(at_hours)
     result = _ingest(raw, with_report)
-    covariates = check_covariates(result.tables["patients"], setup, list(setup.config.landmarks_hours))
+    covariates = check_covariates(result.tables["patients"], setup)
     tables = {**result.tables, "patients": covariates.patients}
     patient_ids = patient_universe(result, raw)
     accepted = set(tables["patients"][C.PATIENT_ID].astype(str))

@@ -33,7 +33,8 @@ _LESS_CERTAIN = "scored as missing, so the risk is less certain"
 
 @dataclass
 class CovariateCheck:
-    """The patients table with every model covariate present (absent columns empty) and the messages."""
+    """The patients table with every model covariate present (absent columns empty, harmonised ones
+    derived) and the messages."""
 
     patients: pd.DataFrame
     absent_columns: list[str] = field(default_factory=list)
@@ -80,14 +81,14 @@ def _missing_plain(patients: pd.DataFrame, plain: list[str]) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["patient_id", "covariate", "reason"])
 
 
-def check_covariates(patients: pd.DataFrame, setup: ScoringSetup, landmarks_hours: list[float]) -> CovariateCheck:
-    """Add absent covariate columns (empty) and word every covariate scored as missing, per patient."""
+def check_covariates(patients: pd.DataFrame, setup: ScoringSetup) -> CovariateCheck:
+    """Add absent covariate columns (empty), harmonise (once), and word every covariate scored as missing,
+    per patient. ``CovariateCheck.patients`` is what :meth:`ScoringSetup.featurizer` expects."""
     static = list(setup.config.static_features)
     absent = [c for c in static if c not in patients.columns]
     filled = patients.assign(**{c: pd.Series(np.nan, index=patients.index, dtype=object) for c in absent})
-    featurizer = setup.featurizer(landmarks_hours)
-    harmonising = featurizer.harmonise_covariates
-    harmonised = featurizer.harmonise(filled)  # unchanged (and no problems) when not harmonising
+    harmonising = setup.harmonising
+    harmonised = setup.harmonise(filled)  # unchanged (and no problems) when not harmonising
     sources = {derived: source for source, names in DERIVED.items() if harmonising and source in static
                for derived in names}
     plain = [c for c in static if not (harmonising and c in DERIVED)]
@@ -101,7 +102,7 @@ def check_covariates(patients: pd.DataFrame, setup: ScoringSetup, landmarks_hour
         for pid, rows in found.groupby("patient_id", sort=True):
             per_patient[str(pid)] = [f"{c} ({PROBLEM_TEXT.get(r, r)})" for c, r in
                                      zip(rows["covariate"], rows["reason"], strict=True)]
-    return CovariateCheck(filled, absent, per_patient)
+    return CovariateCheck(harmonised.patients, absent, per_patient)
 
 
 #: How a category value the model does not know is shown (pages, drivers): never as if recognised.
