@@ -98,11 +98,10 @@ def _text_column_warning(table: RawTable, column: str, text: pd.Series, number_l
     )
 
 
-def _type_column(table: RawTable, accepted: pd.DataFrame, column: str) -> tuple[str, pd.Series | None, str | None]:
-    """Convert one covariate in place. Returns its type, the reason per bad cell (numeric columns with
-    bad cells) and a warning, if any."""
-    text = _covariate_text(accepted[column])
-    number_like = text.str.fullmatch(_NUMBER_LIKE).fillna(False).astype(bool)
+def _type_column(table: RawTable, accepted: pd.DataFrame, column: str, text: pd.Series, number_like: pd.Series
+                 ) -> tuple[str, pd.Series | None, str | None]:
+    """Convert one covariate in place from its cleaned ``text`` and ``number_like`` flags. Returns its
+    type, the reason per bad cell (numeric columns with bad cells) and a warning, if any."""
     n_present, n_number_like = int(text.notna().sum()), int(number_like.sum())
     if not (n_present and _is_numeric_column(n_present, n_number_like)):
         accepted[column] = text.astype("string")
@@ -138,10 +137,17 @@ def _type_covariates(table: RawTable, accepted: pd.DataFrame) -> tuple[dict[str,
     covariate_types: dict[str, str] = {}
     warnings: list[str] = []
     bad_cells: dict[str, pd.Series] = {}
-    for column in accepted.columns:
-        if column in _ID_COLUMNS:
-            continue
-        covariate_types[column], reasons, warning = _type_column(table, accepted, column)
+    columns = [c for c in accepted.columns if c not in _ID_COLUMNS]
+    # Every covariate cleaned in one pass over all cells (same element-wise rules): one new patient's
+    # row has ~10 covariates, and pandas' per-call overhead per column dominated scoring it.
+    n = len(accepted)
+    cells = pd.concat([accepted[c].astype("object") for c in columns], ignore_index=True) if columns else None
+    text_all = _covariate_text(cells) if cells is not None else None
+    like_all = text_all.str.fullmatch(_NUMBER_LIKE).fillna(False).astype(bool) if text_all is not None else None
+    for k, column in enumerate(columns):
+        text = text_all.iloc[k * n:(k + 1) * n].set_axis(accepted.index)
+        number_like = like_all.iloc[k * n:(k + 1) * n].set_axis(accepted.index)
+        covariate_types[column], reasons, warning = _type_column(table, accepted, column, text, number_like)
         if reasons is not None:
             bad_cells[column] = reasons
         if warning:
