@@ -139,6 +139,10 @@ def test_pages_contain_risk_drivers_charts_disclaimer_identity(run: Run, tmp_pat
     assert 'id="drivers-crs_severe"' in page and ("pushes the estimate up" in page or "pushes the estimate down" in page)
     assert "IL-6" in page
     assert page.count("<svg") >= 1 + 2 + 2  # trajectory, two waterfalls, two markers
+    # Log-odds only inside the collapsed model details, never in what a clinician reads first (issue 13).
+    outside_details = re.sub(r"<details.*?</details>", "", page, flags=re.S)
+    assert "log-odds" in page and "log-odds" not in outside_details
+    assert 'id="alert-crs_severe"' in page and "validated alert threshold" in page
     assert "Decision support, not a diagnosis." in page
     assert run.bundle.runs["targets"]["crs_severe"] in page
     assert "AUROC" in page and "calibration slope" in page
