@@ -19,6 +19,19 @@ from sklearn.metrics import average_precision_score, brier_score_loss, confusion
 
 from pipeline.model import expit, fit_logistic, logit
 
+#: Decimals of every figure written to JSON reports (metrics.json, model metadata, validation.json):
+#: stable, readable diffs in `dvc metrics diff`.
+JSON_DIGITS = 4
+
+
+def json_number(value: object, digits: int = JSON_DIGITS) -> float | None:
+    """A figure for a JSON report: rounded, and None (null) for NaN, infinity or no number at all."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return round(number, digits) if math.isfinite(number) else None
+
 #: Decision-curve threshold probabilities reported in metrics.json (5% to 50%).
 NET_BENEFIT_THRESHOLDS: tuple[float, ...] = tuple(round(0.05 * k, 2) for k in range(1, 11))
 

@@ -47,9 +47,7 @@ CALIBRATION_BOOTSTRAP = 200
 
 def rounded(value: float | None) -> float | None:
     """Round for metrics.json; NaN (undefined) becomes null."""
-    if value is None or not np.isfinite(value):
-        return None
-    return round(float(value), DIGITS)
+    return M.json_number(value, DIGITS)
 
 
 def _nb_key(pt: float) -> str:

@@ -11,7 +11,7 @@ import pandas as pd
 
 from pipeline import contracts as C
 from pipeline.config import Config, TrainConfig, landmark_key
-from pipeline.metrics import auroc, brier, calibration_slope_intercept
+from pipeline.metrics import auroc, brier, calibration_slope_intercept, json_number
 from pipeline.model import FeatureSpec, LandmarkModel, apply_feature_specs
 from pipeline.model.artifacts import FEATURES_FILE, METADATA_FILE, json_bytes, landmark_model_files
 from pipeline.training.baselines import baseline_availability
@@ -99,8 +99,8 @@ def site_summary(prep: PreparedTarget, parts: dict[str, pd.DataFrame]) -> dict[s
         slope, intercept = calibration_slope_intercept(y, p) if both else (np.nan, np.nan)
         out[site] = {"n": int(len(y)), "n_patients": int(len(np.unique(prep.data.groups[rows]))),
                      "n_event_patients": int(len(np.unique(prep.data.groups[rows][y == 1]))),
-                     "auroc": _rounded(auroc(y, p)) if both else None, "brier": _rounded(brier(y, p)),
-                     "calibration_slope": _rounded(slope), "calibration_intercept": _rounded(intercept)}
+                     "auroc": json_number(auroc(y, p)) if both else None, "brier": json_number(brier(y, p)),
+                     "calibration_slope": json_number(slope), "calibration_intercept": json_number(intercept)}
     return out
 
 
@@ -161,10 +161,6 @@ def _final_units(prep: PreparedTarget, finals: dict[str, Procedure], cfg: TrainC
     return files, units, models
 
 
-def _rounded(value: float) -> float | None:
-    return None if not np.isfinite(value) else round(float(value), 4)
-
-
 def cross_validation_summary(oof: pd.DataFrame) -> dict[str, dict[str, Any]]:
     """Per landmark, the deployed procedure's out-of-fold AUROC, Brier and calibration (means over the
     CV repeats): stored with the model so ``crs validate`` shows a new cohort's figures next to them."""
@@ -180,7 +176,7 @@ def cross_validation_summary(oof: pd.DataFrame) -> dict[str, dict[str, Any]]:
         mean = pd.DataFrame(figures, dtype=float).mean().to_numpy() if figures else np.full(4, np.nan)  # skips NaN
         out[landmark_key(float(hours))] = {
             "n": int(len(first)), "n_events": int(first["label"].sum()),
-            **{name: _rounded(v) for name, v in zip(
+            **{name: json_number(v) for name, v in zip(
                 ("auroc", "brier", "calibration_slope", "calibration_intercept"), mean, strict=True)}}
     return out
 

@@ -26,21 +26,13 @@ from pipeline.metrics import (
     calibration_curve_bins,
     calibration_slope_intercept,
     classification_at_threshold,
+    json_number,
     net_benefit,
     net_benefit_treat_all,
 )
 from pipeline.model import ScoringSetup
 
 SCORED_COLUMNS = [C.PATIENT_ID, C.LANDMARK_HOURS, "target", "label", "probability", "threshold"]
-
-
-def rounded(value: Any, digits: int = 4) -> float | None:
-    """JSON-safe number: None for NaN or infinity."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return round(number, digits) if math.isfinite(number) else None
 
 
 def score_labelled(frame: pd.DataFrame, setup: ScoringSetup) -> pd.DataFrame:
@@ -71,18 +63,18 @@ def figures(y: np.ndarray, p: np.ndarray, groups: np.ndarray, threshold: np.ndar
     predicted, observed, counts = calibration_curve_bins(y, p) if len(y) else ([], [], [])
     return {
         "n": int(len(y)), "n_patients": int(pd.unique(groups).size), "n_events": n_events,
-        "auroc": rounded(auroc(y, p)) if both else None, "auroc_ci": [rounded(ci[0]), rounded(ci[1])],
-        "auprc": rounded(auprc(y, p)) if both else None, "brier": rounded(brier(y, p)) if len(y) else None,
-        "calibration_intercept": rounded(intercept), "calibration_slope": rounded(slope),
-        "observed_rate": rounded(y.mean()) if len(y) else None,
-        "mean_predicted": rounded(p.mean()) if len(y) else None,
-        "threshold": rounded(np.median(threshold)) if len(threshold) else None,
-        **{k: rounded(v) for k, v in rule.items()},
-        "calibration_curve": {"predicted": [rounded(v) for v in predicted],
-                              "observed": [rounded(v) for v in observed], "n": [int(c) for c in counts]},
-        "decision_curve": {"thresholds": [rounded(t) for t in NET_BENEFIT_THRESHOLDS],
-                           "net_benefit": [rounded(v) for v in net_benefit(y, p)] if len(y) else [],
-                           "treat_all": [rounded(v) for v in net_benefit_treat_all(y)] if len(y) else []},
+        "auroc": json_number(auroc(y, p)) if both else None, "auroc_ci": [json_number(ci[0]), json_number(ci[1])],
+        "auprc": json_number(auprc(y, p)) if both else None, "brier": json_number(brier(y, p)) if len(y) else None,
+        "calibration_intercept": json_number(intercept), "calibration_slope": json_number(slope),
+        "observed_rate": json_number(y.mean()) if len(y) else None,
+        "mean_predicted": json_number(p.mean()) if len(y) else None,
+        "threshold": json_number(np.median(threshold)) if len(threshold) else None,
+        **{k: json_number(v) for k, v in rule.items()},
+        "calibration_curve": {"predicted": [json_number(v) for v in predicted],
+                              "observed": [json_number(v) for v in observed], "n": [int(c) for c in counts]},
+        "decision_curve": {"thresholds": [json_number(t) for t in NET_BENEFIT_THRESHOLDS],
+                           "net_benefit": [json_number(v) for v in net_benefit(y, p)] if len(y) else [],
+                           "treat_all": [json_number(v) for v in net_benefit_treat_all(y)] if len(y) else []},
     }
 
 

@@ -17,9 +17,8 @@ import pandas as pd
 from sklearn.model_selection import GroupKFold
 
 from pipeline import contracts as C
-from pipeline.metrics import brier, calibration_slope_intercept
+from pipeline.metrics import brier, calibration_slope_intercept, json_number
 from pipeline.model import expit, fit_logistic, logit
-from pipeline.validation.external import rounded
 
 #: Folds of the cross-validated "after" figures (patient-grouped).
 N_FOLDS = 5
@@ -54,8 +53,8 @@ def cross_validated(y: np.ndarray, p: np.ndarray, groups: np.ndarray, with_slope
 
 def _calibration(y: np.ndarray, p: np.ndarray) -> dict[str, float | None]:
     slope, intercept = calibration_slope_intercept(y, p)
-    return {"calibration_intercept": rounded(intercept), "calibration_slope": rounded(slope),
-            "brier": rounded(brier(y, p)), "observed_rate": rounded(y.mean()), "mean_predicted": rounded(p.mean())}
+    return {"calibration_intercept": json_number(intercept), "calibration_slope": json_number(slope),
+            "brier": json_number(brier(y, p)), "observed_rate": json_number(y.mean()), "mean_predicted": json_number(p.mean())}
 
 
 def recalibrate(scored: pd.DataFrame, with_slope: bool = False) -> dict[str, dict[str, Any]]:
