@@ -267,7 +267,17 @@ def _json_default(value: Any) -> Any:
 
 
 def read_stage_parquet(path: str | Path, what: str, produced_by: str) -> pd.DataFrame:
-    """Read an intermediate Parquet file written by an earlier stage; one-line errors, no traceback."""
+    """Read an intermediate Parquet file written by an earlier stage; one-line errors, no traceback.
+
+    The frame comes back with empty ``attrs``: pandas deep-copies ``attrs`` on every column access and
+    slice, and the landmark table's (feature summary, covariate reference) made the report stage spend
+    most of its time copying them. Use :func:`read_stage_parquet_with_attrs` to read them."""
+    frame, _ = read_stage_parquet_with_attrs(path, what, produced_by)
+    return frame
+
+
+def read_stage_parquet_with_attrs(path: str | Path, what: str, produced_by: str) -> tuple[pd.DataFrame, dict]:
+    """:func:`read_stage_parquet`, plus the frame's recorded ``attrs`` as a separate dict."""
     path = Path(path)
     if not path.exists():
         clean_stale(path.parent)  # an interrupted swap of its directory may have left it aside
@@ -275,7 +285,9 @@ def read_stage_parquet(path: str | Path, what: str, produced_by: str) -> pd.Data
     if not path.exists():
         raise UserError(f"{path}: {what} not found (run `{produced_by}` first, or `dvc repro`)")
     try:
-        return pd.read_parquet(path)
+        frame = pd.read_parquet(path)
     except (OSError, pa.ArrowException, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{path}: unreadable {what} ({first}); rerun `{produced_by}`") from None
+    attrs, frame.attrs = dict(frame.attrs), {}
+    return frame, attrs

@@ -33,7 +33,7 @@ from pipeline import contracts as C
 from pipeline import tracking
 from pipeline.config import Config, landmark_key
 from pipeline.errors import UserError
-from pipeline.io import atomic_dir, read_stage_parquet, write_json, write_parquet
+from pipeline.io import atomic_dir, read_stage_parquet_with_attrs, write_json, write_parquet
 from pipeline.model import FeatureSpec, build_feature_specs
 from pipeline.model.artifacts import (
     MANIFEST_FILE,
@@ -72,10 +72,10 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def trained_analytes(landmarks: pd.DataFrame, config: Config) -> list[str]:
-    """The analytes featurize built the table from (recorded in its parquet metadata), else the params'
-    explicit list: stored with the model so scoring rebuilds exactly these features."""
-    recorded = landmarks.attrs.get("analytes")
+def trained_analytes(attrs: dict, config: Config) -> list[str]:
+    """The analytes featurize built the table from (recorded in its parquet metadata, ``attrs``), else the
+    params' explicit list: stored with the model so scoring rebuilds exactly these features."""
+    recorded = attrs.get("analytes")
     if recorded is not None:
         return [str(a) for a in recorded]
     if isinstance(config.featurize.analytes, str):
@@ -167,12 +167,12 @@ def _summary(result: TargetResult) -> str:
 def main(config: Config) -> None:
     started = time.perf_counter()
     paths = config.paths
-    landmarks = read_stage_parquet(paths.landmarks, "landmark table", "crs featurize")
+    landmarks, attrs = read_stage_parquet_with_attrs(paths.landmarks, "landmark table", "crs featurize")
     C.check_frame(landmarks, C.LANDMARKS, paths.landmarks, "crs featurize")
     provenance = {
-        "analytes": trained_analytes(landmarks, config),
-        "covariate_reference": landmarks.attrs.get("covariate_reference"),
-        "training_summary": landmarks.attrs.get("training_summary"),
+        "analytes": trained_analytes(attrs, config),
+        "covariate_reference": attrs.get("covariate_reference"),
+        "training_summary": attrs.get("training_summary"),
         "data_path": str(paths.landmarks),
         "data_sha256": sha256_file(paths.landmarks),
         "cohort_path": str(config.cohort.path),
