@@ -35,10 +35,17 @@ def inner_holdout(
     return splits[0] if splits else None
 
 
+def n_repeats(cfg: TrainConfig, n_patients: int) -> int:
+    """The configured outer repeats, or for ``auto`` 2 below ``repeat_twice_below_patients`` patients, else 1."""
+    if cfg.n_repeats != "auto":
+        return int(cfg.n_repeats)
+    return 2 if n_patients < cfg.repeat_twice_below_patients else 1
+
+
 def outer_splits(y: np.ndarray, groups: np.ndarray, cfg: TrainConfig) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
     """(repeat, fold, train rows, test rows): a new shuffle seed per repeat, grouped by patient."""
     out = []
-    for repeat in range(cfg.n_repeats):
+    for repeat in range(n_repeats(cfg, len(np.unique(groups)))):
         splits = grouped_splits(y, groups, cfg.n_splits, cfg.seed + 1000 * repeat)
         if not splits:
             raise UserError("too few events or non-events for cross-validation")

@@ -160,6 +160,15 @@ def test_outer_splits_use_seed_plus_1000_per_repeat():
     assert _same_splits([(tr, te) for _, _, tr, te in outer_splits(y, groups, cfg)], [(tr, te) for *_, tr, te in out])
 
 
+def test_auto_repeats_twice_only_below_the_patient_threshold():
+    # 25 patients (10 with the event): below 30 -> two repeats of 4 folds; at 25 or fewer -> one.
+    y, groups = _cohort(10, 15)
+    assert {r for r, *_ in outer_splits(y, groups, _train_cfg(n_splits=4, repeat_twice_below_patients=30))} == {0, 1}
+    assert {r for r, *_ in outer_splits(y, groups, _train_cfg(n_splits=4, repeat_twice_below_patients=25))} == {0}
+    assert {r for r, *_ in outer_splits(y, groups, _train_cfg(n_splits=4, n_repeats=3,
+                                                               repeat_twice_below_patients=25))} == {0, 1, 2}
+
+
 def test_outer_splits_refuse_too_few_events():
     y, groups = _cohort(1, 30)
     with pytest.raises(UserError, match="^too few events or non-events for cross-validation$"):
