@@ -176,7 +176,7 @@ def main(config: Config) -> None:
         "data_path": str(paths.landmarks),
         "data_sha256": sha256_file(paths.landmarks),
         "cohort_path": str(config.cohort.path),
-        "git_commit": tracking.git_commit(),
+        "code_sha256": tracking.code_digest(),
     }
     output = run(config, landmarks, provenance, paths.landmarks)
     for result in output.results:

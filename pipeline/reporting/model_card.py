@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import math
+import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -202,9 +203,18 @@ def model_card_context(
         "has_site": patients is not None and "site" in patients.columns,
         "simulated": is_simulated_cohort(cohort_path), "cohort_path": cohort_path, "grading_scale": config.cohort.grading_scale,
         "static_features": config.static_features, "analytes": [ct.display_name(a) for a in model_analytes(bundle, config)],
-        "generated": time.strftime("%Y-%m-%d"),
+        "generated": generated_date(),
         "small_data": [w for t, m in bundle.targets.items() if (w := small_data_warning(t, m.metadata.get("small_data")))],
     }
+
+
+def generated_date() -> str | None:
+    """The card's date only under ``SOURCE_DATE_EPOCH`` (the reproducible-builds convention): a wall-clock
+    date would change the card, and so ``dvc.lock``, on every day the unchanged pipeline is rerun."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if not epoch.isdigit():
+        return None
+    return time.strftime("%Y-%m-%d", time.gmtime(int(epoch)))
 
 
 def render_model_card(**context_args: Any) -> str:

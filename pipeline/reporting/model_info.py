@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from pipeline.config import Config, landmark_key
+from pipeline.errors import UserError
 from pipeline.model import ModelBundle
+from pipeline.model.artifacts import read_manifest
 from pipeline.model.setup import is_simulated_cohort, trained_on_simulated
 
 
@@ -27,34 +28,29 @@ def target_label(config: Config, target: str) -> str:
     return f"grade ≥{t.min_grade} {event}"
 
 
-@lru_cache(maxsize=32)
-def _commit_date(commit: str) -> str | None:
-    """Commit time of the training code (metadata has no timestamp, by design: identical reruns)."""
-    if not commit or commit == "unknown":
-        return None
-    try:
-        result = subprocess.run(["git", "show", "-s", "--format=%cI", commit], capture_output=True, text=True,
-                                timeout=10, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return result.stdout.strip() or None if result.returncode == 0 else None
-
-
 def model_identity(bundle: ModelBundle, target: str) -> dict[str, Any]:
-    model = bundle.targets[target]
-    meta = model.metadata
-    commit = str(meta.get("git_commit", "unknown"))
-    trained = meta.get("trained_at") or _commit_date(commit)
+    """What identifies a model on a page: digests of its files, code and training data (no MLflow run id
+    or git commit: they change on every run or commit, and pages are reproducible outputs; the MLflow
+    runs carry the same ``code_sha256`` and ``data_sha256`` tags to find them)."""
+    meta = bundle.targets[target].metadata
+    code = meta.get("code_sha256") or meta.get("git_commit") or "unknown"  # git_commit: older models
     return {
-        "run_id": model.run_id or bundle.runs.get("targets", {}).get(target) or "not logged",
+        "model_sha256": _model_digest(bundle.directory, target)[:12],
         "cohort_path": meta.get("cohort_path", "unknown"),
         "data_sha256": str(meta.get("data_sha256", "unknown"))[:12],
-        "git_commit": commit[:10],
-        "trained": f"committed {trained}" if trained and not meta.get("trained_at") else (trained or "date not recorded"),
+        "code_sha256": str(code)[:12],
         "n_patients": meta.get("n_patients"),
         "n_events": meta.get("n_events"),
         "horizon_hours": meta.get("horizon_hours"),
     }
+
+
+def _model_digest(models_dir: Path, target: str) -> str:
+    """sha256 of the target's sealed ``metadata.json`` (which lists every model file's digest)."""
+    try:
+        return read_manifest(Path(models_dir)).get(target, "unknown")
+    except UserError:
+        return "unknown"
 
 
 def validation_at(metrics: dict | None, target: str, hours: float) -> dict[str, Any]:

@@ -47,7 +47,8 @@ def log_training_runs(config: Config, results: list[TargetResult], provenance: d
         experiment_id = tracking.setup(config.train.experiment_name)
         for run_id in tracking.fail_stale_runs(experiment_id):
             print(f"train: MLflow run {run_id} of a killed stage marked FAILED")
-        tags = {key: provenance[key] for key in ("git_commit", "cohort_path", "data_sha256")} | {"stage": "train"}
+        tags = {key: provenance[key] for key in ("code_sha256", "cohort_path", "data_sha256")} | {"stage": "train"}
+        tags["git_commit"] = tracking.git_commit()  # MLflow only: model files stay identical across commits
         tags["analytes"] = ",".join(provenance.get("analytes", []))[:5000]  # the chosen feature set, by name
         tags |= tracking.owner_tags()
         parent = mlflow.start_run(run_name="train", tags=tags)

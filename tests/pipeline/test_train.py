@@ -257,6 +257,29 @@ def test_unavailable_baselines_do_not_crash(workdir: Path):
     assert "prob__easix" not in oof.columns and "prob__il6_latest" in oof.columns
 
 
+def test_a_rerun_writes_the_same_model_bytes_and_only_new_run_ids(workdir: Path, monkeypatch: pytest.MonkeyPatch):
+    """Issue 13 (clean `git status` after `make run`): unchanged code and data give byte-identical model
+    files; only models/runs.json (MLflow run ids, excluded from DVC's hash by .dvcignore) changes. The
+    metadata names the code by digest, not by git commit (a commit would change the bytes)."""
+    config = paths_in(small_config(n_trials=1, tune=False, n_estimators=10), workdir)
+    write_landmarks(make_landmarks(80, seed=6), config)
+    models = config.paths.models_dir
+
+    def snapshot() -> dict[str, bytes]:
+        return {p.relative_to(models).as_posix(): p.read_bytes() for p in sorted(models.rglob("*")) if p.is_file()}
+
+    train.main(config)
+    first = snapshot()
+    monkeypatch.setattr(train.tracking, "git_commit", lambda cwd=".": "0" * 40)  # as after a new commit
+    train.main(config)
+    second = snapshot()
+    assert first.keys() == second.keys() and "runs.json" in first
+    assert {k for k in first if first[k] != second[k]} == {"runs.json"}
+    meta = json.loads(first["crs_severe/metadata.json"])
+    assert "git_commit" not in meta and len(meta["code_sha256"]) == 64
+    assert "/models/runs.json" in (Path(__file__).resolve().parents[2] / ".dvcignore").read_text().split()
+
+
 def test_per_landmark_models(workdir: Path):
     config = paths_in(small_config(per_landmark=True, n_estimators=20), workdir)
     df = make_landmarks(160, seed=5)
