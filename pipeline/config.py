@@ -91,6 +91,9 @@ class PathsConfig(_Section):
     models_dir: Path = Path("models")
     registration: Path = Path("reports/registration.json")
     metrics: Path = Path("reports/metrics.json")
+    #: The headline figures only (per target: all-landmark AUROC and calibration slope), the file
+    #: `dvc metrics show` / `dvc exp show` display; the full metrics.json stays, with its schema.
+    metrics_summary: Path = Path("reports/summary.json")
     plots_dir: Path = Path("reports/plots")
     figures_dir: Path = Path("reports/figures")
     shap_dir: Path = Path("reports/shap")

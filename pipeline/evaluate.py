@@ -89,6 +89,16 @@ def write_plots(plots: PlotFrames, oof: pd.DataFrame, metrics: dict[str, Any], c
             plot_figure(target, oof[oof["target"] == target], available, fig_tmp / f"{target}.png")
 
 
+def headline(metrics: dict[str, Any]) -> dict[str, dict[str, float | None]]:
+    """Per target, the model's all-landmark AUROC and calibration slope (``paths.metrics_summary``): few
+    enough columns for `dvc metrics show` and `dvc exp show` to fit one screen. Skipped targets: None."""
+    out = {}
+    for target, by_landmark in metrics.items():
+        model = by_landmark.get(ALL_LANDMARKS, {}).get("model", {})
+        out[target] = {"auroc": model.get("auroc"), "slope": model.get("calibration_slope")}
+    return out
+
+
 def _print_summary(metrics: dict[str, Any]) -> None:
     for target, by_landmark in metrics.items():
         entry = by_landmark.get(ALL_LANDMARKS, {})
@@ -106,6 +116,7 @@ def main(config: Config) -> None:
     oof = contracts.check_frame(oof, contracts.OOF, paths.oof, "crs train")
     metrics, plots = run(config, oof, read_metadata(paths.models_dir, list(config.targets)))
     write_json(metrics, paths.metrics)
+    write_json(headline(metrics), paths.metrics_summary)
     write_plots(plots, oof, metrics, config)
     _print_summary(metrics)
     compute_seconds = time.perf_counter() - started

@@ -49,6 +49,7 @@ def eval_config(tmp_path: Path | None = None, targets=("crs_severe", "icans_seve
             "oof": str(tmp_path / "oof.parquet"),
             "models_dir": str(tmp_path / "models"),
             "metrics": str(tmp_path / "reports" / "metrics.json"),
+            "metrics_summary": str(tmp_path / "reports" / "summary.json"),
             "plots_dir": str(tmp_path / "reports" / "plots"),
             "figures_dir": str(tmp_path / "reports" / "figures"),
         }
@@ -241,6 +242,13 @@ def test_main_writes_outputs_at_config_paths_and_logs_to_mlflow(tmp_path, monkey
         pd.testing.assert_frame_equal(written, plots["crs_severe"][f"{kind}/L24"], check_dtype=False)
     assert (config.paths.figures_dir / "crs_severe.png").stat().st_size > 10_000
     assert not (config.paths.figures_dir / "never_trained.png").exists()
+    crs_all = metrics["crs_severe"]["all"]["model"]
+    assert json.loads(config.paths.metrics_summary.read_text()) == {
+        "crs_severe": {"auroc": crs_all["auroc"], "slope": crs_all["calibration_slope"]},
+        "icans_severe": {"auroc": metrics["icans_severe"]["all"]["model"]["auroc"],
+                         "slope": metrics["icans_severe"]["all"]["model"]["calibration_slope"]},
+        "never_trained": {"auroc": None, "slope": None},
+    }
 
     import mlflow
     from mlflow.tracking import MlflowClient
@@ -352,3 +360,24 @@ def test_calibration_and_decision_curves_per_landmark_over_all_repeats(result):
         nb = M.net_benefit(at["label"], at["prob__model"], [0.1])[0]
         assert decision.loc[decision["threshold"] == 0.1, "net_benefit"].item() == round(nb, 5)
     assert {k.split("/")[0] for k in frames if "/" in k} == set(LANDMARK_PLOT_KINDS)
+
+
+def test_dvc_metrics_show_fits_120_columns(tmp_path):
+    """Issue 13: `dvc metrics show` on the headline file of two targets fits a 120-column terminal (the
+    full metrics.json printed about 1,750 columns)."""
+    import subprocess
+    import sys
+
+    metrics, _ = evaluate.run(eval_config(targets=("crs_severe", "icans_severe")), make_oof(), {})
+    (tmp_path / "reports").mkdir()
+    write_json(evaluate.headline(metrics), tmp_path / "reports" / "summary.json")
+    (tmp_path / "dvc.yaml").write_text("metrics:\n  - reports/summary.json\n")
+    dvc = [sys.executable, "-m", "dvc"]
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([*dvc, "init", "-q"], cwd=tmp_path, check=True)
+    shown = subprocess.run([*dvc, "metrics", "show"], cwd=tmp_path, capture_output=True, text=True, check=True,
+                           env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "COLUMNS": "200"}).stdout
+    lines = [line for line in shown.splitlines() if line.strip()]
+    assert "crs_severe.auroc" in shown and "icans_severe.slope" in shown
+    assert f"{metrics['crs_severe']['all']['model']['auroc']}"[:4] in shown
+    assert max(map(len, lines)) <= 120, shown
