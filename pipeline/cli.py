@@ -147,12 +147,17 @@ def predict(
         typer.Option("--pseudonymise/--no-pseudonymise",
                      help="Keyed pseudonyms for patient ids in every output (key as for crs report; see crs keygen)."),
     ] = None,
+    chunk_size: Annotated[
+        int, typer.Option("--chunk-size", min=1, help="With --no-pages: patients featurized and scored at a time "
+                          "(peak memory grows with it, not with the cohort).")
+    ] = 50_000,
 ) -> None:
     """Score new patients: predictions.csv (risk, band, message per patient and target) and HTML pages."""
     from pipeline import predict as stage
 
     config = _config(params)
-    stage.main(config, cohort, model or config.paths.models_dir, out, at, reports=pages, pseudonymise=pseudonymise)
+    stage.main(config, cohort, model or config.paths.models_dir, out, at, reports=pages, pseudonymise=pseudonymise,
+               chunk_size=chunk_size)
 
 
 @app.command()

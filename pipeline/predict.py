@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,7 +33,15 @@ from pipeline.explanation import explain_landmarks
 from pipeline.io import atomic_dir, write_csv, write_json
 from pipeline.model import ScoringSetup
 from pipeline.reporting import id_mapper, write_patient_reports
-from pipeline.scoring import PredictResult, feature_descriptions, score_cohort, top_drivers
+from pipeline.scoring import (
+    PREDICTION_COLUMNS,
+    PredictResult,
+    feature_descriptions,
+    run_warnings,
+    score_cohort,
+    score_in_chunks,
+    top_drivers,
+)
 from pipeline.serving.registry import is_registry_uri as _is_registry_uri
 from pipeline.serving.registry import load_setup
 
@@ -222,6 +231,51 @@ def _explain_and_report(
     return len(pages)
 
 
+#: Patients featurized and scored at a time by ``crs predict --no-pages`` (``--chunk-size``): peak memory
+#: grows with it, not with the cohort (about 1 GB above the ingested cohort at 50,000).
+DEFAULT_CHUNK_SIZE = 50_000
+
+
+def _pseudonymised(predictions: pd.DataFrame, to_id: Any) -> pd.DataFrame:
+    return predictions if to_id is None else predictions.assign(patient_id=predictions["patient_id"].map(to_id))
+
+
+def _write_chunks(path: Path, chunks: Any, to_id: Any) -> tuple[list[Any], dict[str, int], PredictResult | None]:
+    """Each chunk's predictions appended to ``path`` (inside the temporary output directory) as it is
+    scored. Returns the chunks' covariate checks, the counts of the summary line, and the result when
+    there was a single chunk (None otherwise: it is not kept)."""
+    from pipeline.io import neutralise_formulas
+
+    checks, counts, results = [], dict.fromkeys(("patients", "scored", "with_messages"), 0), []
+    with path.open("w", newline="") as handle:
+        pd.DataFrame(columns=PREDICTION_COLUMNS).to_csv(handle, index=False)
+        for chunk in chunks:
+            neutralise_formulas(_pseudonymised(chunk.predictions, to_id)).to_csv(handle, index=False, header=False)
+            checks.append(chunk.covariates)
+            counts = {key: counts[key] + n for key, n in _counts(chunk.predictions).items()}
+            results = [chunk] if not results else [None]  # only a lone chunk is the whole result
+    return checks, counts, results[0] if results else None
+
+
+def _pseudonymised_quarantine(quarantine: pd.DataFrame, to_id: Any) -> pd.DataFrame:
+    if to_id is None or "patient_id" not in quarantine.columns:
+        return quarantine
+    ids = quarantine["patient_id"]
+    return quarantine.assign(patient_id=ids.where(ids.isna(), ids.astype(str).str.strip().map(to_id)))
+
+
+def _summary(counts: dict[str, int], n_pages: int, out: Path, seconds: float, warnings: list[str]) -> None:
+    print(f"predict: {counts['patients']} patients, {counts['scored']} scored, {counts['with_messages']} with "
+          f"messages, {n_pages} pages -> {out}/ ({seconds:.1f} s)")
+    for warning in warnings:
+        print(f"predict: warning: {warning}")
+
+
+def _counts(p: pd.DataFrame) -> dict[str, int]:
+    return {"patients": p["patient_id"].nunique(), "scored": p.loc[p["probability"].notna(), "patient_id"].nunique(),
+            "with_messages": int((p["message"] != "").groupby(p["patient_id"]).any().sum())}
+
+
 def main(
     config: Config,
     cohort: Path,
@@ -231,40 +285,37 @@ def main(
     *,
     reports: bool = True,
     pseudonymise: bool | None = None,
-) -> PredictResult:
-    """``crs predict``: all outputs appear in ``out`` at once, or none (file-level errors)."""
+    chunk_size: int | None = None,
+) -> PredictResult | None:
+    """``crs predict``: all outputs appear in ``out`` at once, or none (file-level errors).
+
+    Without pages, patients are featurized and scored ``chunk_size`` at a time (None: all at once) and
+    ``predictions.csv`` grows chunk by chunk inside the temporary output directory (the same bytes as one
+    chunk); the result is returned only when the cohort was one chunk. With pages, the whole cohort at
+    once (the pages and their index need it)."""
     started = time.perf_counter()
     out = Path(out)
     _prepare_out(out)
     setup = load_setup(model, config)
     raw = read_new_cohort(cohort, **read_options(config))  # cohort.csv dialect, ingest limits
-    result = score_cohort(raw, setup, at_hours)
-    report = {"cohort": str(cohort), "model": setup.source, **result.ingest.report}
-    n_pages = 0
     pseudo = config.report.pseudonymise if pseudonymise is None else pseudonymise
-    predictions, quarantine = result.predictions, result.ingest.quarantine
-    if pseudo:  # every output, not only the pages (key from $CRS_PSEUDONYM_KEY[_FILE])
-        to_id = id_mapper(True)
-        predictions = predictions.assign(patient_id=predictions["patient_id"].map(to_id))
-        if "patient_id" in quarantine.columns:
-            ids = quarantine["patient_id"]
-            quarantine = quarantine.assign(patient_id=ids.where(ids.isna(), ids.astype(str).str.strip().map(to_id)))
+    to_id = id_mapper(True) if pseudo else None  # every output, not only the pages
+    if reports:
+        result = score_cohort(raw, setup, at_hours, with_shap=False)  # the pages explain by themselves
+        ingest, warnings, counts = result.ingest, result.warnings, _counts(result.predictions)
+    else:
+        ingest, chunks = score_in_chunks(raw, setup, at_hours, chunk_size or sys.maxsize)
     with atomic_dir(out) as tmp:
         (tmp / OUTPUT_MARKER).write_text(_output_marker())
-        write_csv(predictions, tmp / PREDICTIONS_FILE)
-        write_csv(quarantine, tmp / "quarantine.csv")
-        write_json(report, tmp / "ingest.json")
         if reports:
-            n_pages = _explain_and_report(tmp, config, setup, result, pseudo)
-    p = result.predictions
-    scored = p.loc[p["probability"].notna(), "patient_id"].nunique()
-    print(
-        f"predict: {p['patient_id'].nunique()} patients, {scored} scored, "
-        f"{int((p['message'] != '').groupby(p['patient_id']).any().sum())} with messages, {n_pages} pages "
-        f"-> {out}/ ({time.perf_counter() - started:.1f} s)"
-    )
-    for warning in result.warnings:
-        print(f"predict: warning: {warning}")
+            write_csv(_pseudonymised(result.predictions, to_id), tmp / PREDICTIONS_FILE)
+        else:
+            checks, counts, result = _write_chunks(tmp / PREDICTIONS_FILE, chunks, to_id)
+            warnings = run_warnings(raw, setup, at_hours, checks)
+        write_csv(_pseudonymised_quarantine(ingest.quarantine, to_id), tmp / "quarantine.csv")
+        write_json({"cohort": str(cohort), "model": setup.source, **ingest.report}, tmp / "ingest.json")
+        n_pages = _explain_and_report(tmp, config, setup, result, pseudo) if reports else 0
+    _summary(counts, n_pages, out, time.perf_counter() - started, warnings)
     return result
 
 

@@ -5,7 +5,15 @@
 Used by ``crs predict`` and the MLflow pyfunc model alike.
 """
 
-from pipeline.scoring.cohort import PREDICTION_COLUMNS, PredictResult, choose_landmarks, score_cohort
+from pipeline.scoring.cohort import (
+    PREDICTION_COLUMNS,
+    PredictResult,
+    choose_landmarks,
+    run_warnings,
+    score_cohort,
+    score_in_chunks,
+    score_ingested,
+)
 from pipeline.scoring.drivers import feature_descriptions, top_drivers
 
 __all__ = [
@@ -13,6 +21,9 @@ __all__ = [
     "PredictResult",
     "choose_landmarks",
     "feature_descriptions",
+    "run_warnings",
     "score_cohort",
+    "score_in_chunks",
+    "score_ingested",
     "top_drivers",
 ]

@@ -12,7 +12,7 @@ already at or before it. Missing single markers or quarantined rows give a score
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,6 +23,7 @@ from pipeline import contracts as C
 from pipeline.adapters.canonical import RawTable
 from pipeline.cohort import EVENTS, MEASUREMENTS, PATIENTS, TREATMENTS
 from pipeline.config import landmark_key
+from pipeline.errors import UserError
 from pipeline.ingestion import (
     IngestResult,
     all_quarantine,
@@ -32,7 +33,7 @@ from pipeline.ingestion import (
 )
 from pipeline.model import Scores, ScoringSetup
 from pipeline.registry import load_registry
-from pipeline.scoring.covariates import annotate_unrecognised, check_covariates
+from pipeline.scoring.covariates import CovariateCheck, annotate_unrecognised, check_covariates
 from pipeline.scoring.messages import patient_universe, quarantine_messages
 
 PREDICTION_COLUMNS = ["patient_id", "target", "landmark_hours", "probability", "band", "message"]
@@ -54,6 +55,8 @@ class PredictResult:
     matrices: dict[str, np.ndarray] = field(default_factory=dict)
     #: Per-run warnings (covariate columns the cohort lacks, patients scored without some covariates).
     warnings: list[str] = field(default_factory=list)
+    #: The covariate check behind the warnings (chunks merge theirs: :func:`merge_warnings`).
+    covariates: CovariateCheck | None = None
 
 
 def _hour_range(measurements: pd.DataFrame, patient_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -139,74 +142,138 @@ def _coverage(frame: pd.DataFrame, first_hour: pd.Series, setup: ScoringSetup) -
 
 def _score_targets(frame: pd.DataFrame, setup: ScoringSetup, scoreable: np.ndarray, with_shap: bool
                    ) -> tuple[dict[str, Scores], dict[str, np.ndarray]]:
+    """Scores per target for the scoreable rows (the others stay NaN: never shown, never computed)."""
     scores: dict[str, Scores] = {}
     matrices: dict[str, np.ndarray] = {}
     matrix: np.ndarray | None = None
     hours = frame[C.LANDMARK_HOURS].to_numpy(dtype=float)
+    rows = np.flatnonzero(scoreable)
+    n = len(frame)
     for target in setup.targets:
         model = setup.bundle.targets[target]
         X = matrix if (matrix is not None and setup.shared_specs) else model.matrix_array(frame)
         matrix = matrices[target] = X
-        s = model.score_array(X, hours, with_shap=with_shap)
-        s.probability[~scoreable] = np.nan
+        some = model.score_array(X[rows], hours[rows], with_shap=with_shap)
+        s = Scores(probability=np.full(n, np.nan), margin=np.full(n, np.nan), base_value=np.full(n, np.nan),
+                   shap=np.zeros((n, X.shape[1])) if with_shap else None)
+        s.probability[rows], s.margin[rows], s.base_value[rows] = some.probability, some.margin, some.base_value
+        if with_shap:
+            s.shap[rows] = some.shap
         scores[target] = s
     return scores, matrices
 
 
-def _coverage_message(accepted: bool, landmark: float, row: int | None, cov: _Coverage) -> str | None:
-    """Why a patient is not scored, or which key markers it is scored without; None when complete."""
-    if not accepted:
-        return "not in the patients table"
-    if math.isnan(landmark):
-        return "no usable measurements: not scored"
-    at = landmark_key(landmark)
-    if row is None or not cov.has_data[row]:
-        return f"no measurement at or before {at} h: not scored"
-    if not cov.present[row].any():
-        return f"none of the markers the model relies on ({', '.join(cov.codes)}) measured at or before {at} h: not scored"
-    missing = [c for c, ok in zip(cov.codes, cov.present[row], strict=True) if not ok]
-    return f"no {', '.join(missing)} at or before {at} h: scored without them" if missing else None
+def _hours_text(hours: np.ndarray) -> np.ndarray:
+    """:func:`landmark_key` per value ('' for NaN), formatted once per distinct value."""
+    values, inverse = np.unique(np.asarray(hours, dtype=float), return_inverse=True)
+    texts = np.array([landmark_key(h) if not math.isnan(h) else "" for h in values] or [""], dtype=object)
+    return texts[inverse.ravel()] if len(hours) else np.zeros(0, dtype=object)
 
 
-def _already_recorded(frame: pd.DataFrame, setup: ScoringSetup, target: str, row: int, landmark: float) -> str:
-    onset = frame[C.onset_column(target)].iat[row]
+def _coverage_notes(accepted: np.ndarray, landmark: np.ndarray, row: np.ndarray, cov: _Coverage) -> np.ndarray:
+    """Per patient: why it is not scored, or which key markers it is scored without ('' when complete).
+    ``row``: the patient's own landmark row in ``cov`` (-1: none)."""
+    n = len(accepted)
+    has_row = row >= 0
+    safe = np.where(has_row, row, 0)
+    has_data = has_row & (cov.has_data[safe] if len(cov.has_data) else has_row)
+    present = cov.present[safe] if len(cov.present) else np.zeros((n, max(len(cov.codes), 1)), bool)
+    some = has_data & present.any(axis=1)
+    at = _hours_text(landmark)
+    codes = np.asarray(cov.codes, dtype=object)
+    missing = np.full(n, "", dtype=object)
+    if codes.size and n:  # one text per distinct pattern of present markers
+        patterns, inverse = np.unique(present, axis=0, return_inverse=True)
+        missing = np.array([", ".join(codes[~p]) for p in patterns], dtype=object)[inverse.ravel()]
+    relies = ", ".join(cov.codes)
+    return np.select(
+        [~accepted, np.isnan(landmark), ~has_data, ~some, missing != ""],
+        ["not in the patients table", "no usable measurements: not scored",
+         "no measurement at or before " + at + " h: not scored",
+         f"none of the markers the model relies on ({relies}) measured at or before " + at + " h: not scored",
+         "no " + missing + " at or before " + at + " h: scored without them"],
+        default="",
+    ).astype(object)
+
+
+def _already_notes(frame: pd.DataFrame, setup: ScoringSetup, target: str, rows: np.ndarray,
+                   landmark: np.ndarray) -> np.ndarray:
+    """"Already recorded" notes for the landmark rows ``rows`` (one per row)."""
+    onset = frame[C.onset_column(target)].to_numpy(dtype=float)[rows]
     definition = setup.config.targets.get(target)
     what = f"{definition.event} grade >= {definition.min_grade}" if definition else target
-    when = f" at {onset:.1f} h" if not math.isnan(onset) else " (or death)"
-    return f"{what} already recorded{when}, at or before {landmark_key(landmark)} h: not at risk"
+    when = np.where(np.isnan(onset), " (or death)", " at " + np.char.mod("%.1f", onset).astype(object) + " h")
+    at = _hours_text(landmark)
+    return (what + " already recorded" + when.astype(object) + ", at or before " + at + " h: not at risk").astype(object)
+
+
+def _join(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Element-wise ``"; ".join`` of two message columns, skipping empty ones."""
+    return np.where(left == "", right, np.where(right == "", left, left + "; " + right)).astype(object)
 
 
 def _prediction_rows(frame: pd.DataFrame, setup: ScoringSetup, patient_ids: list[str], accepted: set[str],
                      chosen: pd.Series, cov: _Coverage, scores: dict[str, Scores],
                      messages: dict[str, list[str]]) -> pd.DataFrame:
     """One row per (patient, target) at the patient's own landmark; fills ``messages`` per patient."""
+    ids = pd.Index(patient_ids, dtype=object)
+    n = len(ids)
     pid = frame[C.PATIENT_ID].astype(str).to_numpy()
-    is_own = frame[C.LANDMARK_HOURS].to_numpy(dtype=float) == chosen.reindex(pid).to_numpy()
-    row_of = {p: i for i, p in enumerate(pid) if is_own[i]}
+    own = np.flatnonzero(frame[C.LANDMARK_HOURS].to_numpy(dtype=float) == chosen.reindex(pid).to_numpy())
+    row = pd.Index(pid[own], dtype=object).get_indexer(ids)
+    row = np.where(row >= 0, own[np.maximum(row, 0)] if own.size else -1, -1)
+    landmark = chosen.reindex(ids).to_numpy(dtype=float)
+    is_accepted = ids.isin(list(accepted)) if n else np.zeros(0, bool)
+    before = [messages.get(p, []) for p in patient_ids]
+    note = _coverage_notes(is_accepted, landmark, row, cov)
+    note[~is_accepted & np.array([bool(m) for m in before], dtype=bool)] = ""  # the rejection says why
+    text = _join(np.array(["; ".join(m) for m in before], dtype=object), note)
     scoreable = cov.scoreable
-    records = []
-    for p in patient_ids:
-        msgs = list(messages.get(p, []))
-        i = row_of.get(p)
-        landmark = float(chosen[p]) if not math.isnan(chosen[p]) else math.nan
-        note = _coverage_message(p in accepted, landmark, i, cov)
-        if note and not (p not in accepted and msgs):
-            msgs.append(note)
-        messages[p] = msgs
-        for target in setup.targets:
-            target_msgs = list(msgs)
-            prob = float(scores[target].probability[i]) if i is not None else math.nan
-            label = C.label_column(target)
-            if i is not None and label in frame.columns and math.isnan(frame[label].iat[i]) and scoreable[i]:
-                note = _already_recorded(frame, setup, target, i, landmark)
-                target_msgs.append(note)
-                messages[p].append(note)  # the page shows it too
-                prob = scores[target].probability[i] = math.nan
-            records.append((p, target, landmark, prob, "; ".join(target_msgs)))
-    predictions = pd.DataFrame.from_records(records, columns=[c for c in PREDICTION_COLUMNS if c != "band"])
+    extra: list[tuple[np.ndarray, np.ndarray]] = []  # already-recorded notes: (patient positions, notes)
+    columns: dict[str, list[np.ndarray]] = {name: [] for name in ("target", "probability", "message")}
+    for target in setup.targets:
+        prob = np.full(n, np.nan)
+        has = row >= 0
+        prob[has] = scores[target].probability[row[has]]
+        label = C.label_column(target)
+        mine = np.full(n, "", dtype=object)
+        if label in frame.columns and has.any():
+            done = np.zeros(n, bool)
+            done[has] = np.isnan(frame[label].to_numpy(dtype=float)[row[has]]) & scoreable[row[has]]
+            if done.any():
+                mine[done] = _already_notes(frame, setup, target, row[done], landmark[done])
+                scores[target].probability[row[done]] = prob[done] = np.nan
+        target_text = text
+        for positions, notes in extra:  # an earlier target's note travels with the later targets too
+            earlier = np.full(n, "", dtype=object)
+            earlier[positions] = notes
+            target_text = _join(target_text, earlier)
+        columns["target"].append(np.full(n, target, dtype=object))
+        columns["probability"].append(prob)
+        columns["message"].append(_join(target_text, mine))
+        extra.append((np.flatnonzero(mine != ""), mine[mine != ""]))
+    _fill_messages(messages, patient_ids, before, note, extra)
+    k = len(setup.targets)
+    predictions = pd.DataFrame({
+        C.PATIENT_ID: np.repeat(ids.to_numpy(dtype=object), k) if n else np.zeros(0, object),
+        "target": np.stack(columns["target"], axis=1).ravel() if n else np.zeros(0, object),
+        C.LANDMARK_HOURS: np.repeat(landmark, k),
+        "probability": np.stack(columns["probability"], axis=1).ravel() if n else np.zeros(0),
+        "message": np.stack(columns["message"], axis=1).ravel() if n else np.zeros(0, object),
+    })
     predictions.insert(4, "band", setup.bands(predictions["probability"].to_numpy(dtype=float)))
     predictions[C.PATIENT_ID] = predictions[C.PATIENT_ID].astype("str")
     return predictions[PREDICTION_COLUMNS]
+
+
+def _fill_messages(messages: dict[str, list[str]], patient_ids: list[str], before: list[list[str]],
+                   note: np.ndarray, extra: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    """``messages[p]``: what it had, its coverage note, then every target's "already recorded" note."""
+    for p, old, add in zip(patient_ids, before, note, strict=True):
+        messages[p] = [*old, add] if add else list(old)
+    for positions, notes in extra:
+        for i, text in zip(positions, notes, strict=True):
+            messages[patient_ids[i]].append(text)
 
 
 def _honesty_notes(raw: Mapping[str, RawTable], setup: ScoringSetup, at_hours: float | None) -> list[str]:
@@ -240,6 +307,20 @@ def score_cohort(
     before it) and score every target. Pure: nothing is read or written."""
     setup.validate_at(at_hours)
     result = _ingest(raw, with_report)
+    return score_ingested(raw, result, setup, at_hours, trajectory=trajectory, with_shap=with_shap)
+
+
+def score_ingested(
+    raw: Mapping[str, RawTable],
+    result: IngestResult,
+    setup: ScoringSetup,
+    at_hours: float | None = None,
+    *,
+    trajectory: bool = True,
+    with_shap: bool = True,
+) -> PredictResult:
+    """:func:`score_cohort` after ingest: ``result`` holds the ingested tables (the whole cohort, or the
+    patients of one chunk with their quarantine rows, see :func:`score_in_chunks`)."""
     covariates = check_covariates(result.tables["patients"], setup)
     tables = {**result.tables, "patients": covariates.patients}
     patient_ids = patient_universe(result, raw)
@@ -251,10 +332,74 @@ def score_cohort(
         messages.setdefault(pid, []).extend([*notes, *([note] if note else [])])
     first_hour, latest_hour = _hour_range(tables["measurements"], patient_ids)
     chosen = pd.Series(choose_landmarks(latest_hour, setup.config.landmarks_hours, at_hours), index=patient_ids)
-    scored_ids = [p for p in patient_ids if p in accepted and not math.isnan(chosen[p])]
+    ids = pd.Index(patient_ids, dtype=object)
+    scored_ids = ids[ids.isin(list(accepted)) & ~np.isnan(chosen.to_numpy(dtype=float))].tolist()
     frame = _landmark_frame(tables, setup, chosen, scored_ids, trajectory)
     cov = _coverage(frame, pd.Series(first_hour, index=patient_ids), setup)
     scores, matrices = _score_targets(frame, setup, cov.scoreable, with_shap)
     predictions = _prediction_rows(frame, setup, patient_ids, accepted, chosen, cov, scores, messages)
     frame = annotate_unrecognised(frame, setup)
-    return PredictResult(predictions, frame, scores, result, messages, matrices, [*notes, *covariates.run_warnings()])
+    return PredictResult(predictions, frame, scores, result, messages, matrices, [*notes, *covariates.run_warnings()],
+                         covariates)
+
+
+def _chunk_of(ids: pd.Series, bounds: np.ndarray) -> np.ndarray:
+    """Chunk number per row from its trimmed patient id (-1: no id; such rows belong to no patient)."""
+    text = ids.astype(object).where(ids.notna(), None)
+    trimmed = text.astype(str).str.strip().to_numpy(dtype=object)
+    known = text.notna().to_numpy() & (trimmed != "")
+    out = np.full(len(ids), -1, dtype=np.int64)
+    out[known] = np.searchsorted(bounds, trimmed[known], side="right") - 1
+    return out
+
+
+def _split(frame: pd.DataFrame, chunk: np.ndarray, n_chunks: int) -> list[pd.DataFrame]:
+    """Rows of ``frame`` per chunk (order kept within each chunk)."""
+    order = np.argsort(chunk, kind="stable")
+    edges = np.searchsorted(chunk[order], np.arange(n_chunks + 1))
+    return [frame.iloc[order[edges[k]:edges[k + 1]]].reset_index(drop=True) for k in range(n_chunks)]
+
+
+def score_in_chunks(
+    raw: Mapping[str, RawTable],
+    setup: ScoringSetup,
+    at_hours: float | None,
+    chunk_size: int,
+    *,
+    with_shap: bool = False,
+) -> tuple[IngestResult, Iterator[PredictResult]]:
+    """The whole cohort ingested once (quarantine and counts as :func:`score_cohort`), then featurized and
+    scored ``chunk_size`` patients at a time, in patient-id order: concatenating the chunks' predictions
+    gives exactly :func:`score_cohort`'s (patients are independent). No trajectory (pages need it)."""
+    if chunk_size < 1:
+        raise UserError(f"chunk size {chunk_size}: must be a positive number of patients")
+    setup.validate_at(at_hours)
+    result = _ingest(raw, with_report=True)
+    universe = patient_universe(result, raw)
+    bounds = np.asarray(universe[::chunk_size], dtype=object)
+    n_chunks = len(bounds)
+    parts = {name: _split(table, _chunk_of(table[C.PATIENT_ID], bounds), n_chunks)
+             for name, table in result.tables.items()}
+    q = result.quarantine
+    quarantine = _split(q, _chunk_of(q[C.PATIENT_ID], bounds), n_chunks) if C.PATIENT_ID in q.columns else (
+        [q] + [q.iloc[0:0]] * (n_chunks - 1))
+
+    def chunks() -> Iterator[PredictResult]:
+        for k in range(n_chunks):
+            part = IngestResult({name: tables[k] for name, tables in parts.items()}, quarantine[k], {})
+            for tables in parts.values():
+                tables[k] = None  # type: ignore[call-overload]  # freed once scored
+            yield score_ingested(raw, part, setup, at_hours, trajectory=False, with_shap=with_shap)
+
+    result.tables = {}  # the chunks hold them now
+    return result, chunks()
+
+
+def run_warnings(raw: Mapping[str, RawTable], setup: ScoringSetup, at_hours: float | None,
+                 checks: Iterable[CovariateCheck]) -> list[str]:
+    """The run's warnings (as :attr:`PredictResult.warnings`) from the covariate checks of all its chunks."""
+    merged = CovariateCheck(pd.DataFrame())
+    for check in checks:
+        merged.absent_columns = check.absent_columns
+        merged.per_patient.update(check.per_patient)
+    return [*_honesty_notes(raw, setup, at_hours), *merged.run_warnings()]
