@@ -9,9 +9,18 @@ STAMP := $(VENV)/.installed
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# The installer: uv (pinned; about 25 s for the whole lock from an empty cache on 2 cores, pip took about
+# 90 s) reading the same exact-pin requirements.lock; pip when uv cannot be installed or fails.
+UV_VERSION := 0.13.9
+
 # Reinstall only when the lock or the project metadata changes (idempotent).
 $(STAMP): requirements.lock pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	@echo "setup: installing the pinned dependencies (requirements.lock) into $(VENV)/"
+	@if $(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION) \
+	    && $(BIN)/uv pip install --python $(BIN)/python -r requirements.lock; then :; \
+	else echo "setup: uv unavailable, installing with pip (slower)"; \
+	  $(BIN)/python -m pip install --disable-pip-version-check --progress-bar on -r requirements.lock; fi
+	@echo "setup: installing the project (editable)"
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation --config-settings editable_mode=compat -e .
 	touch $(STAMP)
 
@@ -51,7 +60,7 @@ lint: setup
 
 # Regenerate the lock from the current environment (no index URLs, no editable project line).
 lock:
-	$(BIN)/python -m pip freeze --all --exclude-editable --exclude crs-pipeline --exclude pip | grep -v '^-' > requirements.lock
+	$(BIN)/python -m pip freeze --all --exclude-editable --exclude crs-pipeline --exclude pip --exclude uv | grep -v '^-' > requirements.lock
 
 bench: setup
 	$(BIN)/python benchmarks/bench_simulate.py

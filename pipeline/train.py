@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,9 +99,15 @@ def _tasks(prepared: dict[str, PreparedTarget | TargetResult], config: Config, s
     """One task list over every target, outer fold and final fit, so all workers stay busy."""
     tasks: list[tuple] = []
     keys: list[tuple[str, str, Any]] = []
-    for t, prep in prepared.items():
-        if not isinstance(prep, PreparedTarget):
-            continue
+    ready = {t: prep for t, prep in prepared.items() if isinstance(prep, PreparedTarget)}
+    # The final fits (tuned on every patient) are the longest tasks: queued first, so two workers do not
+    # end with one of them alone on a final fit. Each task is seeded on its own: order changes no result.
+    for t, prep in ready.items():
+        for lm, mask in landmark_groups(prep.data.landmarks, config.train.per_landmark):
+            key = "all" if lm is None else landmark_key(lm)
+            tasks.append((fit_final, prep.data, mask, config.train))
+            keys.append((t, "final", key))
+    for t, prep in ready.items():
         for repeat, fold, tr, te in prep.splits:
             tasks.append((run_fold, prep.data, config.train, repeat, fold, tr, te))
             keys.append((t, "fold", (repeat, fold)))
@@ -108,20 +115,17 @@ def _tasks(prepared: dict[str, PreparedTarget | TargetResult], config: Config, s
         for index, (site, tr, te) in enumerate(prep.site_splits):
             tasks.append((run_site_fold, prep.data, site_cfg, index, tr, te))
             keys.append((t, "site", site))
-        for lm, mask in landmark_groups(prep.data.landmarks, config.train.per_landmark):
-            key = "all" if lm is None else landmark_key(lm)
-            tasks.append((fit_final, prep.data, mask, config.train))
-            keys.append((t, "final", key))
     return tasks, keys
 
 
-def run(config: Config, landmarks: pd.DataFrame, provenance: dict[str, Any], source: str | Path = "landmarks"
-        ) -> TrainOutput:
-    """Cross-validate and fit every target on the landmark table (pure: nothing read or written)."""
+def run(config: Config, landmarks: pd.DataFrame, provenance: dict[str, Any], source: str | Path = "landmarks",
+        progress: Callable[[int, int], None] | None = None) -> TrainOutput:
+    """Cross-validate and fit every target on the landmark table (pure: nothing read or written;
+    ``progress(done, total)`` hears of each finished fit)."""
     specs = feature_specs(landmarks, config, source)
     prepared = {t: prepare_target(landmarks, t, config.train, specs, {"target": t, **provenance}) for t in config.targets}
     tasks, keys = _tasks(prepared, config, specs)
-    outputs = run_tasks(tasks, config.train)
+    outputs = run_tasks(tasks, config.train, progress)
     results: list[TargetResult] = []
     for t, prep in prepared.items():
         if isinstance(prep, TargetResult):
@@ -164,6 +168,19 @@ def _summary(result: TargetResult) -> str:
     return f"{line}\ntrain: warning: {warning}" if warning else line
 
 
+def _progress_printer(started: float, every_seconds: float = 5.0) -> Callable[[int, int], None]:
+    """Console progress of the fits: a line at most every ``every_seconds`` (each fit takes a few seconds
+    on the default cohort, so the console never stays silent for long), and one for the last fit."""
+    last = [started]
+
+    def report(done: int, total: int) -> None:
+        now = time.perf_counter()
+        if done == total or now - last[0] >= every_seconds:
+            print(f"train: {done}/{total} fits done ({now - started:.0f} s)", flush=True)
+            last[0] = now
+    return report
+
+
 def main(config: Config) -> None:
     started = time.perf_counter()
     paths = config.paths
@@ -178,7 +195,7 @@ def main(config: Config) -> None:
         "cohort_path": str(config.cohort.path),
         "code_sha256": tracking.code_digest(),
     }
-    output = run(config, landmarks, provenance, paths.landmarks)
+    output = run(config, landmarks, provenance, paths.landmarks, _progress_printer(started))
     for result in output.results:
         print(_summary(result))
     print(f"train: cross-validation and final fits took {time.perf_counter() - started:.1f} s "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -72,13 +73,23 @@ def run_site_fold(data: FoldData, cfg: TrainConfig, site_index: int, tr: np.ndar
     return part
 
 
-def run_tasks(tasks: list[tuple], cfg: TrainConfig) -> list[Any]:
+def run_tasks(tasks: list[tuple], cfg: TrainConfig, progress: Callable[[int, int], None] | None = None
+              ) -> list[Any]:
     """Run ``(function, *args)`` tasks, in worker processes when ``n_jobs > 1``; results keep task order.
 
     Processes (not threads): each task is seeded on its own, so results do not depend on scheduling.
+    ``progress(done, total)`` is called as results arrive (in task order), for the console.
     """
     if cfg.n_jobs <= 1 or len(tasks) <= 1:
-        return [fn(*args) for fn, *args in tasks]
-    from joblib import Parallel, delayed
+        results = (fn(*args) for fn, *args in tasks)
+    else:
+        from joblib import Parallel, delayed
 
-    return Parallel(n_jobs=min(cfg.n_jobs, len(tasks)), backend="loky")(delayed(fn)(*args) for fn, *args in tasks)
+        parallel = Parallel(n_jobs=min(cfg.n_jobs, len(tasks)), backend="loky", return_as="generator")
+        results = parallel(delayed(fn)(*args) for fn, *args in tasks)
+    out = []
+    for result in results:
+        out.append(result)
+        if progress is not None:
+            progress(len(out), len(tasks))
+    return out
