@@ -16,10 +16,16 @@ import numpy as np
 from pipeline.reporting import clinical_text as ct
 from pipeline.reporting.cohort_bands import BAND_START_HOURS, EVENT, NO_EVENT, MarkerBands
 
-TARGET_COLOURS = ["#c2410c", "#6d28d9", "#0f766e", "#b91c1c"]
-BAND_COLOURS = {"low": "#15803d", "intermediate": "#b45309", "high": "#b91c1c", "": "#6b7280"}
-TREATMENT_STYLE = {"tocilizumab": ("#2563eb", "T", "tocilizumab"), "steroids": ("#9333ea", "S", "steroid")}
-GROUP_COLOURS = {NO_EVENT: "#64748b", EVENT: "#dc2626"}
+# Okabe-Ito colours (distinguishable with the common colour-vision deficiencies); every colour also has a
+# word, letter or line style beside it (band names, T / S, solid / dashed series), so none carries meaning alone.
+OKABE_ITO = {"black": "#000000", "orange": "#E69F00", "sky": "#56B4E9", "green": "#009E73", "yellow": "#F0E442",
+             "blue": "#0072B2", "vermillion": "#D55E00", "purple": "#CC79A7"}
+TARGET_COLOURS = [OKABE_ITO[c] for c in ("black", "purple", "green", "sky")]
+BAND_COLOURS = {"low": OKABE_ITO["blue"], "intermediate": OKABE_ITO["orange"], "high": OKABE_ITO["vermillion"],
+                "": "#6b7280"}
+UP_COLOUR, DOWN_COLOUR = OKABE_ITO["vermillion"], OKABE_ITO["blue"]
+TREATMENT_STYLE = {"tocilizumab": (OKABE_ITO["blue"], "T", "tocilizumab"), "steroids": (OKABE_ITO["green"], "S", "steroid")}
+GROUP_COLOURS = {NO_EVENT: OKABE_ITO["blue"], EVENT: OKABE_ITO["vermillion"]}
 
 
 def format_risk(p: float) -> str:
@@ -128,7 +134,7 @@ def svg_risk_trajectory(
             continue
         parts.append(f'<rect x="{left}" y="{_f(y(hi))}" width="{w - left - right}" height="{_f(y(lo) - y(hi))}" '
                      f'fill="{BAND_COLOURS[name]}" fill-opacity="0.09"/>')
-        parts.append(f'<text x="{w - right + 3}" y="{_f((y(lo) + y(hi)) / 2 + 3)}" fill="{BAND_COLOURS[name]}" '
+        parts.append(f'<text x="{w - right + 3}" y="{_f((y(lo) + y(hi)) / 2 + 3)}" fill="#374151" '
                      f'font-size="9">{name}</text>')
     for tick in [t for t in _nice_ticks(y_hi, 5) if t <= y_hi + 1e-9]:
         parts.append(f'<line x1="{left}" x2="{w - right}" y1="{_f(y(tick))}" y2="{_f(y(tick))}" stroke="#e5e7eb"/>')
@@ -190,7 +196,7 @@ def svg_waterfall(base: float, items: list[tuple[str, float]], margin: float, ti
                  f'height="{row_h - 8}" fill="#9ca3af"/>')
     for i, (name, v) in enumerate(items, start=1):
         a, b = cum[i - 1], cum[i]
-        colour = "#dc2626" if v > 0 else "#2563eb"
+        colour = UP_COLOUR if v > 0 else DOWN_COLOUR
         label(i, name)
         parts.append(f'<rect x="{_f(min(x(a), x(b)))}" y="{top + i * row_h + 4}" '
                      f'width="{_f(max(abs(x(b) - x(a)), 1.0))}" height="{row_h - 8}" fill="{colour}"/>')

@@ -23,11 +23,10 @@ from pipeline.errors import UserError
 from pipeline.model import ModelBundle
 from pipeline.registry import load_registry
 from pipeline.reporting import clinical_text as ct
+from pipeline.reporting.charts import TARGET_COLOURS
 from pipeline.reporting.cohort_bands import MarkerBands, marker_bands
 from pipeline.reporting.ids import id_mapper
 from pipeline.reporting.model_info import model_identity, target_label, trained_on_simulated
-
-TARGET_COLOURS = ["#c2410c", "#6d28d9", "#0f766e", "#b91c1c"]
 
 
 @dataclass
@@ -165,8 +164,7 @@ class ReportData:
             band_label=target_label(config, band_target) if band_target in config.targets else band_target,
             metrics=metrics, messages=messages or {}, to_id=to_id, pseudonymise=pseudonymise, risk_note=risk_note,
             simulated=trained_on_simulated(bundle),
-            thresholds={t: bundle.targets[t].threshold_array(explanations[t][LANDMARK_HOURS].to_numpy(dtype=float))
-                        for t in targets},
+            thresholds={t: _thresholds(bundle, t, explanations[t]) for t in targets},
             anchors=anchor_times(patients),
         )
 
@@ -174,6 +172,14 @@ class ReportData:
         """Every patient with a scored row or a message (nobody silently disappears from the index)."""
         scored = {p for rows in self.rows.values() for p in rows.rows_by_patient}
         return sorted(scored | set(self.messages))
+
+
+def _thresholds(bundle: ModelBundle, target: str, explanations: pd.DataFrame) -> np.ndarray:
+    """Alert threshold per row: the scoring model's own (a fold model's, for out-of-fold rows), else the
+    deployed model's at that landmark."""
+    if "threshold" in explanations.columns:
+        return explanations["threshold"].to_numpy(dtype=float)
+    return bundle.targets[target].threshold_array(explanations[LANDMARK_HOURS].to_numpy(dtype=float))
 
 
 @dataclass

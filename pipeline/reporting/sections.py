@@ -121,7 +121,8 @@ def trajectory_section(data: ReportData, view: PatientView) -> dict[str, Any]:
     rcfg = data.config.report
     svg = svg_risk_trajectory(view.hours, series, rcfg.band_low_below, rcfg.band_high_from,
                               given_treatments(data, view))
-    legend = [{"label": data.labels[t], "colour": data.colours[t]} for t in view.at_latest]
+    legend = [{"label": data.labels[t], "colour": data.colours[t], "dashed": data.targets.index(t) % 2 == 1}
+              for t in view.at_latest]
     return {"svg": Markup(svg), "legend": legend}
 
 
