@@ -88,6 +88,9 @@ class PathsConfig(_Section):
     #: The analytes featurize used (with coverage) and the ones it left out, with reasons.
     feature_set: Path = Path("reports/feature_set.json")
     oof: Path = Path("data/processed/oof.parquet")
+    #: Per target, the first CV repeat's fold models explaining the rows they scored (``<target>.parquet``,
+    #: the explanations schema): what a training-cohort page shows and explains.
+    oof_explanations: Path = Path("data/processed/oof_explanations")
     models_dir: Path = Path("models")
     registration: Path = Path("reports/registration.json")
     metrics: Path = Path("reports/metrics.json")

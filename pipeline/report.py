@@ -8,7 +8,7 @@
   (patients sorted by current risk: the highest calibrated risk over targets at their latest landmark);
 * ``paths.cohort_bands`` (``reports/cohort_bands.parquet``): per target, marker, 12 h time bin and
   group (event / no event) the quartiles of the marker, drawn behind a patient's values;
-* ``paths.model_card`` (``reports/model_card.html``): TRIPOD+AI items (CLINICAL.md section 8).
+* ``paths.model_card`` (``reports/model_card.html``): TRIPOD+AI items (docs/clinical.md#reporting-checklist-tripodai).
 
 With pseudonymisation on, every patient id in file names and text is replaced by an HMAC-SHA-256
 keyed by a secret (``$CRS_PSEUDONYM_KEY`` or ``$CRS_PSEUDONYM_KEY_FILE``; ``crs keygen`` makes one), so
@@ -44,6 +44,8 @@ class ReportInputs:
     patients: pd.DataFrame | None = None
     metrics: dict | None = None
     oof: pd.DataFrame | None = None
+    #: Per target, the fold models' explanations of the rows they scored (``paths.oof_explanations``).
+    oof_explanations: dict[str, pd.DataFrame] = field(default_factory=dict)
     #: SHAP frames of ``crs explain`` per target; computed here when any target's frame is missing.
     explanations: dict[str, pd.DataFrame] = field(default_factory=dict)
     summaries: dict[str, pd.DataFrame] = field(default_factory=dict)
@@ -71,9 +73,12 @@ def run(config: Config, inputs: ReportInputs, pseudonymise: bool = False) -> Rep
     if any(t not in explanations for t in bundle.targets):
         explanations = explain_landmarks(bundle, landmarks, config)
     risk_note = None
-    if inputs.oof is not None:
-        explanations = reporting.out_of_fold_risks(explanations, inputs.oof, config)
+    if inputs.oof is not None and all(t in inputs.oof_explanations for t in explanations):
+        explanations = reporting.out_of_fold_explanations(explanations, inputs.oof_explanations, config)
         risk_note = reporting.OUT_OF_FOLD_NOTE
+    elif inputs.oof is not None:
+        explanations = reporting.out_of_fold_risks(explanations, inputs.oof, config)
+        risk_note = reporting.OUT_OF_FOLD_RISK_ONLY_NOTE
     bands = reporting.cohort_bands_for(inputs.measurements, landmarks, config.report.markers, list(bundle.targets))
     data = ReportData.build(
         config=config, bundle=bundle, explanations=explanations, landmarks=landmarks,
@@ -103,6 +108,17 @@ def read_explanations(config: Config, targets: list[str]) -> tuple[dict[str, pd.
     return frames, summaries
 
 
+def read_oof_explanations(config: Config, targets: list[str]) -> dict[str, pd.DataFrame]:
+    """The fold models' explanations ``crs train`` wrote (targets without a file are left out)."""
+    out = {}
+    for t in targets:
+        path = Path(config.paths.oof_explanations) / f"{t}.parquet"
+        if path.exists():
+            frame = read_stage_parquet(path, "out-of-fold explanations", "crs train")
+            out[t] = contracts.check_frame(frame, contracts.EXPLANATIONS, path, "crs train")
+    return out
+
+
 def read_inputs(config: Config) -> ReportInputs:
     paths = config.paths
     landmarks = read_stage_parquet(paths.landmarks, "landmark features", "crs featurize")
@@ -114,6 +130,7 @@ def read_inputs(config: Config) -> ReportInputs:
         oof = contracts.check_frame(read_stage_parquet(paths.oof, "out-of-fold predictions", "crs train"),
                                     contracts.OOF, paths.oof, "crs train")
     explanations, summaries = read_explanations(config, list(bundle.targets))
+    oof_explanations = read_oof_explanations(config, list(bundle.targets)) if oof is not None else {}
     return ReportInputs(
         bundle=bundle,
         landmarks=contracts.check_frame(landmarks, contracts.LANDMARKS, paths.landmarks, "crs featurize"),
@@ -122,7 +139,7 @@ def read_inputs(config: Config) -> ReportInputs:
         treatments=read_stage_parquet(interim / "treatments.parquet", "ingested treatments", "crs ingest"),
         patients=read_stage_parquet(interim / "patients.parquet", "ingested patients", "crs ingest"),
         metrics=json.loads(Path(paths.metrics).read_text()) if Path(paths.metrics).exists() else None,
-        oof=oof, explanations=explanations, summaries=summaries,
+        oof=oof, oof_explanations=oof_explanations, explanations=explanations, summaries=summaries,
         figures=reporting.read_figures(paths.figures_dir, list(bundle.targets)),
     )
 

@@ -203,6 +203,10 @@ def main(config: Config) -> None:
     # The MLflow run stays open until the outputs are in place: it ends FINISHED only with them.
     with log_training_runs(config, output.results, provenance) as runs:
         write_parquet(output.oof, paths.oof)
+        with atomic_dir(paths.oof_explanations) as tmp:
+            for result in output.results:
+                if result.oof_explanations is not None:
+                    write_parquet(result.oof_explanations, tmp / f"{result.target}.parquet")
         # models/ and runs.json appear in one swap: a kill never leaves models without their run ids.
         with atomic_dir(paths.models_dir) as tmp:
             staging = tmp / ".staging"  # write_models replaces its directory as a whole; a hidden name

@@ -28,6 +28,8 @@ from pipeline.reporting.model_card import (
 )
 from pipeline.reporting.pages import (
     OUT_OF_FOLD_NOTE,
+    OUT_OF_FOLD_RISK_ONLY_NOTE,
+    out_of_fold_explanations,
     out_of_fold_risks,
     render_pages,
     write_pages,
@@ -41,6 +43,7 @@ __all__ = [
     "DISCLAIMER",
     "DISCLAIMER_LEAD",
     "OUT_OF_FOLD_NOTE",
+    "OUT_OF_FOLD_RISK_ONLY_NOTE",
     "PAGE_SECTIONS",
     "KEY_ENV",
     "KEY_FILE_ENV",
@@ -52,6 +55,7 @@ __all__ = [
     "id_mapper",
     "load_key",
     "model_card_context",
+    "out_of_fold_explanations",
     "out_of_fold_risks",
     "page_filename",
     "page_href",

@@ -32,9 +32,16 @@ from pipeline.reporting.sections import (
 )
 
 OUT_OF_FOLD_NOTE = (
+    "Training-cohort report: each risk shown is the cross-validated (out-of-fold) estimate of the first CV "
+    "repeat, from the fold model that never saw this patient; its drivers and alert threshold are that "
+    "model's too, so the page explains the number it shows. No risk is shown after the event was recorded."
+)
+#: Older training outputs without the fold models' explanations: the risk is out-of-fold, the drivers not.
+OUT_OF_FOLD_RISK_ONLY_NOTE = (
     "Training-cohort report: each risk shown is the cross-validated (out-of-fold) estimate from models that "
     "never saw this patient, averaged over CV repeats; no risk is shown after the event was recorded. The "
-    "drivers explain the deployed model's score for this patient, who was part of its training data."
+    "drivers explain the deployed model's score for this patient, who was part of its training data "
+    "(rerun `crs train` to have them explain the risk shown)."
 )
 
 
@@ -71,6 +78,26 @@ def out_of_fold_risks(explanations: dict[str, pd.DataFrame], oof: pd.DataFrame, 
         probability = mean.reindex(keys).to_numpy(dtype=float)
         band = risk_band(probability, config.report.band_low_below, config.report.band_high_from)
         out[target] = frame.assign(probability=probability, band=band)
+    return out
+
+
+def out_of_fold_explanations(explanations: dict[str, pd.DataFrame], oof_explanations: dict[str, pd.DataFrame],
+                             config: Config) -> dict[str, pd.DataFrame]:
+    """Each landmark row's risk, band, threshold and contributions from the fold model that scored it out of
+    fold (``paths.oof_explanations``, first CV repeat). Rows it never scored (not at risk) get none."""
+    out = {}
+    for target, frame in explanations.items():
+        oof = oof_explanations[target]
+        index = pd.MultiIndex.from_arrays([oof[PATIENT_ID].astype(str).to_numpy(),
+                                           oof[LANDMARK_HOURS].to_numpy(dtype=float)])
+        keys = pd.MultiIndex.from_arrays([frame[PATIENT_ID].astype(str).to_numpy(),
+                                          frame[LANDMARK_HOURS].to_numpy(dtype=float)])
+        values = [c for c in oof.columns if c not in (PATIENT_ID, LANDMARK_HOURS)]
+        aligned = oof[values].set_axis(index).reindex(keys).reset_index(drop=True)
+        band = risk_band(aligned["probability"].to_numpy(dtype=float), config.report.band_low_below,
+                         config.report.band_high_from)
+        head = frame[[PATIENT_ID, LANDMARK_HOURS]].reset_index(drop=True)
+        out[target] = pd.concat([head, aligned.assign(band=pd.array(band, dtype="string"))], axis=1)
     return out
 
 

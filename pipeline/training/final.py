@@ -17,6 +17,7 @@ from pipeline.model.artifacts import FEATURES_FILE, METADATA_FILE, json_bytes, l
 from pipeline.training.baselines import baseline_availability
 from pipeline.training.booster import xgb_params
 from pipeline.training.crossfit import Procedure, fit_procedure
+from pipeline.training.cv import EXPLAIN_BASE
 from pipeline.training.data import FoldData
 from pipeline.training.splits import landmark_groups, outer_splits
 
@@ -32,6 +33,8 @@ class TargetResult:
     specs: list[FeatureSpec]
     X_all: pd.DataFrame | None
     final_models: dict[str, LandmarkModel]
+    #: The first CV repeat's fold models explaining their test rows (:func:`assemble_oof_explanations`).
+    oof_explanations: pd.DataFrame | None = None
 
 
 @dataclass
@@ -126,10 +129,34 @@ def fit_final(data: FoldData, mask: np.ndarray, cfg: TrainConfig) -> Procedure:
                              cfg.seed)
 
 
+def _explanation_columns(columns: pd.Index) -> list[str]:
+    return [c for c in columns if c == EXPLAIN_BASE or c.startswith(C.SHAP_PREFIX)]
+
+
+def assemble_oof_explanations(prep: PreparedTarget, parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """The first repeat's fold models explaining their own test rows (schema of ``reports/shap/<target>
+    .parquet``, plus the fold's ``threshold``): base value + contributions = ``margin``, which the fold's
+    calibrator turned into ``probability``, the out-of-fold risk a training-cohort page shows."""
+    first = pd.concat([p for p in parts if (p["repeat"] == 0).all()], ignore_index=True)
+    r = first["row"].to_numpy()
+    shap = first[[C.shap_column(s.name) for s in prep.data.specs]]
+    out = pd.DataFrame({
+        C.PATIENT_ID: pd.array(prep.data.groups[r], dtype="string"),
+        C.LANDMARK_HOURS: prep.data.landmarks[r].astype(float),
+        "base_value": first[EXPLAIN_BASE].to_numpy(dtype=float),
+        "margin": first[EXPLAIN_BASE].to_numpy(dtype=float) + shap.to_numpy(dtype=float).sum(axis=1),
+        "probability": first[C.prob_column(C.MODEL)].to_numpy(dtype=float),
+        "threshold": first[C.threshold_column(C.MODEL)].to_numpy(dtype=float),
+    })
+    out = pd.concat([out, shap.reset_index(drop=True)], axis=1)
+    return out.sort_values([C.PATIENT_ID, C.LANDMARK_HOURS], kind="mergesort").reset_index(drop=True)
+
+
 def assemble_oof(prep: PreparedTarget, parts: list[pd.DataFrame]) -> pd.DataFrame:
     """Fold parts -> the out-of-fold table (docs/CONTRACTS.md), sorted by repeat, patient, landmark."""
     data = prep.data
     oof_idx = pd.concat(parts, ignore_index=True)
+    oof_idx = oof_idx.drop(columns=_explanation_columns(oof_idx.columns))
     r = oof_idx.pop("row").to_numpy()
     ids = pd.DataFrame({
         C.PATIENT_ID: pd.array(data.groups[r], dtype="string"),
@@ -226,6 +253,7 @@ def finish_target(
 ) -> TargetResult:
     """Assemble out-of-fold predictions and the deployed models' files (and leave-one-site-out figures)."""
     oof = assemble_oof(prep, parts)
+    explanations = assemble_oof_explanations(prep, parts)
     files, units, models = _final_units(prep, finals, config.train)
     files[FEATURES_FILE] = json_bytes({"features": [s.to_json() for s in prep.data.specs]})
     metadata = _metadata(prep, units, config, base_meta, oof)
@@ -234,7 +262,8 @@ def finish_target(
             "procedure": "the training procedure with tuning off (train.* booster params), refitted on all other "
                          "sites; figures pooled over landmarks", "sites": site_summary(prep, site_parts)}
     files[METADATA_FILE] = json_bytes(metadata)
-    return TargetResult(prep.target, "trained", None, oof, files, metadata, prep.data.specs, prep.data.X, models)
+    return TargetResult(prep.target, "trained", None, oof, files, metadata, prep.data.specs, prep.data.X, models,
+                        explanations)
 
 
 def empty_oof() -> pd.DataFrame:

@@ -70,3 +70,58 @@ def test_data_as_of_names_the_newest_value_used_and_hides_dates_when_pseudonymis
     assert data_as_of(data, view) == "Data as of 20.5 h after infusion (newest value used)"
     data.pseudonymise, data.anchors = False, {}  # a cohort in hours since infusion
     assert data_as_of(data, view) == "Data as of 20.5 h after infusion (newest value used)"
+
+
+def test_training_cohort_pages_explain_the_out_of_fold_risk_they_show(tmp_path_factory) -> None:
+    """Issue 13: on a training-cohort page the risk, its drivers and its alert threshold all come from the
+    fold model that never saw the patient. Per row of every target: base value + contributions (summed
+    per clinical group, as the page draws them) = the margin the waterfall ends at; that margin is the
+    score the fold model gave (expit(margin) = the out-of-fold raw score); the risk shown is the fold
+    calibrator's out-of-fold probability, and the threshold the fold's."""
+    import pandas as pd
+
+    from pipeline import report
+    from pipeline.contracts import MODEL, prob_column, raw_column, threshold_column
+    from pipeline.explanation import explain_landmarks
+    from pipeline.model import expit
+    from pipeline.reporting import ReportData
+    from tests.pipeline.test_explain import trained_run
+
+    run = trained_run(tmp_path_factory)
+    config = run.config
+    oof = pd.read_parquet(config.paths.oof)
+    oof_explanations = report.read_oof_explanations(config, list(run.bundle.targets))
+    assert set(oof_explanations) == set(run.bundle.targets)
+    deployed = explain_landmarks(run.bundle, run.landmarks, config)
+    shown = reporting_rows(config, run, oof_explanations, deployed, ReportData)
+    for target, frame in shown.items():
+        first = oof[(oof["target"] == target) & (oof["repeat"] == 0)].set_index(["patient_id", "landmark_hours"])
+        keys = list(zip(frame["patient_id"].astype(str), frame["landmark_hours"].astype(float), strict=True))
+        scored = np.array([k in first.index for k in keys])
+        assert scored.sum() == len(first) > 0
+        expected = first.reindex(pd.MultiIndex.from_tuples(keys))
+        rows = shown[target]
+        np.testing.assert_allclose(rows["probability"][scored], expected[prob_column(MODEL)][scored], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(rows["threshold"][scored], expected[threshold_column(MODEL)][scored], atol=1e-12)
+        np.testing.assert_allclose(rows["base"][scored] + rows["groups"][scored].sum(axis=1), rows["margin"][scored],
+                                   atol=1e-6)
+        np.testing.assert_allclose(expit(rows["margin"][scored]), expected[raw_column(MODEL)][scored], atol=1e-6)
+        assert np.isnan(rows["probability"][~scored]).all()  # not at risk: no risk shown
+        # The deployed model scores the same rows differently (it trained on them): not what is shown.
+        assert not np.allclose(deployed[target]["probability"].to_numpy()[scored], rows["probability"][scored])
+
+
+def reporting_rows(config, run, oof_explanations, deployed, report_data) -> dict[str, dict[str, np.ndarray]]:
+    """What the pages draw, per target: ReportData built as `crs report` builds it for the training cohort."""
+    from pipeline import reporting
+
+    explanations = reporting.out_of_fold_explanations(deployed, oof_explanations, config)
+    data = report_data.build(config=config, bundle=run.bundle, explanations=explanations, landmarks=run.landmarks,
+                             measurements=run.measurements, treatments=run.treatments, cohort_bands=None,
+                             metrics=None)
+    out = {}
+    for target, rows in data.rows.items():
+        out[target] = {"patient_id": explanations[target]["patient_id"], "landmark_hours": rows.hours,
+                       "probability": rows.probability, "base": rows.base_value, "margin": rows.margin,
+                       "groups": rows.group_shap, "threshold": data.thresholds[target]}
+    return out
