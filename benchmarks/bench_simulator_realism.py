@@ -312,7 +312,7 @@ def realism_rows(cohort: Cohort) -> list[tuple[str, str, str]]:
     targets = {"IL6": "~100-150x vs ~5x", "IFNG": "~25x vs 2-3x", "IL10": "rises with severity like IL-6",
                "CRP": "higher peak with severity", "FERRITIN": "rises later; weak severity signal"}
     sources = {"IL6": "issue 15 (real CAR-T cohort); Lee 2015 Fig. 3B", "IFNG": "issue 15; Lee 2015 Fig. 3B",
-               "IL10": "Cosenza 2021 s. 2.1", "CRP": "Lee 2015 Fig. 3E; Teachey 2016 (CLINICAL.md s. 5)",
+               "IL10": "Cosenza 2021 s. 2.1", "CRP": "Lee 2015 Fig. 3E; Teachey 2016 (docs/clinical.md#published-scores)",
                "FERRITIN": "Cosenza 2021 s. 2.3; Teachey 2016"}
     for code, target in targets.items():
         severe, other = fold_by_severity(cohort, code)
@@ -325,11 +325,11 @@ def realism_rows(cohort: Cohort) -> list[tuple[str, str, str]]:
                  il6_peak_by_grade(cohort)))
     untreated = ", ".join(f"{c} {peak_hours_from_onset(cohort, c, untreated=True):+.0f} h" for c in ("IL6", "CRP"))
     rows.append(("observed peak vs CRS onset: IL-6 around onset, CRP ~1 day later, ferritin later",
-                 "CLINICAL.md s. 7", f"{timing} (never treated: {untreated})"))
+                 "docs/clinical.md#kinetics-and-treatment-effects", f"{timing} (never treated: {untreated})"))
     for label, days, published in (("at lymphodepletion (days -7..-5)", (-7, -5), "0.80"),
                                    ("day -1", (-1, -1), "0.73"), ("day +1", (1, 1), "0.75")):
         auc, n = m_easix_auroc(cohort, *days)
-        rows.append((f"m-EASIX AUROC for CRS >=3, {label}: {published}", "Pennisi 2021 (CLINICAL.md s. 5)",
+        rows.append((f"m-EASIX AUROC for CRS >=3, {label}: {published}", "Pennisi 2021 (docs/clinical.md#published-scores)",
                      f"{auc:.2f} (n={n})"))
     density = sampling_density_auroc(cohort)
     rows.append(("AUROC at 48 h of rows per patient in (0, 48 h]: some signal, no more than the highest "
@@ -338,7 +338,7 @@ def realism_rows(cohort: Cohort) -> list[tuple[str, str, str]]:
                  f"{density['labs']:.2f}; highest temperature {density['temp']:.2f} / {density['temp_within']:.2f}; "
                  f"n={density['n']}, events={density['events']})"))
     il6_ratio, crp_ratio, n_toci = tocilizumab_response(cohort)
-    rows.append(("after tocilizumab: IL-6 rises (6-30 h), CRP falls (36-72 h)", "CLINICAL.md s. 7",
+    rows.append(("after tocilizumab: IL-6 rises (6-30 h), CRP falls (36-72 h)", "docs/clinical.md#kinetics-and-treatment-effects",
                  f"IL-6 x{il6_ratio:.2f}, CRP x{crp_ratio:.2f} (n={n_toci})"))
     return rows
 
@@ -358,7 +358,7 @@ def main() -> None:
     print("\nPer site (share of patients; grade >= 3 among those reaching grade 2):\n")
     print(treatment_by_site(cohort).round(2).to_markdown())
     print("\n" + treatment_effect(args.patients, args.seed))
-    print("\nIncidence, simulated / published (CLINICAL.md s. 6):\n")
+    print("\nIncidence, simulated / published (docs/clinical.md#reference-incidences):\n")
     print(incidence_table(cohort).to_markdown(index=False))
     if args.proxy:
         print("\nLearnability proxy (5-fold CV AUROC, grade >= 3 CRS after the landmark; pooled / within arm):")

@@ -175,7 +175,7 @@ def feature_table(
     return pd.DataFrame(rows, columns=["name", "analyte", "summary", "description", "unit"])
 
 
-#: Hay et al., Blood 2017 (CLINICAL.md section 5): fever and serum MCP-1 cut-offs within the first 36 h.
+#: Hay et al., Blood 2017 (docs/clinical.md#published-scores): fever and serum MCP-1 cut-offs within the first 36 h.
 #: A published rule, so fixed constants rather than params. From the clinical notes, not re-verified
 #: against the paper here (docs/training.md).
 HAY_FEVER_CELSIUS = 38.9

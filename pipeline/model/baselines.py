@@ -1,14 +1,14 @@
 """The comparators every model is reported against, by name (the ``prob__<name>`` column groups).
 
 Published and single-marker scores are landmark-table columns where a higher value means higher
-risk (CLINICAL.md section 5), ranked by their raw value; the refitted models (L2 logistic regression
+risk (docs/clinical.md#published-scores), ranked by their raw value; the refitted models (L2 logistic regression
 on every model feature, the Teachey 2016-style three-cytokine logistic model, the simple-summaries
 gradient-boosting reference) are fitted inside each outer training fold.
 """
 
 from __future__ import annotations
 
-#: Published / single-marker baselines: name -> landmark column (higher = higher risk, CLINICAL.md s5).
+#: Published / single-marker baselines: name -> landmark column (higher = higher risk, docs/clinical.md#published-scores).
 SCORE_BASELINES: dict[str, str] = {
     "easix": "easix__latest",
     "m_easix": "m_easix__latest",

@@ -76,7 +76,7 @@ COVARIATE_NAMES: dict[str, str] = {
 
 #: Markers a treatment is known to move, so a clinician reads them with care once it was given:
 #: analyte -> (the "given" feature, the caveat). Serum IL-6 rises after tocilizumab (it blocks the receptor,
-#: CLINICAL.md section 7), whatever the course of CRS.
+#: docs/clinical.md#kinetics-and-treatment-effects), whatever the course of CRS.
 TREATMENT_CAVEATS: dict[str, tuple[str, str]] = {
     "IL6": ("tocilizumab__given", "after tocilizumab, which itself raises serum IL-6: read with care"),
 }

@@ -1,4 +1,4 @@
-"""``reports/model_card.html``: TRIPOD+AI items (CLINICAL.md section 8); no patient ids appear in it.
+"""``reports/model_card.html``: TRIPOD+AI items (docs/clinical.md#reporting-checklist-tripodai); no patient ids appear in it.
 
 The two PNG figures per target (from ``crs evaluate``) are embedded as base64, so the card is one
 self-contained file.

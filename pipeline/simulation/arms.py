@@ -1,4 +1,4 @@
-"""Arms (product x disease) with the published figures they are calibrated to (CLINICAL.md s. 6), and
+"""Arms (product x disease) with the published figures they are calibrated to (docs/clinical.md#reference-incidences), and
 the sites with their treatment and sampling habits."""
 
 from __future__ import annotations

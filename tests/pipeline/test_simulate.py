@@ -1,4 +1,4 @@
-"""The simulated cohort: deterministic, calibrated to CLINICAL.md section 6, leak-free, faults counted."""
+"""The simulated cohort: deterministic, calibrated to docs/clinical.md#reference-incidences, leak-free, faults counted."""
 
 from __future__ import annotations
 
@@ -409,7 +409,7 @@ def test_kinetics_separate_severe_from_mild_as_in_real_cohorts(cohort5000, code,
 
 def test_m_easix_at_lymphodepletion_discriminates_as_published(cohort5000):
     """m-EASIX (LDH x CRP mg/dL / platelets) from the last values on days -7..-5 (before
-    lymphodepletion) for grade >= 3 CRS at any time. Pennisi et al. 2021 (CLINICAL.md s. 5) report
+    lymphodepletion) for grade >= 3 CRS at any time. Pennisi et al. 2021 (docs/clinical.md#published-scores) report
     AUROC 0.80 at lymphodepletion (0.73 at day -1, 0.75 at day +1; 118 patients, so a 95% CI of about
     +-0.1). Bounds 0.70-0.85: inside that uncertainty, and far from the 0.60 a baseline without
     severity information gave before; above 0.85 a single baseline score would beat the published
