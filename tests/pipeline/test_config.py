@@ -21,6 +21,21 @@ def test_repository_params_parse_with_contract_keys():
     assert config.simulate.n_patients == 1000
 
 
+def test_every_path_dvc_yaml_interpolates_is_in_params_and_matches_the_config_default():
+    """dvc.yaml reads ``${paths.*}`` from params.yaml: a path missing there makes every dvc command fail."""
+    import re
+
+    import yaml
+
+    from pipeline.config import PathsConfig
+
+    used = set(re.findall(r"\$\{paths\.(\w+)\}", (REPO / "dvc.yaml").read_text()))
+    in_params = yaml.safe_load((REPO / "params.yaml").read_text())["paths"]
+    assert used and not used - set(in_params), sorted(used - set(in_params))
+    defaults = PathsConfig()
+    assert {k: Path(v) for k, v in in_params.items()} == {k: getattr(defaults, k) for k in in_params}
+
+
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
