@@ -1,5 +1,6 @@
 # Two commands: `make run` (whole pipeline on the simulated cohort) and `make test`.
 PYTHON ?= python3
+SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -26,14 +27,18 @@ $(STAMP): requirements.lock pyproject.toml | $(BIN)/python
 
 setup: $(STAMP)
 
+# DVC ends every repro with "Use `dvc push` ...", which points a first-time user at a remote the project
+# does not have: filtered here (DVC's -q would also hide its error messages). pipefail keeps its status.
 run: setup
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+	@set -o pipefail; PYTHONUNBUFFERED=1 PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro 2>&1 \
+	  | { grep --line-buffered -v '^Use `dvc push` to send your updates to remote storage.$$' || true; }
 	@echo ""
 	@echo "Done. Results:"
 	@echo "  reports/ingest.json         ingest counts (rows read / accepted / quarantined)"
 	@echo "  data/interim/quarantine.csv every rejected row with its reason"
 	@echo "  data/processed/             landmark feature matrix, out-of-fold predictions"
-	@echo "  reports/metrics.json        metrics per target and landmark (dvc metrics show)"
+	@echo "  reports/summary.json        headline AUROC and calibration slope (dvc metrics show)"
+	@echo "  reports/metrics.json        every metric per target and landmark, with CIs and baselines"
 	@echo "  reports/plots/              ROC, PR, calibration, decision curves (dvc plots show)"
 	@echo "  models/<target>/            trained boosters and calibrators"
 	@echo "  reports/patients/index.html one page per patient: risk, alert rule, drivers, marker curves"
