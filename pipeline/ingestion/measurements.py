@@ -62,12 +62,23 @@ class _Units:
 
 
 def _patient_rows(column: pa.ChunkedArray, patients: pd.DataFrame, checks: RowChecks) -> np.ndarray:
-    """Each row's position in the accepted patients table; empty and unknown ids are flagged."""
-    patient_code, patient_texts = encode_stripped(column)
-    checks.flag(patient_code < 0, "missing_patient_id", "patient_id is empty")
-    position = {pid: i for i, pid in enumerate(patients["patient_id"].to_numpy(dtype=object))}
-    patient_lut = np.array([position.get(text, -1) for text in patient_texts] + [-1], dtype=np.int64)
-    patient_row = patient_lut[patient_code]
+    """Each row's position in the accepted patients table; empty and unknown ids are flagged.
+
+    Ids given exactly as accepted (trimmed) are looked up in one Arrow hash pass; only the others
+    (padded, empty, unknown) are trimmed and looked up per distinct text.
+    """
+    known_ids = patients["patient_id"].to_numpy(dtype=object)
+    found = pc.index_in(column, value_set=pa.array(known_ids, type=column.type))
+    patient_row = pc.fill_null(found, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    missing = np.zeros(len(patient_row), dtype=bool)
+    others = np.flatnonzero(patient_row < 0)
+    if others.size:
+        patient_code, patient_texts = encode_stripped(column.take(pa.array(others)))
+        position = {pid: i for i, pid in enumerate(known_ids)}
+        patient_lut = np.array([position.get(text, -1) for text in patient_texts] + [-1], dtype=np.int64)
+        patient_row[others] = patient_lut[patient_code]
+        missing[others] = patient_code < 0
+    checks.flag(missing, "missing_patient_id", "patient_id is empty")
     checks.flag(patient_row < 0, "unknown_patient", UNKNOWN_PATIENT_DETAIL)
     return patient_row
 
@@ -155,19 +166,44 @@ def _flag_out_of_range(converted: np.ndarray, analytes: _Analytes, registry: Reg
     )
 
 
+def _shared_keys(
+    patient_row: np.ndarray, hours: np.ndarray, analyte_key: np.ndarray, order: np.ndarray, sortable: np.ndarray
+) -> np.ndarray:
+    """Rows whose (patient, time, analyte) another row shares, in row order.
+
+    ``order`` sorts the ``sortable`` rows (known patient, finite time) by patient and time, so rows
+    with one patient and time are neighbours: only those runs are grouped by analyte. The few other
+    rows (unknown patient, unusable time) are grouped by a hash of the same keys.
+    """
+    p, h = patient_row[order], hours[order]
+    same = np.zeros(len(order), dtype=bool)
+    same[1:] = (p[1:] == p[:-1]) & (h[1:] == h[:-1])
+    in_run = same.copy()
+    in_run[:-1] |= same[1:]
+    run_rows = order[in_run]
+    run_key = np.cumsum(~same)[in_run] * (int(analyte_key.max(initial=0)) + 1) + analyte_key[run_rows]
+    shared = np.zeros(len(patient_row), dtype=bool)
+    shared[run_rows] = pd.Series(run_key).duplicated(keep=False).to_numpy()
+    loose = np.flatnonzero(~sortable)
+    if loose.size:
+        loose_hash = row_hash(patient_row[loose], hours[loose], analyte_key[loose])
+        shared[loose] = pd.Series(loose_hash).duplicated(keep=False).to_numpy()
+    return np.flatnonzero(shared)
+
+
 def _settle_repeats(
     raw: pa.Table, checks: RowChecks, patient_row: np.ndarray, hours: np.ndarray, analytes: _Analytes,
-    converted: np.ndarray, censoring: np.ndarray,
+    converted: np.ndarray, censoring: np.ndarray, order: np.ndarray, sortable: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Exact duplicates dropped; same patient, time and analyte with another value quarantined as a
     conflict, with the same value (after conversion) kept once. Returns (kept, accepted, dropped).
 
     Rows sharing (patient, time, analyte) are the only candidates both for exact duplicates (every raw
-    field equal: dropped whatever their content) and for conflicts; one hash pass finds them, and raw
-    text is compared for those few rows only.
+    field equal: dropped whatever their content) and for conflicts; raw text is compared for those
+    few rows only.
     """
     analyte_key = np.where(analytes.known, analytes.code_idx, len(analytes.codes) + analytes.name_idx)
-    shared = np.flatnonzero(pd.Series(row_hash(patient_row, hours, analyte_key)).duplicated(keep=False).to_numpy())
+    shared = _shared_keys(patient_row, hours, analyte_key + 1, order, sortable)
     duplicate = np.zeros(raw.num_rows, dtype=bool)
     if shared.size:
         subset = raw.take(pa.array(shared)).to_pandas()
@@ -175,8 +211,8 @@ def _settle_repeats(
     checks.codes[duplicate] = -1  # excluded from the conflict check; restored by settle
     candidates = np.zeros(raw.num_rows, dtype=bool)
     candidates[shared] = checks.codes[shared] == 0
-    keys = pd.DataFrame({"p": patient_row, "h": hours, "a": analyte_key})
-    payload = pd.DataFrame({"v": converted, "c": censoring})
+    keys = pd.DataFrame({"p": patient_row, "h": hours, "a": analyte_key}, copy=False)
+    payload = pd.DataFrame({"v": converted, "c": censoring}, copy=False)
     message = "same patient, time and analyte with a different value"
     return settle(checks, duplicate, keys, payload, message, candidates)
 
@@ -251,13 +287,18 @@ def validate_measurements(table: RawTable, patients: pd.DataFrame, registry: Reg
     raw = table.arrow
     checks = RowChecks(raw.num_rows)
     patient_row = _patient_rows(raw.column("patient_id"), patients, checks)
-    hours = arrow_hours(table, arrow_trim(raw.column("time")), patient_row, anchor_seconds(patients), checks)
+    hours = arrow_hours(table, raw.column("time"), patient_row, anchor_seconds(patients), checks)
     analytes = _resolve_analytes(raw.column("analyte"), registry, checks)
     values, censoring = _values_and_censoring(raw.column("value"), checks)
     converted, units = _convert_units(raw.column("unit"), values, analytes, registry, checks)
     _flag_out_of_range(converted, analytes, registry, checks)
-    kept, good, dropped = _settle_repeats(raw, checks, patient_row, hours, analytes, converted, censoring)
+    sortable = np.flatnonzero((patient_row >= 0) & np.isfinite(hours))
+    order = sortable[patient_time_order(patient_row[sortable], hours[sortable])]
+    is_sortable = np.zeros(raw.num_rows, dtype=bool)
+    is_sortable[sortable] = True
+    kept, good, dropped = _settle_repeats(
+        raw, checks, patient_row, hours, analytes, converted, censoring, order, is_sortable)
     good_rows = np.flatnonzero(good)
-    order = good_rows[patient_time_order(patient_row[good_rows], hours[good_rows])]
+    order = order[good[order]]  # accepted rows have a known patient and a finite time
     accepted = _accepted_frame(order, patients, patient_row, hours, analytes, units, converted, censoring)
     return finish(table, kept, checks, accepted, dropped, _normalisation_report(good_rows, analytes, units))

@@ -19,6 +19,8 @@ _CENSORED = re.compile(r"^(<=|>=|<|>|≤|≥)\s*([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE]
 #: Censoring codes of the measurements table: 0 none, 1 left (``<``), 2 right (``>``).
 CENSORING_NAMES = ("none", "left", "right")
 _CENSORING_BY_SIGN = {"<": 1, "<=": 1, "≤": 1, ">": 2, ">=": 2, "≥": 2}
+#: :data:`_CENSORED` for Arrow (RE2), ASCII digits and spaces only: what it matches, ``_CENSORED`` reads alike.
+_CENSORED_RE2 = r"^(?P<sign><=|>=|<|>|≤|≥)[ \t\n\r\f]*(?P<number>[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)$"
 #: Spellings of infinity (``inf``, ``-Infinity``): numbers, but never usable ones (``non_finite_value``).
 INFINITY = r"[+-]?(?:[iI][nN][fF](?:[iI][nN][iI][tT][yY])?)"
 #: Largest magnitude a value may have: XGBoost (and the MLflow model) read features as float32, where
@@ -78,13 +80,31 @@ def missing_values(value_text: pa.Array) -> np.ndarray:
 def parse_censored(value_text: pa.Array, rows: np.ndarray, values: np.ndarray, censoring: np.ndarray) -> None:
     """Fill ``values`` (the bound, NaN if unparseable) and ``censoring`` for ``rows`` like ``<1.5``.
 
-    Only the rare non-numeric texts go through the pandas regular expression.
+    Arrow's RE2 reads the plain forms; what it cannot (Unicode digits or spaces, a trailing newline)
+    goes through the Python expression :data:`_CENSORED`, which reads the plain forms alike.
     """
     idx = np.flatnonzero(rows)
-    text = value_text.take(pa.array(idx)).to_pandas()
-    parts = text.str.replace(" ", "", regex=False).str.extract(_CENSORED)
+    text = value_text.take(pa.array(idx))
+    parts = pc.extract_regex(pc.replace_substring(text, " ", ""), _CENSORED_RE2)
+    matched = pc.is_valid(parts).to_numpy(zero_copy_only=False)
+    if matched.any():
+        found = parts.filter(pa.array(matched))
+        signs = pc.index_in(pc.struct_field(found, "sign"), value_set=pa.array(list(_CENSORING_BY_SIGN)))
+        censoring[idx[matched]] = np.array(list(_CENSORING_BY_SIGN.values()), dtype=np.int8)[
+            signs.to_numpy(zero_copy_only=False)]
+        numbers = pc.struct_field(found, "number").to_pandas()  # the text dtype pandas' path parses too
+        values[idx[matched]] = pd.to_numeric(numbers, errors="coerce").to_numpy(dtype=float)
+    if not matched.all():
+        _parse_censored_python(text.filter(pa.array(~matched)), idx[~matched], values, censoring)
+    # "inf" is a number, just not a usable one: it gets non_finite_value, not unparseable_value.
+    infinite = pc.fill_null(pc.match_substring_regex(text, f"^{INFINITY}$"), False).to_numpy(zero_copy_only=False)
+    if infinite.any():
+        negative = pc.starts_with(text.filter(pa.array(infinite)), "-").to_numpy(zero_copy_only=False)
+        values[idx[infinite]] = np.where(negative, -np.inf, np.inf)
+
+
+def _parse_censored_python(text: pa.Array, idx: np.ndarray, values: np.ndarray, censoring: np.ndarray) -> None:
+    """The general reading of censored values (Python's regular expressions), for the rows RE2 did not read."""
+    parts = text.to_pandas().str.replace(" ", "", regex=False).str.extract(_CENSORED)
     values[idx] = pd.to_numeric(parts[1], errors="coerce").to_numpy(dtype=float)
     censoring[idx] = parts[0].map(_CENSORING_BY_SIGN).fillna(0).to_numpy(dtype=np.int8)
-    # "inf" is a number, just not a usable one: it gets non_finite_value, not unparseable_value.
-    infinite = text.str.fullmatch(INFINITY).fillna(False).to_numpy(dtype=bool)
-    values[idx[infinite]] = np.where(text[infinite].str.startswith("-"), -np.inf, np.inf)

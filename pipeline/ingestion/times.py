@@ -11,10 +11,11 @@ import pyarrow.compute as pc
 from pipeline.adapters.canonical import RawTable
 from pipeline.errors import UserError
 from pipeline.ingestion.checks import RowChecks
-from pipeline.ingestion.text import FLOAT32_MAX, arrow_numbers
+from pipeline.ingestion.text import FLOAT32_MAX, arrow_numbers, arrow_trim
 
 _EPOCH = np.datetime64(0, "s")
 _FORM_SAMPLE = 20_000
+_PLAIN_ISO_BYTES = 19  # 2024-01-03T12:00:00
 
 
 def epoch_seconds(stamps: pd.Series) -> np.ndarray:
@@ -28,32 +29,77 @@ def anchor_seconds(patients: pd.DataFrame) -> np.ndarray | None:
     return epoch_seconds(patients["anchor_time"])
 
 
-def _numeric_form(time_text: pa.Array, present: pa.Array) -> np.ndarray | None:
+def present_times(time_text: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Rows whose time text is non-empty once trimmed (computed on the untrimmed text: no copy)."""
+    blank = pc.or_kleene(pc.equal(pc.binary_length(time_text), 0), pc.utf8_is_space(time_text))
+    return _numpy_bool(pc.fill_null(pc.invert(blank), False))
+
+
+def _numpy_bool(mask: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    return mask.to_numpy(zero_copy_only=False).astype(bool, copy=False)
+
+
+def _numeric_form(time_text: pa.ChunkedArray | pa.Array, present: np.ndarray) -> np.ndarray | None:
     """Hours as numbers if the file gives numbers of hours (most non-empty values), else None.
 
     The form is decided on a sample first: a clear timestamp file skips a numeric pass over millions
     of timestamps. Only an unclear sample falls back to counting every row.
     """
-    sample = pc.filter(time_text, present)
-    sample = sample.take(pa.array(np.linspace(0, len(sample) - 1, min(len(sample), _FORM_SAMPLE)).astype(np.int64)))
-    sample_numeric = np.isfinite(arrow_numbers(sample)).mean() if len(sample) else 1.0
+    rows = np.flatnonzero(present)
+    sample = rows[np.linspace(0, len(rows) - 1, min(len(rows), _FORM_SAMPLE)).astype(np.int64)]
+    sample_numeric = np.isfinite(arrow_numbers(arrow_trim(time_text.take(pa.array(sample))))).mean() if len(
+        sample) else 1.0
     if sample_numeric > 0.2:
-        numeric = arrow_numbers(time_text)
-        if np.isfinite(numeric).sum() * 2 >= present.to_numpy(zero_copy_only=False).sum():
+        numeric = arrow_numbers(arrow_trim(time_text))
+        if np.isfinite(numeric).sum() * 2 >= present.sum():
             return numeric
     return None
 
 
+def _plain_iso_seconds(time_text: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """Epoch seconds of the rows written ``YYYY-MM-DDThh:mm:ss`` (or with a space), and which rows those are.
+
+    Arrow's strict cast reads exactly what pandas' ISO 8601 parser reads for these 19 characters and
+    fails on anything else (February 30th, hour 24, a zone offset, padding); a chunk where it fails is
+    left to the general parser whole. The loop is over Arrow's chunks (about 1 MiB each), not rows.
+    """
+    seconds = np.full(len(time_text), np.nan)
+    done = np.zeros(len(time_text), dtype=bool)
+    starts = np.cumsum([0] + [len(chunk) for chunk in time_text.chunks])
+    for start, chunk in zip(starts, time_text.chunks, strict=False):
+        plain = pc.fill_null(pc.equal(pc.binary_length(chunk), _PLAIN_ISO_BYTES), False)
+        try:
+            stamps = pc.cast(pc.filter(chunk, plain), pa.timestamp("s"))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            continue
+        rows = start + np.flatnonzero(_numpy_bool(plain))
+        seconds[rows] = stamps.cast(pa.int64()).to_numpy(zero_copy_only=False)
+        done[rows] = True
+    return seconds, done
+
+
+def _timestamp_seconds(time_text: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Epoch seconds of ISO 8601 timestamps (NaN where unreadable): the plain form through Arrow, the
+    rest (offsets, fractions, padding, dates alone) through pandas' ISO 8601 parser."""
+    if isinstance(time_text, pa.Array):
+        time_text = pa.chunked_array([time_text], type=time_text.type)
+    seconds, done = _plain_iso_seconds(time_text)
+    rest = np.flatnonzero(~done)
+    if rest.size:
+        text = arrow_trim(time_text.take(pa.array(rest))).to_pandas()
+        seconds[rest] = epoch_seconds(pd.to_datetime(text, format="ISO8601", errors="coerce", utc=True))
+    return seconds
+
+
 def _timestamp_hours(
-    table: RawTable, time_text: pa.Array, patient_row: np.ndarray, anchor_s: np.ndarray | None, checks: RowChecks
+    table: RawTable, time_text: pa.ChunkedArray | pa.Array, patient_row: np.ndarray, anchor_s: np.ndarray | None, checks: RowChecks
 ) -> np.ndarray:
     """Hours from ISO 8601 timestamps minus the patient's anchor; unusable rows are flagged ``bad_time``."""
     if anchor_s is None:
         raise UserError(
             f"{table.path}: column 'time' holds timestamps but the patients table has no 'anchor_time' column"
         )
-    stamps = pd.to_datetime(time_text.to_pandas(), format="ISO8601", errors="coerce", utc=True)
-    stamp_s = epoch_seconds(stamps)
+    stamp_s = _timestamp_seconds(time_text)
     checks.flag(np.isnan(stamp_s), "bad_time", "time is not an ISO 8601 timestamp")
     # Unknown patients (-1) pick the trailing NaN; safe even when no patient was accepted.
     anchor_row = np.append(anchor_s, np.nan)[np.where(patient_row >= 0, patient_row, len(anchor_s))]
@@ -62,16 +108,16 @@ def _timestamp_hours(
 
 
 def arrow_hours(
-    table: RawTable, time_text: pa.Array, patient_row: np.ndarray, anchor_s: np.ndarray | None, checks: RowChecks
+    table: RawTable, time_text: pa.ChunkedArray | pa.Array, patient_row: np.ndarray, anchor_s: np.ndarray | None, checks: RowChecks
 ) -> np.ndarray:
     """Hours since anchor for a ``time`` column holding either numbers of hours or ISO timestamps.
 
     The form is decided per file by the majority of non-empty values; rows in the other form, empty
-    times and timestamps of patients without an anchor are flagged ``bad_time``. ``patient_row`` is
+    times and timestamps of patients without an anchor are flagged ``bad_time``. ``time_text`` may be
+    untrimmed: only the rows that need it are trimmed. ``patient_row`` is
     each row's position in the accepted patients table (-1 if unknown).
     """
-    present = pc.fill_null(pc.not_equal(time_text, ""), False)
-    numeric = _numeric_form(time_text, present)
+    numeric = _numeric_form(time_text, present_times(time_text))
     if numeric is not None:
         with np.errstate(invalid="ignore"):  # NaN (empty, text), inf and 1e39 alike: unusable as a float32 time
             unusable = ~(np.abs(numeric) <= FLOAT32_MAX)
@@ -85,16 +131,30 @@ def _is_patient_time_sorted(patient: np.ndarray, hours: np.ndarray) -> bool:
     return bool(np.all((dp > 0) | ((dp == 0) & (dh >= 0))))
 
 
+def _order_key(patient: np.ndarray, hours: np.ndarray) -> np.ndarray:
+    """One int64 per row, non-decreasing in (patient, hours): the patient in the high bits, the time
+    scaled onto the remaining ones (rows with different times may share a key; never reverse order)."""
+    time_bits = min(52, 62 - max(int(patient.max()).bit_length(), 1))  # exact in a float64
+    low, span = hours.min(), hours.max() - hours.min()
+    scale = (2.0**time_bits - 1) / span if span > 0 else 0.0
+    scaled = np.clip(np.floor((hours - low) * scale), 0, 2.0**time_bits - 1)
+    return (patient.astype(np.int64) << time_bits) | scaled.astype(np.int64)
+
+
 def patient_time_order(patient: np.ndarray, hours: np.ndarray) -> np.ndarray:
-    """Row order by (patient, hours). np.lexsort takes ~2 s on 5 M rows; one int64 key (patient in the
-    high bits, hours in milliseconds below) sorts in a fraction of that, and the result is checked,
-    falling back to lexsort if millisecond rounding or the key range could have misordered anything."""
+    """Stable row order by (patient, hours) for known patients (>= 0) and finite times: rows tied on
+    both keep their order, as ``np.lexsort((hours, patient))`` gives.
+
+    np.lexsort takes ~2 s on 5 M rows; one int64 key sorts in a fraction of that. Only rows sharing a
+    key are checked afterwards, falling back to lexsort if the key's rounding misordered any.
+    """
     probe = np.linspace(0, len(patient) - 1, min(len(patient), 1000)).astype(np.int64)
     if _is_patient_time_sorted(patient[probe], hours[probe]) and _is_patient_time_sorted(patient, hours):
         return np.arange(len(patient))  # already in order (a cheap probe first spares unsorted input a pass)
-    if len(patient) and patient.max() < 2**22 and np.abs(hours).max() < 2.0e6:  # +-228 years in ms < 2**43
-        key = (patient.astype(np.int64) << 43) + np.round((hours + 2.0e6) * 3.6e6 / 2.0).astype(np.int64)
-        order = np.argsort(key)
-        if _is_patient_time_sorted(patient[order], hours[order]):
-            return order
+    key = _order_key(patient, hours)
+    order = np.argsort(key, kind="stable")
+    sorted_key = key[order]
+    tied = np.flatnonzero(sorted_key[1:] == sorted_key[:-1])
+    if np.all(hours[order[tied]] <= hours[order[tied + 1]]):
+        return order
     return np.lexsort((hours, patient))
