@@ -152,8 +152,8 @@ class TrainConfig(_Section):
     #: TRIPOD/PROBAST concern about fewer than ~10 events per candidate predictor.
     min_events: int = Field(default=20, ge=1)
     #: Leave-one-site-out (internal-external) validation when the cohort has a ``site`` column with at
-    #: least 3 sites: auto | off. It refits the procedure with tuning off (the configured booster
-    #: params), once per site and target, so it costs about one outer fold per site.
+    #: least 3 sites: auto | off. It refits the procedure without the search (the configured booster
+    #: params; rounds still by early stopping), once per site and target: less than one outer fold each.
     site_validation: Literal["auto", "off"] = "auto"
     sensitivity_target: float = Field(default=0.9, gt=0, lt=1)
     n_bootstrap: int = Field(default=500, ge=0)

@@ -111,7 +111,9 @@ def _tasks(prepared: dict[str, PreparedTarget | TargetResult], config: Config, s
         for repeat, fold, tr, te in prep.splits:
             tasks.append((run_fold, prep.data, config.train, repeat, fold, tr, te))
             keys.append((t, "fold", (repeat, fold)))
-        site_cfg = config.train.model_copy(update={"tune": False})
+        # No search, for run time: the configured params (the search's first candidate), with the rounds
+        # still chosen by early stopping on the inner folds as in the deployed procedure.
+        site_cfg = config.train.model_copy(update={"n_trials": 1})
         for index, (site, tr, te) in enumerate(prep.site_splits):
             tasks.append((run_site_fold, prep.data, site_cfg, index, tr, te))
             keys.append((t, "site", site))

@@ -259,7 +259,7 @@ def finish_target(
     metadata = _metadata(prep, units, config, base_meta, oof)
     if site_parts:
         metadata["leave_one_site_out"] = {
-            "procedure": "the training procedure with tuning off (train.* booster params), refitted on all other "
+            "procedure": "the training procedure without the search (train.* booster params, rounds by early stopping), refitted on all other "
                          "sites; figures pooled over landmarks", "sites": site_summary(prep, site_parts)}
     files[METADATA_FILE] = json_bytes(metadata)
     return TargetResult(prep.target, "trained", None, oof, files, metadata, prep.data.specs, prep.data.X, models,
