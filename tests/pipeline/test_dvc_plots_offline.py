@@ -3,9 +3,9 @@
 One plain `dvc plots show` (no --html-template: the template must come from `.dvc/config`) runs in a copy
 of the project's dvc.yaml, params.yaml, .dvc/config, template and tracked reports/plots/. Chromium opens
 the page with every host name unresolvable, so nothing can load from a CDN; every plot dvc.yaml defines
-must come out as an SVG chart with its line, axis titles and title. A control page carrying DVC's own CDN
-script tags instead of the inlined libraries renders nothing under the same rules, which shows the check
-can fail.
+must come out as an SVG chart with its line, axis titles and title, and no script error may be logged.
+A control page carrying DVC's own CDN script tags instead of the inlined libraries renders nothing and
+logs errors under the same rules, which shows the checks can fail.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from tests.pipeline.test_report_browser import chromium, require_browser
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_DIR = ROOT / "dvc_plots_template"
 DVC = Path(sys.executable).parent / "dvc"
-OFFLINE = ["--host-resolver-rules=MAP * ~NOTFOUND", "--virtual-time-budget=5000"]
+# No host name resolves, so nothing can load from a CDN; console messages go to stderr.
+OFFLINE = ["--host-resolver-rules=MAP * ~NOTFOUND", "--virtual-time-budget=5000", "--enable-logging=stderr", "--v=0"]
 
 
 def load_build():
@@ -67,10 +68,11 @@ def project_copy(tmp_path: Path) -> Path:
     return repo
 
 
-def dom_of(page: Path, profile: Path) -> str:
+def dom_of(page: Path, profile: Path) -> tuple[str, list[str]]:
+    """The DOM after scripts ran, and the page's uncaught JavaScript errors."""
     result = chromium([*OFFLINE, "--dump-dom", page.as_uri()], profile)
     assert result.returncode == 0, result.stderr[-2000:]
-    return result.stdout
+    return result.stdout, [line for line in result.stderr.splitlines() if "CONSOLE" in line and "Uncaught" in line]
 
 
 def rendered_charts(dom: str, div_ids: list[str]) -> dict[str, str]:
@@ -113,7 +115,8 @@ def test_dvc_plots_show_renders_offline_in_chromium(tmp_path: Path):
     embedded = set(re.findall(r"vegaEmbed\('#(\w+)'", text))
     assert set(expected) <= embedded, f"plots missing from the page: {sorted(set(expected) - embedded)}"
 
-    dom = dom_of(page, tmp_path / "profile")
+    dom, errors = dom_of(page, tmp_path / "profile")
+    assert errors == [], errors[:3]
     assert not re.search(r"<script\b[^>]*\bsrc\s*=", dom, re.I), "a script element with src was added"
     charts = rendered_charts(dom, sorted(expected))
     assert sorted(charts) == sorted(expected), "plot divs missing from the rendered page"
@@ -134,6 +137,7 @@ def test_dvc_plots_show_renders_offline_in_chromium(tmp_path: Path):
     cdn_page = tmp_path / "cdn.html"
     cdn_page.write_text(text[:inlined[0].start()] + VegaRenderer.SCRIPTS + text[inlined[-1].end():],
                         encoding="utf-8")
-    blank = dom_of(cdn_page, tmp_path / "profile")
+    blank, errors = dom_of(cdn_page, tmp_path / "profile")
+    assert errors, "the CDN page raised no error offline: is the console log still read?"
     assert "cdn.jsdelivr.net/npm/vega@" in blank
     assert 'class="marks"' not in blank and 'class="mark-line' not in blank
