@@ -76,9 +76,11 @@ COVARIATE_NAMES: dict[str, str] = {
 
 #: Markers a treatment is known to move, so a clinician reads them with care once it was given:
 #: analyte -> (the "given" feature, the caveat). Serum IL-6 rises after tocilizumab (it blocks the receptor,
-#: docs/clinical.md#kinetics-and-treatment-effects), whatever the course of CRS.
+#: docs/clinical.md#kinetics-and-treatment-effects), whatever the course of CRS; CRP falls (its hepatic
+#: synthesis is IL-6 driven), so a falling CRP after tocilizumab does not show CRS is resolving.
 TREATMENT_CAVEATS: dict[str, tuple[str, str]] = {
     "IL6": ("tocilizumab__given", "after tocilizumab, which itself raises serum IL-6: read with care"),
+    "CRP": ("tocilizumab__given", "after tocilizumab, which itself lowers CRP: read with care"),
 }
 
 #: Below this change per day a marker is called stable (10%).

@@ -49,7 +49,12 @@ def test_il6_after_tocilizumab_carries_a_caveat() -> None:
     assert ct.describe_analyte("IL6", row, "pg/mL").endswith(
         "after tocilizumab, which itself raises serum IL-6: read with care")
     assert "tocilizumab" not in ct.describe_analyte("IL6", {**row, "tocilizumab__given": 0.0}, "pg/mL")
-    assert "tocilizumab" not in ct.describe_analyte("CRP", {"crp__latest": 50.0, "tocilizumab__given": 1.0}, "mg/L")
+    # CRP falls after tocilizumab whatever the course of CRS (its synthesis is IL-6 driven); ferritin has no caveat.
+    assert ct.describe_analyte("CRP", {"crp__latest": 50.0, "tocilizumab__given": 1.0}, "mg/L").endswith(
+        "after tocilizumab, which itself lowers CRP: read with care")
+    assert "tocilizumab" not in ct.describe_analyte("CRP", {"crp__latest": 50.0, "tocilizumab__given": 0.0}, "mg/L")
+    assert "tocilizumab" not in ct.describe_analyte("FERRITIN", {"ferritin__latest": 900.0, "tocilizumab__given": 1.0},
+                                                    "ng/mL")
 
 
 def test_data_as_of_names_the_newest_value_used_and_hides_dates_when_pseudonymised() -> None:
