@@ -13,6 +13,7 @@ so single runs are noisy). The issue-14 target is a ratio of at most 2.
 from __future__ import annotations
 
 import argparse
+import resource
 import subprocess
 import sys
 import time
@@ -56,16 +57,20 @@ def make_cohort(directory: Path, n_rows: int, n_patients: int, seed: int = 0) ->
     pd.DataFrame({"patient_id": ids[:100], "event": "CRS", "grade": 2, "time": np.datetime_as_string(anchor[:100] + np.timedelta64(30, "h"), unit="s")}).to_csv(directory / "events.csv", index=False)
 
 
-def timed_child(code: str) -> tuple[float, float]:
-    """Wall time of a fresh interpreter running ``code`` (imports included) and its own peak RSS."""
+def timed_child(code: str) -> tuple[float, float, float]:
+    """Wall time of a fresh interpreter running ``code`` (imports included), its own peak RSS (MB) and
+    its CPU time (user + system, all threads: steadier than wall time on a shared machine)."""
     # VmHWM (this process image's peak), not ru_maxrss, which Linux carries over exec from the parent.
     report = ("; import sys; print([line.split()[1] for line in open('/proc/self/status') "
               "if line.startswith('VmHWM')][0], file=sys.stderr)")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code + report], check=True, stderr=subprocess.PIPE, text=True)
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     peak_mb = int(proc.stderr.strip().splitlines()[-1]) / 1024
-    return seconds, peak_mb
+    return seconds, peak_mb, cpu
 
 
 def _plain_code(cohort: Path) -> str:
@@ -94,17 +99,22 @@ def main() -> None:
         make_cohort(cohort, args.rows, args.patients)
     size_mb = (cohort / "measurements.csv").stat().st_size / 1e6
     print(f"measurements.csv: {args.rows:,} rows, {size_mb:.0f} MB")
-    runs: dict[str, list[tuple[float, float]]] = {"plain": [], "ingest": []}
+    runs: dict[str, list[tuple[float, float, float]]] = {"plain": [], "ingest": []}
     for i in range(args.repeats):
         runs["plain"].append(timed_child(_plain_code(cohort)))
         runs["ingest"].append(timed_child(_ingest_code(cohort, args.chunk_rows)))
-        print(f"run {i + 1}: plain {runs['plain'][-1][0]:.2f} s, ingest {runs['ingest'][-1][0]:.2f} s "
-              f"(ratio {runs['ingest'][-1][0] / runs['plain'][-1][0]:.2f})", flush=True)
-    plain, ingest = (np.median([t for t, _ in runs[k]]) for k in ("plain", "ingest"))
-    plain_mb, ingest_mb = (max(m for _, m in runs[k]) for k in ("plain", "ingest"))
-    print(f"plain pyarrow read_csv + write_table (multi-threaded): median {plain:.2f} s, peak RSS {plain_mb:.0f} MB")
-    print(f"crs ingest (read, validate, normalise, write): median {ingest:.2f} s, peak RSS {ingest_mb:.0f} MB")
-    print(f"ratio ingest / plain I/O: {ingest / plain:.2f} (median of {args.repeats} alternating runs; target <= 2)")
+        (pw, _, pc), (iw, _, ic) = runs["plain"][-1], runs["ingest"][-1]
+        print(f"run {i + 1}: plain {pw:.2f} s (cpu {pc:.2f} s), ingest {iw:.2f} s (cpu {ic:.2f} s), "
+              f"ratio {iw / pw:.2f}", flush=True)
+    (plain, plain_mb, plain_cpu), (ingest, ingest_mb, ingest_cpu) = (
+        (np.median([r[0] for r in runs[k]]), max(r[1] for r in runs[k]), np.median([r[2] for r in runs[k]]))
+        for k in ("plain", "ingest"))
+    print(f"plain pyarrow read_csv + write_table (multi-threaded): median {plain:.2f} s (cpu {plain_cpu:.2f} s), "
+          f"peak RSS {plain_mb:.0f} MB")
+    print(f"crs ingest (read, validate, normalise, write): median {ingest:.2f} s (cpu {ingest_cpu:.2f} s), "
+          f"peak RSS {ingest_mb:.0f} MB")
+    print(f"ratio ingest / plain I/O: {ingest / plain:.2f} wall, {ingest_cpu / plain_cpu:.2f} cpu "
+          f"(medians of {args.repeats} alternating runs; target <= 2)")
 
 
 if __name__ == "__main__":

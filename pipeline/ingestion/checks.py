@@ -3,9 +3,12 @@ quarantine frame and the per-file counts that reconcile."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -49,6 +52,21 @@ class RowChecks:
     @property
     def ok(self) -> np.ndarray:
         return self.codes == 0
+
+    def then(self, later: RowChecks) -> None:
+        """Take ``later``'s reasons for rows that have none here: ``later`` checked reasons that all come
+        after this one's (checked side by side, the same as checking them after these)."""
+        take = (self.codes == 0) & (later.codes != 0)
+        self.codes[take] = later.codes[take]
+        self.detail[take] = later.detail[take]
+
+
+def in_parallel(*calls: Callable[[], Any]) -> list[Any]:
+    """Results of ``calls`` run on up to two threads (Arrow and numpy kernels release the GIL); the first
+    exception raised is raised here."""
+    with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
+        futures = [pool.submit(call) for call in calls]
+        return [future.result() for future in futures]
 
 
 @dataclass

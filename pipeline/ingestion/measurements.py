@@ -22,6 +22,7 @@ from pipeline.ingestion.checks import (
     RowChecks,
     TableOutcome,
     finish,
+    in_parallel,
     row_hash,
     settle,
 )
@@ -34,7 +35,7 @@ from pipeline.ingestion.text import (
     missing_values,
     parse_censored,
 )
-from pipeline.ingestion.times import anchor_seconds, arrow_hours, patient_time_order
+from pipeline.ingestion.times import anchor_seconds, arrow_hours, patient_time_runs
 from pipeline.registry import Registry, normalize_name, normalize_unit
 
 
@@ -167,21 +168,21 @@ def _flag_out_of_range(converted: np.ndarray, analytes: _Analytes, registry: Reg
 
 
 def _shared_keys(
-    patient_row: np.ndarray, hours: np.ndarray, analyte_key: np.ndarray, order: np.ndarray, sortable: np.ndarray
+    patient_row: np.ndarray, hours: np.ndarray, analyte_key: np.ndarray, runs: tuple[np.ndarray, np.ndarray],
+    sortable: np.ndarray,
 ) -> np.ndarray:
     """Rows whose (patient, time, analyte) another row shares, in row order.
 
-    ``order`` sorts the ``sortable`` rows (known patient, finite time) by patient and time, so rows
-    with one patient and time are neighbours: only those runs are grouped by analyte. The few other
+    ``runs`` (:func:`patient_time_runs` of the ``sortable`` rows: known patient, finite time) puts rows
+    with one patient and time next to each other: only those runs are grouped by analyte. The few other
     rows (unknown patient, unusable time) are grouped by a hash of the same keys.
     """
-    p, h = patient_row[order], hours[order]
-    same = np.zeros(len(order), dtype=bool)
-    same[1:] = (p[1:] == p[:-1]) & (h[1:] == h[:-1])
+    order, same = runs
     in_run = same.copy()
     in_run[:-1] |= same[1:]
-    run_rows = order[in_run]
-    run_key = np.cumsum(~same)[in_run] * (int(analyte_key.max(initial=0)) + 1) + analyte_key[run_rows]
+    positions = np.flatnonzero(in_run)
+    run_rows = order[positions]
+    run_key = np.cumsum(~same[positions]) * (int(analyte_key.max(initial=0)) + 1) + analyte_key[run_rows]
     shared = np.zeros(len(patient_row), dtype=bool)
     shared[run_rows] = pd.Series(run_key).duplicated(keep=False).to_numpy()
     loose = np.flatnonzero(~sortable)
@@ -193,7 +194,7 @@ def _shared_keys(
 
 def _settle_repeats(
     raw: pa.Table, checks: RowChecks, patient_row: np.ndarray, hours: np.ndarray, analytes: _Analytes,
-    converted: np.ndarray, censoring: np.ndarray, order: np.ndarray, sortable: np.ndarray,
+    converted: np.ndarray, censoring: np.ndarray, runs: tuple[np.ndarray, np.ndarray], sortable: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Exact duplicates dropped; same patient, time and analyte with another value quarantined as a
     conflict, with the same value (after conversion) kept once. Returns (kept, accepted, dropped).
@@ -203,7 +204,7 @@ def _settle_repeats(
     few rows only.
     """
     analyte_key = np.where(analytes.known, analytes.code_idx, len(analytes.codes) + analytes.name_idx)
-    shared = _shared_keys(patient_row, hours, analyte_key + 1, order, sortable)
+    shared = _shared_keys(patient_row, hours, analyte_key + 1, runs, sortable)
     duplicate = np.zeros(raw.num_rows, dtype=bool)
     if shared.size:
         subset = raw.take(pa.array(shared)).to_pandas()
@@ -227,7 +228,8 @@ def _accepted_frame(
     order: np.ndarray, patients: pd.DataFrame, patient_row: np.ndarray, hours: np.ndarray, analytes: _Analytes,
     units: _Units, converted: np.ndarray, censoring: np.ndarray,
 ) -> pd.DataFrame:
-    """The accepted rows in ``order``: canonical codes and units for known analytes, names as given otherwise."""
+    """The accepted rows in ``order``: canonical codes and units for known analytes, names as given otherwise.
+    The text columns are gathered two at a time (Arrow and numpy release the GIL)."""
     known_ids = pa.array(patients["patient_id"].to_numpy(dtype=object), type=pa.string())
     out_names = pa.array(
         [analytes.codes[c] if c >= 0 else n for n, c in zip(analytes.names, analytes.name_code[:-1], strict=True)]
@@ -235,18 +237,18 @@ def _accepted_frame(
         type=pa.string(),
     )
     out_units = pa.array(units.names + analytes.canonical_units, type=pa.string())
-    unit_out_idx = np.where(analytes.known, len(units.names) + analytes.safe_code, units.idx)[order]
-    return pa.table(
-        {
-            "patient_id": known_ids.take(pa.array(patient_row[order])),
-            "hours_since_anchor": pa.array(hours[order]),
-            "analyte": _dictionary_text(analytes.name_idx[order], out_names),
-            "value": pa.array(converted[order]),
-            "unit": _dictionary_text(unit_out_idx, out_units),
-            "censoring": _dictionary_text(censoring[order].astype(np.int32), pa.array(CENSORING_NAMES)),
-            "known_analyte": pa.array(analytes.known[order]),
-        }
-    ).to_pandas()
+    columns = in_parallel(
+        lambda: known_ids.take(pa.array(patient_row[order])),
+        lambda: pa.array(hours[order]),
+        lambda: _dictionary_text(analytes.name_idx[order], out_names),
+        lambda: pa.array(converted[order]),
+        lambda: _dictionary_text(
+            np.where(analytes.known, len(units.names) + analytes.safe_code, units.idx)[order], out_units),
+        lambda: _dictionary_text(censoring[order].astype(np.int32), pa.array(CENSORING_NAMES)),
+        lambda: pa.array(analytes.known[order]),
+    )
+    names = ("patient_id", "hours_since_anchor", "analyte", "value", "unit", "censoring", "known_analyte")
+    return pa.table(dict(zip(names, columns, strict=True))).to_pandas()
 
 
 def _normalisation_report(good_rows: np.ndarray, analytes: _Analytes, units: _Units) -> dict:
@@ -282,22 +284,55 @@ def _normalisation_report(good_rows: np.ndarray, analytes: _Analytes, units: _Un
     }
 
 
-def validate_measurements(table: RawTable, patients: pd.DataFrame, registry: Registry) -> TableOutcome:
-    """Accepted measurements (sorted by patient and time, canonical codes and units) and the quarantine."""
+def _sorted_runs(patient_row: np.ndarray, hours: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows of a known patient with a finite time (the only ones that can be accepted), in stable
+    (patient, time) order, with :func:`patient_time_runs`' run marks, and the mask of those rows."""
+    sortable = (patient_row >= 0) & np.isfinite(hours)
+    if sortable.all():  # the common case: no gathers
+        order, same = patient_time_runs(patient_row, hours)
+        return order, same, sortable
+    rows = np.flatnonzero(sortable)
+    order, same = patient_time_runs(patient_row[rows], hours[rows])
+    return rows[order], same, sortable
+
+
+def _patients_and_times(
+    table: RawTable, patients: pd.DataFrame, checks: RowChecks
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Patient position and hours per row (flagging their reasons), and the rows' (patient, time) order."""
     raw = table.arrow
-    checks = RowChecks(raw.num_rows)
     patient_row = _patient_rows(raw.column("patient_id"), patients, checks)
     hours = arrow_hours(table, raw.column("time"), patient_row, anchor_seconds(patients), checks)
+    return (patient_row, hours, *_sorted_runs(patient_row, hours))
+
+
+def _analytes_and_values(
+    raw: pa.Table, registry: Registry, checks: RowChecks
+) -> tuple[_Analytes, _Units, np.ndarray, np.ndarray]:
+    """Analyte codes, units, converted values and censoring per row, flagging their reasons."""
     analytes = _resolve_analytes(raw.column("analyte"), registry, checks)
     values, censoring = _values_and_censoring(raw.column("value"), checks)
     converted, units = _convert_units(raw.column("unit"), values, analytes, registry, checks)
     _flag_out_of_range(converted, analytes, registry, checks)
-    sortable = np.flatnonzero((patient_row >= 0) & np.isfinite(hours))
-    order = sortable[patient_time_order(patient_row[sortable], hours[sortable])]
-    is_sortable = np.zeros(raw.num_rows, dtype=bool)
-    is_sortable[sortable] = True
+    return analytes, units, converted, censoring
+
+
+def validate_measurements(table: RawTable, patients: pd.DataFrame, registry: Registry) -> TableOutcome:
+    """Accepted measurements (sorted by patient and time, canonical codes and units) and the quarantine.
+
+    Patients and times, and analytes, values and units, are read side by side: each half flags its own
+    :class:`RowChecks`, and since every reason of the first half comes before every reason of the second
+    in the reason order, the first half's reason wins where both flag a row, as one pass in order gives.
+    """
+    raw = table.arrow
+    checks, later = RowChecks(raw.num_rows), RowChecks(raw.num_rows)
+    (patient_row, hours, order, same, is_sortable), (analytes, units, converted, censoring) = in_parallel(
+        lambda: _patients_and_times(table, patients, checks),
+        lambda: _analytes_and_values(raw, registry, later),
+    )
+    checks.then(later)
     kept, good, dropped = _settle_repeats(
-        raw, checks, patient_row, hours, analytes, converted, censoring, order, is_sortable)
+        raw, checks, patient_row, hours, analytes, converted, censoring, (order, same), is_sortable)
     good_rows = np.flatnonzero(good)
     order = order[good[order]]  # accepted rows have a known patient and a finite time
     accepted = _accepted_frame(order, patients, patient_row, hours, analytes, units, converted, censoring)

@@ -131,30 +131,71 @@ def _is_patient_time_sorted(patient: np.ndarray, hours: np.ndarray) -> bool:
     return bool(np.all((dp > 0) | ((dp == 0) & (dh >= 0))))
 
 
-def _order_key(patient: np.ndarray, hours: np.ndarray) -> np.ndarray:
+def _order_key(patient: np.ndarray, hours: np.ndarray, row_bits: int) -> np.ndarray | None:
     """One int64 per row, non-decreasing in (patient, hours): the patient in the high bits, the time
-    scaled onto the remaining ones (rows with different times may share a key; never reverse order)."""
-    time_bits = min(52, 62 - max(int(patient.max()).bit_length(), 1))  # exact in a float64
+    scaled onto the middle ones (rows with different times may share them; never reverse order), the
+    row number in the low ``row_bits``. None when the time cannot be given 16 bits or its span cannot
+    be scaled (e.g. 1e-300 apart)."""
+    time_bits = min(52, 62 - max(int(patient.max()).bit_length(), 1) - row_bits)  # exact in a float64
     low, span = hours.min(), hours.max() - hours.min()
-    scale = (2.0**time_bits - 1) / span if span > 0 else 0.0
-    scaled = np.clip(np.floor((hours - low) * scale), 0, 2.0**time_bits - 1)
-    return (patient.astype(np.int64) << time_bits) | scaled.astype(np.int64)
+    with np.errstate(over="ignore", divide="ignore"):
+        scale = (2.0**time_bits - 1) / span if span > 0 else 0.0
+    if time_bits < 16 or not np.isfinite(scale):
+        return None
+    scaled = np.clip(np.floor((hours - low) * scale), 0, 2.0**time_bits - 1).astype(np.int64)
+    key = (patient.astype(np.int64) << (time_bits + row_bits)) | (scaled << row_bits)
+    return key | np.arange(len(key)) if row_bits else key
+
+
+def _key_order(patient: np.ndarray, hours: np.ndarray, packed: bool) -> tuple[np.ndarray, np.ndarray] | None:
+    """(order, same) from one int64 key, or None if the key's rounding misordered rows sharing a key.
+
+    ``packed``: the row number is in the key, so a plain ``np.sort`` (faster than an argsort) gives a
+    stable order, at the cost of fewer time bits; else a stable argsort of the key alone.
+    """
+    row_bits = max(int(len(patient) - 1).bit_length(), 1) if packed else 0
+    key = _order_key(patient, hours, row_bits)
+    if key is None:
+        return None
+    if packed:
+        sorted_key = np.sort(key)
+        order = sorted_key & ((1 << row_bits) - 1)
+        sorted_key >>= row_bits
+    else:
+        order = np.argsort(key, kind="stable")
+        sorted_key = key[order]
+    tied = np.flatnonzero(sorted_key[1:] == sorted_key[:-1])  # one patient (high bits), times close
+    before, after = hours[order[tied]], hours[order[tied + 1]]
+    if not np.all(before <= after):
+        return None
+    same = np.zeros(len(patient), dtype=bool)
+    same[tied + 1] = before == after
+    return order, same
 
 
 def patient_time_order(patient: np.ndarray, hours: np.ndarray) -> np.ndarray:
     """Stable row order by (patient, hours) for known patients (>= 0) and finite times: rows tied on
-    both keep their order, as ``np.lexsort((hours, patient))`` gives.
+    both keep their order, as ``np.lexsort((hours, patient))`` gives."""
+    return patient_time_runs(patient, hours)[0]
+
+
+def patient_time_runs(patient: np.ndarray, hours: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`patient_time_order` and, per position in it, whether that row has the previous row's
+    patient and time (so rows sharing both are runs of neighbours).
 
     np.lexsort takes ~2 s on 5 M rows; one int64 key sorts in a fraction of that. Only rows sharing a
-    key are checked afterwards, falling back to lexsort if the key's rounding misordered any.
+    key are checked afterwards, falling back to a finer key, then lexsort, if its rounding misordered any.
     """
+    same = np.zeros(len(patient), dtype=bool)
     probe = np.linspace(0, len(patient) - 1, min(len(patient), 1000)).astype(np.int64)
     if _is_patient_time_sorted(patient[probe], hours[probe]) and _is_patient_time_sorted(patient, hours):
-        return np.arange(len(patient))  # already in order (a cheap probe first spares unsorted input a pass)
-    key = _order_key(patient, hours)
-    order = np.argsort(key, kind="stable")
-    sorted_key = key[order]
-    tied = np.flatnonzero(sorted_key[1:] == sorted_key[:-1])
-    if np.all(hours[order[tied]] <= hours[order[tied + 1]]):
-        return order
-    return np.lexsort((hours, patient))
+        same[1:] = (patient[1:] == patient[:-1]) & (hours[1:] == hours[:-1])
+        return np.arange(len(patient)), same  # already in order: no sort, no gather
+    for packed in (True, False):
+        found = _key_order(patient, hours, packed)
+        if found is not None:
+            return found
+    order = np.lexsort((hours, patient))
+    p, h = patient[order], hours[order]
+    same[1:] = (p[1:] == p[:-1]) & (h[1:] == h[:-1])
+    return order, same
