@@ -4,6 +4,7 @@ A high-risk and a low-risk patient page, the index and the model card, built fro
 the other report tests share: each screenshotted at 1280 and 390 px (not blank), its DOM checked for what a
 clinician reads first (risk, band, alert status, data as of, drivers, simulated-model banner: present and
 visible at both widths), the page body never wider than a phone, and a patient page printed on one A4 sheet.
+Without a browser: band and chart colours stay apart under simulated colour blindness, badges stay legible.
 """
 
 from __future__ import annotations
@@ -156,3 +157,55 @@ def test_patient_page_prints_on_one_a4_sheet(site: dict, tmp_path: Path):
         boxes = {tuple(float(v) for v in box.split()[2:]) for box in re.findall(rb"/MediaBox\s*\[([^\]]*)\]", data)}
         assert len(pages) == 1, f"{name} page prints on {len(pages)} sheets"
         assert boxes and all(np.allclose(b, A4_POINTS, atol=1) for b in boxes), boxes
+
+
+# --------------------------------------------------------------------------- colours (no browser needed)
+
+#: Machado, Oliveira & Fernandes (2009) simulation of full dichromacy, on linear RGB.
+DICHROMACY = {
+    "protanopia": [[0.152286, 1.052583, -0.204868], [0.114503, 0.786281, 0.099216], [-0.003882, -0.048116, 1.051998]],
+    "deuteranopia": [[0.367322, 0.860646, -0.227968], [0.280085, 0.672501, 0.047413], [-0.011820, 0.042940, 0.968881]],
+    "tritanopia": [[1.255528, -0.076749, -0.178779], [-0.078411, 0.930809, 0.147602], [0.004733, 0.691367, 0.303900]],
+}
+BASE_TEMPLATE = Path(reporting.__file__).parent / "templates" / "_base.html.j2"
+
+
+def linear_rgb(hex_colour: str) -> np.ndarray:
+    c = np.array([int(hex_colour.lstrip("#")[i:i + 2], 16) / 255 for i in (0, 2, 4)])
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+
+
+def cielab(rgb: np.ndarray) -> np.ndarray:
+    xyz = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]) @ np.clip(rgb, 0, 1)
+    xyz = xyz / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > 216 / 24389, np.cbrt(xyz), (24389 / 27 * xyz + 16) / 116)
+    return np.array([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
+
+
+def contrast(a: str, b: str) -> float:
+    la, lb = (float(np.array([0.2126, 0.7152, 0.0722]) @ linear_rgb(c)) for c in (a, b))
+    return (max(la, lb) + 0.05) / (min(la, lb) + 0.05)
+
+
+@pytest.mark.parametrize("vision", ["normal", *DICHROMACY])
+def test_band_and_chart_colours_stay_apart_for_colour_blind_readers(vision: str):
+    from pipeline.reporting.charts import BAND_COLOURS, DOWN_COLOUR, GROUP_COLOURS, UP_COLOUR
+
+    simulate = np.eye(3) if vision == "normal" else np.array(DICHROMACY[vision])
+    for colours in ([BAND_COLOURS[b] for b in ("low", "intermediate", "high")], [UP_COLOUR, DOWN_COLOUR],
+                    list(GROUP_COLOURS.values())):
+        lab = [cielab(simulate @ linear_rgb(c)) for c in colours]
+        gaps = [np.linalg.norm(a - b) for i, a in enumerate(lab) for b in lab[i + 1:]]
+        assert min(gaps) > 15, f"{colours} too close under {vision}: delta E {min(gaps):.1f}"
+
+
+def test_band_badges_match_the_charts_and_are_legible():
+    from pipeline.reporting.charts import BAND_COLOURS
+
+    css = BASE_TEMPLATE.read_text()
+    for band in ("low", "intermediate", "high"):
+        colour = re.search(rf"--{band}: (#[0-9A-Fa-f]{{6}})", css).group(1)
+        assert colour.lower() == BAND_COLOURS[band].lower(), band
+        ink = re.search(rf"\.band\.{band} {{ background: var\(--{band}\); color: (#[0-9a-f]{{3,6}}); }}", css).group(1)
+        ink = "#" + "".join(ch * 2 for ch in ink[1:]) if len(ink) == 4 else ink
+        assert contrast(colour, ink) >= 4.5, f"{band} badge text contrast {contrast(colour, ink):.1f}"
