@@ -138,11 +138,21 @@ class Harmonised:
     problems: pd.DataFrame
 
 
+#: Up to this many rows the text cleaning below runs per cell; above, once per distinct value (same
+#: results; a lookup of the distinct values costs more than it saves on one new patient's row).
+FEW_ROWS = 64
+
+
 def _text(values: pd.Series) -> pd.Series:
     """Trimmed text, missing (None) for empty cells."""
     text = values.astype("object").where(values.notna(), None)
-    text = text.map(lambda v: None if v is None or str(v).strip() == "" else str(v).strip())
-    return text
+    if len(text) <= FEW_ROWS:
+        return text.map(lambda v: None if v is None or str(v).strip() == "" else str(v).strip())
+    # Once per distinct value (a cohort has few products, units, diseases), not once per patient.
+    cleaned = {v: (None if str(v).strip() == "" else str(v).strip()) for v in text.dropna().unique()}
+    if not any(v is not None for v in cleaned.values()):  # all missing: the dtype the per-cell map gives
+        return text.map(lambda v: None)
+    return text.map(cleaned)
 
 
 def _numbers(patients: pd.DataFrame, column: str) -> np.ndarray:
@@ -176,9 +186,16 @@ def _burden_units(patients: pd.DataFrame, tables: CovariateTables) -> tuple[np.n
         return values, blank, blank.copy()
     text = _text(patients[UNIT_COLUMNS["tumor_burden"]])
     looked_up = {u: tables.burden_unit_of.get(_unit_key(u), (u, 1.0, "")) for u in text.dropna().unique()}
-    unit = text.map(lambda u: None if pd.isna(u) else looked_up[u][0]).to_numpy(dtype=object)
-    scale = text.map(lambda u: np.nan if pd.isna(u) else looked_up[u][1]).to_numpy(dtype=float)
-    transform = text.map(lambda u: None if pd.isna(u) else looked_up[u][2]).to_numpy(dtype=object)
+    if len(text) <= FEW_ROWS:
+        unit = text.map(lambda u: None if pd.isna(u) else looked_up[u][0]).to_numpy(dtype=object)
+        scale = text.map(lambda u: np.nan if pd.isna(u) else looked_up[u][1]).to_numpy(dtype=float)
+        transform = text.map(lambda u: None if pd.isna(u) else looked_up[u][2]).to_numpy(dtype=object)
+        return values * scale, unit, transform
+    if not looked_up:  # no unit at all: what the per-cell map gives
+        return values * np.nan, np.full(len(text), None, dtype=object), np.full(len(text), None, dtype=object)
+    unit = text.map({u: v[0] for u, v in looked_up.items()}).to_numpy(dtype=object)  # once per distinct unit
+    scale = text.map({u: v[1] for u, v in looked_up.items()}).to_numpy(dtype=float, na_value=np.nan)
+    transform = text.map({u: v[2] for u, v in looked_up.items()}).to_numpy(dtype=object)
     return values * scale, unit, transform
 
 
@@ -255,8 +272,15 @@ def _products(patients: pd.DataFrame, tables: CovariateTables) -> tuple[np.ndarr
         missing = np.full(len(patients), None, dtype=object)
         return missing, np.zeros(len(patients), dtype=bool)
     text = _text(patients["product"])
-    canonical = text.map(lambda v: None if pd.isna(v) else tables.product_of.get(_name_key(v), v))
-    known = text.map(lambda v: not pd.isna(v) and _name_key(v) in tables.product_of)
+    if len(text) <= FEW_ROWS:
+        canonical = text.map(lambda v: None if pd.isna(v) else tables.product_of.get(_name_key(v), v))
+        known = text.map(lambda v: not pd.isna(v) and _name_key(v) in tables.product_of)
+        return canonical.to_numpy(dtype=object), known.to_numpy(dtype=bool)
+    names = {v: _name_key(v) for v in text.dropna().unique()}  # once per distinct value
+    if not names:
+        return np.full(len(text), None, dtype=object), np.zeros(len(text), dtype=bool)
+    canonical = text.map({v: tables.product_of.get(key, v) for v, key in names.items()})
+    known = text.map({v: key in tables.product_of for v, key in names.items()}).fillna(False)
     return canonical.to_numpy(dtype=object), known.to_numpy(dtype=bool)
 
 

@@ -214,7 +214,8 @@ def neutralise_formulas(frame: pd.DataFrame) -> pd.DataFrame:
         column = out.iloc[:, position]
         if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_datetime64_any_dtype(column):
             continue
-        is_text = column.map(lambda cell: isinstance(cell, str)).astype(bool)
+        is_text = column.notna() if isinstance(column.dtype, pd.StringDtype) else (  # every value is text
+            column.map(lambda cell: isinstance(cell, str)).astype(bool))
         mask = is_text & _formula_mask(column.where(is_text, "").astype(str))
         if mask.any():
             out.iloc[:, position] = column.astype(object).where(~mask, "'" + column[mask].astype(str))

@@ -240,6 +240,10 @@ def _pseudonymised(predictions: pd.DataFrame, to_id: Any) -> pd.DataFrame:
     return predictions if to_id is None else predictions.assign(patient_id=predictions["patient_id"].map(to_id))
 
 
+#: predictions.csv columns that are text (typed as such, formula cells are found without a per-cell check).
+_TEXT_COLUMNS = ("patient_id", "target", "band", "message")
+
+
 def _write_chunks(path: Path, chunks: Any, to_id: Any) -> tuple[list[Any], dict[str, int], PredictResult | None]:
     """Each chunk's predictions appended to ``path`` (inside the temporary output directory) as it is
     scored. Returns the chunks' covariate checks, the counts of the summary line, and the result when
@@ -250,7 +254,8 @@ def _write_chunks(path: Path, chunks: Any, to_id: Any) -> tuple[list[Any], dict[
     with path.open("w", newline="") as handle:
         pd.DataFrame(columns=PREDICTION_COLUMNS).to_csv(handle, index=False)
         for chunk in chunks:
-            neutralise_formulas(_pseudonymised(chunk.predictions, to_id)).to_csv(handle, index=False, header=False)
+            text = _pseudonymised(chunk.predictions, to_id).astype(dict.fromkeys(_TEXT_COLUMNS, "str"))
+            neutralise_formulas(text).to_csv(handle, index=False, header=False)
             checks.append(chunk.covariates)
             counts = {key: counts[key] + n for key, n in _counts(chunk.predictions).items()}
             results = [chunk] if not results else [None]  # only a lone chunk is the whole result

@@ -110,9 +110,7 @@ class TargetModel:
                 continue
             column = landmarks[spec.name]
             if spec.dtype == "category":
-                lookup = _category_lookup(spec.categories)
-                values = column.astype(object).to_numpy()
-                X[:, j] = [np.nan if is_missing_value(v) else lookup.get(str(v), np.nan) for v in values]
+                X[:, j] = _category_codes(column, spec.categories)
             else:
                 X[:, j] = pd.to_numeric(column.astype(object), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
         return X
@@ -204,6 +202,19 @@ def _dmatrix(X: np.ndarray) -> Any:
     import xgboost as xgb
 
     return xgb.DMatrix(X, nthread=1)  # plain numeric matrix in spec order, as in training
+
+
+def _category_codes(column: pd.Series, categories: tuple[str, ...]) -> np.ndarray:
+    """Index of each value's text in the trained ``categories`` (float; NaN: missing or unseen), looked up
+    once per distinct value (a categorical column: once per category)."""
+    lookup = _category_lookup(categories)
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        mapped = _category_codes(pd.Series(column.cat.categories.astype(object)), categories)
+        codes = column.cat.codes.to_numpy()
+        return np.where(codes >= 0, mapped[np.maximum(codes, 0)] if mapped.size else np.nan, np.nan)
+    codes, uniques = pd.factorize(column.astype(object).to_numpy(), use_na_sentinel=False)
+    mapped = np.array([np.nan if is_missing_value(v) else lookup.get(str(v), np.nan) for v in uniques], dtype=float)
+    return mapped[codes] if len(codes) else np.zeros(0)
 
 
 @functools.cache

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features import LandmarkFeaturizer
+from features import LandmarkFeaturizer, landmark_matrix
 from features.covariates import (
     CovariateReference,
     Harmonised,
@@ -118,6 +118,7 @@ class ScoringSetup:
         self.covariate_reference = model_covariate_reference(self.bundle)
         self.simulated = trained_on_simulated(self.bundle)
         self._featurizers: dict[tuple[float, ...], Any] = {}
+        self._specs: dict[tuple[float, ...], Any] = {}
         self._checked = False
 
     @property
@@ -144,6 +145,17 @@ class ScoringSetup:
                           static_features=list(static))
             self._featurizers[key] = fz
         return self._featurizers[key]
+
+    def featurize(self, tables: Mapping[str, pd.DataFrame | None], landmarks_hours: Sequence[float]) -> pd.DataFrame:
+        """The landmark matrix of ``tables`` (patients passed through :meth:`harmonise`) at these landmarks:
+        what ``featurizer(...).fit(tables).transform(tables)`` gives, without refitting what the model fixes
+        (its analytes, hence no coverage table per request). The static categories are learnt from the
+        request's patients, as ``fit`` does; nothing shared is modified (thread-safe)."""
+        key = tuple(sorted({float(h) for h in landmarks_hours}))
+        spec = self._specs.get(key)
+        if spec is None:
+            spec = self._specs[key] = self.featurizer(key).spec()
+        return landmark_matrix(tables, spec)
 
     def check_features(self, landmarks: pd.DataFrame) -> None:
         """Every model feature must come out of featurize; otherwise params differ from training."""

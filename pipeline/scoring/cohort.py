@@ -108,13 +108,38 @@ def _landmark_frame(tables: dict[str, pd.DataFrame], setup: ScoringSetup, chosen
         wanted |= {h for h in grid if h <= max(wanted)}
     if not (wanted and scored_ids):
         return pd.DataFrame({C.PATIENT_ID: pd.array([], dtype="str"), C.LANDMARK_HOURS: np.zeros(0)})
-    frame = setup.featurizer(sorted(wanted)).fit(tables).transform(tables)
+    if trajectory or len(wanted) == 1:
+        frame = setup.featurize(tables, sorted(wanted))
+    else:
+        frame = _own_landmarks(tables, setup, chosen)
     setup.check_features(frame)
     frame = frame.reset_index(drop=True)
     own = chosen.reindex(frame[C.PATIENT_ID].astype(str)).to_numpy()
     hours = frame[C.LANDMARK_HOURS].to_numpy()
     keep = (hours == own) | (trajectory & (hours <= own) & np.isin(hours, grid))
     return frame[keep].reset_index(drop=True)
+
+
+def _own_landmarks(tables: dict[str, pd.DataFrame], setup: ScoringSetup, chosen: pd.Series) -> pd.DataFrame:
+    """Each patient featurized at its own landmark only (one featurize per distinct landmark, on that
+    landmark's patients; features at L read each patient's own rows <= L only), in patient-id order."""
+    own = chosen.dropna()
+    hours, group = np.unique(own.to_numpy(dtype=float), return_inverse=True)
+    position = pd.Index(own.index, dtype=object)
+    split = {}
+    for name, table in tables.items():
+        if table is None or C.PATIENT_ID not in table.columns:
+            split[name] = [table] * len(hours)
+            continue
+        at = position.get_indexer(table[C.PATIENT_ID].astype(str).to_numpy(dtype=object))
+        split[name] = _split(table, np.where(at >= 0, group.ravel()[np.maximum(at, 0)], -1), len(hours))
+    parts = []
+    for k, landmark in enumerate(hours):
+        sub = {name: tables_k[k] for name, tables_k in split.items()}
+        parts.append(setup.featurize(sub, [float(landmark)]))
+    frame = pd.concat(parts, ignore_index=True)
+    order = np.argsort(frame[C.PATIENT_ID].astype(str).to_numpy(dtype=object), kind="stable")
+    return frame.iloc[order].reset_index(drop=True)
 
 
 @dataclass
@@ -328,8 +353,11 @@ def score_ingested(
     messages = quarantine_messages(result, str(raw[PATIENTS.name].path))
     notes = _honesty_notes(raw, setup, at_hours)
     for pid in accepted:
+        messages.setdefault(pid, []).extend(notes)
+    for pid in covariates.per_patient:  # after the notes, as before; few patients have one
         note = covariates.message(pid)
-        messages.setdefault(pid, []).extend([*notes, *([note] if note else [])])
+        if note and pid in accepted:
+            messages[pid].append(note)
     first_hour, latest_hour = _hour_range(tables["measurements"], patient_ids)
     chosen = pd.Series(choose_landmarks(latest_hour, setup.config.landmarks_hours, at_hours), index=patient_ids)
     ids = pd.Index(patient_ids, dtype=object)
@@ -375,6 +403,8 @@ def score_in_chunks(
         raise UserError(f"chunk size {chunk_size}: must be a positive number of patients")
     setup.validate_at(at_hours)
     result = _ingest(raw, with_report=True)
+    for table in raw.values():  # the pandas copies ingest made of the raw text: not needed again
+        vars(table).pop("frame", None)
     universe = patient_universe(result, raw)
     bounds = np.asarray(universe[::chunk_size], dtype=object)
     n_chunks = len(bounds)
