@@ -30,7 +30,7 @@ class RowChecks:
 
     def __init__(self, n_rows: int) -> None:
         self.codes = np.zeros(n_rows, dtype=np.int8)
-        self.detail = np.full(n_rows, "", dtype=object)
+        self.detail = np.empty(n_rows, dtype=object)  # read only where a reason was given
 
     def flag(
         self,

@@ -113,7 +113,8 @@ def _values_and_censoring(column: pa.ChunkedArray, checks: RowChecks) -> tuple[n
 
 
 def _conversion_tables(analytes: _Analytes, units: _Units, registry: Registry) -> tuple[np.ndarray, np.ndarray]:
-    """(scale, offset) per (registry code, distinct unit); scale NaN where the registry has no conversion."""
+    """(scale, offset) per (registry code, distinct unit), flattened row-major; scale NaN where the registry
+    has no conversion."""
     scale = np.full((len(analytes.codes), len(units.normalised)), np.nan)
     offset = np.zeros((len(analytes.codes), len(units.normalised)))
     for i, code in enumerate(analytes.codes):
@@ -121,7 +122,7 @@ def _conversion_tables(analytes: _Analytes, units: _Units, registry: Registry) -
             conversion = registry.conversions.get((code, unit))
             if conversion is not None:
                 scale[i, j], offset[i, j] = conversion
-    return scale, offset
+    return scale.ravel(), offset.ravel()
 
 
 def _convert_units(
@@ -131,12 +132,14 @@ def _convert_units(
     unit_idx, unit_names = encode_stripped(column)
     units = _Units(unit_idx, unit_names, [normalize_unit(u) for u in unit_names] + [""])
     scale_lut, offset_lut = _conversion_tables(analytes, units, registry)
-    known, safe_code = analytes.known, analytes.safe_code
-    scale = np.where(known, scale_lut[safe_code, unit_idx], np.nan)
-    offset = np.where(known, offset_lut[safe_code, unit_idx], 0.0)
+    # One (code, unit) pair index per row; unit -1 (empty) is the last column, as in 2-D indexing.
+    pair = analytes.safe_code * len(units.normalised) + unit_idx % len(units.normalised)
+    known = analytes.known
+    scale = scale_lut[pair]
+    no_conversion = np.isnan(scale)
     given_units = unit_names + [""]
     checks.flag(
-        known & np.isnan(scale),
+        known & no_conversion,
         "unknown_unit",
         lambda rows: np.array(
             [f"unit '{given_units[unit_idx[i]]}' has no conversion for {analytes.names[analytes.name_idx[i]]}"
@@ -144,9 +147,10 @@ def _convert_units(
             dtype=object,
         ),
     )
-    with np.errstate(invalid="ignore"):
-        converted = np.where(known, values * np.where(np.isnan(scale), 1.0, scale) + offset, values)
-    return converted, units
+    scale[no_conversion] = 1.0
+    converted = values * scale
+    converted += offset_lut[pair]
+    return np.where(known, converted, values), units
 
 
 def _flag_out_of_range(converted: np.ndarray, analytes: _Analytes, registry: Registry, checks: RowChecks) -> None:
@@ -221,7 +225,7 @@ def _settle_repeats(
 def _dictionary_text(indices: np.ndarray, dictionary: pa.Array) -> pa.Array:
     """Text column from dictionary indices (-1: null), built without a Python string per row."""
     arr = pa.DictionaryArray.from_arrays(pa.array(indices, mask=indices < 0, type=pa.int32()), dictionary)
-    return pc.cast(arr, pa.string())
+    return pc.cast(arr, pa.large_string())  # what pandas' text columns hold: no second copy
 
 
 def _accepted_frame(
@@ -230,7 +234,7 @@ def _accepted_frame(
 ) -> pd.DataFrame:
     """The accepted rows in ``order``: canonical codes and units for known analytes, names as given otherwise.
     The text columns are gathered two at a time (Arrow and numpy release the GIL)."""
-    known_ids = pa.array(patients["patient_id"].to_numpy(dtype=object), type=pa.string())
+    known_ids = pa.array(patients["patient_id"].to_numpy(dtype=object), type=pa.large_string())
     out_names = pa.array(
         [analytes.codes[c] if c >= 0 else n for n, c in zip(analytes.names, analytes.name_code[:-1], strict=True)]
         or [""],

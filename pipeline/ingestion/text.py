@@ -31,7 +31,7 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 def beyond_float32(values: np.ndarray) -> np.ndarray:
     """Values that are infinite or too large for float32 (NaN is not: it is a missing value)."""
     with np.errstate(invalid="ignore"):
-        return np.abs(values) > FLOAT32_MAX
+        return (values > FLOAT32_MAX) | (values < -FLOAT32_MAX)
 
 
 def arrow_trim(values: pa.ChunkedArray | pa.Array) -> pa.Array:
