@@ -45,13 +45,15 @@ def _numeric_form(time_text: pa.ChunkedArray | pa.Array, present: np.ndarray) ->
     The form is decided on a sample first: a clear timestamp file skips a numeric pass over millions
     of timestamps. Only an unclear sample falls back to counting every row.
     """
-    rows = np.flatnonzero(present)
-    sample = rows[np.linspace(0, len(rows) - 1, min(len(rows), _FORM_SAMPLE)).astype(np.int64)]
+    n_present = int(present.sum())
+    sample = np.linspace(0, n_present - 1, min(n_present, _FORM_SAMPLE)).astype(np.int64)
+    if n_present < len(present):
+        sample = np.flatnonzero(present)[sample]
     sample_numeric = np.isfinite(arrow_numbers(arrow_trim(time_text.take(pa.array(sample))))).mean() if len(
         sample) else 1.0
     if sample_numeric > 0.2:
         numeric = arrow_numbers(arrow_trim(time_text))
-        if np.isfinite(numeric).sum() * 2 >= present.sum():
+        if np.isfinite(numeric).sum() * 2 >= n_present:
             return numeric
     return None
 
@@ -68,11 +70,12 @@ def _plain_iso_seconds(time_text: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarr
     starts = np.cumsum([0] + [len(chunk) for chunk in time_text.chunks])
     for start, chunk in zip(starts, time_text.chunks, strict=False):
         plain = pc.fill_null(pc.equal(pc.binary_length(chunk), _PLAIN_ISO_BYTES), False)
+        whole = pc.all(plain).as_py()  # the common case: no filter, no row positions
         try:
-            stamps = pc.cast(pc.filter(chunk, plain), pa.timestamp("s"))
+            stamps = pc.cast(chunk if whole else pc.filter(chunk, plain), pa.timestamp("s"))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             continue
-        rows = start + np.flatnonzero(_numpy_bool(plain))
+        rows = slice(start, start + len(chunk)) if whole else start + np.flatnonzero(_numpy_bool(plain))
         seconds[rows] = stamps.cast(pa.int64()).to_numpy(zero_copy_only=False)
         done[rows] = True
     return seconds, done
