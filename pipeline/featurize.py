@@ -12,11 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from features import SUMMARIES, LandmarkFeaturizer, feature_table
 from features.covariates import model_covariates
 from features.definitions import analyte_feature_name
+from features.landmarks import CENSORED_ABOVE, CENSORED_BELOW, censoring_codes
 from pipeline import contracts
 from pipeline.config import Config, landmark_key
 from pipeline.errors import UserError
@@ -42,8 +44,21 @@ def featurize(config: Config, tables: dict[str, pd.DataFrame]) -> tuple[pd.DataF
     frame.attrs[REFERENCE_ATTR] = featurizer.covariate_reference_.to_json()
     # Aggregates only (decile edges, shares, medians): what `crs validate` measures drift against.
     frame.attrs[SUMMARY_ATTR] = feature_summary(frame, contracts.feature_columns(frame.columns),
-                                                tables["measurements"])
+                                                summary_measurements(tables["measurements"]))
     return frame, featurizer
+
+
+def summary_measurements(measurements: pd.DataFrame) -> pd.DataFrame:
+    """The measurements as the drift summary documents them: ``censoring`` as 0 (none), 1 (left), 2 (right).
+
+    Ingest writes the words (``none``/``left``/``right``); parsed as numbers they were all missing, so the
+    stored censored fraction was always 0, and parsing them was most of featurize's time at scale.
+    """
+    if "censoring" not in measurements.columns:
+        return measurements
+    codes = censoring_codes(measurements)
+    numeric = np.select([codes == CENSORED_BELOW, codes == CENSORED_ABOVE], [1, 2], 0).astype(np.int8)
+    return measurements.assign(censoring=numeric)
 
 
 def with_site_group(frame: pd.DataFrame, patients: pd.DataFrame) -> pd.DataFrame:

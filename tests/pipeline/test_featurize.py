@@ -189,3 +189,23 @@ def test_main_without_ingest_output_is_a_user_error(tmp_path) -> None:
     config = _config(paths={"interim_dir": str(tmp_path / "nope")})
     with pytest.raises(UserError, match="crs ingest"):
         featurize.main(config)
+
+
+def test_training_summary_counts_censored_rows_from_the_ingest_words() -> None:
+    """Ingest writes censoring as words; the stored summary's censored fraction counts them per analyte."""
+    tables = _tables()
+    frame = featurize.run(_config(), tables)
+    summary = frame.attrs[featurize.SUMMARY_ATTR]
+    m = tables["measurements"]
+    window = m[(m["hours_since_anchor"] >= -168) & (m["hours_since_anchor"] <= 72)]
+    expected = (window["censoring"] == "left").groupby(window["analyte"]).mean()
+    stored = {code: entry["censored_fraction"] for code, entry in summary["analytes"].items()}
+    assert expected.max() > 0.2
+    for code, share in expected.items():
+        assert stored[code] == pytest.approx(share, abs=1e-5)
+
+
+def test_summary_measurements_codes_follow_the_drift_convention() -> None:
+    m = pd.DataFrame({"censoring": pd.array(["none", "left", "right", None], dtype="str")})
+    assert featurize.summary_measurements(m)["censoring"].tolist() == [0, 1, 2, 0]
+    assert featurize.summary_measurements(m.drop(columns="censoring")).columns.tolist() == []
