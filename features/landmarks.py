@@ -618,25 +618,15 @@ def landmark_matrix(
     if encoding is None:
         encoding = learn_static_encoding(patients, spec.static_features)
     patient_ids = patient_index(patients)
-    n, k = len(patient_ids), len(spec.landmarks_hours)
+    k = len(spec.landmarks_hours)
     analytes = tuple(dict.fromkeys((*spec.analytes, *definitions.DERIVED_ANALYTES)))
     timeline = encode_cohort(tables["measurements"], patient_ids, tables.get("treatments"), analytes)
     onsets = target_onsets(tables.get("events"), patient_ids, spec.targets)
     # A patient who died at or before L is no longer at risk of anything (competing event).
     death = target_onsets(tables.get("events"), patient_ids, [Target("_death", DEATH_EVENT, 0)])["_death"]
 
-    per_landmark = [features_at_landmark(cut_at_landmark(timeline, L), spec) for L in spec.landmarks_hours]
-    names = list(per_landmark[0])
-    # (patient, landmark, feature) block, so rows come out patient-major without a sort.
-    block = np.empty((n, k, len(names)), dtype=np.float64)
-    for j, feats in enumerate(per_landmark):
-        for i, name in enumerate(names):
-            block[:, j, i] = feats[name]
-    block = block.reshape(n * k, len(names))
-
-    columns: dict[str, object] = {"patient_id": pd.array(np.repeat(patient_ids, k), dtype="str")}
-    columns.update({name: block[:, i] for i, name in enumerate(names)})
-    columns.update(_static_columns(patients, patient_ids, encoding, k))
+    dynamic = _dynamic_block(timeline, spec)
+    columns: dict[str, object] = _static_columns(patients, patient_ids, encoding, k)
     landmarks = np.asarray(spec.landmarks_hours)
     for target in spec.targets:
         onset = onsets[target.name]
@@ -645,4 +635,21 @@ def landmark_matrix(
         )
         columns[f"label__{target.name}"] = labels.ravel()
         columns[f"onset_hours__{target.name}"] = np.repeat(onset, k)
-    return pd.DataFrame(columns)
+    ids = pd.DataFrame({"patient_id": pd.array(np.repeat(patient_ids, k), dtype="str")})
+    return pd.concat([ids, dynamic, pd.DataFrame(columns)], axis=1)
+
+
+def _dynamic_block(timeline: Timeline, spec: LandmarkSpec) -> pd.DataFrame:
+    """``landmark_hours`` and every dynamic feature, one row per (patient, landmark), patient-major.
+
+    Filled as one (feature, patient, landmark) float block, which is the layout pandas keeps a float
+    frame in, so the frame wraps it without another copy.
+    """
+    n, k = timeline.n_patients, len(spec.landmarks_hours)
+    per_landmark = [features_at_landmark(cut_at_landmark(timeline, L), spec) for L in spec.landmarks_hours]
+    names = list(per_landmark[0])
+    block = np.empty((len(names), n, k), dtype=np.float64)
+    for j, feats in enumerate(per_landmark):
+        for i, name in enumerate(names):
+            block[i, :, j] = feats[name]
+    return pd.DataFrame(block.reshape(len(names), n * k).T, columns=names, copy=False)
