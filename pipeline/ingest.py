@@ -12,12 +12,14 @@ File-level problems (missing directory, file or required column, empty table, ti
 from __future__ import annotations
 
 import sys
+from functools import partial
 from pathlib import Path
 
 from pipeline.adapters.canonical import RawTable, csv_dialects, read_cohort
 from pipeline.adapters.dialect import read_options
 from pipeline.config import Config
 from pipeline.ingestion import IngestResult, ingest_tables
+from pipeline.ingestion.checks import in_parallel
 from pipeline.io import atomic_dir, to_csv, write_json
 
 QUARANTINE_FILE = "quarantine.csv"
@@ -33,10 +35,11 @@ def run(config: Config, raw_tables: dict[str, RawTable]) -> IngestResult:
 
 def write_outputs(result: IngestResult, out_dir: Path, report_path: Path) -> None:
     """The whole output directory appears at once, and the report only after it."""
-    with atomic_dir(out_dir) as tmp:
-        for name, frame in result.tables.items():
-            frame.to_parquet(tmp / f"{name}.parquet", index=False)
-        to_csv(result.quarantine, tmp / QUARANTINE_FILE)
+    with atomic_dir(out_dir) as tmp:  # the large measurements file is written beside the others
+        in_parallel(
+            *(partial(frame.to_parquet, tmp / f"{name}.parquet", index=False) for name, frame in result.tables.items()),
+            partial(to_csv, result.quarantine, tmp / QUARANTINE_FILE),
+        )
     write_json(result.report, report_path)
 
 
