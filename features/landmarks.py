@@ -16,7 +16,7 @@ Data flow (no per-patient Python loops anywhere):
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -653,3 +653,32 @@ def _dynamic_block(timeline: Timeline, spec: LandmarkSpec) -> pd.DataFrame:
         for i, name in enumerate(names):
             block[i, :, j] = feats[name]
     return pd.DataFrame(block.reshape(len(names), n * k).T, columns=names, copy=False)
+
+
+def patient_chunks(
+    tables: Mapping[str, pd.DataFrame | None], size: int
+) -> Iterator[dict[str, pd.DataFrame | None]]:
+    """``tables`` cut into consecutive blocks of at most ``size`` patients (in sorted ``patient_id`` order).
+
+    Each block holds its patients' rows of every table with a ``patient_id`` column (in their original
+    order) and every other table whole; rows of patients not in ``patients`` are in no block (the
+    landmark matrix ignores them anyway). Patients are independent, so the landmark matrices of the
+    blocks, concatenated, are the landmark matrix of the whole cohort, with peak memory set by ``size``.
+    """
+    if size < 1:
+        raise ValueError("chunk size must be at least 1 patient")
+    patient_ids = patient_index(tables["patients"])
+    n_chunks = max(1, -(-len(patient_ids) // size))
+    slices: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name, table in tables.items():
+        if table is not None and "patient_id" in table.columns:
+            codes = _codes(table["patient_id"], patient_ids)
+            chunk = np.where(codes >= 0, codes // size, n_chunks)
+            order = np.argsort(chunk, kind="stable")
+            slices[name] = (order, np.searchsorted(chunk[order], np.arange(n_chunks + 1)))
+    for c in range(n_chunks):
+        yield {
+            name: table.iloc[slices[name][0][slices[name][1][c]: slices[name][1][c + 1]]].reset_index(drop=True)
+            if name in slices else table
+            for name, table in tables.items()
+        }

@@ -31,6 +31,7 @@ from features.landmarks import (
     Target,
     landmark_matrix,
     learn_static_encoding,
+    patient_chunks,
     patient_index,
 )
 from features.selection import choose_analytes
@@ -56,7 +57,8 @@ class LandmarkFeaturizer(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
     categorical static covariate (so a category unseen at fit becomes missing, never a new level).
     ``transform`` takes the long
     ``measurements`` table (``X``) plus ``patients`` and optionally ``events`` (labels) and
-    ``treatments``; ``X`` may also be a mapping holding all four tables.
+    ``treatments``; ``X`` may also be a mapping holding all four tables. With ``chunk_patients``,
+    ``transform`` builds the matrix in blocks of that many patients (the same frame, less peak memory).
 
     The output is already a DataFrame (with ``patient_id``, labels and onsets), so sklearn's
     ``set_output`` wrapping is switched off (``auto_wrap_output_keys=None``).
@@ -75,6 +77,7 @@ class LandmarkFeaturizer(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
         baseline_fallback_hours: float = 24.0,
         harmonise_covariates: bool = True,
         covariate_reference: CovariateReference | None = None,
+        chunk_patients: int | None = None,
     ):
         self.landmarks_hours = landmarks_hours
         self.analytes = analytes
@@ -87,6 +90,7 @@ class LandmarkFeaturizer(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
         self.baseline_fallback_hours = baseline_fallback_hours
         self.harmonise_covariates = harmonise_covariates
         self.covariate_reference = covariate_reference
+        self.chunk_patients = chunk_patients
 
     @classmethod
     def from_config(cls, config: Any) -> LandmarkFeaturizer:
@@ -102,6 +106,7 @@ class LandmarkFeaturizer(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
             min_coverage=fz.min_coverage,
             min_patients=fz.min_patients,
             baseline_fallback_hours=fz.baseline_fallback_hours,
+            chunk_patients=fz.chunk_patients,
         )
 
     @property
@@ -207,7 +212,12 @@ class LandmarkFeaturizer(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
         tables = self._tables(X, patients=patients, events=events, treatments=treatments)
         if self.harmonise_covariates and tables.get("patients") is not None:
             tables["patients"] = self.harmonise(tables["patients"]).patients
-        return landmark_matrix(tables, self.spec(), self.static_encoding_)
+        spec = self.spec()
+        size = self.chunk_patients
+        if size is None or tables.get("patients") is None or len(tables["patients"]) <= size:
+            return landmark_matrix(tables, spec, self.static_encoding_)
+        blocks = [landmark_matrix(chunk, spec, self.static_encoding_) for chunk in patient_chunks(tables, size)]
+        return pd.concat(blocks, ignore_index=True)
 
     def fit_transform(self, X: pd.DataFrame | Tables, y: Any = None, **tables: pd.DataFrame | None) -> pd.DataFrame:
         return self.fit(X, y, **tables).transform(X, **tables)

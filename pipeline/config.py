@@ -123,6 +123,9 @@ class FeaturizeConfig(_Section):
     #: Without a pre-anchor baseline, the first value in (0, min(L, this)] h is the baseline
     #: (flagged by ``<analyte>__baseline_after_anchor``).
     baseline_fallback_hours: float = Field(default=24.0, ge=0)
+    #: Patients per block when building the landmark matrix: patients are independent, so the frame is
+    #: the same and peak memory follows the block size, not the cohort size (docs/scale.md).
+    chunk_patients: int = Field(default=1_000_000, ge=1)
 
     @field_validator("analytes")
     @classmethod

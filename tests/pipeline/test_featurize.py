@@ -209,3 +209,17 @@ def test_summary_measurements_codes_follow_the_drift_convention() -> None:
     m = pd.DataFrame({"censoring": pd.array(["none", "left", "right", None], dtype="str")})
     assert featurize.summary_measurements(m)["censoring"].tolist() == [0, 1, 2, 0]
     assert featurize.summary_measurements(m.drop(columns="censoring")).columns.tolist() == []
+
+
+def test_tiny_patient_chunks_give_the_identical_landmark_table() -> None:
+    tables = _tables()
+    whole = featurize.run(_config(), tables)
+    chunked = featurize.run(_config(featurize={"chunk_patients": 7}), tables)
+    assert whole["patient_id"].nunique() == 30
+    pd.testing.assert_frame_equal(chunked, whole)
+    assert chunked.attrs == whole.attrs
+
+
+def test_chunk_size_is_validated() -> None:
+    with pytest.raises(UserError, match="chunk_patients"):
+        _config(featurize={"chunk_patients": 0})
