@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.cohort import is_missing_value
+from pipeline.config import landmark_key
 from pipeline.errors import UserError
 from pipeline.model.calibration import Calibrator, expit, logit
 from pipeline.model.linear import LinearModel
@@ -38,19 +39,20 @@ class LandmarkModel:
     linear: list[LinearModel] = field(default_factory=list)
     linear_weight: float = 0.0
 
-    def margin(self, X: np.ndarray) -> np.ndarray:
-        """Log-odds: (1 - w) x mean of the boosters' + w x mean of the linear models' (float64)."""
-        dmatrix = _dmatrix(X)
+    def margin(self, X: np.ndarray, dmatrix: Any = None) -> np.ndarray:
+        """Log-odds: (1 - w) x mean of the boosters' + w x mean of the linear models' (float64).
+        ``dmatrix``: ``X`` already as an XGBoost DMatrix (built once for margin and contributions)."""
+        dmatrix = _dmatrix(X) if dmatrix is None else dmatrix
         trees = np.mean([b.predict(dmatrix, output_margin=True).astype(np.float64) for b in self.boosters], axis=0)
         if not self.linear:
             return trees
         linear = np.mean([m.logit(X) for m in self.linear], axis=0)
         return (1 - self.linear_weight) * trees + self.linear_weight * linear
 
-    def contributions(self, X: np.ndarray) -> np.ndarray:
+    def contributions(self, X: np.ndarray, dmatrix: Any = None) -> np.ndarray:
         """Exact contributions (rows x features + bias column), blended like :meth:`margin` (Shapley values
         are linear in the model), so each row sums to :meth:`margin`."""
-        dmatrix = _dmatrix(X)
+        dmatrix = _dmatrix(X) if dmatrix is None else dmatrix
         trees = np.mean([b.predict(dmatrix, pred_contribs=True).astype(np.float64) for b in self.boosters], axis=0)
         if not self.linear:
             return trees
@@ -152,13 +154,15 @@ class TargetModel:
             return scores
         for model, rows in self._groups(np.asarray(landmark_hours, dtype=float)):
             hours = np.asarray(landmark_hours, dtype=float)[rows]
-            scores.margin[rows] = margin = model.margin(X[rows])
+            X_rows = X[rows]
+            dmatrix = _dmatrix(X_rows)  # once for the margin and the SHAP values
+            scores.margin[rows] = margin = model.margin(X_rows, dmatrix)
             scores.probability[rows] = probability = self.recalibrated(model.probability(margin, hours))
             if not np.all((probability >= 0) & (probability <= 1)):  # NaN fails too; checked at load as well
                 raise UserError(f"{self.target}: the calibrator gave a probability outside [0, 1]; "
                                 "the model files are damaged (rerun `crs train`)")
             if with_shap:
-                contribs = model.contributions(X[rows])
+                contribs = model.contributions(X_rows, dmatrix)
                 scores.shap[rows] = contribs[:, :-1]
                 scores.base_value[rows] = contribs[:, -1]
         return scores
@@ -179,6 +183,19 @@ class TargetModel:
         for model, rows in self._groups(hours):
             out[rows] = model.threshold_at(hours[rows])
         return self.recalibrated(out)
+
+    def band_cutoffs(self, landmark_hours: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """Per row, the validated band cut-offs (low below, high from) at its landmark, else the pooled
+        ones, on the scale of the (recalibrated) probabilities; None for models trained without them."""
+        bands = self.metadata.get("bands")
+        if not bands:
+            return None
+        hours = np.asarray(landmark_hours, dtype=float)
+        keys = [landmark_key(float(h)) for h in hours]
+        cut = [bands["by_landmark"].get(k, bands["pooled"]) for k in keys]
+        low = np.array([np.nan if c["low_below"] is None else c["low_below"] for c in cut], dtype=float)
+        high = np.array([np.nan if c["high_from"] is None else c["high_from"] for c in cut], dtype=float)
+        return self.recalibrated(low), self.recalibrated(high)
 
     def margin(self, landmarks: pd.DataFrame) -> np.ndarray:
         """Raw booster output in log-odds (before calibration)."""
@@ -208,8 +225,8 @@ def _category_codes(column: pd.Series, categories: tuple[str, ...]) -> np.ndarra
     """Index of each value's text in the trained ``categories`` (float; NaN: missing or unseen), looked up
     once per distinct value (a categorical column: once per category)."""
     lookup = _category_lookup(categories)
-    if isinstance(column.dtype, pd.CategoricalDtype):
-        mapped = _category_codes(pd.Series(column.cat.categories.astype(object)), categories)
+    if isinstance(column.dtype, pd.CategoricalDtype):  # categories are never missing values
+        mapped = np.array([lookup.get(str(c), np.nan) for c in column.cat.categories], dtype=float)
         codes = column.cat.codes.to_numpy()
         return np.where(codes >= 0, mapped[np.maximum(codes, 0)] if mapped.size else np.nan, np.nan)
     codes, uniques = pd.factorize(column.astype(object).to_numpy(), use_na_sentinel=False)
@@ -239,8 +256,9 @@ class ModelBundle:
         return None
 
 
-def risk_band(probability: np.ndarray, low_below: float, high_from: float) -> np.ndarray:
-    """low (< low_below), intermediate, or high (>= high_from); missing probability -> ''."""
+def risk_band(probability: np.ndarray, low_below: float | np.ndarray, high_from: float | np.ndarray) -> np.ndarray:
+    """low (< low_below), intermediate, or high (>= high_from); missing probability -> ''. The cut-offs
+    may be per row (validated bands differ by target and landmark)."""
     p = np.asarray(probability, dtype=float)
     band = np.where(p >= high_from, BAND_HIGH, np.where(p < low_below, BAND_LOW, BAND_INTERMEDIATE))
     return np.where(np.isnan(p), "", band).astype(object)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from features.covariates import DERIVED
-from pipeline.model import ScoringSetup
+from pipeline.model import FeatureSpec, ScoringSetup
 
 #: Readable words for :mod:`features.covariates` problem codes.
 PROBLEM_TEXT = {
@@ -56,11 +56,19 @@ class CovariateCheck:
         return f"covariates {_LESS_CERTAIN}: {'; '.join(items)}" if items else None
 
 
+def _all_known(column: pd.Series, spec: FeatureSpec) -> bool:
+    """Whether every value (or, for a categorical column, every category) is one the model was trained on:
+    the common case, checked once per distinct value."""
+    values = column.cat.categories if isinstance(column.dtype, pd.CategoricalDtype) else pd.unique(column.dropna())
+    known = set(spec.categories)
+    return all(str(v) in known for v in values)
+
+
 def _category_problems(harmonised: pd.DataFrame, setup: ScoringSetup, sources: dict[str, str]) -> pd.DataFrame:
     """Rows (patient, covariate) whose category is not in the model's list for that feature."""
     parts = []
     for spec in setup.specs:
-        if spec.dtype != "category" or spec.name not in harmonised.columns:
+        if spec.dtype != "category" or spec.name not in harmonised.columns or _all_known(harmonised[spec.name], spec):
             continue
         values = harmonised[spec.name].astype("object")
         unseen = values.notna().to_numpy() & ~values.astype(str).isin(spec.categories).to_numpy()
@@ -114,7 +122,7 @@ def annotate_unrecognised(frame: pd.DataFrame, setup: ScoringSetup) -> pd.DataFr
     model matrix maps such values to missing whatever their text, so scores do not change)."""
     out = frame
     for spec in setup.specs:
-        if spec.dtype != "category" or spec.name not in frame.columns:
+        if spec.dtype != "category" or spec.name not in frame.columns or _all_known(frame[spec.name], spec):
             continue
         values = frame[spec.name].astype("object")
         unseen = values.notna() & ~values.astype(str).isin(spec.categories)
