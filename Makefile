@@ -73,6 +73,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_featurize.py
 	$(BIN)/python benchmarks/bench_predict.py
 	$(BIN)/python benchmarks/bench_real_cohort.py
+	$(BIN)/python benchmarks/bench_scaling.py
 
 # Mutation testing of the modules where a one-line bug hurts patients ([tool.mutmut] in pyproject.toml);
 # separate from `make test` (3,717 mutants in about 8 minutes on 2 cores). Fails below 85 %; docs/testing.md.
