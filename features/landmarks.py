@@ -130,10 +130,24 @@ def _arrow_strings(values: pd.Series) -> pa.Array:
 
 
 def _codes(values: pd.Series, universe: Sequence[str]) -> np.ndarray:
-    """Integer position of each value in ``universe`` (-1 when absent or null), hashed in Arrow."""
+    """Integer position of each value in ``universe`` (-1 when absent or null), hashed in Arrow.
+
+    Only the first value of each run of equal values is hashed (ingest writes patient ids in runs, so
+    this hashes about one id per patient instead of one per row); every run gets its head's code.
+    """
     arr = _arrow_strings(values)
+    if len(arr) > 1:
+        change = pc.fill_null(pc.not_equal(arr.slice(1), arr.slice(0, len(arr) - 1)), True)
+        starts = np.flatnonzero(np.concatenate([[True], np.asarray(change)]))
+        if len(starts) < len(arr):
+            heads = _codes_hashed(arr.take(pa.array(starts)), universe)
+            return np.repeat(heads, np.diff(np.append(starts, len(arr))))
+    return _codes_hashed(arr, universe)
+
+
+def _codes_hashed(arr: pa.Array | pa.ChunkedArray, universe: Sequence[str]) -> np.ndarray:
     found = pc.index_in(arr, value_set=pa.array(list(universe), type=arr.type))
-    return pc.fill_null(found, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    return np.asarray(pc.fill_null(found, -1)).astype(np.int64)
 
 
 def analyte_codes(values: pd.Series, codes: Sequence[str]) -> np.ndarray:
@@ -649,9 +663,8 @@ def _dynamic_block(timeline: Timeline, spec: LandmarkSpec) -> pd.DataFrame:
     per_landmark = [features_at_landmark(cut_at_landmark(timeline, L), spec) for L in spec.landmarks_hours]
     names = list(per_landmark[0])
     block = np.empty((len(names), n, k), dtype=np.float64)
-    for j, feats in enumerate(per_landmark):
-        for i, name in enumerate(names):
-            block[i, :, j] = feats[name]
+    for i, name in enumerate(names):  # one feature's (patient, landmark) slab at a time: stays in cache
+        np.stack([feats[name] for feats in per_landmark], axis=1, out=block[i])
     return pd.DataFrame(block.reshape(len(names), n * k).T, columns=names, copy=False)
 
 
