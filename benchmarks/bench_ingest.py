@@ -1,7 +1,6 @@
 """Benchmark: ingest a 5,000,000-row measurements CSV (20,000 patients).
 
 Usage: .venv/bin/python benchmarks/bench_ingest.py [--rows 5000000] [--patients 20000] [--repeats 3]
-                                                     [--chunk-rows N]
 
 Prints the time and peak RSS of `crs ingest` (run as a child process so its peak memory is its own)
 next to the plain I/O of the same file measured in the same run: a multi-threaded
@@ -79,10 +78,9 @@ def _plain_code(cohort: Path) -> str:
             f"read_options=pacsv.ReadOptions(use_threads=True)), {str(WORK / 'plain.parquet')!r})")
 
 
-def _ingest_code(cohort: Path, chunk_rows: int | None) -> str:
-    config = f"Config(ingest={{'chunk_rows': {chunk_rows}}})" if chunk_rows else "Config()"
+def _ingest_code(cohort: Path) -> str:
     return (f"from pathlib import Path; from pipeline.config import Config; from pipeline.ingest import main; "
-            f"main({config}, cohort=Path({str(cohort)!r}), out=Path({str(WORK / 'interim')!r}), "
+            f"main(Config(), cohort=Path({str(cohort)!r}), out=Path({str(WORK / 'interim')!r}), "
             f"report=Path({str(WORK / 'ingest.json')!r}))")
 
 
@@ -91,7 +89,6 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=5_000_000)
     parser.add_argument("--patients", type=int, default=20_000)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--chunk-rows", type=int, default=None, help="ingest.chunk_rows (default: params default)")
     args = parser.parse_args()
     cohort = WORK / f"cohort_{args.rows}"
     if not (cohort / "measurements.csv").exists():
@@ -102,7 +99,7 @@ def main() -> None:
     runs: dict[str, list[tuple[float, float, float]]] = {"plain": [], "ingest": []}
     for i in range(args.repeats):
         runs["plain"].append(timed_child(_plain_code(cohort)))
-        runs["ingest"].append(timed_child(_ingest_code(cohort, args.chunk_rows)))
+        runs["ingest"].append(timed_child(_ingest_code(cohort)))
         (pw, _, pc), (iw, _, ic) = runs["plain"][-1], runs["ingest"][-1]
         print(f"run {i + 1}: plain {pw:.2f} s (cpu {pc:.2f} s), ingest {iw:.2f} s (cpu {ic:.2f} s), "
               f"ratio {iw / pw:.2f}", flush=True)
