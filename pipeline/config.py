@@ -159,6 +159,10 @@ class TrainConfig(_Section):
     #: params; rounds still by early stopping), once per site and target: less than one outer fold each.
     site_validation: Literal["auto", "off"] = "auto"
     sensitivity_target: float = Field(default=0.9, gt=0, lt=1)
+    #: Risk bands from validated operating points: "low" is below the alert threshold (the
+    #: ``sensitivity_target`` rule), "high" from the out-of-fold probability at which this share of
+    #: patients without the event stay unflagged (90% specificity), per landmark; see report.bands.
+    band_high_specificity: float = Field(default=0.9, gt=0, lt=1)
     n_bootstrap: int = Field(default=500, ge=0)
     #: Cross-fitting inside each training set: K boosters, each trained on K-1 patient folds; the
     #: calibrator and thresholds are fitted on each booster's scores of the fold it never saw, and the
@@ -203,7 +207,11 @@ class ExplainConfig(_Section):
 
 
 class ReportConfig(_Section):
-    #: Risk bands on the calibrated probability: low < band_low_below <= intermediate < band_high_from <= high.
+    #: validated (default): bands from the model's validated operating points per target and landmark
+    #: (train.sensitivity_target / train.band_high_specificity, stored with the model); fixed: the two
+    #: cut-offs below for every target and landmark (also used for models trained before bands were stored).
+    bands: Literal["validated", "fixed"] = "validated"
+    #: Fixed risk bands on the calibrated probability: low < band_low_below <= intermediate < band_high_from <= high.
     band_low_below: float = Field(default=0.10, gt=0, lt=1)
     band_high_from: float = Field(default=0.30, gt=0, lt=1)
     top_drivers: int = Field(default=5, ge=1)

@@ -28,6 +28,7 @@ from pipeline.config import Config
 from pipeline.contracts import LANDMARK_HOURS, PATIENT_ID, shap_column, shap_features
 from pipeline.io import to_csv
 from pipeline.model import ModelBundle, TargetModel, model_analytes, risk_band
+from pipeline.model.setup import band_cutoffs
 from pipeline.registry import load_registry
 
 ID_COLUMNS = [PATIENT_ID, LANDMARK_HOURS, "base_value", "margin", "probability", "band"]
@@ -46,7 +47,9 @@ def explain_target(model: TargetModel, landmarks: pd.DataFrame, config: Config) 
             "base_value": scores.base_value.astype(float),
             "margin": scores.margin.astype(float),
             "probability": scores.probability.astype(float),
-            "band": risk_band(scores.probability, config.report.band_low_below, config.report.band_high_from),
+            "band": risk_band(scores.probability, *band_cutoffs(
+                {model.target: model}, config, np.full(len(landmarks), model.target, dtype=object),
+                landmarks["landmark_hours"].to_numpy(dtype=float))),
         }
     )
     head["patient_id"] = head["patient_id"].astype("string")

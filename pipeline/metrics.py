@@ -148,6 +148,20 @@ def threshold_for_sensitivity(y_true, p, target: float) -> float:
     return float(pos[k - 1])
 
 
+def threshold_for_specificity(y_true, p, target: float) -> float:
+    """Lowest threshold t such that flagging ``p >= t`` keeps specificity at least ``target`` (at most
+    ``(1 - target)`` of the non-events flagged): just above the score of the first non-event that would
+    exceed that share. NaN without non-events."""
+    y, s = _arrays(y_true, p)
+    neg = np.sort(s[y == 0])[::-1]
+    if len(neg) == 0:
+        return math.nan
+    allowed = math.floor((1 - target) * len(neg) + 1e-9)  # false positives the rule may make
+    if allowed >= len(neg):
+        return float(neg[-1])
+    return float(np.nextafter(neg[allowed], np.inf))
+
+
 def classification_at_threshold(y_true, p, threshold) -> dict[str, float]:
     """Sensitivity, specificity, PPV, NPV of the rule ``p >= threshold`` (threshold may be per row)."""
     y, s = _arrays(y_true, p)

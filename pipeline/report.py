@@ -74,7 +74,7 @@ def run(config: Config, inputs: ReportInputs, pseudonymise: bool = False) -> Rep
         explanations = explain_landmarks(bundle, landmarks, config)
     risk_note = None
     if inputs.oof is not None and all(t in inputs.oof_explanations for t in explanations):
-        explanations = reporting.out_of_fold_explanations(explanations, inputs.oof_explanations, config)
+        explanations = reporting.out_of_fold_explanations(explanations, inputs.oof_explanations, config, bundle)
         risk_note = reporting.OUT_OF_FOLD_NOTE
     elif inputs.oof is not None:
         explanations = reporting.out_of_fold_risks(explanations, inputs.oof, config)

@@ -28,7 +28,7 @@ from features.covariates import (
 from features.definitions import feature_stem
 from pipeline.config import Config, landmark_key, parse_config
 from pipeline.errors import UserError
-from pipeline.model.scorer import ModelBundle, risk_band
+from pipeline.model.scorer import ModelBundle, TargetModel, risk_band
 from pipeline.model.specs import FeatureSpec
 
 #: Registered scoring settings (featurize + bands) that travel with an MLflow model.
@@ -77,7 +77,7 @@ def scoring_config(config: Config) -> dict[str, Any]:
         "static_features": dump["static_features"],
         "targets": dump["targets"],
         "featurize": {k: v for k, v in dump["featurize"].items() if k != "output_path"},
-        "report": {k: dump["report"][k] for k in ("band_low_below", "band_high_from", "top_drivers")},
+        "report": {k: dump["report"][k] for k in ("bands", "band_low_below", "band_high_from", "top_drivers")},
     }
 
 
@@ -185,5 +185,25 @@ class ScoringSetup:
                 f"({landmark_key(low)}-{landmark_key(high)} h)"
             )
 
-    def bands(self, probability: np.ndarray) -> np.ndarray:
-        return risk_band(probability, self.config.report.band_low_below, self.config.report.band_high_from)
+    def bands(self, probability: np.ndarray, targets: np.ndarray, landmark_hours: np.ndarray) -> np.ndarray:
+        """Risk band per row (of ``targets`` at ``landmark_hours``): see :func:`band_cutoffs`."""
+        low, high = band_cutoffs(self.bundle.targets, self.config, np.asarray(targets),
+                                 np.asarray(landmark_hours, dtype=float))
+        return risk_band(probability, low, high)
+
+
+def band_cutoffs(models: Mapping[str, TargetModel], config: Config, targets: np.ndarray, landmark_hours: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the band cut-offs: the target model's validated ones at that landmark (``report.bands:
+    validated``, the default), else the fixed ``report.band_low_below`` / ``band_high_from``."""
+    low = np.full(len(targets), config.report.band_low_below)
+    high = np.full(len(targets), config.report.band_high_from)
+    if config.report.bands != "validated":
+        return low, high
+    for target, model in models.items():
+        rows = np.flatnonzero(targets == target)
+        cut = model.band_cutoffs(landmark_hours[rows]) if len(rows) else None
+        if cut is not None:
+            ok = np.isfinite(cut[0]) & np.isfinite(cut[1])
+            low[rows[ok]], high[rows[ok]] = cut[0][ok], cut[1][ok]
+    return low, high

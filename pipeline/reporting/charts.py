@@ -114,21 +114,24 @@ def _treatment_lines(parts: list[str], treatments: list[tuple[float, str]], x: _
 
 
 def svg_risk_trajectory(
-    hours: list[float], series: list[tuple[str, str, list[float], list[bool]]], low_below: float,
-    high_from: float, treatments: list[tuple[float, str]],
+    hours: list[float], series: list[tuple[str, str, list[float], list[bool]]], low_below: float | None,
+    high_from: float | None, treatments: list[tuple[float, str]],
 ) -> str:
-    """Calibrated risk per landmark, one line per target, over low/intermediate/high bands.
+    """Calibrated risk per landmark, one line per target, over low/intermediate/high bands (when one pair
+    of cut-offs applies to every line; None: no shading).
 
     ``series``: (label, colour, probabilities, after_onset flags) per target.
     """
     w, h, left, right, top, bottom = 400, 190, 34, 88, 14, 30
     finite = [p for _, _, ps, _ in series for p in ps if np.isfinite(p)]
-    y_hi = min(1.0, _nice_ticks(max(high_from * 1.5, (max(finite) if finite else 0) * 1.1), 5)[-1])
+    y_hi = min(1.0, _nice_ticks(max((high_from or 0.1) * 1.5, (max(finite) if finite else 0) * 1.1), 5)[-1])
     x_lo, x_hi = min(hours) - 6, max(hours) + 6
     x = _Axis(x_lo, x_hi, left, w - right)
     y = _Axis(0.0, y_hi, h - bottom, top)
     parts = _svg_open(w, h, "Risk trajectory over landmarks")
-    for lo, hi, name in ((0, low_below, "low"), (low_below, high_from, "intermediate"), (high_from, y_hi, "high")):
+    zones = [] if low_below is None or high_from is None else [
+        (0, low_below, "low"), (low_below, high_from, "intermediate"), (high_from, y_hi, "high")]
+    for lo, hi, name in zones:
         hi = min(hi, y_hi)
         if hi <= lo:
             continue

@@ -22,7 +22,7 @@ from pipeline.model import ModelBundle, risk_band
 from pipeline.reporting import clinical_text as ct
 from pipeline.reporting.charts import format_risk
 from pipeline.reporting.ids import page_filename, page_href, page_path
-from pipeline.reporting.patient_data import PatientView, ReportData
+from pipeline.reporting.patient_data import PatientView, ReportData, row_band_cutoffs
 from pipeline.reporting.sections import (
     DISCLAIMER,
     DISCLAIMER_LEAD,
@@ -40,8 +40,7 @@ OUT_OF_FOLD_NOTE = (
 OUT_OF_FOLD_RISK_ONLY_NOTE = (
     "Training-cohort report: each risk shown is the cross-validated (out-of-fold) estimate from models that "
     "never saw this patient, averaged over CV repeats; no risk is shown after the event was recorded. The "
-    "drivers explain the deployed model's score for this patient, who was part of its training data "
-    "(rerun `crs train` to have them explain the risk shown)."
+    "drivers explain the deployed model's score for this patient, who was part of its training data."
 )
 
 
@@ -76,13 +75,13 @@ def out_of_fold_risks(explanations: dict[str, pd.DataFrame], oof: pd.DataFrame, 
             [mean.index.get_level_values(0).astype(str), mean.index.get_level_values(1).astype(float)]
         )
         probability = mean.reindex(keys).to_numpy(dtype=float)
-        band = risk_band(probability, config.report.band_low_below, config.report.band_high_from)
+        band = risk_band(probability, config.report.band_low_below, config.report.band_high_from)  # older outputs
         out[target] = frame.assign(probability=probability, band=band)
     return out
 
 
 def out_of_fold_explanations(explanations: dict[str, pd.DataFrame], oof_explanations: dict[str, pd.DataFrame],
-                             config: Config) -> dict[str, pd.DataFrame]:
+                             config: Config, bundle: ModelBundle) -> dict[str, pd.DataFrame]:
     """Each landmark row's risk, band, threshold and contributions from the fold model that scored it out of
     fold (``paths.oof_explanations``, first CV repeat). Rows it never scored (not at risk) get none."""
     out = {}
@@ -94,10 +93,10 @@ def out_of_fold_explanations(explanations: dict[str, pd.DataFrame], oof_explanat
                                           frame[LANDMARK_HOURS].to_numpy(dtype=float)])
         values = [c for c in oof.columns if c not in (PATIENT_ID, LANDMARK_HOURS)]
         aligned = oof[values].set_axis(index).reindex(keys).reset_index(drop=True)
-        band = risk_band(aligned["probability"].to_numpy(dtype=float), config.report.band_low_below,
-                         config.report.band_high_from)
         head = frame[[PATIENT_ID, LANDMARK_HOURS]].reset_index(drop=True)
-        out[target] = pd.concat([head, aligned.assign(band=pd.array(band, dtype="string"))], axis=1)
+        merged = pd.concat([head, aligned], axis=1)
+        band = risk_band(merged["probability"].to_numpy(dtype=float), *row_band_cutoffs(bundle, config, target, merged))
+        out[target] = merged.assign(band=pd.array(band, dtype="string"))
     return out
 
 
@@ -135,7 +134,8 @@ def render_pages(data: ReportData) -> tuple[str, list[tuple[str, str]]]:
     rcfg = data.config.report
     index = index_tpl.render(rows=rows, risk_note=data.risk_note, targets=[data.labels[t] for t in data.targets],
                              disclaimer=DISCLAIMER, disclaimer_lead=DISCLAIMER_LEAD, low_below=rcfg.band_low_below,
-                             high_from=rcfg.band_high_from, pseudonymised=data.pseudonymise,
+                             high_from=rcfg.band_high_from, validated_bands=rcfg.bands == "validated",
+                             pseudonymised=data.pseudonymise,
                              n_notes=sum(1 for r in rows if r["notes"]),
                              simulated=SIMULATED_BANNER if data.simulated else None)
     return index, pages

@@ -21,6 +21,7 @@ from pipeline.config import Config
 from pipeline.contracts import HOURS_SINCE_ANCHOR, LANDMARK_HOURS, PATIENT_ID, shap_column, shap_features
 from pipeline.errors import UserError
 from pipeline.model import ModelBundle
+from pipeline.model.setup import band_cutoffs
 from pipeline.registry import load_registry
 from pipeline.reporting import clinical_text as ct
 from pipeline.reporting.charts import TARGET_COLOURS
@@ -133,6 +134,8 @@ class ReportData:
     simulated: bool = False
     #: Per target, per row of ``rows[target]``: the model's validated alert threshold at that landmark.
     thresholds: dict[str, np.ndarray] = field(default_factory=dict)
+    #: Per target, per row: the risk-band cut-offs (low below, high from) the row's band was given by.
+    cutoffs: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     #: patient id -> infusion time (UTC), for the "data as of" clock time (absent: hours only).
     anchors: dict[str, pd.Timestamp] = field(default_factory=dict)
 
@@ -165,6 +168,7 @@ class ReportData:
             metrics=metrics, messages=messages or {}, to_id=to_id, pseudonymise=pseudonymise, risk_note=risk_note,
             simulated=trained_on_simulated(bundle),
             thresholds={t: _thresholds(bundle, t, explanations[t]) for t in targets},
+            cutoffs={t: row_band_cutoffs(bundle, config, t, explanations[t]) for t in targets},
             anchors=anchor_times(patients),
         )
 
@@ -172,6 +176,20 @@ class ReportData:
         """Every patient with a scored row or a message (nobody silently disappears from the index)."""
         scored = {p for rows in self.rows.values() for p in rows.rows_by_patient}
         return sorted(scored | set(self.messages))
+
+
+def row_band_cutoffs(bundle: ModelBundle, config: Config, target: str, frame: pd.DataFrame
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of ``frame`` (an explanations frame of ``target``), the band cut-offs (low below, high from):
+    the model's validated ones at the row's landmark, with the low cut at the alert threshold of the model
+    that scored the row (a fold model's, for out-of-fold rows); fixed ones under ``report.bands: fixed``."""
+    hours = frame[LANDMARK_HOURS].to_numpy(dtype=float)
+    low, high = band_cutoffs(bundle.targets, config, np.full(len(frame), target, dtype=object), hours)
+    if config.report.bands == "validated" and "threshold" in frame.columns:
+        own = frame["threshold"].to_numpy(dtype=float)
+        low = np.where(np.isfinite(own), own, low)
+        high = np.maximum(high, low)
+    return low, high
 
 
 def _thresholds(bundle: ModelBundle, target: str, explanations: pd.DataFrame) -> np.ndarray:

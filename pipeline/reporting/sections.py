@@ -96,9 +96,18 @@ def risk_section(data: ReportData, view: PatientView) -> dict[str, Any]:
                       "band": band, "band_colour": BAND_COLOURS.get(band, NEUTRAL_COLOUR),
                       "horizon": horizon_text(data.identities[t]["horizon_hours"]),
                       "onset": ct.format_number(onset) if onset is not None else None,
-                      "alert": alert_status(data, t, i)})
+                      "alert": alert_status(data, t, i), "cutoffs": _cutoffs(data, t, i)})
     rcfg = data.config.report
-    return {"cards": cards, "low_below": rcfg.band_low_below, "high_from": rcfg.band_high_from}
+    return {"cards": cards, "validated": rcfg.bands == "validated",
+            "low_below": rcfg.band_low_below, "high_from": rcfg.band_high_from}
+
+
+def _cutoffs(data: ReportData, target: str, row: int) -> dict[str, float] | None:
+    """The band cut-offs that gave this row its band (validated ones differ by target and landmark)."""
+    if target not in data.cutoffs:
+        return None
+    low, high = data.cutoffs[target]
+    return {"low_below": float(low[row]), "high_from": float(high[row])}
 
 
 def given_treatments(data: ReportData, view: PatientView) -> list[tuple[float, str]]:
@@ -119,8 +128,9 @@ def trajectory_section(data: ReportData, view: PatientView) -> dict[str, Any]:
         onset = _onset(view, t)
         series.append((data.labels[t], data.colours[t], probs, [onset is not None and onset <= h for h in view.hours]))
     rcfg = data.config.report
-    svg = svg_risk_trajectory(view.hours, series, rcfg.band_low_below, rcfg.band_high_from,
-                              given_treatments(data, view))
+    # Validated bands differ by target and landmark: the cards name each one, the chart shades none.
+    zones = (rcfg.band_low_below, rcfg.band_high_from) if rcfg.bands == "fixed" else (None, None)
+    svg = svg_risk_trajectory(view.hours, series, *zones, given_treatments(data, view))
     legend = [{"label": data.labels[t], "colour": data.colours[t], "dashed": data.targets.index(t) % 2 == 1}
               for t in view.at_latest]
     return {"svg": Markup(svg), "legend": legend}

@@ -286,7 +286,9 @@ def _prediction_rows(frame: pd.DataFrame, setup: ScoringSetup, patient_ids: list
         "probability": np.stack(columns["probability"], axis=1).ravel() if n else np.zeros(0),
         "message": np.stack(columns["message"], axis=1).ravel() if n else np.zeros(0, object),
     })
-    predictions.insert(4, "band", setup.bands(predictions["probability"].to_numpy(dtype=float)))
+    predictions.insert(4, "band", setup.bands(predictions["probability"].to_numpy(dtype=float),
+                                              predictions["target"].to_numpy(dtype=object),
+                                              predictions[C.LANDMARK_HOURS].to_numpy(dtype=float)))
     predictions[C.PATIENT_ID] = predictions[C.PATIENT_ID].astype("str")
     return predictions[PREDICTION_COLUMNS]
 

@@ -11,7 +11,7 @@ import pandas as pd
 
 from pipeline import contracts as C
 from pipeline.config import Config, TrainConfig, landmark_key
-from pipeline.metrics import auroc, brier, calibration_slope_intercept, json_number
+from pipeline.metrics import auroc, brier, calibration_slope_intercept, json_number, threshold_for_specificity
 from pipeline.model import FeatureSpec, LandmarkModel, apply_feature_specs
 from pipeline.model.artifacts import FEATURES_FILE, METADATA_FILE, json_bytes, landmark_model_files
 from pipeline.training.baselines import baseline_availability
@@ -243,6 +243,34 @@ def _readable_params(cfg: TrainConfig, specs: list[FeatureSpec]) -> dict[str, An
     return params
 
 
+def _cutoffs(rows: pd.DataFrame, low_below: float, specificity: float) -> dict[str, float | None]:
+    high = threshold_for_specificity(rows["label"].to_numpy(dtype=float),
+                                     rows[C.prob_column(C.MODEL)].to_numpy(dtype=float), specificity)
+    if np.isfinite(low_below) and np.isfinite(high):
+        high = max(high, low_below)  # a rule-in point below the alert threshold: no intermediate band
+    # Full precision (not json_number's rounding): "low" must match the alert rule to the last digit.
+    return {name: float(v) if np.isfinite(v) else None for name, v in (("low_below", low_below), ("high_from", high))}
+
+
+def band_cutoffs(oof: pd.DataFrame, models: dict[str, LandmarkModel], cfg: TrainConfig) -> dict[str, Any]:
+    """Risk-band cut-offs from validated operating points, per landmark and pooled: "low" below the
+    deployed alert threshold (sensitivity ``sensitivity_target`` on held-out scores), "high" from the
+    out-of-fold probability with specificity ``band_high_specificity`` (all CV repeats)."""
+    rows = oof[oof[C.prob_column(C.MODEL)].notna()]
+    by_landmark = {}
+    for hours, at in rows.groupby(C.LANDMARK_HOURS, sort=True):
+        model = models.get(landmark_key(float(hours))) or models.get("all")
+        low = float(model.threshold_at(np.array([float(hours)]))[0]) if model is not None else np.nan
+        by_landmark[landmark_key(float(hours))] = _cutoffs(at, low, cfg.band_high_specificity)
+    pooled_model = models.get("all")
+    pooled_low = np.nan if pooled_model is None or pooled_model.threshold is None else float(pooled_model.threshold)
+    return {
+        "rule": f"low: below the alert threshold (sensitivity >= {cfg.sensitivity_target:g} on held-out scores); "
+                f"high: from the out-of-fold probability with specificity {cfg.band_high_specificity:g}; "
+                "intermediate in between (per landmark; pooled for other hours)",
+        "by_landmark": by_landmark, "pooled": _cutoffs(rows, pooled_low, cfg.band_high_specificity)}
+
+
 def finish_target(
     prep: PreparedTarget,
     parts: list[pd.DataFrame],
@@ -257,6 +285,7 @@ def finish_target(
     files, units, models = _final_units(prep, finals, config.train)
     files[FEATURES_FILE] = json_bytes({"features": [s.to_json() for s in prep.data.specs]})
     metadata = _metadata(prep, units, config, base_meta, oof)
+    metadata["bands"] = band_cutoffs(oof, models, config.train)
     if site_parts:
         metadata["leave_one_site_out"] = {
             "procedure": "the training procedure without the search (train.* booster params, rounds by early stopping), refitted on all other "

@@ -94,6 +94,7 @@ def run(tmp_path_factory) -> Run:
 def test_shap_additivity_and_schema(run: Run):
     frames = explanation.explain_landmarks(run.bundle, run.landmarks, run.config)
     assert set(frames) == {"crs_severe", "icans_severe"}
+    seen: set[str] = set()
     for target, frame in frames.items():
         model = run.bundle.targets[target]
         assert list(frame.columns[:6]) == explanation.ID_COLUMNS
@@ -105,9 +106,18 @@ def test_shap_additivity_and_schema(run: Run):
         np.testing.assert_allclose(frame["base_value"] + values.sum(axis=1), frame["margin"], atol=1e-4)
         np.testing.assert_allclose(frame["margin"], model.margin(run.landmarks), atol=1e-6)
         np.testing.assert_allclose(frame["probability"], model.predict(run.landmarks))
-        p = frame["probability"].to_numpy()
-        expected = np.where(p >= 0.30, "high", np.where(p < 0.10, "low", "intermediate"))
+        # Bands from the model's validated operating points (issue 13): low below the alert threshold at
+        # the row's landmark, high from the stored 90%-specificity cut-off.
+        p, hours = frame["probability"].to_numpy(), frame["landmark_hours"].to_numpy()
+        bands = model.metadata["bands"]["by_landmark"]
+        low = np.array([bands[f"{h:g}"]["low_below"] for h in hours])
+        high = np.array([bands[f"{h:g}"]["high_from"] for h in hours])
+        np.testing.assert_allclose(low, model.threshold_array(hours))
+        assert (high >= low).all() and (high > low).any()
+        expected = np.where(p >= high, "high", np.where(p < low, "low", "intermediate"))
         assert frame["band"].tolist() == expected.tolist()
+        seen |= set(expected)
+    assert {"low", "intermediate", "high"} <= seen  # not vacuous: every band occurs
 
 
 def test_explain_is_pure(run: Run):

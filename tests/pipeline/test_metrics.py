@@ -97,6 +97,20 @@ def test_threshold_for_sensitivity_hand_computed():
     assert M.threshold_for_sensitivity(y, p, 1.0) == pytest.approx(0.1)
 
 
+def test_threshold_for_specificity_hand_computed():
+    # 20 non-events scored 0.01..0.20 and 2 events; 90% specificity allows 2 false positives (0.20, 0.19),
+    # so the rule must not flag 0.18: the threshold sits just above it.
+    y = np.array([0] * 20 + [1, 1])
+    p = np.array([k / 100 for k in range(1, 21)] + [0.5, 0.05])
+    t = M.threshold_for_specificity(y, p, 0.9)
+    assert 0.18 < t < 0.1800001
+    assert M.classification_at_threshold(y, p, t)["specificity"] == pytest.approx(0.9)
+    assert M.classification_at_threshold(y, p, 0.18)["specificity"] < 0.9  # one lower would flag a third
+    assert M.threshold_for_specificity(y, p, 1.0) > 0.20  # no false positive allowed
+    assert M.threshold_for_specificity(y, p, 0.0) == pytest.approx(0.01)  # everyone may be flagged
+    assert np.isnan(M.threshold_for_specificity(np.ones(3), np.array([0.1, 0.2, 0.3]), 0.9))
+
+
 def test_net_benefit_hand_computed():
     y = np.array([1, 1, 0, 0, 0])
     p = np.array([0.6, 0.2, 0.4, 0.1, 0.05])

@@ -112,6 +112,12 @@ def test_training_cohort_pages_explain_the_out_of_fold_risk_they_show(tmp_path_f
                                    atol=1e-6)
         np.testing.assert_allclose(expit(rows["margin"][scored]), expected[raw_column(MODEL)][scored], atol=1e-6)
         assert np.isnan(rows["probability"][~scored]).all()  # not at risk: no risk shown
+        # Bands agree with the validated alert rule shown beside them: "low" exactly when below the
+        # threshold of the model that scored the row; "high" from the stored 90%-specificity cut-off.
+        p, band, (low, high) = rows["probability"][scored], rows["band"][scored], rows["cutoffs"]
+        np.testing.assert_array_equal(band == "low", p < rows["threshold"][scored])
+        np.testing.assert_array_equal(band == "high", p >= high[scored])
+        assert (low[scored] == rows["threshold"][scored]).all() and (high >= low).all()
         # The deployed model scores the same rows differently (it trained on them): not what is shown.
         assert not np.allclose(deployed[target]["probability"].to_numpy()[scored], rows["probability"][scored])
 
@@ -120,7 +126,7 @@ def reporting_rows(config, run, oof_explanations, deployed, report_data) -> dict
     """What the pages draw, per target: ReportData built as `crs report` builds it for the training cohort."""
     from pipeline import reporting
 
-    explanations = reporting.out_of_fold_explanations(deployed, oof_explanations, config)
+    explanations = reporting.out_of_fold_explanations(deployed, oof_explanations, config, run.bundle)
     data = report_data.build(config=config, bundle=run.bundle, explanations=explanations, landmarks=run.landmarks,
                              measurements=run.measurements, treatments=run.treatments, cohort_bands=None,
                              metrics=None)
@@ -128,5 +134,6 @@ def reporting_rows(config, run, oof_explanations, deployed, report_data) -> dict
     for target, rows in data.rows.items():
         out[target] = {"patient_id": explanations[target]["patient_id"], "landmark_hours": rows.hours,
                        "probability": rows.probability, "base": rows.base_value, "margin": rows.margin,
-                       "groups": rows.group_shap, "threshold": data.thresholds[target]}
+                       "groups": rows.group_shap, "threshold": data.thresholds[target], "band": rows.band,
+                       "cutoffs": data.cutoffs[target]}
     return out

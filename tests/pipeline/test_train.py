@@ -230,6 +230,16 @@ def test_train_end_to_end(workdir: Path):
     assert {"rounds", "feature_set", "max_depth", "eta", "linear_weight"} <= set(meta["models"]["all"]["chosen"])
     assert meta["analytes"] == ["CRP", "IL6"]
 
+    # Validated band cut-offs per landmark: "low" below the deployed alert threshold; "high" from the
+    # out-of-fold probability that keeps 90% of the patients without the event unflagged (issue 13).
+    oof_all = pd.read_parquet(config.paths.oof)
+    deployed_model = load_bundle(config.paths.models_dir).targets["crs_severe"]
+    for key, cut in meta["bands"]["by_landmark"].items():
+        at = oof_all[(oof_all["landmark_hours"] == float(key)) & oof_all["prob__model"].notna()]
+        assert cut["low_below"] == pytest.approx(float(deployed_model.threshold_array(np.array([float(key)]))[0]))
+        negatives = at.loc[at["label"] == 0, "prob__model"]
+        assert (negatives < cut["high_from"]).mean() >= 0.9 and cut["high_from"] >= cut["low_below"]
+
     runs = json.loads((config.paths.models_dir / "runs.json").read_text())
     assert set(runs["targets"]) == {"crs_severe"}
     import mlflow
