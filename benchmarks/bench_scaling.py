@@ -240,8 +240,12 @@ def machine() -> list[str]:
     mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
                   if line.startswith("MemTotal"))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                            capture_output=True, text=True)
+    dirty = len(status.stdout.splitlines())
+    state = f" plus uncommitted changes in {dirty} tracked files" if dirty else ""
     return [f"- machine: {os.cpu_count()} cores, {mem_kb / 1024**2:.1f} GB RAM, {cpu}; Linux {platform.release()}",
-            f"- Python {platform.python_version()}; repository at commit {commit.stdout.strip() or 'unknown'}"]
+            f"- Python {platform.python_version()}; repository at commit {commit.stdout.strip() or 'unknown'}{state}"]
 
 
 def uptime() -> str:
