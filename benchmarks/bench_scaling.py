@@ -63,9 +63,11 @@ def run_child(cmd: list[str], log: Path, cwd: Path, env: dict[str, str] | None =
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"failed ({proc.returncode}): {shlex.join(cmd)}\n{log.read_text()[-3000:]}")
-    return Measure(seconds, usage.ru_maxrss / 1024, load)  # Linux: ru_maxrss in KiB
+    measure = Measure(seconds, usage.ru_maxrss / 1024, load)  # Linux: ru_maxrss in KiB
+    if proc.returncode != 0:  # recorded in the table, and the other steps still run
+        print(f"failed ({proc.returncode}): {shlex.join(cmd)}\n{log.read_text()[-2000:]}", flush=True)
+        measure.note = f"FAILED (exit {proc.returncode}; {log.name})"
+    return measure
 
 
 def python_child(code: str, *args: str) -> list[str]:
@@ -149,7 +151,7 @@ def measure_size(n: int, train_max: int, trained: dict[int, Path]) -> dict[str, 
     params = size_params(d)
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{d / 'mlflow.db'}", "PYTHONPATH": str(ROOT)}
     do_train = n <= train_max
-    model_from = None if do_train else max(trained.items())
+    model_from = None if do_train or not trained else max(trained.items())
     commands = stage_commands(n, d, params, None if model_from is None else model_from[1])
     interim = d / "data/interim/measurements.parquet"
     steps: list[tuple[str, list[str]]] = [
@@ -169,17 +171,19 @@ def measure_size(n: int, train_max: int, trained: dict[int, Path]) -> dict[str, 
         out[name] = run_child(cmd, d / "logs" / f"{name}.log", d, env)
         print(f"  {n:>7,} {name:<20} {out[name].seconds:8.1f} s {out[name].peak_mb:8.0f} MB"
               f"  (load {out[name].load:.2f})", flush=True)
-    if do_train:
+    if do_train and not out["train"].note:
         trained[n] = d / "models"
     elif model_from is not None:
         out["predict"].note = f"model trained on {model_from[0]:,}"
     return out
 
 
-def measurement_rows(directory: Path) -> int:
-    """Measurement rows read by ingest (``reports/ingest.json``)."""
-    report = json.loads((directory / "reports/ingest.json").read_text())
-    return int(report["files"]["measurements"]["rows_read"])
+def measurement_rows(directory: Path) -> str:
+    """Measurement rows read by ingest (``reports/ingest.json``); "-" when ingest wrote none."""
+    path = directory / "reports/ingest.json"
+    if not path.exists():
+        return "-"
+    return f'{int(json.loads(path.read_text())["files"]["measurements"]["rows_read"]):,}'
 
 
 def measure_tsfresh(n_source: int) -> Measure | None:
@@ -219,14 +223,15 @@ def table(results: dict[int, dict[str, Measure]], train_max: int) -> list[str]:
     sizes = sorted(results)
     lines = ["| step | " + " | ".join(f"{n:,} patients" for n in sizes) + " |",
              "|---|" + "---|" * len(sizes),
-             "| measurement rows (CSV) | " + " | ".join(f"{measurement_rows(WORK / str(n)):,}" for n in sizes) + " |"]
+             "| measurement rows (CSV) | " + " | ".join(measurement_rows(WORK / str(n)) for n in sizes) + " |"]
     for key, label in ROWS:
         if all(key not in results[n] for n in sizes):
             continue
         missing = f"not run (train cap {train_max:,})" if key == "train" else "-"
         lines.append(f"| {label} | " + " | ".join(cell(results[n].get(key), missing) for n in sizes) + " |")
     for key, base in (("ingest", "baseline_ingest"), ("featurize", "baseline_featurize")):
-        ratios = [f"{results[n][key].seconds / results[n][base].seconds:.1f}x" for n in sizes]
+        ratios = ["-" if results[n][key].note or results[n][base].note else
+                  f"{results[n][key].seconds / results[n][base].seconds:.1f}x" for n in sizes]
         lines.append(f"| {key} time / its baseline | " + " | ".join(ratios) + " |")
     loads = [f"{min(m.load for m in results[n].values()):.2f}-"
              f"{max(m.load for m in results[n].values()):.2f}" for n in sizes]
