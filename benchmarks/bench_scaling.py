@@ -188,13 +188,16 @@ def measurement_rows(directory: Path) -> str:
 
 def measure_tsfresh(n_source: int) -> Measure | None:
     """tsfresh minimal features on the first 1,000 patients of the ``n_source`` cohort (None: absent)."""
-    check = subprocess.run([sys.executable, "-c", "import tsfresh"], capture_output=True)
+    d = WORK / str(n_source)
+    # A relative PYTHONPATH (e.g. a --target install of the extra) made absolute: the child runs in ``d``.
+    paths = [str(Path(p).resolve()) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    check = subprocess.run([sys.executable, "-c", "import tsfresh"], capture_output=True, cwd=d, env=env)
     if check.returncode != 0:
         print("tsfresh not installed: `pip install .[bench]`")
         return None
-    d = WORK / str(n_source)
     m = run_child(python_child(TSFRESH, str(d / "data/interim/measurements.parquet"), str(d / "tsfresh.parquet"),
-                               str(TSFRESH_PATIENTS)), d / "logs" / "tsfresh.log", d)
+                               str(TSFRESH_PATIENTS)), d / "logs" / "tsfresh.log", d, env)
     print(f"  tsfresh minimal ({TSFRESH_PATIENTS:,} patients x 4 landmarks) {m.seconds:.1f} s {m.peak_mb:.0f} MB"
           f"  (load {m.load:.2f})", flush=True)
     return m
