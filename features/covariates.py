@@ -190,13 +190,19 @@ def _burden_units(patients: pd.DataFrame, tables: CovariateTables) -> tuple[np.n
         unit = text.map(lambda u: None if pd.isna(u) else looked_up[u][0]).to_numpy(dtype=object)
         scale = text.map(lambda u: np.nan if pd.isna(u) else looked_up[u][1]).to_numpy(dtype=float)
         transform = text.map(lambda u: None if pd.isna(u) else looked_up[u][2]).to_numpy(dtype=object)
-        return values * scale, unit, transform
+        return values * scale, _none_for_missing(unit), _none_for_missing(transform)
     if not looked_up:  # no unit at all: what the per-cell map gives
         return values * np.nan, np.full(len(text), None, dtype=object), np.full(len(text), None, dtype=object)
     unit = text.map({u: v[0] for u, v in looked_up.items()}).to_numpy(dtype=object)  # once per distinct unit
     scale = text.map({u: v[1] for u, v in looked_up.items()}).to_numpy(dtype=float, na_value=np.nan)
     transform = text.map({u: v[2] for u, v in looked_up.items()}).to_numpy(dtype=object)
-    return values * scale, unit, transform
+    return values * scale, _none_for_missing(unit), _none_for_missing(transform)
+
+
+def _none_for_missing(values: np.ndarray) -> np.ndarray:
+    """None where a value is missing: pandas' map may give NaN for a None result (pandas 3 does for some
+    inputs), and NaN is not a unit (sorting units with a NaN among them raised TypeError)."""
+    return np.where(pd.isna(values), None, values).astype(object)
 
 
 def _transformed(values: np.ndarray, transform: str) -> np.ndarray:

@@ -142,3 +142,18 @@ def test_featurizer_uses_the_harmonised_columns_and_keeps_a_given_reference() ->
                                covariate_reference=fixed)
     scored = other.fit(measurements, patients=patients).transform(measurements, patients=patients)
     np.testing.assert_allclose(scored["tumor_burden_std"], np.log([1.0, 2.0, 4.0]))
+
+
+@pytest.mark.parametrize("n_patients", [3, 200])  # both code paths: per cell (few rows) and per distinct value
+def test_missing_burden_units_are_not_a_unit(n_patients: int) -> None:
+    """A blank, None or NaN tumour-burden unit is 'no unit' (the patient's burden is scored as missing),
+    never a unit of its own: NaN among the unit names made the reference fit raise TypeError."""
+    from features.covariates import default_covariate_tables, fit_covariate_reference
+
+    units = (["SPD cm2", None, np.nan, " "] * n_patients)[:n_patients]
+    patients = pd.DataFrame({"patient_id": [f"P{i}" for i in range(n_patients)],
+                             "tumor_burden": np.linspace(5.0, 50.0, n_patients), "tumor_burden_unit": units,
+                             "disease": (["LBCL", None] * n_patients)[:n_patients]})
+    reference = fit_covariate_reference(patients, default_covariate_tables())
+    assert all(key.endswith("|SPD cm2") for key in reference.burden)
+    assert ("*|SPD cm2" in reference.burden) == (n_patients >= 10)
