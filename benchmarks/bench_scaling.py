@@ -89,7 +89,9 @@ parts = []
 for landmark in (0.0, 24.0, 48.0, 72.0):
     cut = m[m["hours_since_anchor"] <= landmark]
     agg = cut.groupby(["patient_id", "analyte"], sort=False, observed=True)["value"].agg(["last", "first", "max"])
-    parts.append(agg.unstack("analyte").assign(landmark_hours=landmark))
+    wide = agg.unstack("analyte")
+    wide.columns = [f"{analyte}__{stat}" for stat, analyte in wide.columns]
+    parts.append(wide.assign(landmark_hours=landmark))
 pd.concat(parts).to_parquet(sys.argv[2])
 """
 
