@@ -300,6 +300,8 @@ def main() -> None:
     sizes = [1000, 10_000] if args.quick else sorted(int(s.replace("_", "")) for s in args.sizes.split(","))
     meta = {"date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"), "uptime_before": uptime(),
             "command": shlex.join([".venv/bin/python", "benchmarks/bench_scaling.py", *sys.argv[1:]])}
+    if os.environ.get("PYTHONPATH"):  # e.g. where the bench extra was installed with --target
+        meta["command"] = f"PYTHONPATH={os.environ['PYTHONPATH']} {meta['command']}"
     print(f"scaling curves for {', '.join(f'{n:,}' for n in sizes)} patients; {meta['uptime_before']}")
     results: dict[int, dict[str, Measure]] = {}
     trained: dict[int, Path] = {}
