@@ -274,8 +274,8 @@ def markdown(results: dict[int, dict[str, Measure]], train_max: int, meta: dict[
              "trained at the largest trained size, on every patient of the larger cohort.",
              "- Simulated cohorts (`crs simulate`, data-quality faults on), the same sampling density per "
              "patient at every size; all files under `benchmarks/_work/scaling/`.",
-             "- The other machines' work was running at the same time on these 2 cores; the load averages "
-             "above say how much.", END]
+             "- Other work (other sessions' tests and benchmarks) ran on these 2 cores at the same time; the "
+             "load averages above say how much.", END]
     return "\n".join(lines) + "\n"
 
 
