@@ -93,6 +93,9 @@ class PathsConfig(_Section):
     oof_explanations: Path = Path("data/processed/oof_explanations")
     models_dir: Path = Path("models")
     registration: Path = Path("reports/registration.json")
+    #: What `crs register` registered, without run ids or versions (the register stage's DVC out: the
+    #: same bytes for the same models, and absent in a fresh clone, so the stage runs there).
+    registered: Path = Path("reports/registered.json")
     metrics: Path = Path("reports/metrics.json")
     #: The headline figures only (per target: all-landmark AUROC and calibration slope), the file
     #: `dvc metrics show` / `dvc exp show` display; the full metrics.json stays, with its schema.

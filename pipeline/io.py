@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -292,3 +293,12 @@ def read_stage_parquet_with_attrs(path: str | Path, what: str, produced_by: str)
         raise UserError(f"{path}: unreadable {what} ({first}); rerun `{produced_by}`") from None
     attrs, frame.attrs = dict(frame.attrs), {}
     return frame, attrs
+
+
+def sha256_file(path: str | Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -15,8 +15,8 @@ from typing import Any
 
 from pipeline.config import Config
 from pipeline.errors import UserError
-from pipeline.io import write_json
-from pipeline.model.artifacts import METADATA_FILE
+from pipeline.io import sha256_file, write_json
+from pipeline.model.artifacts import MANIFEST_FILE, METADATA_FILE
 from pipeline.model.guards import small_data_warning
 from pipeline.serving.registry import MODEL_NAME, register_trained_models
 
@@ -46,6 +46,13 @@ def run(config: Config, models_dir: Path, runs: dict[str, Any], force: bool = Fa
     return {**record, "small_data": reasons} if reasons else record
 
 
+def registered_marker(record: dict[str, Any], models_dir: Path) -> dict[str, Any]:
+    """The registration without what changes on every run (version, run id): which model files, under
+    which name, registered or not. Deterministic, so DVC's lock stays as committed after a rerun."""
+    return {"model_name": record["model_name"], "registered": bool(record["registered"]),
+            "models_manifest_sha256": sha256_file(models_dir / MANIFEST_FILE)}
+
+
 def _read_runs(path: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
@@ -62,6 +69,7 @@ def main(config: Config, force: bool = False) -> None:
         raise UserError(f"{models_dir}: models directory not found (run `crs train` first)")
     record = run(config, models_dir, _read_runs(config.paths.runs), force)
     write_json(record, config.paths.registration)
+    write_json(registered_marker(record, models_dir), config.paths.registered)
     seconds = time.perf_counter() - started
     if record["registered"]:
         print(f"register: {record['model_name']} version {record['version']} "

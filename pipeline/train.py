@@ -21,7 +21,6 @@ the MLflow model is the next stage, ``crs register``. The work is in :mod:`pipel
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from pipeline import contracts as C
 from pipeline import tracking
 from pipeline.config import Config, landmark_key
 from pipeline.errors import UserError
-from pipeline.io import atomic_dir, read_stage_parquet_with_attrs, write_json, write_parquet
+from pipeline.io import atomic_dir, read_stage_parquet_with_attrs, sha256_file, write_json, write_parquet
 from pipeline.model import FeatureSpec, build_feature_specs
 from pipeline.model.artifacts import (
     MANIFEST_FILE,
@@ -63,14 +62,6 @@ class TrainOutput:
     oof: pd.DataFrame
     results: list[TargetResult]
     n_tasks: int
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def trained_analytes(attrs: dict, config: Config) -> list[str]:

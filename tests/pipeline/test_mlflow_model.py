@@ -3,6 +3,7 @@ the same probabilities as crs predict and the Python scorer."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -211,6 +212,13 @@ def test_register_stage_writes_what_it_registered(registered, tmp_path):
         record = json.loads(config.paths.registration.read_text())
         assert record["registered"] is True and record["model_name"] == MODEL_NAME
         assert int(record["version"]) >= 2  # the fixture registered version 1
+        # The stage's DVC out: no version or run id, so the same models give the same bytes.
+        marker = config.paths.registered.read_bytes()
+        assert json.loads(marker) == {"model_name": MODEL_NAME, "registered": True, "models_manifest_sha256":
+                                      hashlib.sha256((registered["models"] / "manifest.json").read_bytes()).hexdigest()}
+        register.main(config)
+        assert config.paths.registered.read_bytes() == marker
+        assert json.loads(config.paths.registration.read_text())["version"] != record["version"]
         unscoreable = config.model_copy(update={"static_features": []})
         assert register.run(unscoreable, registered["models"], {}) == {
             "registered": False, "model_name": MODEL_NAME,
