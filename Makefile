@@ -12,13 +12,15 @@ $(BIN)/python:
 
 # The installer: uv (pinned; about 25 s for the whole lock from an empty cache on 2 cores, pip took about
 # 90 s) reading the same exact-pin requirements.lock; pip when uv cannot be installed or fails.
+# --compile-bytecode as pip does: without it the first `make run` compiled every library on import
+# (a fresh clone's make run took 123 s against 79 s with compiled libraries).
 UV_VERSION := 0.13.9
 
 # Reinstall only when the lock or the project metadata changes (idempotent).
 $(STAMP): requirements.lock pyproject.toml | $(BIN)/python
 	@echo "setup: installing the pinned dependencies (requirements.lock) into $(VENV)/"
 	@if $(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION) \
-	    && $(BIN)/uv pip install --python $(BIN)/python -r requirements.lock; then :; \
+	    && $(BIN)/uv pip install --compile-bytecode --python $(BIN)/python -r requirements.lock; then :; \
 	else echo "setup: uv unavailable, installing with pip (slower)"; \
 	  $(BIN)/python -m pip install --disable-pip-version-check --progress-bar on -r requirements.lock; fi
 	@echo "setup: installing the project (editable)"
