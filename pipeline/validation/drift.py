@@ -113,6 +113,15 @@ def _categorical_summary(series: pd.Series) -> dict:
     }
 
 
+def _censored(values: pd.Series) -> np.ndarray:
+    """True for a censored result, written either as ingest's words (``left`` / ``right``: what
+    ``crs validate`` passes) or as the 1 / 2 codes (what featurize passes, converted once with Arrow)."""
+    if pd.api.types.is_numeric_dtype(values):
+        return values.fillna(0).to_numpy() != 0
+    text = values.astype("string").str.strip().str.lower()
+    return (text.isin(["left", "right"]) | (pd.to_numeric(values, errors="coerce").fillna(0) != 0)).to_numpy()
+
+
 def _analyte_stats(measurements: pd.DataFrame, patients: np.ndarray, window_hours: tuple[float, float]
                    ) -> tuple[pd.DataFrame, float | None]:
     """Per analyte (index): median value, share of ``patients`` with a value, measurements per
@@ -128,7 +137,7 @@ def _analyte_stats(measurements: pd.DataFrame, patients: np.ndarray, window_hour
     rows = pd.DataFrame({"patient": ids[keep], "analyte": measurements["analyte"][keep].astype(str),
                          "value": value[keep]})
     if "censoring" in measurements:
-        rows["censored"] = pd.to_numeric(measurements["censoring"][keep], errors="coerce").fillna(0) != 0
+        rows["censored"] = _censored(measurements["censoring"][keep])
     patient_days = len(patients) * (hi - lo) / 24.0
     grouped = rows.groupby("analyte", sort=True)
     out = pd.DataFrame({

@@ -259,3 +259,16 @@ def test_summary_and_report_are_json_and_small():
     summary = feature_summary(lm, [c for c in lm.columns if c not in ("patient_id", "landmark_hours")], meas)
     assert len(json.dumps(summary, allow_nan=False)) < 30_000
     json.dumps(drift_report(summary, lm, meas, unit_factors_from_registry()), allow_nan=False)
+
+
+def test_censored_fraction_reads_ingest_words_and_codes_alike():
+    """`crs validate` passes ingest's censoring words (none/left/right), featurize the 0/1/2 codes: both
+    give the same censored fraction (the words, parsed as numbers, used to count as never censored)."""
+    lm = landmarks(np.arange(20.0))
+    m = measurements(list(lm["patient_id"]), {"IL6": 10.0}, per_patient=4)  # 80 rows
+    codes = np.tile([0, 1, 2, 0], 20)
+    words = pd.Series(np.array(["none", "left", "right", "none"], dtype=object)[np.tile([0, 1, 2, 3], 20)])
+    from_codes = feature_summary(lm, ["x"], m.assign(censoring=codes))
+    from_words = feature_summary(lm, ["x"], m.assign(censoring=words))
+    assert json.dumps(from_codes, sort_keys=True) == json.dumps(from_words, sort_keys=True)
+    assert '"censored_fraction": 0.5' in json.dumps(from_words)
