@@ -123,3 +123,59 @@ def event_synonyms() -> dict[str, str]:
 def drug_synonyms() -> dict[str, str]:
     """``drugs.csv``: normalised drug name, brand or spelling -> canonical generic name (lower case)."""
     return _synonym_map("drugs.csv", "drug")
+
+
+@dataclass(frozen=True)
+class ObservationItem:
+    """One ``observation_items.csv`` row: ``kind`` is ``term`` or ``integer`` (then ``[min, max]``)."""
+
+    item: str
+    kind: str
+    min: float
+    max: float
+    #: normalised words read as "not assessed" for an integer item (kept, never a score)
+    not_assessable: frozenset[str]
+
+
+@functools.cache
+def observation_items() -> dict[str, ObservationItem]:
+    """``observation_items.csv``: canonical item -> its kind and range."""
+    items = {}
+    for row in _read_csv("observation_items.csv").itertuples(index=False):
+        words = frozenset(normalize_name(w) for w in str(row.not_assessable).split("|") if w)
+        items[row.item] = ObservationItem(row.item, row.kind, float(row.min or "nan"), float(row.max or "nan"), words)
+    return items
+
+
+@functools.cache
+def observation_item_synonyms() -> dict[str, str]:
+    """Normalised item name or synonym -> canonical item (``O2_DEVICE``, ``ICE_SCORE``, ...)."""
+    return _synonym_map("observation_items.csv", "item")
+
+
+@functools.cache
+def observation_terms() -> pd.DataFrame:
+    """``observations.csv``: columns ``item, term, grade`` (int), one row per canonical term."""
+    table = _read_csv("observations.csv")
+    return table.assign(grade=table["grade"].astype(int))[["item", "term", "grade"]]
+
+
+@functools.cache
+def observation_term_synonyms() -> dict[tuple[str, str], str]:
+    """(canonical item, normalised term or synonym) -> canonical term. Synonyms are per item ("none" is
+    a seizure term and a motor term)."""
+    out: dict[tuple[str, str], str] = {}
+    for row in _read_csv("observations.csv").itertuples(index=False):
+        for key in (row.term, *filter(None, str(row.synonyms).split("|"))):
+            norm = (row.item, normalize_name(key))
+            if out.get(norm, row.term) != row.term:
+                raise ValueError(f"observations.csv: {row.item} synonym '{key}' maps to both {out[norm]} and {row.term}")
+            out[norm] = row.term
+    return out
+
+
+@functools.cache
+def drug_classes() -> dict[str, str]:
+    """``drug_classes.csv``: canonical generic drug -> class (vasopressor, vasopressin, anti_cytokine,
+    steroid, antipyretic)."""
+    return dict(_read_csv("drug_classes.csv")[["drug", "class"]].itertuples(index=False, name=None))
