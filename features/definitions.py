@@ -44,6 +44,8 @@ TREATMENT_CLASSES: dict[str, tuple[str, ...]] = {
         "solu-medrol",
         "decadron",
     ),
+    "vasopressors": ("norepinephrine", "epinephrine", "phenylephrine", "dopamine", "vasopressin",
+                     "noradrenaline", "adrenaline"),
 }
 
 
@@ -110,6 +112,16 @@ DERIVED: tuple[Derived, ...] = (
     Derived("tocilizumab__hours_since", lambda c: c.treatment("tocilizumab").hours_since_last, "hours from the most recent tocilizumab dose to L; NaN if none", "h"),
     Derived("steroids__given", lambda c: c.treatment("steroids").given, "1 if a corticosteroid was given at or before L, else 0", "0/1"),
     Derived("steroids__hours_since", lambda c: c.treatment("steroids").hours_since_last, "hours from the most recent corticosteroid dose to L; NaN if none", "h"),
+    Derived("vasopressors__given", lambda c: c.treatment("vasopressors").given, "1 if a vasopressor (norepinephrine, epinephrine, phenylephrine, dopamine, vasopressin) was given at or before L, else 0", "0/1"),
+    Derived("vasopressors__hours_since", lambda c: c.treatment("vasopressors").hours_since_last, "hours from the most recent vasopressor row to L; NaN if none", "h"),
+    Derived("crs_grade__current", lambda c: c.grade("CRS").current, "CRS grade in force at L (ASTCT; from graded observations, or the highest recorded onset so far); 0 if none", "grade 0-5"),
+    Derived("crs_grade__max", lambda c: c.grade("CRS").maximum, "highest CRS grade in [0, L]; 0 if none", "grade 0-5"),
+    Derived("crs_grade__hours_since_onset", lambda c: c.grade("CRS").hours_since_onset, "hours from the first CRS grade >= 1 to L; NaN if none", "h"),
+    Derived("icans_grade__current", lambda c: c.grade("ICANS").current, "ICANS grade in force at L (ASTCT); 0 if none", "grade 0-5"),
+    Derived("icans_grade__max", lambda c: c.grade("ICANS").maximum, "highest ICANS grade in [0, L]; 0 if none", "grade 0-5"),
+    Derived("icans_grade__hours_since_onset", lambda c: c.grade("ICANS").hours_since_onset, "hours from the first ICANS grade >= 1 to L; NaN if none", "h"),
+    Derived("hypotension__max_grade", lambda c: c.grade("HYPOTENSION").maximum, "highest CRS hypotension grade in [0, L] graded from vitals and vasopressors (2: no vasopressor, 3: one, 4: several); NaN if the cohort has no graded observations", "grade 0-4"),
+    Derived("hypoxia__max_grade", lambda c: c.grade("HYPOXIA").maximum, "highest CRS oxygen-support grade in [0, L] graded from oxygen devices and flow (2: low-flow, 3: high-flow or mask, 4: positive pressure); NaN if the cohort has no graded observations", "grade 0-4"),
     Derived("hay_2017__flag", lambda c: hay_2017_flag_at_landmark(c), "Hay 2017 rule: 1 if temperature >= 38.9 C and MCP-1 >= 1343.5 pg/mL in [0, min(L, 36)] h; 0 if not (one marker measured counts); NaN if neither measured", "0/1"),
 )
 # fmt: on

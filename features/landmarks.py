@@ -33,6 +33,11 @@ MEASUREMENT_COLUMNS = ("patient_id", "hours_since_anchor", "analyte", "value")
 CENSORED_BELOW, CENSORED_ABOVE = -1, 1
 EVENT_COLUMNS = ("patient_id", "event", "grade", "hours_since_anchor")
 TREATMENT_COLUMNS = ("patient_id", "hours_since_anchor", "drug")
+GRADE_COLUMNS = ("patient_id", "hours_since_anchor", "event", "grade")
+#: Syndromes whose grade reached by L is a feature (``grades`` table rows, or the events' onsets).
+GRADED_EVENTS = ("CRS", "ICANS")
+#: CRS grade components of a timeline graded from observations (``grades`` columns), as feature keys.
+SUPPORT_COMPONENTS = {"HYPOTENSION": "hypotension_grade", "HYPOXIA": "hypoxia_grade"}
 
 
 #: Event name whose onset ends a patient's time at risk for every target.
@@ -99,6 +104,9 @@ class Timeline:
     patient_ids: np.ndarray  # object array of str, sorted; code i <-> patient_ids[i]
     analytes: dict[str, SortedRows]
     treatments: dict[str, SortedRows]
+    #: Grade in force over time: ``CRS``, ``ICANS`` and, from observation-graded timelines, the CRS
+    #: components ``HYPOTENSION`` / ``HYPOXIA`` (value = grade from that row on).
+    grades: dict[str, SortedRows] = field(default_factory=dict)
 
     @property
     def n_patients(self) -> int:
@@ -113,6 +121,7 @@ class CutTimeline:
     n_patients: int
     analytes: dict[str, SortedRows]
     treatments: dict[str, SortedRows]
+    grades: dict[str, SortedRows] = field(default_factory=dict)
 
 
 def _require(df: pd.DataFrame, columns: Sequence[str], table: str) -> None:
@@ -204,6 +213,7 @@ def encode_cohort(
     patient_ids: np.ndarray,
     treatments: pd.DataFrame | None,
     analytes: Sequence[str],
+    grades: pd.DataFrame | None = None,
 ) -> Timeline:
     """Encode the long tables into per-analyte sorted arrays (rows of unknown patients are ignored).
 
@@ -235,7 +245,8 @@ def encode_cohort(
         code: SortedRows(patient[lo:hi], hours[lo:hi], value[lo:hi], censored[lo:hi])
         for code, lo, hi in zip(codes, bounds[:-2], bounds[1:-1], strict=True)
     }
-    return Timeline(patient_ids=patient_ids, analytes=by_analyte, treatments=_encode_treatments(treatments, patient_ids))
+    return Timeline(patient_ids=patient_ids, analytes=by_analyte, treatments=_encode_treatments(treatments, patient_ids),
+                    grades=_encode_grades(grades, patient_ids))
 
 
 def _encode_treatments(treatments: pd.DataFrame | None, patient_ids: np.ndarray) -> dict[str, SortedRows]:
@@ -251,6 +262,42 @@ def _encode_treatments(treatments: pd.DataFrame | None, patient_ids: np.ndarray)
         keep = np.flatnonzero(is_class.to_numpy(zero_copy_only=False) & (patient >= 0) & np.isfinite(hours))
         order = keep[np.lexsort((hours[keep], patient[keep]))]
         out[name] = SortedRows(patient[order], hours[order], np.full(len(order), np.nan), np.zeros(len(order), np.int8))
+    return out
+
+
+def grades_from_events(events: pd.DataFrame | None) -> pd.DataFrame:
+    """A grade timeline from an events table of grade onsets (the cohort contract): per patient and
+    syndrome, the highest grade recorded so far is in force (onsets carry no resolution)."""
+    if events is None or len(events) == 0:
+        return pd.DataFrame({c: pd.Series(dtype="float64" if c in ("hours_since_anchor", "grade") else "str")
+                             for c in GRADE_COLUMNS})
+    _require(events, EVENT_COLUMNS, "events")
+    event = events["event"].astype("str").str.strip().str.upper()
+    rows = events.loc[event.isin(GRADED_EVENTS).to_numpy(), list(GRADE_COLUMNS)].assign(event=event)
+    rows = rows.assign(grade=_float(rows["grade"]), hours_since_anchor=_float(rows["hours_since_anchor"]))
+    rows = rows.sort_values(["patient_id", "event", "hours_since_anchor"], kind="stable")
+    rows["grade"] = rows.groupby(["patient_id", "event"], sort=False)["grade"].cummax()
+    return rows.reset_index(drop=True)
+
+
+def _encode_grades(grades: pd.DataFrame | None, patient_ids: np.ndarray) -> dict[str, SortedRows]:
+    """``grades`` (``GRADE_COLUMNS``, optional component columns) as one sorted series per key; a key
+    is present whenever its column is, so "no rows" (grade 0) differs from "not graded" (NaN)."""
+    if grades is None:
+        return {}
+    _require(grades, GRADE_COLUMNS, "grades")
+    patient = _codes(grades["patient_id"], patient_ids)
+    hours = _float(grades["hours_since_anchor"])
+    event = grades["event"].astype("str").str.strip().str.upper().to_numpy()
+    series = {name: (event == name, _float(grades["grade"])) for name in GRADED_EVENTS}
+    for key, column in SUPPORT_COMPONENTS.items():
+        if column in grades.columns:
+            series[key] = (event == "CRS", _float(grades[column]))
+    out: dict[str, SortedRows] = {}
+    for key, (is_key, value) in series.items():
+        keep = np.flatnonzero(is_key & (patient >= 0) & np.isfinite(hours) & np.isfinite(value))
+        order = keep[np.lexsort((hours[keep], patient[keep]))]
+        out[key] = SortedRows(patient[order], hours[order], value[order], np.zeros(len(order), np.int8))
     return out
 
 
@@ -275,6 +322,7 @@ def cut_at_landmark(timeline: Timeline, landmark_hours: float) -> CutTimeline:
         n_patients=timeline.n_patients,
         analytes={code: cut(s) for code, s in timeline.analytes.items()},
         treatments={name: cut(s) for name, s in timeline.treatments.items()},
+        grades={name: cut(s) for name, s in timeline.grades.items()},
     )
 
 
@@ -490,6 +538,39 @@ class TreatmentAtLandmark:
         return self.L - _scatter(self.n, self._s.patient[last], self._s.hours[last])
 
 
+class GradeAtLandmark:
+    """A syndrome's (or CRS component's) grade as known at L, from rows at or before L only.
+
+    ``graded`` False (the cohort has no such series at all): every summary is NaN, never 0."""
+
+    def __init__(self, series: SortedRows, landmark_hours: float, n_patients: int, graded: bool = True):
+        self._s = series
+        self.L = landmark_hours
+        self.n = n_patients
+        self.graded = graded
+
+    def _or_nan(self, values: np.ndarray) -> np.ndarray:
+        return values if self.graded else np.full(self.n, np.nan)
+
+    @property
+    def current(self) -> np.ndarray:
+        """The grade in force at L (the latest row's), 0 with no row."""
+        last = _last_flags(self._s.patient)
+        return self._or_nan(_scatter(self.n, self._s.patient[last], self._s.value[last], fill=0.0))
+
+    @property
+    def maximum(self) -> np.ndarray:
+        """The highest grade at or before L, 0 with no row."""
+        return self._or_nan(np.nan_to_num(_segment_max(self.n, self._s.patient, self._s.value), nan=0.0))
+
+    @property
+    def hours_since_onset(self) -> np.ndarray:
+        """Hours from the first grade >= 1 to L; NaN if none."""
+        rows = np.flatnonzero(self._s.value >= 1)
+        first = rows[_first_flags(self._s.patient[rows])]
+        return self.L - _scatter(self.n, self._s.patient[first], self._s.hours[first])
+
+
 class LandmarkContext:
     """What features may see at L: built from a :class:`CutTimeline` only."""
 
@@ -512,6 +593,13 @@ class LandmarkContext:
 
     def treatment(self, name: str) -> TreatmentAtLandmark:
         return TreatmentAtLandmark(self.cut.treatments[name], self.landmark_hours, self.n_patients)
+
+    def grade(self, key: str) -> GradeAtLandmark:
+        """``CRS``, ``ICANS``, ``HYPOTENSION`` or ``HYPOXIA`` at L (NaN summaries when not graded)."""
+        series = self.cut.grades.get(key)
+        graded = series is not None or key in GRADED_EVENTS  # no CRS/ICANS row at all: grade 0
+        return GradeAtLandmark(series if series is not None else SortedRows.empty(), self.landmark_hours,
+                               self.n_patients, graded)
 
 
 def features_at_landmark(cut: CutTimeline, spec: LandmarkSpec) -> dict[str, np.ndarray]:
@@ -620,8 +708,9 @@ def landmark_matrix(
 ) -> pd.DataFrame:
     """The landmark matrix: one row per (patient, landmark), sorted by ``patient_id`` then landmark.
 
-    ``tables``: ``measurements`` and ``patients`` (required), ``events`` and ``treatments`` (optional),
-    in the ingest contract (docs/CONTRACTS.md). Columns: ``patient_id``, ``landmark_hours``, the
+    ``tables``: ``measurements`` and ``patients`` (required), ``events``, ``treatments`` and ``grades``
+    (optional), in the ingest contract (docs/CONTRACTS.md). ``grades`` is a grade timeline
+    (``GRADE_COLUMNS``, from ``crs grade``); without it the grades reached come from ``events``' onsets. Columns: ``patient_id``, ``landmark_hours``, the
     features of :func:`features.definitions.feature_table`, then per target ``label__T`` and
     ``onset_hours__T``.
     """
@@ -634,7 +723,10 @@ def landmark_matrix(
     patient_ids = patient_index(patients)
     k = len(spec.landmarks_hours)
     analytes = tuple(dict.fromkeys((*spec.analytes, *definitions.DERIVED_ANALYTES)))
-    timeline = encode_cohort(tables["measurements"], patient_ids, tables.get("treatments"), analytes)
+    grades = tables.get("grades")
+    if grades is None:
+        grades = grades_from_events(tables.get("events"))
+    timeline = encode_cohort(tables["measurements"], patient_ids, tables.get("treatments"), analytes, grades)
     onsets = target_onsets(tables.get("events"), patient_ids, spec.targets)
     # A patient who died at or before L is no longer at risk of anything (competing event).
     death = target_onsets(tables.get("events"), patient_ids, [Target("_death", DEATH_EVENT, 0)])["_death"]
