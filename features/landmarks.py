@@ -34,10 +34,12 @@ CENSORED_BELOW, CENSORED_ABOVE = -1, 1
 EVENT_COLUMNS = ("patient_id", "event", "grade", "hours_since_anchor")
 TREATMENT_COLUMNS = ("patient_id", "hours_since_anchor", "drug")
 GRADE_COLUMNS = ("patient_id", "hours_since_anchor", "event", "grade")
-#: Syndromes whose grade reached by L is a feature (``grades`` table rows, or the events' onsets).
+#: Syndromes whose grade reached by L is a feature (``grades`` rows, or the events' onsets): a patient
+#: without a row has grade 0.
 GRADED_EVENTS = ("CRS", "ICANS")
-#: CRS grade components of a timeline graded from observations (``grades`` columns), as feature keys.
-SUPPORT_COMPONENTS = {"HYPOTENSION": "hypotension_grade", "HYPOXIA": "hypoxia_grade"}
+#: CRS components graded from observations (``grades`` rows, from the patient's first assessment on):
+#: a patient without a row at or before L was not assessed (NaN).
+SUPPORT_COMPONENTS = ("HYPOTENSION", "HYPOXIA")
 
 
 #: Event name whose onset ends a patient's time at risk for every target.
@@ -281,21 +283,17 @@ def grades_from_events(events: pd.DataFrame | None) -> pd.DataFrame:
 
 
 def _encode_grades(grades: pd.DataFrame | None, patient_ids: np.ndarray) -> dict[str, SortedRows]:
-    """``grades`` (``GRADE_COLUMNS``, optional component columns) as one sorted series per key; a key
-    is present whenever its column is, so "no rows" (grade 0) differs from "not graded" (NaN)."""
+    """``grades`` (``GRADE_COLUMNS``; ``event`` one of GRADED_EVENTS or SUPPORT_COMPONENTS) as one
+    (patient, hours)-sorted series per key, value = the grade in force from that row on."""
     if grades is None:
         return {}
     _require(grades, GRADE_COLUMNS, "grades")
     patient = _codes(grades["patient_id"], patient_ids)
-    hours = _float(grades["hours_since_anchor"])
+    hours, value = _float(grades["hours_since_anchor"]), _float(grades["grade"])
     event = grades["event"].astype("str").str.strip().str.upper().to_numpy()
-    series = {name: (event == name, _float(grades["grade"])) for name in GRADED_EVENTS}
-    for key, column in SUPPORT_COMPONENTS.items():
-        if column in grades.columns:
-            series[key] = (event == "CRS", _float(grades[column]))
     out: dict[str, SortedRows] = {}
-    for key, (is_key, value) in series.items():
-        keep = np.flatnonzero(is_key & (patient >= 0) & np.isfinite(hours) & np.isfinite(value))
+    for key in (*GRADED_EVENTS, *SUPPORT_COMPONENTS):
+        keep = np.flatnonzero((event == key) & (patient >= 0) & np.isfinite(hours) & np.isfinite(value))
         order = keep[np.lexsort((hours[keep], patient[keep]))]
         out[key] = SortedRows(patient[order], hours[order], value[order], np.zeros(len(order), np.int8))
     return out
@@ -541,27 +539,26 @@ class TreatmentAtLandmark:
 class GradeAtLandmark:
     """A syndrome's (or CRS component's) grade as known at L, from rows at or before L only.
 
-    ``graded`` False (the cohort has no such series at all): every summary is NaN, never 0."""
+    ``no_row``: what a patient without a row at or before L has (0 for a syndrome: no recorded grade is
+    grade 0; NaN for a component: not assessed yet)."""
 
-    def __init__(self, series: SortedRows, landmark_hours: float, n_patients: int, graded: bool = True):
+    def __init__(self, series: SortedRows, landmark_hours: float, n_patients: int, no_row: float = 0.0):
         self._s = series
         self.L = landmark_hours
         self.n = n_patients
-        self.graded = graded
-
-    def _or_nan(self, values: np.ndarray) -> np.ndarray:
-        return values if self.graded else np.full(self.n, np.nan)
+        self.no_row = no_row
 
     @property
     def current(self) -> np.ndarray:
-        """The grade in force at L (the latest row's), 0 with no row."""
+        """The grade in force at L (the latest row's)."""
         last = _last_flags(self._s.patient)
-        return self._or_nan(_scatter(self.n, self._s.patient[last], self._s.value[last], fill=0.0))
+        return _scatter(self.n, self._s.patient[last], self._s.value[last], fill=self.no_row)
 
     @property
     def maximum(self) -> np.ndarray:
-        """The highest grade at or before L, 0 with no row."""
-        return self._or_nan(np.nan_to_num(_segment_max(self.n, self._s.patient, self._s.value), nan=0.0))
+        """The highest grade at or before L."""
+        has_row = np.bincount(self._s.patient, minlength=self.n) > 0
+        return np.where(has_row, _segment_max(self.n, self._s.patient, self._s.value), self.no_row)
 
     @property
     def hours_since_onset(self) -> np.ndarray:
@@ -596,10 +593,8 @@ class LandmarkContext:
 
     def grade(self, key: str) -> GradeAtLandmark:
         """``CRS``, ``ICANS``, ``HYPOTENSION`` or ``HYPOXIA`` at L (NaN summaries when not graded)."""
-        series = self.cut.grades.get(key)
-        graded = series is not None or key in GRADED_EVENTS  # no CRS/ICANS row at all: grade 0
-        return GradeAtLandmark(series if series is not None else SortedRows.empty(), self.landmark_hours,
-                               self.n_patients, graded)
+        series = self.cut.grades.get(key, SortedRows.empty())
+        return GradeAtLandmark(series, self.landmark_hours, self.n_patients, 0.0 if key in GRADED_EVENTS else np.nan)
 
 
 def features_at_landmark(cut: CutTimeline, spec: LandmarkSpec) -> dict[str, np.ndarray]:
