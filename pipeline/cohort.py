@@ -40,7 +40,15 @@ TREATMENTS = TableSpec(
     required=False,
 )
 
-TABLES: tuple[TableSpec, ...] = (PATIENTS, MEASUREMENTS, EVENTS, TREATMENTS)
+#: Bedside observations that are words or scores, not measurements (oxygen device, level of consciousness,
+#: ICE score...): items and terms in ``pipeline/registry/observation_items.csv`` and ``observations.csv``.
+OBSERVATIONS = TableSpec(
+    name="observations",
+    required_columns=("patient_id", "time", "item", "value"),
+    required=False,
+)
+
+TABLES: tuple[TableSpec, ...] = (PATIENTS, MEASUREMENTS, EVENTS, TREATMENTS, OBSERVATIONS)
 
 #: Quarantine reason codes, in the order they are checked (a row gets the first that applies).
 REASONS: tuple[str, ...] = (
@@ -51,6 +59,7 @@ REASONS: tuple[str, ...] = (
     "unparseable_value",
     "non_finite_value",
     "unknown_unit",
+    "unknown_term",
     "out_of_range",
     "invalid_grade",
     "conflicting_duplicate",

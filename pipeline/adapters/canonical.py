@@ -1,5 +1,5 @@
-"""The canonical cohort directory: ``patients``, ``measurements``, ``events`` and optional ``treatments``,
-each as ``.csv``, ``.csv.gz`` or ``.parquet``, read as text with file-level checks only."""
+"""The canonical cohort directory: ``patients``, ``measurements``, ``events`` and optional ``treatments``
+and ``observations``, each as ``.csv``, ``.csv.gz`` or ``.parquet``, read as text with file-level checks only."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from pipeline.adapters.dialect import (
     resolve_decimal,
     to_dot_decimal,
 )
-from pipeline.cohort import TABLES, TREATMENTS, TableSpec
+from pipeline.cohort import TABLES, TableSpec
 from pipeline.errors import UserError
 
 TABLE_SUFFIXES = (".parquet", ".csv", ".csv.gz")
@@ -345,7 +345,7 @@ def read_cohort(
         if path is None:
             continue
         table, dialect = read_table_file(path, spec.name, csv_format, limits)
-        _check_columns(spec, path, table, may_be_empty=spec.name in (TREATMENTS.name, *optional_tables))
+        _check_columns(spec, path, table, may_be_empty=not spec.required or spec.name in optional_tables)
         raw[spec.name] = RawTable(spec, path, table, dialect)
     return raw
 

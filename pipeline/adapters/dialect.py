@@ -28,8 +28,9 @@ UTF8_BOM = codecs.BOM_UTF8
 #: Contract columns that hold numbers; a patients table's covariates are added per file.
 NUMERIC_COLUMNS: dict[str, tuple[str, ...]] = {
     "measurements": ("value", "time"),
-    "treatments": ("dose", "time"),
+    "treatments": ("dose", "time", "end_time"),
     "events": ("time",),
+    "observations": ("value", "time"),
 }
 NOT_COVARIATES = ("patient_id", "anchor_time")
 

@@ -9,8 +9,8 @@ Row checks are vectorised: per-row work is numpy / pandas / Arrow column arithme
 (analyte names, units) is normalised once per distinct value, never once per row.
 
 Modules: :mod:`.tables` (:func:`ingest_tables`, the whole cohort), :mod:`.patients`,
-:mod:`.measurements` and :mod:`.records` (one validator per table), :mod:`.times` and :mod:`.text`
-(vectorised parsers), :mod:`.checks` (reason codes, duplicates, conflicts, quarantine rows).
+:mod:`.measurements`, :mod:`.records` and :mod:`.observations` (one validator per table), :mod:`.times`
+and :mod:`.text` (vectorised parsers), :mod:`.checks` (reason codes, duplicates, conflicts, quarantine rows).
 This package may import :mod:`pipeline.adapters`, :mod:`pipeline.cohort`, :mod:`pipeline.contracts`,
 :mod:`pipeline.errors`, :mod:`pipeline.io`, :mod:`pipeline.registry` and :mod:`pipeline.config`.
 """
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from pipeline.ingestion.checks import UNKNOWN_PATIENT_DETAIL, TableOutcome, all_quarantine
 from pipeline.ingestion.measurements import validate_measurements
+from pipeline.ingestion.observations import empty_observations, validate_observations
 from pipeline.ingestion.patients import validate_patients
 from pipeline.ingestion.records import empty_treatments, validate_events, validate_treatments
 from pipeline.ingestion.tables import IngestResult, ingest_tables
@@ -28,10 +29,12 @@ __all__ = [
     "IngestResult",
     "TableOutcome",
     "all_quarantine",
+    "empty_observations",
     "empty_treatments",
     "ingest_tables",
     "validate_events",
     "validate_measurements",
+    "validate_observations",
     "validate_patients",
     "validate_treatments",
 ]

@@ -1,4 +1,4 @@
-"""The small time-stamped tables: events (graded CRS / ICANS / death) and treatments (drug, dose)."""
+"""The small time-stamped tables: events (graded CRS / ICANS / death) and treatments (drug, dose, course end)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import re
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from pipeline.adapters.canonical import RawTable
+from pipeline.errors import UserError
 from pipeline.ingestion.checks import (
     RowChecks,
     TableOutcome,
@@ -18,7 +20,7 @@ from pipeline.ingestion.checks import (
     strip,
 )
 from pipeline.ingestion.text import arrow_trim, beyond_float32
-from pipeline.ingestion.times import anchor_seconds, arrow_hours
+from pipeline.ingestion.times import anchor_seconds, arrow_hours, present_times
 from pipeline.registry import drug_synonyms, event_synonyms, normalize_name
 
 _GRADES = [0, 1, 2, 3, 4, 5]
@@ -36,16 +38,25 @@ def parse_grades(text: pd.Series) -> np.ndarray:
     return roman.fillna(pd.to_numeric(bare, errors="coerce")).to_numpy(dtype=float)
 
 
+def lookup_name(name: str, synonyms: dict, key=lambda norm: norm) -> str | None:
+    """``name`` through ``synonyms`` (normalised; for "a (b)" also a, then b), or None if not listed.
+    ``key`` builds the dictionary key from the normalised text."""
+    match = _PARENTHESES.match(name)
+    for candidate in (name, *(match.group("outer", "inner") if match else ())):
+        found = synonyms.get(key(normalize_name(candidate)))
+        if found is not None:
+            return found
+    return None
+
+
 def canonical_names(text: pd.Series, synonyms: dict[str, str], otherwise: str) -> pd.Series:
     """Each distinct name through ``synonyms`` (normalised; for "a (b)" also a, then b); a name not in
     the table is kept, ``otherwise`` = "upper" or "lower" cased as before."""
 
     def one(name: str) -> str:
-        match = _PARENTHESES.match(name)
-        for candidate in (name, *(match.group("outer", "inner") if match else ())):
-            found = synonyms.get(normalize_name(candidate))
-            if found is not None:
-                return found
+        found = lookup_name(name, synonyms)
+        if found is not None:
+            return found
         return name.upper() if otherwise == "upper" else name.lower()
 
     uniques = text.dropna().unique()
@@ -98,10 +109,42 @@ def validate_events(table: RawTable, patients: pd.DataFrame) -> TableOutcome:
     return finish(table, kept, checks, accepted.reset_index(drop=True), dropped)
 
 
+def _end_hours(
+    table: RawTable, frame: pd.DataFrame, patients: pd.DataFrame, ids: pd.Series, checks: RowChecks
+) -> np.ndarray:
+    """Hours since anchor of the optional ``end_time`` (NaN when absent or empty; same forms as ``time``,
+    decided for the column on its own). Unreadable ones are flagged ``bad_time``."""
+    end = np.full(len(frame), np.nan)
+    if "end_time" not in frame.columns:
+        return end
+    column = table.arrow.column("end_time")
+    present = np.flatnonzero(present_times(column))
+    if present.size == 0:
+        return end
+    known = pd.Index(patients["patient_id"].to_numpy(dtype=object))
+    patient_row = known.get_indexer(ids.to_numpy(dtype=object)[present]).astype(np.int64)
+    scratch = RowChecks(present.size)
+    try:
+        end[present] = arrow_hours(
+            table, arrow_trim(column.take(pa.array(present))), patient_row, anchor_seconds(patients), scratch
+        )
+    except UserError:
+        raise UserError(
+            f"{table.path}: column 'end_time' holds timestamps but the patients table has no 'anchor_time' column"
+        ) from None
+    bad = np.zeros(len(frame), dtype=bool)
+    bad[present[scratch.codes != 0]] = True
+    end[bad] = np.nan
+    checks.flag(bad, "bad_time", "end_time is not a time (hours since anchor or ISO 8601 with anchor_time)")
+    return end
+
+
 def validate_treatments(table: RawTable, patients: pd.DataFrame) -> TableOutcome:
     """Accepted treatments (canonical generic drug via ``drugs.csv``, else lower case; dose as a number,
-    unit as given, hours) and the quarantine."""
+    unit as given, hours; ``end_hours_since_anchor`` from the optional ``end_time``, NaN without one)
+    and the quarantine."""
     frame, duplicate, checks, ids, hours = _open_small_table(table, patients)
+    end = _end_hours(table, frame, patients, ids, checks)
     drug = canonical_names(strip(frame["drug"]), drug_synonyms(), "lower")
     checks.flag(drug.isna().to_numpy(), "missing_value", "drug is empty")
     dose_text = _optional_text(frame, "dose")
@@ -110,12 +153,15 @@ def validate_treatments(table: RawTable, patients: pd.DataFrame) -> TableOutcome
     checks.flag(beyond_float32(dose), "non_finite_value", "dose is infinite or beyond the float32 range")
     with np.errstate(invalid="ignore"):
         checks.flag(dose < 0, "out_of_range", "dose is negative")
+        checks.flag(end < hours, "out_of_range", "end_time before time")
     unit = _optional_text(frame, "unit")
     keys = pd.DataFrame({"p": ids.to_numpy(dtype=object), "h": hours, "d": drug.to_numpy(dtype=object)})
     payload = pd.DataFrame({"dose": dose, "u": unit.to_numpy(dtype=object)})
-    kept, good, dropped = settle(
-        checks, duplicate, keys, payload, "same patient, time and drug with a different dose", checks.codes == 0
-    )
+    message = "same patient, time and drug with a different dose"
+    if "end_time" in frame.columns:
+        payload["end"] = end
+        message += " or end_time"
+    kept, good, dropped = settle(checks, duplicate, keys, payload, message, checks.codes == 0)
     accepted = pd.DataFrame(
         {
             "patient_id": pd.array(ids.to_numpy(dtype=object)[good], dtype="string"),
@@ -123,6 +169,7 @@ def validate_treatments(table: RawTable, patients: pd.DataFrame) -> TableOutcome
             "drug": pd.array(drug.to_numpy(dtype=object)[good], dtype="string"),
             "dose": dose[good],
             "unit": pd.array(unit.to_numpy(dtype=object)[good], dtype="string"),
+            "end_hours_since_anchor": end[good],
         }
     ).sort_values(["patient_id", "hours_since_anchor", "drug"], kind="stable")
     return finish(table, kept, checks, accepted.reset_index(drop=True), dropped)
@@ -137,5 +184,6 @@ def empty_treatments() -> pd.DataFrame:
             "drug": pd.array([], dtype="string"),
             "dose": np.zeros(0),
             "unit": pd.array([], dtype="string"),
+            "end_hours_since_anchor": np.zeros(0),
         }
     )

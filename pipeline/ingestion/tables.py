@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from pipeline.adapters.canonical import RawTable
-from pipeline.cohort import EVENTS, MEASUREMENTS, PATIENTS, REASONS, TREATMENTS
+from pipeline.cohort import EVENTS, MEASUREMENTS, OBSERVATIONS, PATIENTS, REASONS, TREATMENTS
 from pipeline.config import IngestConfig
 from pipeline.ingestion.checks import TableOutcome, all_quarantine
 from pipeline.ingestion.measurements import validate_measurements
+from pipeline.ingestion.observations import empty_observations, validate_observations
 from pipeline.ingestion.patients import validate_patients
 from pipeline.ingestion.records import canonical_names, empty_treatments, validate_events, validate_treatments
 from pipeline.registry import Registry, event_synonyms, load_registry
@@ -28,6 +29,7 @@ SHARE_HINTS = {
     "unparseable_value": "check the delimiter/decimal settings (cohort.csv)",
     "non_finite_value": "check how the export writes numbers (inf, overflow)",
     "unknown_unit": "add the unit's conversion to pipeline/registry/units.csv",
+    "unknown_term": "add the item or term as a synonym in pipeline/registry/observation_items.csv or observations.csv",
     "out_of_range": "check the units (a mislabelled unit is off by a constant factor)",
     "invalid_grade": "check the grading scale (integer grades 0-5)",
     "conflicting_duplicate": "check for overlapping exports merged into one file",
@@ -52,6 +54,8 @@ def _validate_all(raw: dict[str, RawTable], registry: Registry) -> dict[str, Tab
     outcomes[EVENTS.name] = validate_events(raw[EVENTS.name], patients)
     if TREATMENTS.name in raw:
         outcomes[TREATMENTS.name] = validate_treatments(raw[TREATMENTS.name], patients)
+    if OBSERVATIONS.name in raw:
+        outcomes[OBSERVATIONS.name] = validate_observations(raw[OBSERVATIONS.name], patients)
     return outcomes
 
 
@@ -132,6 +136,7 @@ def ingest_tables(
     outcomes = _validate_all(raw, registry or load_registry())
     tables = {name: outcome.accepted for name, outcome in outcomes.items()}
     tables.setdefault(TREATMENTS.name, empty_treatments())
+    tables.setdefault(OBSERVATIONS.name, empty_observations())
     quarantine = all_quarantine(outcomes.values())
     report = _report(outcomes, raw, tables, quarantine_warning_share)
     return IngestResult(tables=tables, quarantine=quarantine, report=report)

@@ -27,7 +27,8 @@ from pipeline.errors import UserError
 from tests.conftest import write_cohort
 
 ROOT = Path(__file__).resolve().parents[2]
-INTERIM_FILES = {"patients.parquet", "measurements.parquet", "events.parquet", "treatments.parquet", "quarantine.csv"}
+INTERIM_FILES = {"patients.parquet", "measurements.parquet", "events.parquet", "treatments.parquet",
+                 "observations.parquet", "quarantine.csv"}
 
 #: Run in the child: pause (marker file, then sleep until killed) at the n-th rename touching a path.
 HOOK = """

@@ -261,10 +261,22 @@ def test_each_reason_is_assigned_in_documented_order():
             ("B", "CRS", "1", "1"),      # line 5: accepted
         ],
     )
-    result = ingest_tables({"patients": patients, "measurements": measurements, "events": events})
+    observations = in_memory(
+        cohort.OBSERVATIONS,
+        ["patient_id", "time", "item", "value"],
+        [
+            ("A", "1", "O2 device", "jetpack"),  # line 2: unknown term
+            ("B", "1", "ICE", "11"),             # line 3: out of range (checked after unknown_term)
+            ("B", "2", "ICE", "10"),             # line 4: accepted
+        ],
+    )
+    result = ingest_tables({"patients": patients, "measurements": measurements, "events": events,
+                            "observations": observations})
     q = result.quarantine
     got = {(Path(f).stem, int(line)): reason for f, line, reason in q[["source_file", "source_line", "reason"]].itertuples(index=False)}
     assert got == {
+        ("observations", 2): "unknown_term",
+        ("observations", 3): "out_of_range",
         ("measurements", 2): "missing_patient_id",
         ("measurements", 3): "unknown_patient",
         ("measurements", 4): "bad_time",
@@ -290,7 +302,8 @@ def test_stage_main_writes_to_config_paths(hand_cohort, tmp_path):
     config = Config(paths=PathsConfig(interim_dir=tmp_path / "interim", ingest_report=tmp_path / "r" / "ingest.json"))
     ingest.main(config, cohort=hand_cohort)
     written = sorted(p.name for p in (tmp_path / "interim").iterdir())
-    assert written == ["events.parquet", "measurements.parquet", "patients.parquet", "quarantine.csv", "treatments.parquet"]
+    assert written == ["events.parquet", "measurements.parquet", "observations.parquet", "patients.parquet",
+                       "quarantine.csv", "treatments.parquet"]
     saved = json.loads((tmp_path / "r" / "ingest.json").read_text())
     assert list(saved)[:3] == ["cohort", "grading_scale", "rows_read"]
     assert saved["cohort"] == str(hand_cohort) and saved["grading_scale"] == config.cohort.grading_scale
@@ -328,7 +341,8 @@ def test_cli_writes_outputs_atomically(hand_cohort, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in out.iterdir()) == [
-        "events.parquet", "measurements.parquet", "patients.parquet", "quarantine.csv", "treatments.parquet"
+        "events.parquet", "measurements.parquet", "observations.parquet", "patients.parquet", "quarantine.csv",
+        "treatments.parquet",
     ]
     saved = json.loads(report.read_text())
     assert saved["rows_quarantined"] == len(pd.read_csv(out / "quarantine.csv"))

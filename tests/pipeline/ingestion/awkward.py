@@ -12,6 +12,9 @@ repeats, censored values, missing-value tokens, unknown analytes and units, unkn
 patients without an anchor. Old ingest sorted ties in (patient, time) with an unstable argsort, so the
 unsorted case has no such ties among accepted rows, and the sorted case (panels at one time) is
 given in (patient, time) order.
+
+``out/treatments.parquet`` (these cohorts have no treatments file: the empty accepted table) was
+re-recorded when accepted treatments gained ``end_hours_since_anchor``; every other file is as recorded.
 """
 
 from __future__ import annotations
