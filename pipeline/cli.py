@@ -66,6 +66,14 @@ def ingest(
 
 
 @app.command()
+def grade(params: ParamsOption = Path("params.yaml")) -> None:
+    """ASTCT CRS / ICANS grades: given, derived from raw observations, or both compared (cohort.grades)."""
+    from pipeline import grade as stage
+
+    stage.main(_config(params))
+
+
+@app.command()
 def featurize(
     params: ParamsOption = Path("params.yaml"),
     list_features: Annotated[

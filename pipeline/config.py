@@ -46,6 +46,10 @@ class CohortConfig(_Section):
     path: Path = Path("data/raw/synthetic")
     #: Grading scale the cohort's event grades use; a grade on one scale is not a grade on another.
     grading_scale: Literal["ASTCT", "Lee2014", "Penn", "CARTOX", "CTCAE"] = "ASTCT"
+    #: Where CRS / ICANS grades come from (``crs grade``, docs/grading.md): ``given`` (the events table),
+    #: ``derive`` (graded from raw observations; the events table may be absent, its DEATH rows are
+    #: kept), ``compare`` (given, plus agreement with the derived grades in the grading report).
+    grades: Literal["given", "derive", "compare"] = "given"
     csv: CsvOptions = CsvOptions()
 
 
@@ -84,6 +88,9 @@ class PathsConfig(_Section):
     simulated_cohort: Path = Path("data/raw/synthetic")
     interim_dir: Path = Path("data/interim")
     ingest_report: Path = Path("reports/ingest.json")
+    #: ``crs grade`` outputs: events used for labels, the grade timeline, daily grades (docs/grading.md).
+    graded_dir: Path = Path("data/graded")
+    grading_report: Path = Path("reports/grading.json")
     landmarks: Path = Path("data/processed/landmarks.parquet")
     #: The analytes featurize used (with coverage) and the ones it left out, with reasons.
     feature_set: Path = Path("reports/feature_set.json")

@@ -26,8 +26,8 @@ from pipeline.io import read_stage_parquet, write_json, write_parquet
 from pipeline.registry import load_registry
 from pipeline.validation.drift import feature_summary
 
-REQUIRED_TABLES = ("patients", "measurements", "events")
-OPTIONAL_TABLES = ("treatments",)
+REQUIRED_TABLES = ("patients", "measurements")
+OPTIONAL_TABLES = ("events", "treatments")
 #: ``frame.attrs`` key holding the analytes the landmark table was built on.
 ANALYTES_ATTR = "analytes"
 #: ``frame.attrs`` key holding the covariate reference (tumour-burden scales) it was built with.
@@ -146,6 +146,21 @@ def read_tables(directory: Path) -> dict[str, pd.DataFrame]:
     return tables
 
 
+#: ``crs grade`` outputs featurize reads: the events to label from (replacing ingest's) and the grades.
+GRADED_TABLES = ("events", "grades")
+
+
+def read_graded(directory: Path) -> dict[str, pd.DataFrame]:
+    """The events and grade timeline of ``crs grade`` (``cohort.grades`` decided which grades they hold)."""
+    tables = {}
+    for name in GRADED_TABLES:
+        path = directory / f"{name}.parquet"
+        if not path.exists():
+            raise UserError(f"{path}: not found; run `crs grade` first")
+        tables[name] = read_stage_parquet(path, f"graded {name}", "crs grade")
+    return tables
+
+
 def _rule(config: Config) -> str:
     fz = config.featurize
     return (f">= {fz.min_coverage:g} of patients and >= {fz.min_patients} patients with a value "
@@ -185,6 +200,7 @@ def main(config: Config, list_features: bool = False) -> None:
             print(f"{row.name:<{width}}  {row.unit:<{unit_width}}  {row.description}")
         return
     tables = read_tables(Path(config.paths.interim_dir))
+    tables.update(read_graded(Path(config.paths.graded_dir)))
     frame, featurizer = featurize(config, tables)
     write_parquet(frame, config.paths.landmarks)
     report = feature_set_report(config, featurizer, frame)

@@ -14,7 +14,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("pipeline", "features")
-STAGES = ("simulate", "ingest", "featurize", "train", "register", "evaluate", "explain", "report")
+STAGES = ("simulate", "ingest", "grade", "featurize", "train", "register", "evaluate", "explain", "report")
 #: Package data read at run time (not imported), owned by the package that reads it.
 PACKAGE_DATA = {"pipeline.registry": ("pipeline/registry",), "pipeline.reporting": ("pipeline/reporting",)}
 

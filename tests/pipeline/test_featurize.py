@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from features import FeatureError, LandmarkFeaturizer
-from pipeline import featurize
+from pipeline import featurize, grade
 from pipeline.config import parse_config
 from pipeline.errors import UserError
 
@@ -129,11 +129,16 @@ def test_main_writes_parquet_feature_set_and_list_prints(tmp_path, capsys) -> No
     _write_interim(interim, _with_unknown_analytes(_tables()))
     out_path = tmp_path / "processed" / "landmarks.parquet"
     report_path = tmp_path / "reports" / "feature_set.json"
-    paths = {"interim_dir": str(interim), "landmarks": str(out_path), "feature_set": str(report_path)}
+    paths = {"interim_dir": str(interim), "landmarks": str(out_path), "feature_set": str(report_path),
+             "graded_dir": str(tmp_path / "graded"), "grading_report": str(tmp_path / "reports" / "grading.json")}
     config = _config(paths=paths)
+    with pytest.raises(UserError, match="run `crs grade` first"):
+        featurize.main(config)
+    grade.main(config)
     featurize.main(config)
     written = pd.read_parquet(out_path)
-    pd.testing.assert_frame_equal(written, featurize.run(config, featurize.read_tables(interim)))
+    tables = {**featurize.read_tables(interim), **featurize.read_graded(tmp_path / "graded")}
+    pd.testing.assert_frame_equal(written, featurize.run(config, tables))
     chosen = ["CREAT", "CRP", "FERRITIN", "IL6", "LDH", "PLT", "TEMP", "TROPONIN I"]
     assert written.attrs["analytes"] == chosen  # round-trips through parquet
     assert "troponin_i__latest" in written.columns and not written.columns.str.startswith("galectin").any()
