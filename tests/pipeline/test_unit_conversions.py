@@ -43,10 +43,14 @@ EXPECTED = {
     ("ALB", "g/dL"): (10, 0), ("ALB", "mg/dL"): (0.01, 0), ("ALB", "mg/mL"): (1, 0),
     ("BILI", "umol/L"): (1 / BILIRUBIN_UMOL_PER_MG_DL, 0), ("BILI", "mg/L"): (0.1, 0),
     ("*%", "/100 WBC"): (1, 0), ("*%", "% of WBC"): (1, 0), ("*%", "percent"): (1, 0),
+    ("*mmHg", "mm[Hg]"): (1, 0),  # UCUM's spelling of mmHg
+    ("HR", "bpm"): (1, 0), ("HR", "beats/min"): (1, 0), ("RR", "breaths/min"): (1, 0), ("RR", "bpm"): (1, 0),
+    ("FIO2", "1"): (100, 0), ("FIO2", "fraction"): (100, 0),  # a fraction 0.21-1.0 is 21-100 %
 }
 #: The canonical value each analyte's test row should end up as (inside its plausible range); the raw
 #: value written in the other unit is derived from it with the factor above.
-TARGET_VALUE = {"TEMP": 37.5, "HGB": 10.0, "CREAT": 1.2, "LDH": 250.0}
+TARGET_VALUE = {"TEMP": 37.5, "HGB": 10.0, "CREAT": 1.2, "LDH": 250.0, "SBP": 120.0, "DBP": 70.0, "MAP": 85.0,
+                "HR": 80.0, "RR": 16.0, "SPO2": 95.0, "FIO2": 40.0}
 
 
 def _raw_value(key: str, analyte: str, unit: str) -> float:
