@@ -78,6 +78,8 @@ def scoring_config(config: Config) -> dict[str, Any]:
         "targets": dump["targets"],
         "featurize": {k: v for k, v in dump["featurize"].items() if k != "output_path"},
         "report": {k: dump["report"][k] for k in ("bands", "band_low_below", "band_high_from", "top_drivers")},
+        # Where grades came from at training: new patients' grade features are graded the same way.
+        "cohort": {k: dump["cohort"][k] for k in ("grades", "grading_scale")},
     }
 
 
@@ -88,6 +90,7 @@ def merge_scoring_config(base: Config, stored: Mapping[str, Any]) -> Config:
         dump[key] = stored[key]
     dump["featurize"].update(stored["featurize"])
     dump["report"].update(stored["report"])
+    dump["cohort"].update(stored.get("cohort", {}))  # models from before grading: the local params
     return parse_config(dump, Path(SCORING_CONFIG_FILE))
 
 

@@ -24,6 +24,7 @@ from pipeline.adapters.canonical import RawTable
 from pipeline.cohort import EVENTS, MEASUREMENTS, OBSERVATIONS, PATIENTS, TREATMENTS
 from pipeline.config import landmark_key
 from pipeline.errors import UserError
+from pipeline.grading.graded import graded_tables
 from pipeline.ingestion import (
     IngestResult,
     all_quarantine,
@@ -352,6 +353,9 @@ def score_ingested(
     patients of one chunk with their quarantine rows, see :func:`score_in_chunks`)."""
     covariates = check_covariates(result.tables["patients"], setup)
     tables = {**result.tables, "patients": covariates.patients}
+    # The grades reached so far, graded as at training (cohort.grades stored with the model).
+    graded = graded_tables(setup.config, tables, strict=False).tables
+    tables.update(events=graded["events"], grades=graded["grades"])
     patient_ids = patient_universe(result, raw)
     accepted = set(tables["patients"][C.PATIENT_ID].astype(str))
     messages = quarantine_messages(result, str(raw[PATIENTS.name].path))
