@@ -1,0 +1,150 @@
+"""``grade_timeline``: every change of a patient's ASTCT CRS and ICANS grade, with its reason."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from pipeline.registry import drug_classes
+
+from . import stream as s
+from .crs import (
+    FLOW_HIGH_NO_DEVICE,
+    FLOW_LOW_NO_DEVICE,
+    NC_HIGH_FLOW,
+    CrsGrades,
+    add_crs_entries,
+    evaluate_crs,
+)
+from .icans import IcansGrades, add_icans_entries, evaluate_icans
+from .inputs import prepare
+from .rules import (
+    CAPD_REASON,
+    DOMAIN,
+    DOMAINS,
+    EVENTS,
+    ICANS_TERM_ITEMS,
+    ICE_REASON,
+    VASOPRESSIN,
+    GradingRules,
+    term_reason,
+)
+
+COLUMNS = ("patient_id", "hours_since_anchor", "event", "grade", "domain", "reason",
+           "hypotension_grade", "hypoxia_grade")
+
+
+def grade_timeline(tables: dict[str, pd.DataFrame], rules: GradingRules | None = None) -> pd.DataFrame:
+    """One row per (patient, event, time) where the patient's ASTCT grade for the event changes.
+
+    ``tables``: the ingest output contract (``patients`` required; ``measurements``, ``observations``,
+    ``treatments``, ``events`` optional). Times are hours since the anchor. Output columns: ``COLUMNS``,
+    sorted by patient_id, hours_since_anchor, event; no leading grade-0 rows.
+    """
+    rules = rules or GradingRules()
+    data = prepare(tables, rules)
+    parts = s.Parts()
+    add_crs_entries(parts, data, rules)
+    add_icans_entries(parts, data, rules)
+    alive = np.isfinite(data.deaths)
+    parts.add(np.flatnonzero(alive), data.deaths[alive], s.DEATH)
+    st = parts.build()
+
+    crs, icans = evaluate_crs(st, rules), evaluate_icans(st, rules)
+    death = data.deaths[st.gcode]
+    _attribute_death(st.gtime == death, crs, icans)
+    # Nothing is graded after death (the grade at death stands).
+    kept = st.gtime <= death
+    rows = [_changes(st, kept, event, grades) for event, grades in zip(EVENTS, (crs, icans), strict=True)]
+    out = pd.concat(rows, ignore_index=True)
+    out = out.iloc[np.lexsort((out["event_code"], out["hours_since_anchor"], out["code"]))]
+    reasons = _reasons(out, st, crs.pressor_names, rules)
+    return pd.DataFrame({
+        "patient_id": pd.array(data.ids[out["code"].to_numpy()], dtype="str"),
+        "hours_since_anchor": out["hours_since_anchor"].to_numpy(dtype=np.float64),
+        "event": pd.array(np.array(EVENTS, dtype=object)[out["event_code"].to_numpy()], dtype="str"),
+        "grade": out["grade"].to_numpy(dtype=np.int8),
+        "domain": pd.array(np.array(DOMAINS, dtype=object)[out["domain"].to_numpy()], dtype="str"),
+        "reason": pd.array(reasons, dtype="str"),
+        "hypotension_grade": out["hypotension_grade"].to_numpy(dtype=np.int8),
+        "hypoxia_grade": out["hypoxia_grade"].to_numpy(dtype=np.int8),
+    })
+
+
+def _attribute_death(at_death: np.ndarray, crs: CrsGrades, icans: IcansGrades) -> None:
+    """Grade 5: a death while CRS is grade 4 is CRS's; otherwise, while ICANS is grade 4, ICANS's."""
+    to_crs = at_death & (crs.grade == 4)
+    to_icans = at_death & ~to_crs & (icans.grade == 4)
+    for grades, hit in ((crs, to_crs), (icans, to_icans)):
+        grades.grade[hit] = 5
+        grades.domain[hit] = DOMAIN["death"]
+        grades.detail[hit] = 0
+
+
+def _changes(st: s.Stream, kept: np.ndarray, event: str, g: CrsGrades | IcansGrades) -> pd.DataFrame:
+    code, grade = st.gcode[kept], g.grade[kept]
+    previous = np.zeros_like(grade)
+    previous[1:] = grade[:-1]
+    first = np.ones(len(code), dtype=bool)
+    first[1:] = code[1:] != code[:-1]
+    previous[first] = 0  # each patient starts at grade 0: no leading 0 rows
+    changed = grade != previous
+    hyp = g.hypotension[kept] if isinstance(g, CrsGrades) else np.zeros(len(code), dtype=np.int8)
+    hypox = g.hypoxia[kept] if isinstance(g, CrsGrades) else np.zeros(len(code), dtype=np.int8)
+    return pd.DataFrame({
+        "code": code[changed], "hours_since_anchor": st.gtime[kept][changed],
+        "event_code": np.full(int(changed.sum()), EVENTS.index(event), dtype=np.int8),
+        "grade": grade[changed], "domain": g.domain[kept][changed], "detail": g.detail[kept][changed],
+        "hypotension_grade": hyp[changed], "hypoxia_grade": hypox[changed],
+    })
+
+
+def _reasons(out: pd.DataFrame, st: s.Stream, pressor_names: list[str], rules: GradingRules) -> np.ndarray:
+    """Reason text per output row, formatted once per distinct (event, domain, detail)."""
+    keys = out[["event_code", "domain", "detail"]]
+    unique = keys.drop_duplicates()
+    text = {k: reason(EVENTS[k[0]], DOMAINS[k[1]], int(k[2]), st.labels, pressor_names, rules)
+            for k in unique.itertuples(index=False, name=None)}
+    return np.array([text[k] for k in keys.itertuples(index=False, name=None)], dtype=object)
+
+
+def reason(event: str, domain: str, detail: int, labels: list[str], pressor_names: list[str],
+           rules: GradingRules) -> str:
+    """Short English for what set a grade; thresholds named as categories, never measured values."""
+    if domain == "":
+        return (f"no temperature >= {rules.fever_celsius:.1f} C in the last {rules.fever_window_hours:g} h"
+                " and the fever rule not waived" if event == "CRS" else "no neurological finding in force")
+    if domain == "death":
+        return f"death while {event} grade 4"
+    if domain == "fever":
+        if detail < 0:
+            return f"temperature >= {rules.fever_celsius:.1f} C in the last {rules.fever_window_hours:g} h"
+        return f"fever rule waived after {labels[detail]}"
+    if domain == "hypotension":
+        found = [f"SBP < {rules.sbp_below_mmhg:g} mmHg"] * (detail & 1) + [f"MAP < {rules.map_below_mmhg:g} mmHg"] * (detail >> 1 & 1)
+        return " and ".join(found) + " without vasopressors"
+    if domain == "vasopressors":
+        return _pressor_reason([n for bit, n in enumerate(pressor_names) if detail >> bit & 1])
+    if domain == "hypoxia":
+        flow = f"{rules.low_flow_max_l_min:g} L/min"
+        special = {NC_HIGH_FLOW: f"nasal cannula above {flow}",
+                   FLOW_LOW_NO_DEVICE: f"O2 flow up to {flow} without a recorded device",
+                   FLOW_HIGH_NO_DEVICE: f"O2 flow above {flow} without a recorded device"}
+        return special.get(detail) or term_reason("O2_DEVICE", labels[detail])
+    if domain == "ICE":
+        return ICE_REASON[detail]
+    if domain == "CAPD":
+        return CAPD_REASON[detail]
+    item = next(i for i, name, _ in ICANS_TERM_ITEMS if name == domain)
+    return term_reason(item, labels[detail])
+
+
+def _pressor_reason(active: list[str]) -> str:
+    classes = drug_classes()
+    counted = [n for n in active if classes.get(n) != VASOPRESSIN]
+    with_vasopressin = [n for n in active if classes.get(n) == VASOPRESSIN]
+    if not counted:
+        return "vasopressin alone"
+    plural = "vasopressor" if len(counted) == 1 else "vasopressors"
+    text = f"{len(counted)} {plural}: {' + '.join(counted)}"
+    return text + (f", with {' + '.join(with_vasopressin)}" if with_vasopressin else "")
