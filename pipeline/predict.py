@@ -227,6 +227,7 @@ def _explain_and_report(
         messages=result.messages,
         pseudonymise=pseudonymise,
         patients=result.ingest.tables["patients"],
+        grades=result.grades,
     )
     return len(pages)
 

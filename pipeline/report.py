@@ -42,6 +42,8 @@ class ReportInputs:
     measurements: pd.DataFrame
     treatments: pd.DataFrame
     patients: pd.DataFrame | None = None
+    #: ``crs grade``'s grade timeline (grade in force and its reason); pages show the grade at L.
+    grades: pd.DataFrame | None = None
     metrics: dict | None = None
     oof: pd.DataFrame | None = None
     #: Per target, the fold models' explanations of the rows they scored (``paths.oof_explanations``).
@@ -84,7 +86,7 @@ def run(config: Config, inputs: ReportInputs, pseudonymise: bool = False) -> Rep
         config=config, bundle=bundle, explanations=explanations, landmarks=landmarks,
         measurements=inputs.measurements, treatments=inputs.treatments, cohort_bands=bands,
         metrics=inputs.metrics, messages=reporting.data_quality_messages(landmarks, config),
-        pseudonymise=pseudonymise, risk_note=risk_note, patients=inputs.patients,
+        pseudonymise=pseudonymise, risk_note=risk_note, patients=inputs.patients, grades=inputs.grades,
     )
     index, pages = reporting.render_pages(data)
     card = reporting.render_model_card(config=config, bundle=bundle, metrics=inputs.metrics, landmarks=landmarks,
@@ -138,10 +140,19 @@ def read_inputs(config: Config) -> ReportInputs:
                                            "crs ingest"),
         treatments=read_stage_parquet(interim / "treatments.parquet", "ingested treatments", "crs ingest"),
         patients=read_stage_parquet(interim / "patients.parquet", "ingested patients", "crs ingest"),
+        grades=_read_grades(Path(paths.graded_dir) / "grades.parquet"),
         metrics=json.loads(Path(paths.metrics).read_text()) if Path(paths.metrics).exists() else None,
         oof=oof, oof_explanations=oof_explanations, explanations=explanations, summaries=summaries,
         figures=reporting.read_figures(paths.figures_dir, list(bundle.targets)),
     )
+
+
+def _read_grades(path: Path) -> pd.DataFrame | None:
+    """The grade timeline, when ``crs grade`` wrote one with reasons (pages then show the grade at L)."""
+    if not path.exists():
+        return None
+    grades = read_stage_parquet(path, "grade timeline", "crs grade")
+    return grades if "reason" in grades.columns else None
 
 
 def main(config: Config, pseudonymise: bool | None = None) -> None:

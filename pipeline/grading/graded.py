@@ -104,8 +104,14 @@ def derived_events(timeline: pd.DataFrame, given: pd.DataFrame) -> pd.DataFrame:
     return events.sort_values(["patient_id", "hours_since_anchor", "event"], kind="stable").reset_index(drop=True)
 
 
+#: What a clinician reads as the source of a recorded (given) grade.
+GIVEN_REASON = "recorded in the events table"
+
+
 def _syndrome_rows(timeline: pd.DataFrame) -> pd.DataFrame:
-    return timeline.loc[timeline["event"].isin(SYNDROMES), list(GRADE_COLUMNS)]
+    """CRS / ICANS rows of the derived timeline with what set each grade (``reason``)."""
+    rows = timeline.loc[timeline["event"].isin(SYNDROMES), [*GRADE_COLUMNS, "reason"]]
+    return rows.assign(reason=rows["reason"].astype("str"))
 
 
 def graded_tables(config: Config, tables: dict[str, pd.DataFrame], rules: GradingRules | None = None,
@@ -124,14 +130,14 @@ def graded_tables(config: Config, tables: dict[str, pd.DataFrame], rules: Gradin
     if mode == "derive":
         events, syndromes = derived_events(timeline, given), _syndrome_rows(timeline)
     else:
-        events, syndromes = given, grades_from_events(given)
-    grades = pd.concat([syndromes, component_rows(timeline, tables)], ignore_index=True)
+        events, syndromes = given, grades_from_events(given).assign(reason=GIVEN_REASON)
+    grades = pd.concat([syndromes, component_rows(timeline, tables).assign(reason="")], ignore_index=True)
     grades = grades.astype({"patient_id": "str", "event": "str", "grade": "float64", "hours_since_anchor": "float64"})
     report = grading_report(config, given, timeline, events, assessed, strict=strict)
     return GradeResult(
         tables={"events": events, "grades": grades.sort_values(["patient_id", "hours_since_anchor", "event"],
                                                                kind="stable").reset_index(drop=True),
-                "timeline": timeline, "daily_grades": daily_grades(syndromes.astype({"grade": "int8"}))},
+                "timeline": timeline, "daily_grades": daily_grades(syndromes[list(GRADE_COLUMNS)].astype({"grade": "int8"}))},
         report=report,
     )
 

@@ -166,6 +166,7 @@ def write_patient_reports(
     pseudonymise: bool = False,
     risk_note: str | None = None,
     patients: pd.DataFrame | None = None,
+    grades: pd.DataFrame | None = None,
 ) -> list[Path]:
     """Write ``<patient>.html`` per patient and ``index.html`` into ``out_dir`` (atomically, as a whole).
 
@@ -178,7 +179,7 @@ def write_patient_reports(
     data = ReportData.build(
         config=config, bundle=bundle, explanations=explanations, landmarks=landmarks, measurements=measurements,
         treatments=treatments, cohort_bands=cohort_bands, metrics=metrics, messages=messages,
-        pseudonymise=pseudonymise, risk_note=risk_note, patients=patients,
+        pseudonymise=pseudonymise, risk_note=risk_note, patients=patients, grades=grades,
     )
     index, pages = render_pages(data)
     paths = write_pages(out_dir, index, pages)

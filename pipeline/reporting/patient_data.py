@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from features import TREATMENT_CLASSES
+from features.landmarks import GRADED_EVENTS
 from pipeline.config import Config
 from pipeline.contracts import HOURS_SINCE_ANCHOR, LANDMARK_HOURS, PATIENT_ID, shap_column, shap_features
 from pipeline.errors import UserError
@@ -138,13 +139,15 @@ class ReportData:
     cutoffs: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     #: patient id -> infusion time (UTC), for the "data as of" clock time (absent: hours only).
     anchors: dict[str, pd.Timestamp] = field(default_factory=dict)
+    #: The CRS / ICANS grade timeline (``crs grade``: grade in force from each row on, and its reason).
+    grades: PatientSlices | None = None
 
     @classmethod
     def build(cls, *, config: Config, bundle: ModelBundle, explanations: dict[str, pd.DataFrame],
               landmarks: pd.DataFrame, measurements: pd.DataFrame, treatments: pd.DataFrame,
               cohort_bands: pd.DataFrame | None, metrics: dict | None, messages: dict[str, list[str]] | None = None,
               pseudonymise: bool = False, risk_note: str | None = None,
-              patients: pd.DataFrame | None = None) -> ReportData:
+              patients: pd.DataFrame | None = None, grades: pd.DataFrame | None = None) -> ReportData:
         """Index the inputs of ``write_patient_reports`` (same arguments); a missing or weak key fails first."""
         to_id = id_mapper(pseudonymise)
         targets = [t for t in explanations if t in bundle.targets]
@@ -170,6 +173,9 @@ class ReportData:
             thresholds={t: _thresholds(bundle, t, explanations[t]) for t in targets},
             cutoffs={t: row_band_cutoffs(bundle, config, t, explanations[t]) for t in targets},
             anchors=anchor_times(patients),
+            grades=None if grades is None else PatientSlices.build(
+                grades[grades["event"].isin(GRADED_EVENTS).to_numpy()],
+                {HOURS_SINCE_ANCHOR: "float", "event": "str", "grade": "float", "reason": "str"}),
         )
 
     def patients(self) -> list[str]:
@@ -212,6 +218,7 @@ class PatientView:
     landmark_row: dict[str, Any]
     measurements: tuple[int, int]
     treatments: tuple[int, int]
+    grades: tuple[int, int] = (0, 0)
 
     @property
     def scored(self) -> bool:
@@ -231,4 +238,5 @@ class PatientView:
         index = data.landmark_index.get((pid, latest))
         row = data.landmark_records[index] if index is not None else {LANDMARK_HOURS: latest}
         return cls(pid, data.to_id(pid), hours, latest, by_hour, row,
-                   data.measurements.upto(pid, latest), data.treatments.upto(pid, latest))
+                   data.measurements.upto(pid, latest), data.treatments.upto(pid, latest),
+                   data.grades.upto(pid, latest) if data.grades is not None else (0, 0))

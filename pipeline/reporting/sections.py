@@ -17,6 +17,7 @@ import pandas as pd
 from markupsafe import Markup
 
 from features.definitions import analyte_feature_name
+from features.landmarks import GRADED_EVENTS
 from pipeline.config import Config
 from pipeline.contracts import HOURS_SINCE_ANCHOR, LANDMARK_HOURS, PATIENT_ID, onset_column
 from pipeline.reporting import clinical_text as ct
@@ -196,6 +197,25 @@ def treatments_section(data: ReportData, view: PatientView) -> dict[str, Any]:
     return {"latest": view.latest if view.scored else None, "rows": items}
 
 
+def grades_section(data: ReportData, view: PatientView) -> dict[str, Any]:
+    """Per syndrome, the grade in force at the landmark, since when, and what set it (the observation,
+    or the events table); ``available`` False when no grade timeline was given to the report."""
+    if data.grades is None or not view.scored:
+        return {"available": False, "rows": []}
+    a, b = view.grades
+    cols = data.grades.columns
+    rows = []
+    for event in GRADED_EVENTS:
+        own = [i for i in range(a, b) if cols["event"][i] == event]
+        if not own:
+            rows.append({"event": event, "grade": 0, "since": None, "reason": "no grade recorded or graded"})
+            continue
+        last = own[-1]
+        rows.append({"event": event, "grade": int(cols["grade"][last]),
+                     "since": ct.format_number(cols[HOURS_SINCE_ANCHOR][last]), "reason": cols["reason"][last]})
+    return {"available": True, "latest": view.latest, "rows": rows}
+
+
 def model_section(data: ReportData, view: PatientView) -> dict[str, Any]:
     """Per target scored at the latest landmark: validation there and the model's identity."""
     return {"targets": [{"label": data.labels[t], "validation": validation_at(data.metrics, t, view.latest),
@@ -210,6 +230,7 @@ PAGE_SECTIONS: dict[str, Section] = {
     "drivers": drivers_section,
     "markers": markers_section,
     "treatments": treatments_section,
+    "grades": grades_section,
     "model": model_section,
 }
 

@@ -58,6 +58,8 @@ class PredictResult:
     warnings: list[str] = field(default_factory=list)
     #: The covariate check behind the warnings (chunks merge theirs: :func:`merge_warnings`).
     covariates: CovariateCheck | None = None
+    #: The grade timeline the grade features came from (grade in force and its reason), for the pages.
+    grades: pd.DataFrame | None = None
 
 
 def _hour_range(measurements: pd.DataFrame, patient_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -376,7 +378,7 @@ def score_ingested(
     predictions = _prediction_rows(frame, setup, patient_ids, accepted, chosen, cov, scores, messages)
     frame = annotate_unrecognised(frame, setup)
     return PredictResult(predictions, frame, scores, result, messages, matrices, [*notes, *covariates.run_warnings()],
-                         covariates)
+                         covariates, graded["grades"])
 
 
 def _chunk_of(ids: pd.Series, bounds: np.ndarray) -> np.ndarray:
