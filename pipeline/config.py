@@ -53,6 +53,28 @@ class CohortConfig(_Section):
     csv: CsvOptions = CsvOptions()
 
 
+class GradingConfig(_Section):
+    """ASTCT grading thresholds and holds (``crs grade`` with derive / compare; docs/grading.md). The
+    thresholds are the consensus's; the holds (how long an observation stays in force) suit wards that
+    take vitals every 4-8 h and ICE twice a day: lengthen them for sparser sampling."""
+
+    fever_celsius: float = Field(default=38.0, gt=30, lt=45)
+    fever_window_hours: float = Field(default=24.0, gt=0)
+    fever_waiver_hours: float = Field(default=168.0, ge=0)
+    sbp_below_mmhg: float = Field(default=90.0, gt=0)
+    map_below_mmhg: float = Field(default=65.0, gt=0)
+    vital_hold_hours: float = Field(default=8.0, gt=0)
+    vasopressor_row_hours: float = Field(default=6.0, gt=0)
+    low_flow_max_l_min: float = Field(default=6.0, gt=0)
+    device_hold_hours: float = Field(default=24.0, gt=0)
+    ice_hold_hours: float = Field(default=24.0, gt=0)
+    consciousness_hold_hours: float = Field(default=24.0, gt=0)
+    seizure_hold_hours: float = Field(default=24.0, gt=0)
+    motor_hold_hours: float = Field(default=72.0, gt=0)
+    edema_hold_hours: float = Field(default=72.0, gt=0)
+    paediatric_max_age_years: float = Field(default=12.0, ge=0)
+
+
 class IngestConfig(_Section):
     """Resource limits on input files (one-line error when exceeded) and the quarantine warning."""
 
@@ -256,6 +278,7 @@ class Config(_Section):
     static_features: list[str] = Field(default_factory=list)
     simulate: SimulateConfig = SimulateConfig()
     ingest: IngestConfig = IngestConfig()
+    grading: GradingConfig = GradingConfig()
     paths: PathsConfig = PathsConfig()
     featurize: FeaturizeConfig = FeaturizeConfig()
     train: TrainConfig = TrainConfig()

@@ -126,7 +126,8 @@ def graded_tables(config: Config, tables: dict[str, pd.DataFrame], rules: Gradin
         raise UserError(f"cohort.grades: {mode} needs raw observations (vitals {', '.join(GRADING_ANALYTES)} "
                         "in measurements, or an observations table); this cohort has none (docs/grading.md)")
     given = given_events(config, tables.get("events"))
-    timeline = grade_timeline(tables, rules or GradingRules()) if not assessed.empty else _empty_timeline()
+    rules = rules or GradingRules(**config.grading.model_dump())
+    timeline = grade_timeline(tables, rules) if not assessed.empty else _empty_timeline()
     if mode == "derive":
         events, syndromes = derived_events(timeline, given), _syndrome_rows(timeline)
     else:

@@ -80,6 +80,7 @@ def scoring_config(config: Config) -> dict[str, Any]:
         "report": {k: dump["report"][k] for k in ("bands", "band_low_below", "band_high_from", "top_drivers")},
         # Where grades came from at training: new patients' grade features are graded the same way.
         "cohort": {k: dump["cohort"][k] for k in ("grades", "grading_scale")},
+        "grading": dump["grading"],
     }
 
 
@@ -91,6 +92,7 @@ def merge_scoring_config(base: Config, stored: Mapping[str, Any]) -> Config:
     dump["featurize"].update(stored["featurize"])
     dump["report"].update(stored["report"])
     dump["cohort"].update(stored.get("cohort", {}))  # models from before grading: the local params
+    dump["grading"].update(stored.get("grading", {}))
     return parse_config(dump, Path(SCORING_CONFIG_FILE))
 
 
