@@ -89,9 +89,11 @@ def component_rows(timeline: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> p
         first = assessed.groupby("patient_id", sort=True)["hours_since_anchor"].min().reset_index()
         column = f"{key.lower()}_grade"
         rows = crs[["patient_id", "hours_since_anchor"]].assign(event=key, grade=crs[column].astype("float64"))
-        rows = rows[rows["patient_id"].isin(first["patient_id"]).to_numpy()]
+        since = rows["patient_id"].map(first.set_index("patient_id")["hours_since_anchor"])
+        rows = rows[(rows["hours_since_anchor"] >= since).to_numpy()]  # not before the first assessment
         series = pd.concat([first.assign(event=key, grade=0.0), rows], ignore_index=True)
         series = series.sort_values(["patient_id", "hours_since_anchor"], kind="stable")
+        series = series.drop_duplicates(["patient_id", "hours_since_anchor"], keep="last")  # graded wins over 0
         changed = series["grade"].ne(series.groupby("patient_id")["grade"].shift())
         parts.append(series[changed.to_numpy()])
     return pd.concat(parts, ignore_index=True)[list(GRADE_COLUMNS)]

@@ -50,7 +50,8 @@ def regrade_legacy(events: pd.DataFrame, scale: str) -> tuple[pd.DataFrame, pd.D
 
     kept = events[~refused].copy()
     converted = graded[~refused]
-    kept.loc[converted, "grade"] = astct[~refused][converted]
+    if converted.any():  # an empty assignment into an integer column raises in pandas
+        kept.loc[converted, "grade"] = astct[~refused][converted]
     refusals = pd.DataFrame({
         "scale": scale, "event": event[refused], "legacy_grade": events["grade"].to_numpy()[refused],
         "reason": [f"{SCALE_NAMES[scale]} grade {_grade_text(g)} -> ASTCT needs the underlying observations "
