@@ -145,3 +145,30 @@ def inject_faults(rows: Rows, reported: Reported, anchor_minutes: np.ndarray, n_
     faults.duplicate_rows = np.sort(picker.take(want["duplicates"]))
     _unknown_patient_copies(faults, picker, rows, n_patients, fault_rng)
     return faults
+
+
+OBSERVATION_FAULT_ROWS = 2  # per kind: an unknown oxygen device term, an ICE score of 11
+UNKNOWN_DEVICE_TERMS = ["oxygen tent", "trach collar"]
+
+
+def inject_observation_faults(item: np.ndarray, value: np.ndarray, seed: int, enabled: bool,
+                              device_item: int, ice_item: int) -> tuple[dict[int, str], dict[str, int]]:
+    """A few observation rows ingest must quarantine: an oxygen device term not in the registry
+    (``unknown_term``) and an ICE score of 11 (``out_of_range``). Only rows that chart nothing abnormal
+    (room air, ICE 10) are picked, so the grades derived from the rest stay the same. Own stream."""
+    if not enabled:
+        return {}, {}
+    fault_rng = np.random.default_rng([seed, 11])
+    override: dict[int, str] = {}
+    counts: dict[str, int] = {}
+    for reason, eligible, texts in (
+        ("unknown_term", (item == device_item) & (value == "room_air"), UNKNOWN_DEVICE_TERMS),
+        ("out_of_range", (item == ice_item) & (value == "10"), ["11"] * OBSERVATION_FAULT_ROWS),
+    ):
+        pool = np.flatnonzero(eligible)
+        picked = np.sort(fault_rng.choice(pool, size=min(OBSERVATION_FAULT_ROWS, pool.size), replace=False))
+        for row, text in zip(picked.tolist(), texts, strict=False):
+            override[row] = text
+        if picked.size:
+            counts[reason] = int(picked.size)
+    return override, counts

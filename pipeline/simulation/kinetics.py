@@ -1,5 +1,5 @@
 """Cytokine and biomarker kinetics: baseline, CAR-T driven pulse, treatment and lymphodepletion effects,
-assay noise, and body temperature (fever from CRS onset).
+assay noise, and body temperature (fever from CRS onset; ``bedside``).
 
 Every biomarker follows ``log value = baseline + peak_log_fold · pulse(t - t_mid - delay) + noise``.
 """
@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.simulation.analytes import N_ANALYTES, TEMP_INDEX, analyte_column, disease_baseline_log_ratio
-from pipeline.simulation.curves import expit, fever_excess_celsius, pulse, soft_cap
+from pipeline.simulation.bedside import Course, temperature
+from pipeline.simulation.curves import expit, pulse, soft_cap
 from pipeline.simulation.patients import Patients
 from pipeline.simulation.sampling import Rows
 from pipeline.simulation.severity import Outcomes
@@ -79,36 +80,20 @@ def _lab_values(rows: Rows, patients: Patients, levels: MarkerLevels, response: 
     return soft_cap(np.exp(log_value), analyte_column("cap")[analyte])
 
 
-def body_temperature(rows: Rows, outcomes: Outcomes, treatments: Treatments, il6_pulse: np.ndarray,
-                     rng: np.random.Generator) -> np.ndarray:
-    """Temperature (deg C) for every row: fever from CRS onset until it resolves or tocilizumab is given.
-
-    ``il6_pulse`` is the row pulse: TEMP rows carry the IL-6 timing (same delay and width).
-    """
-    patient, hours = rows.patient, rows.hours
-    crs_grade, amplitude = outcomes.crs_grade, outcomes.marker_amplitude
-    fever_end_hours = np.minimum(
-        outcomes.crs_onset_hours + 60.0 * np.exp(0.5 * rng.standard_normal(crs_grade.size)) * (1 + 0.3 * crs_grade),
-        treatments.tocilizumab_hours + 3.0)
-    in_fever = ((crs_grade[patient] >= 1) & (hours >= outcomes.crs_onset_hours[patient])
-                & (hours < fever_end_hours[patient]))
-    temp_z = rng.standard_normal(rows.n_rows)
-    baseline_temp_c = 36.7 + 0.15 * rng.standard_normal(crs_grade.size)
-    afebrile_c = np.minimum(baseline_temp_c[patient] + 0.25 * temp_z
-                            + 0.5 * il6_pulse * np.clip(amplitude[patient], 0, 2), 37.9)
-    febrile_c = 38.05 + fever_excess_celsius(amplitude[patient]) + 0.45 * np.abs(temp_z)
-    antipyretic = rng.random(rows.n_rows) < 0.12
-    febrile_c = np.where(antipyretic, 37.3 + 0.5 * rng.random(rows.n_rows), febrile_c)
-    return np.clip(np.where(in_fever, febrile_c, afebrile_c), 35.0, 41.5)
+def body_temperature(rows: Rows, course: Course) -> np.ndarray:
+    """Temperature (deg C) for every row: fever from CRS onset while the course is active, until
+    tocilizumab (+3 h) at grades 1-2 (``bedside.temperature``: a function of the course so far only,
+    with per-reading noise of its own, so no later grade moves it)."""
+    return temperature(course, rows.patient, rows.minutes)
 
 
 def simulate_values(rows: Rows, patients: Patients, outcomes: Outcomes, treatments: Treatments,
-                    rng: np.random.Generator) -> np.ndarray:
+                    rng: np.random.Generator, course: Course) -> np.ndarray:
     """True (pre-assay-reporting) value of every measurement row, canonical units."""
     levels = draw_marker_levels(patients, outcomes.marker_amplitude, rng)
     response = marker_response(rows, treatments, outcomes.il6_half_rise_hours,
                                marker_pulse(rows, outcomes.il6_half_rise_hours))
     ld_curve = lymphodepletion_curve(rows, patients.n, rng)
     value = _lab_values(rows, patients, levels, response, ld_curve, rng)
-    temperature_c = body_temperature(rows, outcomes, treatments, response.pulse, rng)
+    temperature_c = body_temperature(rows, course)
     return np.where(rows.analyte == TEMP_INDEX, temperature_c, value)

@@ -48,6 +48,20 @@ class Rows:
 
 
 @dataclass(frozen=True)
+class VitalRounds:
+    """The ward's vitals rounds while inpatient (one entry per round, not per row): every slot of the
+    routine ward grid (whether or not its temperature was charted) and every extra round taken while
+    worried. ``bedside`` charts blood pressure, SpO2 and oxygen at them."""
+
+    patient: np.ndarray
+    hours: np.ndarray  # since infusion (unrounded; rows use whole minutes)
+    day: np.ndarray  # inpatient day of the ward slot (-1..14); the day of a worry round
+    slot: np.ndarray  # index into VITALS_CLOCK_HOURS for ward slots, -1 for worry rounds
+    temp_charted: np.ndarray  # bool: a TEMP row was scheduled at this round
+    ward_slots: int  # the first patients x ward_slots rounds are the ward grid (patient, day, slot order)
+
+
+@dataclass(frozen=True)
 class _Draws:
     """One block of scheduled rows before concatenation."""
 
@@ -90,15 +104,19 @@ def _cytokine_panels(anchor_clock_hours: np.ndarray, rng: np.random.Generator) -
     return _Draws(patient, draw_hours[patient, day], np.array([ANALYTE_INDEX[c] for c in CYTOKINE_PANEL])[assay])
 
 
-def _ward_vitals(anchor_clock_hours: np.ndarray, rng: np.random.Generator) -> _Draws:
-    """Ward vitals: up to six temperatures a day while inpatient."""
+def _ward_vitals(anchor_clock_hours: np.ndarray, rng: np.random.Generator) -> tuple[_Draws, VitalRounds]:
+    """Ward vitals: up to six temperatures a day while inpatient; and every slot of the ward grid."""
     shape = (anchor_clock_hours.size, INPATIENT_DAYS.size, VITALS_CLOCK_HOURS.size)
     kept = rng.random(shape) < 0.8
     jitter_hours = np.clip(0.5 * rng.standard_normal(shape), -1.5, 1.5)
+    grid_hours = (INPATIENT_DAYS[None, :, None] * 24.0 + VITALS_CLOCK_HOURS[None, None, :] + jitter_hours
+                  - anchor_clock_hours[:, None, None])
     patient, day, slot = np.nonzero(kept)
-    hours = (INPATIENT_DAYS[day] * 24.0 + VITALS_CLOCK_HOURS[slot] + jitter_hours[patient, day, slot]
-             - anchor_clock_hours[patient])
-    return _Draws(patient, hours, np.full(patient.size, TEMP_INDEX))
+    temps = _Draws(patient, grid_hours[patient, day, slot], np.full(patient.size, TEMP_INDEX))
+    all_patient, all_day, all_slot = np.nonzero(np.ones(shape, dtype=bool))
+    rounds = VitalRounds(all_patient, grid_hours.ravel(), INPATIENT_DAYS[all_day], all_slot, kept.ravel(),
+                         INPATIENT_DAYS.size * VITALS_CLOCK_HOURS.size)
+    return temps, rounds
 
 
 def worry_grade(hours: np.ndarray, crs_grade_hours: np.ndarray) -> np.ndarray:
@@ -146,6 +164,11 @@ def _worry_draws(anchor_clock_hours: np.ndarray, crs_grade_hours: np.ndarray, am
     return labs, temps
 
 
+def _worry_rounds(temps: _Draws) -> VitalRounds:
+    return VitalRounds(temps.patient, temps.hours, np.floor(temps.hours / 24.0).astype(np.int64),
+                       np.full(temps.patient.size, -1), np.ones(temps.patient.size, dtype=bool), 0)
+
+
 def _sorted_unique_rows(patient: np.ndarray, minutes: np.ndarray, analyte: np.ndarray) -> np.ndarray:
     """Indexes of one row per (patient, minute, analyte), sorted by patient, time and analyte (a worry
     draw can fall on the minute of a scheduled one; the written tables are sorted this way too)."""
@@ -158,18 +181,24 @@ def _sorted_unique_rows(patient: np.ndarray, minutes: np.ndarray, analyte: np.nd
 
 
 def draw_schedule(anchor_clock_minutes: np.ndarray, crs_grade_hours: np.ndarray, amplitude: np.ndarray,
-                  death_hours: np.ndarray, site: np.ndarray, rng: np.random.Generator) -> Rows:
+                  death_hours: np.ndarray, site: np.ndarray, rng: np.random.Generator) -> tuple[Rows, VitalRounds]:
     """Every measurement row: the routine schedule plus the worry draws (which see only the observed
     past of the CRS course and how hot the fever runs), none after death; one row per patient, minute
-    and analyte."""
+    and analyte. Also the ward's vitals rounds (ward grid slots and worry rounds, before any death cut)."""
     anchor_clock_hours = anchor_clock_minutes / 60.0
     labs, outpatient_temps = _routine_visits(anchor_clock_hours, rng)
-    blocks = (labs, outpatient_temps, _cytokine_panels(anchor_clock_hours, rng), _ward_vitals(anchor_clock_hours, rng),
-              *_worry_draws(anchor_clock_hours, crs_grade_hours, amplitude, site, rng))
+    cytokines = _cytokine_panels(anchor_clock_hours, rng)
+    ward_temps, ward_rounds = _ward_vitals(anchor_clock_hours, rng)
+    worry_labs, worry_temps = _worry_draws(anchor_clock_hours, crs_grade_hours, amplitude, site, rng)
+    blocks = (labs, outpatient_temps, cytokines, ward_temps, worry_labs, worry_temps)
+    worry_rounds = _worry_rounds(worry_temps)
+    rounds = VitalRounds(*(np.concatenate([getattr(ward_rounds, f), getattr(worry_rounds, f)])
+                           for f in ("patient", "hours", "day", "slot", "temp_charted")), ward_rounds.ward_slots)
     patient = np.concatenate([b.patient for b in blocks]).astype(np.int64)
     hours = np.concatenate([b.hours for b in blocks])
     analyte = np.concatenate([b.analyte for b in blocks]).astype(np.int64)
     minutes = np.round(hours * 60).astype(np.int64)
     alive = minutes < np.where(np.isfinite(death_hours), death_hours * 60, np.inf)[patient]
     kept = np.flatnonzero(alive)[_sorted_unique_rows(patient[alive], minutes[alive], analyte[alive])]
-    return Rows(patient=patient[kept], analyte=analyte[kept], minutes=minutes[kept], hours=minutes[kept] / 60.0)
+    return (Rows(patient=patient[kept], analyte=analyte[kept], minutes=minutes[kept], hours=minutes[kept] / 60.0),
+            rounds)

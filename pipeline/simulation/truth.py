@@ -11,9 +11,11 @@ from pipeline.registry import Registry
 from pipeline.simulation.analytes import CODES, N_ANALYTES
 from pipeline.simulation.arms import ARMS
 from pipeline.simulation.assay import UNIT_FAULTS, Reported
+from pipeline.simulation.bedside import ICE_SCORE, OBSERVATION_ITEMS, PRESSORS, VITAL_CODES, Charted
 from pipeline.simulation.faults import Faults
 from pipeline.simulation.sampling import Rows
 from pipeline.simulation.severity import Outcomes
+from pipeline.simulation.tables import TABLE_NAMES
 
 
 def _unit_conversions(reported: Reported, accepted: np.ndarray, registry: Registry) -> dict[str, int]:
@@ -47,8 +49,9 @@ def _analytes_found(rows: Rows, accepted: np.ndarray) -> dict[str, int]:
     return dict(sorted(found.items()))
 
 
-def _file_counts(rows_written: dict[str, int], faults: Faults) -> dict[str, dict[str, Any]]:
-    """Per file: rows read / accepted / quarantined; only measurements carry faults."""
+def _file_counts(rows_written: dict[str, int], faults: Faults, observation_faults: dict[str, int]
+                 ) -> dict[str, dict[str, Any]]:
+    """Per file: rows read / accepted / quarantined; measurements and observations carry faults."""
     files: dict[str, dict[str, Any]] = {
         name: {"rows_read": rows, "rows_accepted": rows, "rows_quarantined": 0, "duplicates_dropped": 0,
                "quarantine_by_reason": {}}
@@ -61,7 +64,40 @@ def _file_counts(rows_written: dict[str, int], faults: Faults) -> dict[str, dict
         "duplicates_dropped": faults.duplicate_rows.size,
         "quarantine_by_reason": {k: v for k, v in sorted(faults.counts.items()) if v > 0},
     }
+    if "observations" in files and observation_faults:
+        quarantined = sum(observation_faults.values())
+        files["observations"].update({
+            "rows_accepted": rows_written["observations"] - quarantined, "rows_quarantined": quarantined,
+            "quarantine_by_reason": dict(sorted(observation_faults.items())),
+        })
     return files
+
+
+def _bedside_counts(charted: Charted, vital_names: np.ndarray) -> dict[str, Any]:
+    """Rows the bedside adds: vitals per code, observations per item and term, vasopressor courses per drug."""
+    def counts(values: np.ndarray) -> dict[str, int]:
+        names, n = np.unique(values.astype(str), return_counts=True)
+        return {str(k): int(v) for k, v in zip(names, n, strict=True)}
+
+    return {
+        "vital_rows": counts(np.array(VITAL_CODES)[charted.vital_code]),
+        "vital_synonyms": counts(np.array([f"{w} -> {VITAL_CODES[c]}" for w, c in
+                                           zip(vital_names, charted.vital_code, strict=True) if w != VITAL_CODES[c]],
+                                          dtype=str)),
+        "observation_rows": counts(OBSERVATION_ITEMS[charted.obs_item]),
+        "observation_terms": counts(np.char.add(np.char.add(OBSERVATION_ITEMS[charted.obs_item], ": "),
+                                                np.where(charted.obs_item == ICE_SCORE, "score",
+                                                         charted.obs_value.astype(str)))),
+        "vasopressor_courses": counts(PRESSORS[charted.pressor_drug]),
+    }
+
+
+def _merge_counts(*parts: dict[str, int]) -> dict[str, int]:
+    merged: dict[str, int] = {}
+    for part in parts:
+        for key, value in part.items():
+            merged[key] = merged.get(key, 0) + value
+    return dict(sorted(merged.items()))
 
 
 def incidence(arm: np.ndarray, outcomes: Outcomes) -> dict[str, Any]:
@@ -90,11 +126,13 @@ def incidence(arm: np.ndarray, outcomes: Outcomes) -> dict[str, Any]:
 
 
 def build_truth(tables: dict[str, pa.Table], rows: Rows, reported: Reported, faults: Faults, registry: Registry,
-                arm: np.ndarray, outcomes: Outcomes, seed: int, faults_enabled: bool) -> dict[str, Any]:
+                arm: np.ndarray, outcomes: Outcomes, seed: int, faults_enabled: bool, charted: Charted,
+                vital_names: np.ndarray, observation_faults: dict[str, int]) -> dict[str, Any]:
     """The truth.json document (key order is part of the byte-identical output)."""
-    rows_written = {name: tables[name].num_rows for name in ("patients", "measurements", "events", "treatments")}
-    files = _file_counts(rows_written, faults)
-    quarantined = sum(faults.counts.values())
+    rows_written = {name: tables[name].num_rows for name in TABLE_NAMES}
+    files = _file_counts(rows_written, faults, observation_faults)
+    quarantined = sum(faults.counts.values()) + sum(observation_faults.values())
+    bedside = _bedside_counts(charted, vital_names)
     n_duplicates = faults.duplicate_rows.size
     return {
         "n_patients": int(arm.size),
@@ -106,13 +144,16 @@ def build_truth(tables: dict[str, pa.Table], rows: Rows, reported: Reported, fau
             "rows_accepted": sum(f["rows_accepted"] for f in files.values()),
             "rows_quarantined": quarantined,
             "duplicates_dropped": n_duplicates,
-            "quarantine_by_reason": {k: v for k, v in sorted(faults.counts.items()) if v > 0},
+            "quarantine_by_reason": _merge_counts({k: v for k, v in faults.counts.items() if v > 0},
+                                                  observation_faults),
             "files": files,
             "patients": int(arm.size),
-            "analytes_found": _analytes_found(rows, faults.accepted),
+            "analytes_found": _merge_counts(_analytes_found(rows, faults.accepted), bedside["vital_rows"]),
             "unknown_analytes": {},
             "unit_conversions": _unit_conversions(reported, faults.accepted, registry),
-            "synonyms_mapped": _synonyms_mapped(rows, reported, faults.accepted),
+            "synonyms_mapped": _merge_counts(_synonyms_mapped(rows, reported, faults.accepted),
+                                             bedside["vital_synonyms"]),
         },
+        "bedside": {key: value for key, value in bedside.items() if key != "vital_synonyms"},
         "incidence": incidence(arm, outcomes),
     }
