@@ -28,6 +28,8 @@ from pipeline.grading.graded import graded_tables
 from pipeline.ingestion import (
     IngestResult,
     all_quarantine,
+    empty_observations,
+    empty_treatments,
     ingest_tables,
     validate_measurements,
     validate_patients,
@@ -96,10 +98,9 @@ def _ingest(raw: Mapping[str, RawTable], with_report: bool) -> IngestResult:
     patients = validate_patients(raw[PATIENTS.name])
     measurements = validate_measurements(raw[MEASUREMENTS.name], patients.accepted, load_registry())
     tables = {"patients": patients.accepted, "measurements": measurements.accepted,
-              "events": pd.DataFrame(columns=["patient_id", "event", "grade", "hours_since_anchor"]),
-              "treatments": pd.DataFrame(columns=["patient_id", "hours_since_anchor", "drug", "dose", "unit",
-                                                  "end_hours_since_anchor"]),
-              "observations": pd.DataFrame(columns=["patient_id", "hours_since_anchor", "item", "value", "score"])}
+              "events": pd.DataFrame({"patient_id": pd.array([], dtype="string"), "event": pd.array([], dtype="string"),
+                                      "grade": np.zeros(0, dtype=np.int8), "hours_since_anchor": np.zeros(0)}),
+              "treatments": empty_treatments(), "observations": empty_observations()}
     quarantine = all_quarantine([patients, measurements])  # rows, then the blanked covariate cells
     return IngestResult(tables=tables, quarantine=quarantine, report={})
 
