@@ -15,7 +15,7 @@ import pandas as pd
 from pipeline.registry import drug_classes, observation_terms
 
 from . import stream as s
-from .inputs import Inputs
+from .inputs import Inputs, Rows
 from .rules import DOMAIN, NASAL_CANNULA, VASOPRESSIN, VASOPRESSOR, WAIVER_CLASSES, GradingRules
 
 #: Hypoxia details that are not a device term: nasal cannula above the low-flow limit, flow only.
@@ -28,37 +28,37 @@ def term_grades(item: str) -> dict[str, int]:
     return dict(zip(rows["term"], rows["grade"], strict=True))
 
 
-def observed_terms(obs: pd.DataFrame, item: str) -> tuple[pd.DataFrame, np.ndarray]:
+def observed_terms(data: Inputs, item: str) -> tuple[Rows, np.ndarray]:
     """The rows of one term item and their grades; a term outside the registry is an error (ingest
     quarantines those; grading never guesses one)."""
-    rows = obs[(obs["item"] == item).to_numpy()]
-    grades = pd.Series(rows["value"].astype(str).to_numpy()).map(term_grades(item))
-    if grades.isna().any():
-        raise ValueError(f"grading: {int(grades.isna().sum())} {item} row(s) carry a term not in observations.csv")
-    return rows, grades.to_numpy(dtype=np.float64)
+    rows = data.observed(item)
+    table = pd.Series(data.words, dtype=object).map(term_grades(item)).to_numpy(dtype=np.float64)
+    grades = table[rows["term"]] if len(table) else np.zeros(0)
+    if np.isnan(grades).any():
+        raise ValueError(f"grading: {int(np.isnan(grades).sum())} {item} row(s) carry a term not in observations.csv")
+    return rows, grades
 
 
 def add_crs_entries(parts: s.Parts, data: Inputs, rules: GradingRules) -> None:
     m = data.measurements
-    analyte, code, time, value = (m["analyte"].to_numpy(), m["code"].to_numpy(), m["time"].to_numpy(),
-                                  m["value"].to_numpy(dtype=np.float64))
-    fever = (analyte == "TEMP") & (value >= rules.fever_celsius)
+    code, time, value = m["code"], m["time"], m["value"]
+    fever = data.measured("TEMP") & (value >= rules.fever_celsius)
     parts.add(code[fever], time[fever], s.FEVER)
     parts.expiry(code[fever], time[fever] + rules.fever_window_hours)
     parts.expiry(code[fever], time[fever] + rules.fever_waiver_hours)
     for analyte_code, kind, below in (("SBP", s.SBP, rules.sbp_below_mmhg), ("MAP", s.MAP, rules.map_below_mmhg)):
-        rows = analyte == analyte_code
+        rows = data.measured(analyte_code)
         parts.add(code[rows], time[rows], kind, tie=-value[rows], value=value[rows])  # lowest last
         low = rows & (value < below)
         parts.expiry(code[low], time[low] + rules.vital_hold_hours)
-    flow = analyte == "O2_FLOW"
+    flow = data.measured("O2_FLOW")
     parts.add(code[flow], time[flow], s.FLOW, tie=value[flow], value=value[flow])
     some = flow & (value > 0)
     parts.expiry(code[some], time[some] + rules.vital_hold_hours)
 
-    rows, grades = observed_terms(data.observations, "O2_DEVICE")
-    dcode, dtime = rows["code"].to_numpy(), rows["time"].to_numpy()
-    parts.add(dcode, dtime, s.DEVICE, tie=grades, value=grades, label=parts.label_codes(rows["value"].to_numpy()))
+    rows, grades = observed_terms(data, "O2_DEVICE")
+    dcode, dtime = rows["code"], rows["time"]
+    parts.add(dcode, dtime, s.DEVICE, tie=grades, value=grades, label=parts.label_codes(data.words)[rows["term"]])
     parts.expiry(dcode[grades > 0], dtime[grades > 0] + rules.device_hold_hours)
     _add_treatments(parts, data, rules, first_fever=_first_fever(code[fever], time[fever], len(data.ids)))
 
@@ -71,16 +71,16 @@ def _first_fever(code: np.ndarray, time: np.ndarray, n_patients: int) -> np.ndar
 
 def _add_treatments(parts: s.Parts, data: Inputs, rules: GradingRules, first_fever: np.ndarray) -> None:
     t = data.treatments
-    drug_class = t["drug"].astype(str).map(drug_classes()).to_numpy(dtype=object)
-    code, time, end = t["code"].to_numpy(), t["time"].to_numpy(), t["end"].to_numpy(dtype=np.float64)
+    drug_class = pd.Series(t["drug"], dtype=object).map(drug_classes()).to_numpy(dtype=object)
+    code, time, end = t["code"], t["time"], t["end"]
     pressor = (drug_class == VASOPRESSOR) | (drug_class == VASOPRESSIN)
     # A row without an end is one administration, active for vasopressor_row_hours.
     stop = np.where(np.isnan(end), time + rules.vasopressor_row_hours, end)[pressor]
-    parts.add(code[pressor], time[pressor], s.VASO, end=stop, label=parts.label_codes(t["drug"].to_numpy()[pressor]))
+    parts.add(code[pressor], time[pressor], s.VASO, end=stop, label=parts.label_codes(t["drug"][pressor]))
     parts.expiry(code[pressor], stop)
     # Only a dose at or after the patient's first fever waives the fever rule: prophylaxis waives nothing.
     waiver = np.isin(drug_class, WAIVER_CLASSES) & (time >= first_fever[code])
-    parts.add(code[waiver], time[waiver], s.DOSE, label=parts.label_codes(t["drug"].to_numpy()[waiver]))
+    parts.add(code[waiver], time[waiver], s.DOSE, label=parts.label_codes(t["drug"][waiver]))
 
 
 @dataclass(frozen=True)
@@ -94,9 +94,9 @@ class CrsGrades:
 
 
 def evaluate_crs(st: s.Stream, rules: GradingRules) -> CrsGrades:
-    fever = st.latest(st.kind == s.FEVER, rules.fever_window_hours) >= 0
-    recent = st.latest(st.kind == s.FEVER, rules.fever_waiver_hours) >= 0
-    dose = st.latest(st.kind == s.DOSE)
+    fever = st.latest_kind(s.FEVER, rules.fever_window_hours) >= 0
+    recent = st.latest_kind(s.FEVER, rules.fever_waiver_hours) >= 0
+    dose = st.latest_kind(s.DOSE)
     waived = ~fever & recent & (dose >= 0)
     hyp, hyp_domain, hyp_detail, names = _hypotension(st, rules)
     hypox, hypox_detail = _hypoxia(st, rules)
@@ -114,8 +114,8 @@ def evaluate_crs(st: s.Stream, rules: GradingRules) -> CrsGrades:
 def _hypotension(st: s.Stream, rules: GradingRules) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """Grade 2 for SBP/MAP below threshold without vasopressors; 3 for one vasopressor (with or
     without vasopressin) or vasopressin alone; 4 for two or more distinct non-vasopressin vasopressors."""
-    sbp = st.take(st.value, st.latest(st.kind == s.SBP, rules.vital_hold_hours), np.inf) < rules.sbp_below_mmhg
-    mapl = st.take(st.value, st.latest(st.kind == s.MAP, rules.vital_hold_hours), np.inf) < rules.map_below_mmhg
+    sbp = st.take(st.value, st.latest_kind(s.SBP, rules.vital_hold_hours), np.inf) < rules.sbp_below_mmhg
+    mapl = st.take(st.value, st.latest_kind(s.MAP, rules.vital_hold_hours), np.inf) < rules.map_below_mmhg
     vaso = st.kind == s.VASO
     names = sorted({st.labels[i] for i in np.unique(st.label[vaso])})
     counted = np.zeros(len(st.grid), dtype=np.int64)
@@ -148,8 +148,8 @@ def _active(st: s.Stream, mask: np.ndarray) -> np.ndarray:
 
 
 def _hypoxia(st: s.Stream, rules: GradingRules) -> tuple[np.ndarray, np.ndarray]:
-    device = st.latest(st.kind == s.DEVICE, rules.device_hold_hours)
-    flow = st.take(st.value, st.latest(st.kind == s.FLOW, rules.vital_hold_hours), 0.0)
+    device = st.latest_kind(s.DEVICE, rules.device_hold_hours)
+    flow = st.take(st.value, st.latest_kind(s.FLOW, rules.vital_hold_hours), 0.0)
     grade = st.take(st.value, device, 0.0)
     term = st.take(st.label, device, -1)
     high = flow > rules.low_flow_max_l_min

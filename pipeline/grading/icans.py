@@ -15,8 +15,8 @@ from .rules import CAPD_MIN_SEVERE, DOMAIN, ICANS_TERM_ITEMS, ICE_GRADE, Grading
 
 
 def _scores(data: Inputs, item: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    rows = data.observations[(data.observations["item"] == item).to_numpy()]
-    return rows["code"].to_numpy(), rows["time"].to_numpy(), rows["score"].to_numpy(dtype=np.float64)
+    rows = data.observed(item)
+    return rows["code"], rows["time"], rows["score"]
 
 
 def ice_grade(score: np.ndarray) -> np.ndarray:
@@ -44,10 +44,10 @@ def add_icans_entries(parts: s.Parts, data: Inputs, rules: GradingRules) -> None
     parts.expiry(code[graded], time[graded] + rules.ice_hold_hours)
 
     for offset, (item, _, hold) in enumerate(ICANS_TERM_ITEMS):
-        rows, grades = observed_terms(data.observations, item)
-        code, time = rows["code"].to_numpy(), rows["time"].to_numpy()
+        rows, grades = observed_terms(data, item)
+        code, time = rows["code"], rows["time"]
         parts.add(code, time, s.TERM_KIND0 + offset, tie=grades, value=grades,
-                  label=parts.label_codes(rows["value"].to_numpy()))
+                  label=parts.label_codes(data.words)[rows["term"]])
         parts.expiry(code[grades > 0], time[grades > 0] + getattr(rules, hold))
 
 
@@ -59,24 +59,24 @@ class IcansGrades:
 
 
 def evaluate_icans(st: s.Stream, rules: GradingRules) -> IcansGrades:
-    grades, domains, details = [], [], []
+    n = len(st.grid)
+    grade = np.zeros(n, dtype=np.int8)
+    domain = np.full(n, DOMAIN[""], dtype=np.int8)
+    detail = np.zeros(n, dtype=np.int64)
+
+    def worse(candidate: np.ndarray, name: np.ndarray | int, what: np.ndarray) -> None:
+        # Strictly worse only: at a tie the domain met first (ICANS_TERM_ITEMS order) is named.
+        hit = candidate > grade
+        grade[hit] = candidate[hit]
+        domain[hit] = name[hit] if isinstance(name, np.ndarray) else name
+        detail[hit] = what[hit]
+
     for offset, (_, name, hold) in enumerate(ICANS_TERM_ITEMS):
-        j = st.latest(st.kind == s.TERM_KIND0 + offset, getattr(rules, hold))
-        grades.append(st.take(st.value, j, 0.0).astype(np.int8))
-        domains.append(np.full(len(j), DOMAIN[name], dtype=np.int8))
-        details.append(st.take(st.label, j, -1).astype(np.int64))
-    ice = ice_grade(st.take(st.value, st.latest(st.kind == s.ICE, rules.ice_hold_hours), np.nan))
-    capd_score = st.take(st.value, st.latest(st.kind == s.CAPD, rules.ice_hold_hours), np.nan)
+        j = st.latest_kind(s.TERM_KIND0 + offset, getattr(rules, hold))
+        worse(st.take(st.value, j, 0.0).astype(np.int8), DOMAIN[name], st.take(st.label, j, -1))
+    ice = ice_grade(st.take(st.value, st.latest_kind(s.ICE, rules.ice_hold_hours), np.nan))
+    capd_score = st.take(st.value, st.latest_kind(s.CAPD, rules.ice_hold_hours), np.nan)
     capd = ~np.isnan(capd_score)  # a CAPD score in force replaces ICE (a child's not-assessable does not)
     cognition = np.where(capd, capd_grade(capd_score), ice).astype(np.int8)
-    grades.append(cognition)
-    domains.append(np.where(capd, DOMAIN["CAPD"], DOMAIN["ICE"]).astype(np.int8))
-    details.append(cognition.astype(np.int64))
-
-    stacked = np.vstack(grades)
-    worst = np.argmax(stacked, axis=0)  # first maximum: the order of ICANS_TERM_ITEMS, then ICE/CAPD
-    columns = np.arange(stacked.shape[1])
-    grade = stacked[worst, columns]
-    domain = np.where(grade > 0, np.vstack(domains)[worst, columns], DOMAIN[""]).astype(np.int8)
-    detail = np.where(grade > 0, np.vstack(details)[worst, columns], 0)
-    return IcansGrades(grade.astype(np.int8), domain, detail)
+    worse(cognition, np.where(capd, DOMAIN["CAPD"], DOMAIN["ICE"]).astype(np.int8), cognition.astype(np.int64))
+    return IcansGrades(grade, domain, detail)

@@ -1,7 +1,8 @@
-"""The ingest-contract tables, reduced to the rows grading reads, with integer patient codes.
+"""The ingest-contract tables, reduced to the rows grading reads, as numpy arrays with patient codes.
 
 Patient codes follow the sorted patient ids, so a stream sorted by code is already in the timeline's
-output order. Any table but ``patients`` may be missing or empty.
+output order. Any table but ``patients`` may be missing or empty. Arrays, not DataFrames: building
+frames of string columns (pandas' Arrow strings) cost more than the grading itself.
 """
 
 from __future__ import annotations
@@ -15,16 +16,30 @@ from .rules import GradingRules
 
 MEASURED = ("TEMP", "SBP", "MAP", "O2_FLOW")
 TIME = "hours_since_anchor"
+Rows = dict[str, np.ndarray]
 
 
 @dataclass(frozen=True)
 class Inputs:
     ids: np.ndarray  # sorted unique patient ids (object array); a code indexes it
     child: np.ndarray  # bool per code: age <= paediatric_max_age_years (missing age: adult)
-    measurements: pd.DataFrame  # code, time, analyte, value
-    observations: pd.DataFrame  # code, time, item, value (term or integer text), score
-    treatments: pd.DataFrame  # code, time, drug, end
+    measurements: Rows  # code, time, analyte (index into MEASURED), value
+    observations: Rows  # code, time, item (index into the items read), term (index into words), score
+    words: np.ndarray  # the distinct observation terms (object array)
+    items: tuple[str, ...]
+    treatments: Rows  # code, time, drug, end
     deaths: np.ndarray  # first DEATH time per code (inf: none)
+
+    def observed(self, item: str) -> Rows:
+        """The observation rows of one item."""
+        return select(self.observations, self.observations["item"] == self.items.index(item))
+
+    def measured(self, analyte: str) -> np.ndarray:
+        return self.measurements["analyte"] == MEASURED.index(analyte)
+
+
+def select(rows: Rows, mask: np.ndarray) -> Rows:
+    return {name: column[mask] for name, column in rows.items()}
 
 
 def _frame(tables: dict[str, pd.DataFrame], name: str, columns: tuple[str, ...]) -> pd.DataFrame:
@@ -37,44 +52,60 @@ def _frame(tables: dict[str, pd.DataFrame], name: str, columns: tuple[str, ...])
     return frame
 
 
-def _coded(frame: pd.DataFrame, ids: pd.Index, keep: list[str]) -> pd.DataFrame:
-    """``frame[keep]`` with ``code`` and ``time`` columns; rows without a time are not evidence."""
-    out = pd.DataFrame({"code": ids.get_indexer(frame["patient_id"].astype(str)),
-                        "time": frame[TIME].to_numpy(dtype=np.float64)})
-    for column in keep:
-        out[column] = frame[column].to_numpy()
-    return out[out["time"].notna().to_numpy()].reset_index(drop=True)
+def _factorize(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Codes and distinct values (object array) of a string column: hashes each distinct text once."""
+    codes, uniques = pd.factorize(column, sort=False, use_na_sentinel=False)
+    return codes, pd.Index(uniques).astype(str).to_numpy(dtype=object)
 
 
-def prepare(tables: dict[str, pd.DataFrame], rules: GradingRules) -> Inputs:
+def _rows(frame: pd.DataFrame, ids: pd.Index, keep: dict[str, np.ndarray], mask: np.ndarray | None = None) -> Rows:
+    """``code``, ``time`` and the ``keep`` columns of the rows in ``mask`` that have a time."""
+    local, uniques = _factorize(frame["patient_id"])
+    rows = {"code": ids.get_indexer(uniques)[local] if len(uniques) else local,
+            "time": frame[TIME].to_numpy(dtype=np.float64), **keep}
+    mask = ~np.isnan(rows["time"]) if mask is None else mask & ~np.isnan(rows["time"])
+    return rows if mask.all() else select(rows, mask)
+
+
+def _which(column: pd.Series, names: tuple[str, ...]) -> np.ndarray:
+    """Index into ``names`` of each cell (-1: none); one hash per distinct text."""
+    codes, uniques = _factorize(column)
+    table = np.array([names.index(u) if u in names else -1 for u in uniques], dtype=np.int64)
+    return table[codes] if len(uniques) else np.zeros(0, dtype=np.int64)
+
+
+def _patient_ids(frames: list[pd.DataFrame]) -> pd.Index:
+    uniques = [_factorize(f["patient_id"])[1] for f in frames]
+    return pd.Index(np.unique(np.concatenate(uniques)))
+
+
+def prepare(tables: dict[str, pd.DataFrame], rules: GradingRules, items: tuple[str, ...]) -> Inputs:
+    """``items``: the observation items grading reads (others are dropped here)."""
     patients = tables["patients"]
     measurements = _frame(tables, "measurements", ("patient_id", TIME, "analyte", "value"))
-    measurements = measurements[measurements["analyte"].isin(MEASURED).to_numpy()]
     observations = _frame(tables, "observations", ("patient_id", TIME, "item", "value", "score"))
     treatments = _frame(tables, "treatments", ("patient_id", TIME, "drug"))
     events = _frame(tables, "events", ("patient_id", "event", TIME))
-    events = events[(events["event"].astype(str) == "DEATH").to_numpy()]
-
     # Codes cover every id seen anywhere (a row for a patient missing from `patients` still grades).
-    seen = [patients["patient_id"], measurements["patient_id"], observations["patient_id"],
-            treatments["patient_id"], events["patient_id"]]
-    ids = pd.Index(np.unique(np.concatenate([s.astype(str).to_numpy(dtype=object) for s in seen])))
+    ids = _patient_ids([patients, measurements, observations, treatments, events])
 
     child = np.zeros(len(ids), dtype=bool)
     if "age" in patients.columns:
         age = pd.to_numeric(patients["age"], errors="coerce").to_numpy(dtype=np.float64)
         child[ids.get_indexer(patients["patient_id"].astype(str))] = age <= rules.paediatric_max_age_years
-
-    treatments = treatments.assign(end=treatments["end_hours_since_anchor"] if "end_hours_since_anchor"
-                                   in treatments.columns else np.nan)
-    m = _coded(measurements, ids, ["analyte", "value"])
     deaths = np.full(len(ids), np.inf)
-    dead = _coded(events, ids, [])
-    np.minimum.at(deaths, dead["code"].to_numpy(), dead["time"].to_numpy())
-    return Inputs(
-        ids=ids.to_numpy(dtype=object), child=child,
-        measurements=m[m["value"].notna().to_numpy()],
-        observations=_coded(observations, ids, ["item", "value", "score"]),
-        treatments=_coded(treatments, ids, ["drug", "end"]),
-        deaths=deaths,
-    )
+    dead = _rows(events, ids, {}, (events["event"].astype(str) == "DEATH").to_numpy(dtype=bool))
+    np.minimum.at(deaths, dead["code"], dead["time"])
+
+    analyte = _which(measurements["analyte"], MEASURED)
+    value = measurements["value"].to_numpy(dtype=np.float64)
+    m = _rows(measurements, ids, {"analyte": analyte, "value": value}, (analyte >= 0) & ~np.isnan(value))
+    item = _which(observations["item"], items)
+    term, words = _factorize(observations["value"])
+    o = _rows(observations, ids, {"item": item, "term": term, "score": observations["score"].to_numpy(np.float64)},
+              item >= 0)
+    end = treatments.get("end_hours_since_anchor", pd.Series(np.nan, index=treatments.index))
+    t = _rows(treatments, ids, {"drug": treatments["drug"].astype(str).to_numpy(dtype=object),
+                                "end": pd.to_numeric(end).to_numpy(dtype=np.float64)})
+    return Inputs(ids=ids.to_numpy(dtype=object), child=child, measurements=m, observations=o, words=words,
+                  items=items, treatments=t, deaths=deaths)

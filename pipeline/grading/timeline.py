@@ -30,6 +30,9 @@ from .rules import (
     term_reason,
 )
 
+#: Observation items read: the oxygen device, the ICANS term items, and the two cognitive scores.
+TERM_ITEMS = ("O2_DEVICE", *(item for item, _, _ in ICANS_TERM_ITEMS))
+ITEMS = (*TERM_ITEMS, "ICE_SCORE", "CAPD_SCORE")
 COLUMNS = ("patient_id", "hours_since_anchor", "event", "grade", "domain", "reason",
            "hypotension_grade", "hypoxia_grade")
 
@@ -42,7 +45,7 @@ def grade_timeline(tables: dict[str, pd.DataFrame], rules: GradingRules | None =
     sorted by patient_id, hours_since_anchor, event; no leading grade-0 rows.
     """
     rules = rules or GradingRules()
-    data = prepare(tables, rules)
+    data = prepare(tables, rules, ITEMS)
     parts = s.Parts()
     add_crs_entries(parts, data, rules)
     add_icans_entries(parts, data, rules)
