@@ -131,6 +131,7 @@ def build_truth(tables: dict[str, pa.Table], rows: Rows, reported: Reported, fau
     """The truth.json document (key order is part of the byte-identical output)."""
     rows_written = {name: tables[name].num_rows for name in TABLE_NAMES}
     files = _file_counts(rows_written, faults, observation_faults)
+    files["measurements"]["rows_accepted"] += int(charted.vital_patient.size)  # bedside vitals carry no fault
     quarantined = sum(faults.counts.values()) + sum(observation_faults.values())
     bedside = _bedside_counts(charted, vital_names)
     n_duplicates = faults.duplicate_rows.size

@@ -13,7 +13,8 @@ from pipeline.config import parse_config
 from pipeline.registry import load_registry, normalize_name, normalize_unit
 from pipeline.simulate import ARMS, main, simulate_cohort
 
-FILES = ("patients.csv", "measurements.csv", "events.csv", "treatments.csv", "truth.json")
+FILES = ("patients.csv", "measurements.csv", "events.csv", "treatments.csv", "observations.csv", "truth.json")
+VITALS = ("TEMP", "SBP", "MAP", "SPO2", "O2_FLOW")
 ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}$")
 CENSORED = re.compile(r"^[<>]\d+(\.\d+)?$")
 
@@ -101,7 +102,7 @@ def test_files_and_columns(tmp_path):
     main(parse_config({}), out=tmp_path / "cohort", n_patients=60, seed=1)
     assert sorted(p.name for p in (tmp_path / "cohort").iterdir()) == sorted(FILES)
     read = {n: pd.read_csv(tmp_path / "cohort" / f"{n}.csv", dtype=str, keep_default_na=False)
-            for n in ("patients", "measurements", "events", "treatments")}
+            for n in ("patients", "measurements", "events", "treatments", "observations")}
     # Only what a real cohort records: no latent or pre-standardised column (costim, dose_rel, a
     # standardised burden are derived by the pipeline from product, dose and tumour burden).
     assert list(read["patients"].columns) == [
@@ -112,11 +113,17 @@ def test_files_and_columns(tmp_path):
     assert (read["patients"]["dose"].astype(float) > 0).all() and (read["patients"]["tumor_burden"].astype(float) > 0).all()
     assert list(read["measurements"].columns) == ["patient_id", "time", "analyte", "value", "unit"]
     assert list(read["events"].columns) == ["patient_id", "event", "grade", "time"]
-    assert list(read["treatments"].columns) == ["patient_id", "time", "drug", "dose", "unit"]
+    assert list(read["treatments"].columns) == ["patient_id", "time", "drug", "dose", "unit", "end_time"]
     assert read["patients"]["anchor_time"].str.match(ISO).all()
     assert read["events"]["time"].str.match(ISO).all() and read["treatments"]["time"].str.match(ISO).all()
     assert set(read["events"]["grade"].astype(int)) <= set(range(6))
-    assert set(read["treatments"]["drug"]) <= {"tocilizumab", "dexamethasone", "methylprednisolone"}
+    assert list(read["observations"].columns) == ["patient_id", "time", "item", "value"]
+    assert read["observations"]["time"].str.match(ISO).all()
+    doses = read["treatments"]["drug"].isin(["tocilizumab", "dexamethasone", "methylprednisolone"])
+    assert (read["treatments"]["end_time"][doses] == "").all()  # one administration each
+    assert read["treatments"]["end_time"][~doses].str.match(ISO).all()  # vasopressor courses: their stop
+    assert set(read["treatments"]["drug"][~doses]) <= {"norepinephrine", "phenylephrine", "epinephrine", "dopamine",
+                                                        "vasopressin"}
 
 
 def test_failed_run_leaves_no_directory(tmp_path, monkeypatch):
@@ -187,7 +194,22 @@ def test_truth_counts_match_the_files(tmp_path):
     }
     expected = truth["expected_ingest"]
     assert all(v > 0 for v in counted.values()), counted
-    assert expected["quarantine_by_reason"] == counted
+    assert expected["files"]["measurements"]["quarantine_by_reason"] == counted
+    # Observations: a device term the registry does not list, an ICE score out of 0-10.
+    from pipeline.registry import observation_term_synonyms
+
+    obs = pd.read_csv(out / "observations.csv", dtype=str, keep_default_na=False)
+    assert len(obs) == truth["tables"]["observations"]["rows_written"]
+    terms = observation_term_synonyms()
+    device = obs["item"] == "O2_DEVICE"
+    unknown_term = device & ~obs["value"].map(lambda v: ("O2_DEVICE", normalize_name(v)) in terms)
+    ice = pd.to_numeric(obs["value"].where(obs["item"] == "ICE_SCORE"), errors="coerce")
+    obs_counted = {"unknown_term": int(unknown_term.sum()), "out_of_range": int(((ice < 0) | (ice > 10)).sum())}
+    assert all(v > 0 for v in obs_counted.values()), obs_counted
+    assert expected["files"]["observations"]["quarantine_by_reason"] == obs_counted
+    assert expected["files"]["observations"]["rows_accepted"] == len(obs) - sum(obs_counted.values())
+    assert expected["quarantine_by_reason"] == {k: counted.get(k, 0) + obs_counted.get(k, 0)
+                                                for k in sorted(set(counted) | set(obs_counted))}
     assert expected["duplicates_dropped"] == int(dup.sum())
     accepted = rest & ~missing & ~unparseable & ~out_of_range
     assert expected["files"]["measurements"]["rows_accepted"] == int(accepted.sum())
@@ -296,7 +318,7 @@ def test_wards_sample_more_after_fever_and_by_site(cohort5000):
     p, m = cohort5000["patients"], cohort5000["measurements"]
     onset = (p["crs_onset_days"] * 24).dropna()
     onset = onset[(onset > 24) & (onset < 10 * 24)]
-    labs = m[(m["analyte"] != "TEMP") & m["patient_id"].isin(onset.index)]
+    labs = m[~m["analyte"].isin(VITALS) & m["patient_id"].isin(onset.index)]
     since = labs["hours"] - onset.reindex(labs["patient_id"]).to_numpy()
     before = labs[(since > -24) & (since <= 0)].groupby("patient_id").size().reindex(onset.index, fill_value=0)
     after = labs[(since > 0) & (since <= 24)].groupby("patient_id").size().reindex(onset.index, fill_value=0)
