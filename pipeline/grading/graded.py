@@ -89,7 +89,7 @@ def component_rows(timeline: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> p
         first = assessed.groupby("patient_id", sort=True)["hours_since_anchor"].min().reset_index()
         column = f"{key.lower()}_grade"
         rows = crs[["patient_id", "hours_since_anchor"]].assign(event=key, grade=crs[column].astype("float64"))
-        since = rows["patient_id"].map(first.set_index("patient_id")["hours_since_anchor"])
+        since = rows["patient_id"].map(first.set_index("patient_id")["hours_since_anchor"]).astype("float64")
         rows = rows[(rows["hours_since_anchor"] >= since).to_numpy()]  # not before the first assessment
         series = pd.concat([first.assign(event=key, grade=0.0), rows], ignore_index=True)
         series = series.sort_values(["patient_id", "hours_since_anchor"], kind="stable")

@@ -47,6 +47,9 @@ def daily_grades(timeline: pd.DataFrame) -> pd.DataFrame:
     grade in force. Days run from min(0, the first row's day) to the day of the patient's last row;
     a patient without timeline rows has none. Columns ``patient_id, day, crs_grade, icans_grade``."""
     t, first = _groups(timeline)
+    if not len(t):
+        return pd.DataFrame({"patient_id": pd.array([], dtype="str"), "day": np.zeros(0, np.int64),
+                             "crs_grade": np.zeros(0, np.int8), "icans_grade": np.zeros(0, np.int8)})
     hours = t["hours_since_anchor"].to_numpy(dtype=np.float64)
     pid = t["patient_id"].to_numpy(dtype=object)
     span = pd.DataFrame({"patient_id": pid, "day": np.floor(hours / HOURS_PER_DAY)})
