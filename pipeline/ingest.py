@@ -47,7 +47,9 @@ def main(config: Config, cohort: Path | None = None, out: Path | None = None, re
     cohort_dir = cohort or config.cohort.path
     out_dir = Path(out or config.paths.interim_dir)
     report_path = Path(report or config.paths.ingest_report)
-    raw = read_cohort(cohort_dir, **read_options(config))  # cohort.csv dialect, ingest limits
+    # Grades derived from raw observations need no events table (its DEATH rows are used when present).
+    optional = ("events",) if config.cohort.grades == "derive" else ()
+    raw = read_cohort(cohort_dir, optional, **read_options(config))  # cohort.csv dialect, ingest limits
     result = run(config, raw)
     result.report = {"cohort": str(cohort_dir), **result.report}
     write_outputs(result, out_dir, report_path)

@@ -175,6 +175,16 @@ def validate_treatments(table: RawTable, patients: pd.DataFrame) -> TableOutcome
     return finish(table, kept, checks, accepted.reset_index(drop=True), dropped)
 
 
+def empty_events() -> pd.DataFrame:
+    """The accepted events table of a cohort without an events file (``cohort.grades: derive``)."""
+    return pd.DataFrame({
+        "patient_id": pd.array([], dtype="string"),
+        "event": pd.array([], dtype="string"),
+        "grade": np.zeros(0, np.int8),
+        "hours_since_anchor": np.zeros(0),
+    })
+
+
 def empty_treatments() -> pd.DataFrame:
     """The accepted treatments table of a cohort without a treatments file."""
     return pd.DataFrame(

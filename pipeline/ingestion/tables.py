@@ -14,7 +14,13 @@ from pipeline.ingestion.checks import TableOutcome, all_quarantine
 from pipeline.ingestion.measurements import validate_measurements
 from pipeline.ingestion.observations import empty_observations, validate_observations
 from pipeline.ingestion.patients import validate_patients
-from pipeline.ingestion.records import canonical_names, empty_treatments, validate_events, validate_treatments
+from pipeline.ingestion.records import (
+    canonical_names,
+    empty_events,
+    empty_treatments,
+    validate_events,
+    validate_treatments,
+)
 from pipeline.registry import Registry, event_synonyms, load_registry
 
 _COUNTS = ("rows_read", "rows_accepted", "rows_quarantined", "duplicates_dropped")
@@ -51,7 +57,8 @@ def _validate_all(raw: dict[str, RawTable], registry: Registry) -> dict[str, Tab
     outcomes[PATIENTS.name] = validate_patients(raw[PATIENTS.name])
     patients = outcomes[PATIENTS.name].accepted
     outcomes[MEASUREMENTS.name] = validate_measurements(raw[MEASUREMENTS.name], patients, registry)
-    outcomes[EVENTS.name] = validate_events(raw[EVENTS.name], patients)
+    if EVENTS.name in raw:  # absent only when grades are derived from observations
+        outcomes[EVENTS.name] = validate_events(raw[EVENTS.name], patients)
     if TREATMENTS.name in raw:
         outcomes[TREATMENTS.name] = validate_treatments(raw[TREATMENTS.name], patients)
     if OBSERVATIONS.name in raw:
@@ -135,6 +142,7 @@ def ingest_tables(
     ``quarantine`` holds the quarantined rows and then the blanked cells (``source_column`` set)."""
     outcomes = _validate_all(raw, registry or load_registry())
     tables = {name: outcome.accepted for name, outcome in outcomes.items()}
+    tables.setdefault(EVENTS.name, empty_events())
     tables.setdefault(TREATMENTS.name, empty_treatments())
     tables.setdefault(OBSERVATIONS.name, empty_observations())
     quarantine = all_quarantine(outcomes.values())
