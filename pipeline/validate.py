@@ -25,6 +25,7 @@ from pipeline.adapters.dialect import read_options
 from pipeline.adapters.frames import read_new_cohort
 from pipeline.config import Config
 from pipeline.errors import UserError
+from pipeline.grading.graded import graded_tables
 from pipeline.ingestion import ingest_tables
 from pipeline.io import atomic_dir, write_json
 from pipeline.model import ScoringSetup
@@ -76,6 +77,8 @@ def run(setup: ScoringSetup, raw: dict[str, RawTable], cohort: dict[str, Any], *
     result = ingest_tables(dict(raw))
     covariates = check_covariates(result.tables["patients"], setup)
     tables = {**result.tables, "patients": covariates.patients}
+    graded = graded_tables(setup.config, tables).tables  # labels and grade features as at training
+    tables.update(events=graded["events"], grades=graded["grades"])
     featurizer = setup.featurizer(setup.trained_landmarks)
     frame = featurizer.fit(tables).transform(tables)
     setup.check_features(frame)
