@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from pipeline.grading import GradingRules, daily_grades, grade_timeline, onset_events
 
 from .cohort import build, grade_at, merge
+from .reference import reference_timeline
 
 COLUMNS = ["patient_id", "hours_since_anchor", "event", "grade", "domain", "reason", "hypotension_grade",
            "hypoxia_grade"]
@@ -154,3 +155,13 @@ def test_rows_after_t_never_change_the_timeline_at_or_before_t(before, after, cu
         assert timeline["hours_since_anchor"].is_monotonic_increasing
     upto = lambda t: t[t["hours_since_anchor"] <= cut].reset_index(drop=True)  # noqa: E731
     pd.testing.assert_frame_equal(upto(base), upto(more))
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(facts=st.lists(FACT, max_size=14), age=st.sampled_from([8.0, 40.0]))
+def test_engine_matches_a_literal_reading_of_the_rules(facts, age):
+    """The vectorised engine equals a slow loop over the rules (tests/pipeline/grading/reference.py) at
+    every change: same times, events and grades."""
+    timeline = grade_timeline(build(*facts, age=age), GradingRules())
+    got = list(zip(timeline["hours_since_anchor"], timeline["event"], timeline["grade"].astype(int), strict=True))
+    assert got == reference_timeline(facts, age <= 12, GradingRules())
