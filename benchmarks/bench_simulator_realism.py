@@ -23,6 +23,8 @@ from pipeline.registry import load_registry, normalize_name, normalize_unit
 from pipeline.simulation import ARMS, simulate_cohort
 
 LANDMARK_HOURS = 48.0
+VITALS = ("TEMP", "SBP", "MAP", "SPO2", "O2_FLOW")  # ward vitals (bedside charts), not labs
+STEROIDS = ("dexamethasone", "methylprednisolone")
 HORIZON_HOURS = 720.0
 
 
@@ -104,7 +106,8 @@ def peak_hours_from_onset(cohort: Cohort, code: str, untreated: bool = False) ->
     p = cohort.patients
     with_crs = p.index[p["crs"] >= 1]
     if untreated:
-        with_crs = with_crs.difference(cohort.treatments["patient_id"].unique())
+        treated = cohort.treatments[cohort.treatments["drug"].isin(("tocilizumab", *STEROIDS))]
+        with_crs = with_crs.difference(treated["patient_id"].unique())
     d = m[(m["analyte"] == code) & (m["hours"] > 0) & (m["hours"] <= 336) & m["patient_id"].isin(with_crs)]
     at_max = d.loc[d.groupby("patient_id")["value"].idxmax()].set_index("patient_id")["hours"]
     return float((at_max - p["crs_onset_hours"].reindex(at_max.index)).median())
@@ -163,7 +166,7 @@ def sampling_density_auroc(cohort: Cohort) -> dict[str, float]:
     m = cohort.measurements
     early = m[(m["hours"] > 0) & (m["hours"] <= LANDMARK_HOURS)]
     rows = early.groupby("patient_id").size().reindex(label.index, fill_value=0)
-    labs = early[early["analyte"] != "TEMP"].groupby("patient_id").size().reindex(label.index, fill_value=0)
+    labs = early[~early["analyte"].isin(VITALS)].groupby("patient_id").size().reindex(label.index, fill_value=0)
     temp = early[early["analyte"] == "TEMP"].groupby("patient_id")["value"].max().reindex(label.index)
     temp = temp.fillna(temp.min())
     return {"rows": float(roc_auc_score(label, rows)), "labs": float(roc_auc_score(label, labs)),
@@ -195,7 +198,7 @@ def treatment_by_site(cohort: Cohort) -> pd.DataFrame:
     crs = e[e["event"] == "CRS"]
     grade2 = crs[crs["grade"] == 2].groupby("patient_id")["hours"].min().reindex(p.index)
     toci = t[t["drug"] == "tocilizumab"].groupby("patient_id")["hours"].min().reindex(p.index)
-    steroid = t[t["drug"] != "tocilizumab"].groupby("patient_id")["hours"].min().reindex(p.index)
+    steroid = t[t["drug"].isin(STEROIDS)].groupby("patient_id")["hours"].min().reindex(p.index)
     frame = pd.DataFrame({
         "site": p["site"],
         "tocilizumab": toci.notna(),

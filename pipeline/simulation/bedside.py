@@ -73,6 +73,7 @@ NEURO_CLOCK_HOURS = np.array([8.0, 20.0])
 NEURO_ROUTINE_LAST_DAY = 14
 NEURO_MISSED = 0.03
 ANTIPYRETIC_SHARE = 0.12  # febrile readings taken under an antipyretic (37.3-37.8 C)
+ONSET_FEVER_CHARTED_HOURS = 2.5  # ... but not within this long after a CRS grade onset
 
 
 # ------------------------------------------------------------------------------------------------
@@ -263,9 +264,9 @@ def in_fever(course: Course, patient: np.ndarray, hours: np.ndarray) -> np.ndarr
     return (current >= 1) & ((hours < course.tocilizumab[patient] + 3.0) | (reached >= 3))
 
 
-def temperature(course: Course, patient: np.ndarray, minutes: np.ndarray, forced: np.ndarray | None = None
-                ) -> np.ndarray:
-    """Body temperature (C, unrounded) at each (patient, minute); ``forced``: never under an antipyretic."""
+def temperature(course: Course, patient: np.ndarray, minutes: np.ndarray) -> np.ndarray:
+    """Body temperature (C, unrounded) at each (patient, minute). Some febrile readings are taken under an
+    antipyretic, never in the first hours after a CRS grade onset (the fever that marks it is charted)."""
     key, hours = course.draws.key, minutes / 60.0
     z = hashed_normal(key, patient, minutes, 0)
     amplitude = course.amplitude[patient]
@@ -274,9 +275,10 @@ def temperature(course: Course, patient: np.ndarray, minutes: np.ndarray, forced
     afebrile = np.minimum(course.draws.temp_baseline_c[patient] + 0.25 * z
                           + 0.5 * il6_pulse * np.clip(amplitude, 0, 2), 37.9)
     febrile = 38.05 + fever_excess_celsius(amplitude) + 0.45 * np.abs(z)
-    antipyretic = hashed_uniform(key, patient, minutes, 10) < ANTIPYRETIC_SHARE
-    if forced is not None:
-        antipyretic &= ~forced
+    reached = _reached(course.crs_onset, patient, hours)
+    latest_onset = np.take_along_axis(course.crs_onset[patient], np.maximum(reached - 1, 0)[:, None], 1)[:, 0]
+    antipyretic = (hashed_uniform(key, patient, minutes, 10) < ANTIPYRETIC_SHARE) & (
+        hours - latest_onset > ONSET_FEVER_CHARTED_HOURS)
     febrile = np.where(antipyretic, 37.3 + 0.5 * hashed_uniform(key, patient, minutes, 11), febrile)
     return np.clip(np.where(in_fever(course, patient, hours), febrile, afebrile), 35.0, 41.5)
 
@@ -363,8 +365,8 @@ def _event_rounds(onset_hours: np.ndarray, resolution: np.ndarray, delay: np.nda
 
 def _crs_rounds(course: Course, rounds: VitalRounds
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(patient, minutes, full vitals charted, extra round: TEMP charted here and never under an antipyretic,
-    device charted even on room air: extra rounds and the 10:00 ward round)."""
+    """(patient, minutes, full vitals charted, extra round (TEMP charted here), device charted even on room
+    air: extra rounds and the 10:00 ward round)."""
     d = course.draws
     n_ward = d.ward_round_u.size
     ward_u = np.concatenate([d.ward_round_u.ravel(), np.zeros(rounds.patient.size - n_ward)])
@@ -389,8 +391,9 @@ def _crs_rounds(course: Course, rounds: VitalRounds
     return patient[kept], minutes[kept], full[kept], extra[kept], device[kept]
 
 
-def _device_rows(course: Course, patient: np.ndarray, minutes: np.ndarray, v: Vitals, always: np.ndarray
+def _device_rows(patient: np.ndarray, minutes: np.ndarray, v: Vitals, always: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """O2_DEVICE at every round on oxygen and at the rounds that chart it whatever it is."""
     charted = v.on_oxygen | always
     return patient[charted], minutes[charted], DEVICES[v.device[charted]]
 
@@ -512,7 +515,7 @@ def chart(course: Course, rounds: VitalRounds, rows: Rows, anchor_clock_minutes:
     whose TEMP rows a bedside TEMP at the same minute would duplicate)."""
     patient, minutes, full, extra, always = _crs_rounds(course, rounds)
     v = vitals(course, patient, minutes)
-    temp_c = np.round(temperature(course, patient, minutes, forced=extra), 1)
+    temp_c = np.round(temperature(course, patient, minutes), 1)
     full |= v.on_oxygen
     flow = v.on_oxygen & np.isfinite(v.flow)
     vital = [(extra, TEMP, temp_c), (full, SBP, v.sbp), (full, MAP, v.map), (full, SPO2, v.spo2), (flow, O2_FLOW, v.flow)]
@@ -526,7 +529,7 @@ def chart(course: Course, rounds: VitalRounds, rows: Rows, anchor_clock_minutes:
     vp, vm, vc, vv = vp[keep], vm[keep], vc[keep], vv[keep]
     first = _unique_sorted(vp, vm, vc)
     # Oxygen device: every round on oxygen, at every CRS change round, and once a day on room air.
-    dp, dm, dv = _device_rows(course, patient, minutes, v, always)
+    dp, dm, dv = _device_rows(patient, minutes, v, always)
     ap, am, after = _neuro_assessments(course, anchor_clock_minutes / 60.0)
     np_, nm, ni, nv = _neuro_rows(course, ap, am, after)
     op = np.concatenate([dp, np_])

@@ -79,15 +79,19 @@ def test_same_seed_gives_byte_identical_files(tmp_path):
 
 # sha256 of every file written for n_patients=200, seed=11, faults on. Re-recorded on purpose for the
 # realism changes of issue 15 (patients table without latent columns, treatment that slows progression,
-# worry sampling, stronger kinetics); any refactor must leave them unchanged. An intentional change to
-# the simulator's output (model, draw order, formatting) must update these digests in the same commit
-# and say so. (They also pin the numpy Generator streams and pyarrow's float-to-text cast.)
+# worry sampling, stronger kinetics), then for the bedside charts (docs/grading.md inputs: SBP / MAP /
+# SPO2 / O2_FLOW vitals and extra TEMP rounds in measurements, observations.csv, vasopressor courses and
+# the end_time column in treatments, bedside counts in truth.json; TEMP values changed by the fever
+# look-ahead fix; patients.csv and events.csv unchanged). Any refactor must leave them unchanged. An
+# intentional change to the simulator's output (model, draw order, formatting) must update these digests
+# in the same commit and say so. (They also pin the numpy Generator streams and pyarrow's float-to-text cast.)
 GOLDEN_SHA256 = {
     "patients.csv": "c521649157aff50fd35e768d67d32cf89e2abb2e3bc5345f5023a596a2ba2785",
-    "measurements.csv": "b353fdc810a3ac64951062d587d3611d57ab5cbbbc37dd031cf588128d5f2570",
+    "measurements.csv": "50c257a9e6ac925a0e2125f19e202c8871d7ee14e4dff93717154af369e441c6",
     "events.csv": "eeb87eebeb14677d12e09592e514b2b051eac00fe726d23b63f85c747270c276",
-    "treatments.csv": "bcf35e550ed8eb98467ec27bcd2d506b2898726071b71e6eae0dfc325e7862c8",
-    "truth.json": "3fef9ca6f1fc31a8147f384825bf62818b4ad110f2dd07002915befd44457f89",
+    "treatments.csv": "3a1b6d29c15dd3b8f81defa98d178701a7a51d4c1bb60edc277075dc2e241436",
+    "observations.csv": "1e21594b7b39635ee5885c424fd5f771f9406e3508dbf9b8f6b2d8a8884f9c11",
+    "truth.json": "d93a355b4e18332ea88ca8a2ee6ccc0f2a70d00f88db3518269833b25d73169d",
 }
 
 
