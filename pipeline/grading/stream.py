@@ -40,6 +40,10 @@ class Parts:
     def add(self, code: np.ndarray, time: np.ndarray, kind: int, *, tie: np.ndarray | float = 0.0,
             value: np.ndarray | float = np.nan, label: np.ndarray | int = -1,
             end: np.ndarray | float = np.nan) -> None:
+        finite = np.isfinite(np.asarray(time, dtype=np.float64))
+        if not finite.all():  # an infinite stop or expiry is never reached: no grid point for it
+            keep = lambda a: a[finite] if np.ndim(a) else a  # noqa: E731
+            code, time, tie, value, label, end = map(keep, (code, time, tie, value, label, end))
         n = len(code)
         if n == 0:
             return

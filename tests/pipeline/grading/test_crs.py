@@ -204,3 +204,8 @@ def test_fever_rule_follows_rules_thresholds():
     rules = GradingRules(fever_celsius=38.3)
     assert grade_at(build(("TEMP", 0, 38.2)), "CRS", 0, rules=rules) == 0
     assert grade_at(build(("TEMP", 0, 38.3)), "CRS", 0, rules=rules) == 1
+
+
+def test_vasopressor_course_without_a_finite_end_stays_active():
+    tables = build(FEVER, ("TEMP", 20, 38.3), ("norepinephrine", 1, float("inf")))
+    assert grade_at(tables, "CRS", 40) == 3

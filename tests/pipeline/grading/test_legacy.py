@@ -55,3 +55,10 @@ def test_a_grade_that_is_not_a_whole_number_is_refused():
 def test_unknown_scale_is_an_error():
     with pytest.raises(ValueError, match="unknown grading scale"):
         regrade_legacy(EVENTS, "Lee2019")
+
+
+def test_only_death_rows_pass_through_untouched():
+    deaths = EVENTS[EVENTS["event"] == "DEATH"]
+    events, refusals = regrade_legacy(deaths, "CARTOX")
+    pd.testing.assert_frame_equal(events, deaths)
+    assert refusals.empty
