@@ -79,11 +79,13 @@ def _bedside_counts(charted: Charted, vital_names: np.ndarray) -> dict[str, Any]
         names, n = np.unique(values.astype(str), return_counts=True)
         return {str(k): int(v) for k, v in zip(names, n, strict=True)}
 
+    renamed = np.flatnonzero(vital_names != np.array(VITAL_CODES, dtype=object)[charted.vital_code])
     return {
-        "vital_rows": counts(np.array(VITAL_CODES)[charted.vital_code]),
-        "vital_synonyms": counts(np.array([f"{w} -> {VITAL_CODES[c]}" for w, c in
-                                           zip(vital_names, charted.vital_code, strict=True) if w != VITAL_CODES[c]],
-                                          dtype=str)),
+        "vital_rows": {code: int(k) for code, k in
+                       sorted(zip(VITAL_CODES, np.bincount(charted.vital_code, minlength=len(VITAL_CODES)),
+                                  strict=True)) if k},
+        "vital_synonyms": counts(np.char.add(np.char.add(vital_names[renamed].astype(str), " -> "),
+                                             np.array(VITAL_CODES)[charted.vital_code[renamed]])),
         "observation_rows": counts(OBSERVATION_ITEMS[charted.obs_item]),
         "observation_terms": counts(np.char.add(np.char.add(OBSERVATION_ITEMS[charted.obs_item], ": "),
                                                 np.where(charted.obs_item == ICE_SCORE, "score",
