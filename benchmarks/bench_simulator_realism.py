@@ -23,7 +23,7 @@ from pipeline.registry import load_registry, normalize_name, normalize_unit
 from pipeline.simulation import ARMS, simulate_cohort
 
 LANDMARK_HOURS = 48.0
-VITALS = ("TEMP", "SBP", "MAP", "SPO2", "O2_FLOW")  # ward vitals (bedside charts), not labs
+VITALS = ("TEMP", "SBP", "MAP", "SPO2", "O2_FLOW", "FIO2")  # ward vitals (bedside charts), not labs
 STEROIDS = ("dexamethasone", "methylprednisolone")
 HORIZON_HOURS = 720.0
 

@@ -63,9 +63,12 @@ OBSERVATION_ITEMS = np.array(["O2_DEVICE", "ICE_SCORE", "CONSCIOUSNESS", "SEIZUR
 O2_DEVICE, ICE_SCORE, CONSCIOUSNESS, SEIZURE, MOTOR_WEAKNESS, CEREBRAL_EDEMA = range(6)
 NOT_ASSESSABLE = "not assessable"
 # Vitals written by this module (TEMP: only at its extra rounds; the ward's TEMP rows are in ``Rows``).
-VITAL_CODES = ("TEMP", "SBP", "MAP", "SPO2", "O2_FLOW")
-VITAL_UNITS = ("C", "mmHg", "mmHg", "%", "L/min")
-TEMP, SBP, MAP, SPO2, O2_FLOW = range(5)
+VITAL_CODES = ("TEMP", "SBP", "MAP", "SPO2", "O2_FLOW", "FIO2")
+VITAL_UNITS = ("C", "mmHg", "mmHg", "%", "L/min", "%")
+TEMP, SBP, MAP, SPO2, O2_FLOW, FIO2 = range(6)
+# FiO2 (%) charted on high-flow, masks and positive pressure: (low, high) of the patient's setting by device.
+DEVICE_FIO2 = np.array([[np.nan, np.nan], [np.nan, np.nan], [40, 70], [35, 50], [60, 90], [28, 60], [30, 60],
+                        [30, 70], [35, 100]])
 WARD_ROUND_TAKEN = 0.75  # a ward slot whose temperature was not charted is still a round this often
 CHAIN_SLOTS = 130  # rounds every 2-4 h while CRS grade >= 2 (up to ~16 days)
 NEURO_DAYS = np.arange(0, 31)  # ICE twice daily from day 0 (to day 14, later while ICANS lasts)
@@ -294,6 +297,7 @@ class Vitals:
     map: np.ndarray
     spo2: np.ndarray
     flow: np.ndarray  # nan when not on low / high flow oxygen
+    fio2: np.ndarray  # nan when not charted (room air, nasal cannula)
     device: np.ndarray  # index into DEVICES
     on_oxygen: np.ndarray
 
@@ -323,8 +327,11 @@ def vitals(course: Course, patient: np.ndarray, minutes: np.ndarray) -> Vitals:
     nasal = device == NASAL_CANNULA
     flow = np.where(nasal, np.clip(base_flow + np.round(0.5 * hashed_normal(key, patient, minutes, 4)), 1, 6),
                     base_flow)
+    low, high = DEVICE_FIO2[device, 0], DEVICE_FIO2[device, 1]
+    setting = d.flow_u[patient, crs]  # the patient's setting on this device; readings vary around it
+    fio2 = np.clip(np.round(low + (high - low) * setting + 3.0 * hashed_normal(key, patient, minutes, 5)), low, high)
     return Vitals(sbp=np.round(sbp), map=np.round(map_), spo2=np.round(np.clip(spo2, 70.0, 100.0)), flow=flow,
-                  device=device, on_oxygen=hypox >= 2)
+                  fio2=fio2, device=device, on_oxygen=hypox >= 2)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -518,7 +525,9 @@ def chart(course: Course, rounds: VitalRounds, rows: Rows, anchor_clock_minutes:
     temp_c = np.round(temperature(course, patient, minutes), 1)
     full |= v.on_oxygen
     flow = v.on_oxygen & np.isfinite(v.flow)
-    vital = [(extra, TEMP, temp_c), (full, SBP, v.sbp), (full, MAP, v.map), (full, SPO2, v.spo2), (flow, O2_FLOW, v.flow)]
+    fio2 = v.on_oxygen & np.isfinite(v.fio2)
+    vital = [(extra, TEMP, temp_c), (full, SBP, v.sbp), (full, MAP, v.map), (full, SPO2, v.spo2),
+             (flow, O2_FLOW, v.flow), (fio2, FIO2, v.fio2)]
     vp = np.concatenate([patient[m] for m, _, _ in vital])
     vm = np.concatenate([minutes[m] for m, _, _ in vital])
     vc = np.concatenate([np.full(m.sum(), c) for m, c, _ in vital])

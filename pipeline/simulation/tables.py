@@ -62,7 +62,7 @@ def _with_overrides(text: pa.Array, override: np.ndarray, texts: list, text_type
 
 
 # Sort position of the bedside vitals among the analytes (after the CODES indexes, TEMP at its own).
-VITAL_SORT_INDEX = np.array([TEMP_INDEX, 17, 18, 19, 20])
+VITAL_SORT_INDEX = np.array([TEMP_INDEX, 17, 18, 19, 20, 21])
 
 
 def vital_names(charted: Charted, patient_site: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ from pipeline.registry import load_registry, normalize_name, normalize_unit
 from pipeline.simulate import ARMS, main, simulate_cohort
 
 FILES = ("patients.csv", "measurements.csv", "events.csv", "treatments.csv", "observations.csv", "truth.json")
-VITALS = ("TEMP", "SBP", "MAP", "SPO2", "O2_FLOW")
+VITALS = ("TEMP", "SBP", "MAP", "SPO2", "O2_FLOW", "FIO2")
 ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}$")
 CENSORED = re.compile(r"^[<>]\d+(\.\d+)?$")
 
@@ -80,18 +80,18 @@ def test_same_seed_gives_byte_identical_files(tmp_path):
 # sha256 of every file written for n_patients=200, seed=11, faults on. Re-recorded on purpose for the
 # realism changes of issue 15 (patients table without latent columns, treatment that slows progression,
 # worry sampling, stronger kinetics), then for the bedside charts (docs/grading.md inputs: SBP / MAP /
-# SPO2 / O2_FLOW vitals and extra TEMP rounds in measurements, observations.csv, vasopressor courses and
+# SPO2 / O2_FLOW / FIO2 vitals and extra TEMP rounds in measurements, observations.csv, vasopressor courses and
 # the end_time column in treatments, bedside counts in truth.json; TEMP values changed by the fever
 # look-ahead fix; patients.csv and events.csv unchanged). Any refactor must leave them unchanged. An
 # intentional change to the simulator's output (model, draw order, formatting) must update these digests
 # in the same commit and say so. (They also pin the numpy Generator streams and pyarrow's float-to-text cast.)
 GOLDEN_SHA256 = {
     "patients.csv": "c521649157aff50fd35e768d67d32cf89e2abb2e3bc5345f5023a596a2ba2785",
-    "measurements.csv": "50c257a9e6ac925a0e2125f19e202c8871d7ee14e4dff93717154af369e441c6",
+    "measurements.csv": "71b27e36c4bd7f6fde1bfe71af43c600a67b98bb95e1f678863fe869e3dfdc81",
     "events.csv": "eeb87eebeb14677d12e09592e514b2b051eac00fe726d23b63f85c747270c276",
     "treatments.csv": "3a1b6d29c15dd3b8f81defa98d178701a7a51d4c1bb60edc277075dc2e241436",
     "observations.csv": "1e21594b7b39635ee5885c424fd5f771f9406e3508dbf9b8f6b2d8a8884f9c11",
-    "truth.json": "d93a355b4e18332ea88ca8a2ee6ccc0f2a70d00f88db3518269833b25d73169d",
+    "truth.json": "4810404d5d3b8d69bcc6e3e6582b9c4fad571b549670378327153f00ad505244",
 }
 
 

@@ -33,7 +33,7 @@ def cohort():
     patients = tables["patients"].set_index("patient_id")
     anchors = pd.Series(pd.to_datetime(patients["anchor_time"]).to_numpy(), index=patients.index)
     m = tables["measurements"]
-    m = m[m["analyte"].isin(["TEMP", "Temperature", "SBP", "MAP", "SPO2", "O2_FLOW"])]
+    m = m[m["analyte"].isin(["TEMP", "Temperature", "SBP", "MAP", "SPO2", "O2_FLOW", "FIO2"])]
     m = pd.DataFrame({"patient_id": m["patient_id"].to_numpy(), "hours": _hours(m, anchors),
                       "analyte": m["analyte"].replace({"Temperature": "TEMP"}).to_numpy(),
                       "value": pd.to_numeric(m["value"]).to_numpy()})
@@ -126,6 +126,9 @@ def test_hypotension_and_oxygen_only_where_the_grade_says(cohort):
     assert flow.index.isin(on_oxygen.index).all()
     nasal = on_oxygen[on_oxygen == "nasal_cannula"].index
     assert (flow.reindex(nasal).dropna() <= 6).all() and (flow.reindex(nasal).dropna() >= 1).all()
+    fio2 = v[v["analyte"] == "FIO2"].set_index(["patient_id", "hours"])["value"]
+    assert len(fio2) > 100 and fio2.between(21, 100).all()
+    assert on_oxygen.reindex(fio2.index).isin(set(high["value"]) | set(positive["value"])).all()
     # Grade 4 by hypotension: two vasopressors other than vasopressin at once.
     two = pressors[pressors["drug"] != "vasopressin"].groupby("patient_id")["drug"].nunique()
     assert (two >= 2).any() and (p["crs"].reindex(two.index[two >= 2]) >= 4).all()
