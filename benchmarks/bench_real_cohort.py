@@ -12,7 +12,11 @@ keys. Skipped (exit 0, one line) when the cohort folder is absent, so the projec
 
     .venv/bin/python benchmarks/bench_real_cohort.py
     .venv/bin/python benchmarks/bench_real_cohort.py --cohort DIR --target crs_severe=CRS:3 \
-        --landmarks 0,24,48 --static age,sex
+        --target icans_severe=ICANS:3 --landmarks 0,24,48 --static age,sex [--grades derive] \
+        [--drop-features 'grade__|vasopressors__|hypotension__|hypoxia__']
+
+``--drop-features REGEX`` removes the matching feature columns between featurize and train (an ablation:
+e.g. the grade-at-landmark features); ``--grades`` sets ``cohort.grades``.
 """
 
 from __future__ import annotations
@@ -32,20 +36,27 @@ COVID = ROOT.parent / "shared" / "cohorts" / "covid_tongji"
 def _args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cohort", type=Path, default=COVID)
-    parser.add_argument("--target", default="death=DEATH:5", help="name=EVENT:MIN_GRADE")
+    parser.add_argument("--target", action="append", help="name=EVENT:MIN_GRADE (repeatable; default death=DEATH:5)")
     parser.add_argument("--landmarks", default="24,48,72", help="hours, comma-separated")
     parser.add_argument("--static", default="age,sex", help="patients-table columns, comma-separated")
-    return parser.parse_args()
+    parser.add_argument("--grades", default="given", choices=["given", "derive", "compare"], help="cohort.grades")
+    parser.add_argument("--drop-features", default=None, help="regex of feature columns to drop before train")
+    args = parser.parse_args()
+    args.target = args.target or ["death=DEATH:5"]
+    return args
 
 
 def _config(args: argparse.Namespace, work: Path):
     from pipeline.config import parse_config
 
-    name, definition = args.target.split("=")
-    event, grade = definition.split(":")
+    targets = {}
+    for target in args.target:
+        name, definition = target.split("=")
+        event, grade = definition.split(":")
+        targets[name] = {"event": event, "min_grade": int(grade)}
     config = parse_config({
-        "cohort": {"path": str(args.cohort)},
-        "targets": {name: {"event": event, "min_grade": int(grade)}},
+        "cohort": {"path": str(args.cohort), "grades": args.grades},
+        "targets": targets,
         "landmarks_hours": [float(h) for h in args.landmarks.split(",")],
         "static_features": [c for c in args.static.split(",") if c],
     })
@@ -53,14 +64,28 @@ def _config(args: argparse.Namespace, work: Path):
     return config.model_copy(update={"paths": config.paths.model_copy(update=moved)})
 
 
-def _run_stages(config) -> dict[str, float]:
-    from pipeline import evaluate, featurize, ingest, train
+def _drop_features(config, pattern: str) -> None:
+    import re
+
+    import pandas as pd
+
+    frame = pd.read_parquet(config.paths.landmarks)
+    dropped = [c for c in frame.columns if re.search(pattern, c)]
+    print(f"dropped {len(dropped)} feature columns: {', '.join(dropped)}")
+    frame.drop(columns=dropped).to_parquet(config.paths.landmarks, index=False)
+
+
+def _run_stages(config, drop_features: str | None = None) -> dict[str, float]:
+    from pipeline import evaluate, featurize, grade, ingest, train
 
     seconds = {}
-    for name, stage in (("ingest", ingest), ("featurize", featurize), ("train", train), ("evaluate", evaluate)):
+    for name, stage in (("ingest", ingest), ("grade", grade), ("featurize", featurize), ("train", train),
+                        ("evaluate", evaluate)):
         started = time.perf_counter()
         stage.main(config)
         seconds[name] = time.perf_counter() - started
+        if name == "featurize" and drop_features:
+            _drop_features(config, drop_features)
     return seconds
 
 
@@ -96,7 +121,7 @@ def main() -> None:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
         os.chdir(work)  # MLflow's default artifact folder is relative to the working directory
         config = _config(args, work)
-        _report(config, _run_stages(config))
+        _report(config, _run_stages(config, args.drop_features))
 
 
 if __name__ == "__main__":
