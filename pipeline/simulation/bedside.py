@@ -59,8 +59,9 @@ ICANS3_P = np.array([0.45, 0.20, 0.20, 0.15])
 ICANS4_UNAROUSABLE, ICANS4_SEIZURE, ICANS4_MOTOR, ICANS4_EDEMA = range(4)
 ICANS4_P = np.array([0.40, 0.25, 0.15, 0.20])
 OBSERVATION_ITEMS = np.array(["O2_DEVICE", "ICE_SCORE", "CONSCIOUSNESS", "SEIZURE", "MOTOR_WEAKNESS",
-                              "CEREBRAL_EDEMA"])
-O2_DEVICE, ICE_SCORE, CONSCIOUSNESS, SEIZURE, MOTOR_WEAKNESS, CEREBRAL_EDEMA = range(6)
+                              "CEREBRAL_EDEMA", "CAPD_SCORE"])
+O2_DEVICE, ICE_SCORE, CONSCIOUSNESS, SEIZURE, MOTOR_WEAKNESS, CEREBRAL_EDEMA, CAPD_SCORE = range(7)
+PAEDIATRIC_MAX_AGE_YEARS = 12  # children are assessed with CAPD instead of ICE
 NOT_ASSESSABLE = "not assessable"
 # Vitals written by this module (TEMP: only at its extra rounds; the ward's TEMP rows are in ``Rows``).
 VITAL_CODES = ("TEMP", "SBP", "MAP", "SPO2", "O2_FLOW", "FIO2")
@@ -194,6 +195,7 @@ class Course:
     flow: np.ndarray  # (n, 5) L/min (nan: positive pressure or room air)
     icans3: np.ndarray  # domain driving ICANS grade 3
     icans4: np.ndarray  # domain driving ICANS grade 4
+    child: np.ndarray  # age <= PAEDIATRIC_MAX_AGE_YEARS: CAPD instead of ICE
     amplitude: np.ndarray
     il6_half_rise: np.ndarray
     draws: BedsideDraws
@@ -221,7 +223,7 @@ def _domains(draws: BedsideDraws, n: int) -> tuple[np.ndarray, np.ndarray, np.nd
     return hyp, hypox, device, flow
 
 
-def build_course(outcomes: Outcomes, treatments: Treatments, draws: BedsideDraws) -> Course:
+def build_course(outcomes: Outcomes, treatments: Treatments, draws: BedsideDraws, age_years: np.ndarray) -> Course:
     n = outcomes.crs_grade.size
     crs_resolution = _resolution_hours(outcomes.crs_grade_hours, draws.crs_resolution_z, CRS_RESOLUTION_MEDIAN_HOURS)
     icans_resolution = _resolution_hours(outcomes.icans_grade_hours, draws.icans_resolution_z,
@@ -240,6 +242,7 @@ def build_course(outcomes: Outcomes, treatments: Treatments, draws: BedsideDraws
         hypotension=hyp, hypoxia=hypox, device=device, flow=flow,
         icans3=_choice(draws.icans_driver_u[:, 0], np.arange(4), ICANS3_P),
         icans4=_choice(draws.icans_driver_u[:, 1], np.arange(4), ICANS4_P),
+        child=np.asarray(age_years) <= PAEDIATRIC_MAX_AGE_YEARS,
         amplitude=outcomes.marker_amplitude, il6_half_rise=outcomes.il6_half_rise_hours, draws=draws,
     )
 
@@ -430,21 +433,26 @@ def _neuro_assessments(course: Course, anchor_clock_hours: np.ndarray) -> tuple[
 
 def _neuro_rows(course: Course, patient: np.ndarray, minutes: np.ndarray, after: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """ICE at every assessment; the domain driving grade 3 / 4 at the assessment after that onset (and
+    """ICE (CAPD for children) at every assessment; the domain driving grade 3 / 4 at the assessment after that onset (and
     held through the stretch); normal findings charted at the assessment after resolution."""
     key, hours = course.draws.key, minutes / 60.0
     reached, g = _current(course.icans_onset, course.icans_resolution, patient, hours)
     u = hashed_uniform(key, patient, minutes, 20)
     d3, d4 = course.icans3[patient], course.icans4[patient]
     ice = np.select([g == 1, g == 2, g >= 3], [7 + np.floor(3 * u), 3 + np.floor(4 * u), np.floor(3 * u)], 10.0)
-    ice_text = ice.astype(np.int64).astype(str).astype(object)
+    # Children: CAPD (0 without ICANS, 1-8 at grades 1-2, >= 9 at grade 3 and beyond); CAPD cannot show
+    # grade 2, so a child's grade 2 is charted as waking to voice.
+    child = course.child[patient]
+    capd = np.select([g == 1, g == 2, g >= 3], [1 + np.floor(8 * u), 1 + np.floor(8 * u), 9 + np.floor(12 * u)], 0.0)
+    score_text = np.where(child, capd, ice).astype(np.int64).astype(str).astype(object)
     unassessable = ((g == 3) & (d3 == ICANS3_TOUCH) & (hashed_uniform(key, patient, minutes, 21) < 0.5)) | (
         (g == 4) & (d4 != ICANS4_MOTOR))
-    ice_text[unassessable] = NOT_ASSESSABLE
+    score_text[unassessable] = NOT_ASSESSABLE
     resolved = (after == 5) & (g == 0)
-    voice = (g == 2) & (hashed_uniform(key, patient, minutes, 22) < 0.3)
+    voice = (g == 2) & (child | (hashed_uniform(key, patient, minutes, 22) < 0.3))
     items: list[tuple[np.ndarray, int, np.ndarray]] = [
-        (np.ones(patient.size, dtype=bool), ICE_SCORE, ice_text),
+        (~child, ICE_SCORE, score_text),
+        (child, CAPD_SCORE, score_text),
         (voice, CONSCIOUSNESS, "wakes_to_voice"),
         ((g == 3) & (d3 == ICANS3_TOUCH), CONSCIOUSNESS, "wakes_to_touch"),
         ((g == 4) & (d4 != ICANS4_MOTOR), CONSCIOUSNESS, "unarousable"),

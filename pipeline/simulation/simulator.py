@@ -58,7 +58,7 @@ def simulate_from_outcomes(patients: Patients, outcomes: Outcomes, treatments: T
     rows, rounds = draw_schedule(patients.anchor_clock_minutes, outcomes.crs_grade_hours, outcomes.marker_amplitude,
                                  outcomes.death_hours, patients.site, rng)
     # The bedside stream: its own generator, every draw of a fixed shape (no outcome decides a draw).
-    course = build_course(outcomes, treatments, draw_bedside(n_patients, rounds.ward_slots, seed))
+    course = build_course(outcomes, treatments, draw_bedside(n_patients, rounds.ward_slots, seed), patients.age_years)
     values = simulate_values(rows, patients, outcomes, treatments, rng, course)  # kinetics
     reported = report_measurements(rows, values, patients.site, registry)  # assay and censoring
     injected = inject_faults(rows, reported, patients.anchor_minutes, n_patients, seed, faults)

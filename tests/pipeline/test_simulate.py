@@ -80,7 +80,8 @@ def test_same_seed_gives_byte_identical_files(tmp_path):
 # sha256 of every file written for n_patients=200, seed=11, faults on. Re-recorded on purpose for the
 # realism changes of issue 15 (patients table without latent columns, treatment that slows progression,
 # worry sampling, stronger kinetics), then for the bedside charts (docs/grading.md inputs: SBP / MAP /
-# SPO2 / O2_FLOW / FIO2 vitals and extra TEMP rounds in measurements, observations.csv, vasopressor courses and
+# SPO2 / O2_FLOW / FIO2 vitals and extra TEMP rounds in measurements, observations.csv (ICE, CAPD for
+# children, consciousness, seizure, oedema, motor, oxygen device), vasopressor courses and
 # the end_time column in treatments, bedside counts in truth.json; TEMP values changed by the fever
 # look-ahead fix; patients.csv and events.csv unchanged). Any refactor must leave them unchanged. An
 # intentional change to the simulator's output (model, draw order, formatting) must update these digests
@@ -90,8 +91,8 @@ GOLDEN_SHA256 = {
     "measurements.csv": "71b27e36c4bd7f6fde1bfe71af43c600a67b98bb95e1f678863fe869e3dfdc81",
     "events.csv": "eeb87eebeb14677d12e09592e514b2b051eac00fe726d23b63f85c747270c276",
     "treatments.csv": "3a1b6d29c15dd3b8f81defa98d178701a7a51d4c1bb60edc277075dc2e241436",
-    "observations.csv": "1e21594b7b39635ee5885c424fd5f771f9406e3508dbf9b8f6b2d8a8884f9c11",
-    "truth.json": "4810404d5d3b8d69bcc6e3e6582b9c4fad571b549670378327153f00ad505244",
+    "observations.csv": "200c6841f2731d64e463f6d5519f45469bf04df1ebd8b973e7f590af4d8ad0cf",
+    "truth.json": "0714797b5dbfb00f32214482600b7139e092d864fc5010ac371fcf4bedca8a4e",
 }
 
 

@@ -145,6 +145,13 @@ def test_neurological_assessments_follow_the_icans_grade(cohort):
     assert scores.dropna().between(0, 10).all()
     no_icans = ice["patient_id"].isin(p.index[p["icans"] == 0])
     assert (scores[no_icans] == 10).all()
+    # Children (<= 12 years) are assessed with CAPD instead: 0 without ICANS, >= 9 only at grade >= 3.
+    capd = obs[obs["item"] == "CAPD_SCORE"]
+    children = p.index[pd.to_numeric(p["age"]) <= 12]
+    assert len(children) > 20 and set(capd["patient_id"]) == set(children) and not ice["patient_id"].isin(children).any()
+    capd_score = pd.to_numeric(capd["value"], errors="coerce")
+    assert (capd_score[capd["patient_id"].isin(p.index[p["icans"] == 0])] == 0).all()
+    assert (p["icans"].reindex(capd["patient_id"][capd_score >= 9]) >= 3).all()
     grade = p["icans"].reindex(obs["patient_id"]).to_numpy()
     for item, term, at_least in [("CONSCIOUSNESS", "wakes_to_touch", 3), ("CONSCIOUSNESS", "unarousable", 4),
                                  ("SEIZURE", "rapidly_resolving", 3), ("SEIZURE", "prolonged", 4),
@@ -190,7 +197,7 @@ def _cut(outcomes, grade_field: str, at: int):
 def _charts(patients, outcomes, seed: int, schedule):
     treatments = schedule_treatments(outcomes, patients.course, patients.anchor_minutes)
     rows, rounds = schedule
-    course = build_course(outcomes, treatments, draw_bedside(patients.n, rounds.ward_slots, seed))
+    course = build_course(outcomes, treatments, draw_bedside(patients.n, rounds.ward_slots, seed), patients.age_years)
     return course, chart(course, rounds, rows, patients.anchor_clock_minutes), rows
 
 
@@ -226,6 +233,38 @@ def _differences(patients, outcomes, grade_field: str, seed: int) -> int:
     p, minutes = rows.patient[temp][kept], rows.minutes[temp][kept]
     differing += int((temperature(full_course, p, minutes) != temperature(cut_course, p, minutes)).sum())
     return differing
+
+
+def test_vitals_before_a_severe_onset_do_not_tell_who_will_reach_it(cohort):
+    """At the same course so far (CRS grade 2 begun, grade 3 not, in the first 4 h of grade 2, when no course
+    can have resolved), patients who will reach grade 3 and those who will not are equally often
+    hypotensive, on oxygen and febrile: what drives grade 2 is drawn without the outcome. (A driver drawn
+    from the eventual grade, e.g. hypotension at grade 2 more often in patients heading for vasopressors,
+    would separate them.)"""
+    v, obs, e = cohort["vitals"], cohort["observations"], cohort["events"]
+    crs = e[e["event"] == "CRS"]
+    onset2 = crs[crs["grade"] == 2].set_index("patient_id")["hours"]
+    onset3 = crs[crs["grade"] == 3].set_index("patient_id")["hours"].reindex(onset2.index)
+    end = np.fmin((onset2 + 4.0).to_numpy(), onset3.to_numpy())
+    window = pd.DataFrame({"start": onset2.to_numpy(), "end": end}, index=onset2.index)
+
+    def in_window(frame: pd.DataFrame) -> pd.DataFrame:
+        w = window.reindex(frame["patient_id"])
+        return frame[(frame["hours"].to_numpy() >= w["start"].to_numpy()) & (frame["hours"].to_numpy() < w["end"].to_numpy())]
+
+    wide = in_window(v).pivot_table(index=["patient_id", "hours"], columns="analyte", values="value").reset_index()
+    per_patient = pd.DataFrame({
+        "hypotensive": ((wide["SBP"] < 90) | (wide["MAP"] < 65)).groupby(wide["patient_id"]).max(),
+        "febrile": (wide["TEMP"] >= 38).groupby(wide["patient_id"]).max(),
+    })
+    device = in_window(obs[obs["item"] == "O2_DEVICE"])
+    per_patient["oxygen"] = (device["value"] != "room_air").groupby(device["patient_id"]).max()
+    per_patient = per_patient.dropna().astype(float)
+    severe = onset3.reindex(per_patient.index).notna()
+    assert severe.sum() > 80 and (~severe).sum() > 200
+    shares = per_patient.groupby(severe.to_numpy()).mean()
+    assert (shares.loc[True] - shares.loc[False]).abs().max() < 0.15, shares  # ~3 standard errors
+    assert shares.loc[False, "hypotensive"] > 0.3 and shares.loc[False, "oxygen"] > 0.2  # both drivers occur
 
 
 @pytest.fixture(scope="module")
