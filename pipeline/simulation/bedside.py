@@ -320,8 +320,12 @@ def vitals(course: Course, patient: np.ndarray, minutes: np.ndarray) -> Vitals:
     low_sbp, low_map = np.clip(84.0 + 3.5 * z1, 68.0, 89.0), np.clip(59.0 + 3.0 * z2, 48.0, 64.0)
     bolus_sbp, bolus_map = _above(94.0 + 3.0 * z1, 91.0), _above(68.0 + 2.0 * z2, 66.0)
     pressor_sbp, pressor_map = np.clip(97.0 + 8.0 * z1, 78.0, 130.0), np.clip(68.0 + 5.0 * z2, 56.0, 90.0)
-    sbp = np.select([hyp >= 3, (hyp == 2) & fluids, hyp == 2], [pressor_sbp, bolus_sbp, low_sbp], normal_sbp)
-    map_ = np.select([hyp >= 3, (hyp == 2) & fluids, hyp == 2], [pressor_map, bolus_map, low_map], normal_map)
+    # Hypotension starts the vasopressor (or adds the second): readings before it starts are low.
+    awaiting = (hyp >= 3) & (hyp == crs) & (since_onset < d.pressor_delay_hours[patient, np.clip(crs - 3, 0, 1)])
+    sbp = np.select([awaiting, hyp >= 3, (hyp == 2) & fluids, hyp == 2],
+                    [low_sbp, pressor_sbp, bolus_sbp, low_sbp], normal_sbp)
+    map_ = np.select([awaiting, hyp >= 3, (hyp == 2) & fluids, hyp == 2],
+                     [low_map, pressor_map, bolus_map, low_map], normal_map)
     spo2 = np.select([hypox == 4, hypox == 3, hypox == 2],
                      [91.0 + 3.0 * z3, 92.0 + 2.0 * z3, 94.0 + 1.5 * z3],
                      _above(d.spo2_baseline[patient] + 1.0 * z3, 94.0))

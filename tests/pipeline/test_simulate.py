@@ -88,7 +88,7 @@ def test_same_seed_gives_byte_identical_files(tmp_path):
 # in the same commit and say so. (They also pin the numpy Generator streams and pyarrow's float-to-text cast.)
 GOLDEN_SHA256 = {
     "patients.csv": "c521649157aff50fd35e768d67d32cf89e2abb2e3bc5345f5023a596a2ba2785",
-    "measurements.csv": "71b27e36c4bd7f6fde1bfe71af43c600a67b98bb95e1f678863fe869e3dfdc81",
+    "measurements.csv": "a4f4787c038323a80e1547dec93b04ebd28ac6916b2a549ec3191abe1e5775aa",
     "events.csv": "eeb87eebeb14677d12e09592e514b2b051eac00fe726d23b63f85c747270c276",
     "treatments.csv": "3a1b6d29c15dd3b8f81defa98d178701a7a51d4c1bb60edc277075dc2e241436",
     "observations.csv": "200c6841f2731d64e463f6d5519f45469bf04df1ebd8b973e7f590af4d8ad0cf",
