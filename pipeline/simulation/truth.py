@@ -11,7 +11,14 @@ from pipeline.registry import Registry
 from pipeline.simulation.analytes import CODES, N_ANALYTES
 from pipeline.simulation.arms import ARMS
 from pipeline.simulation.assay import UNIT_FAULTS, Reported
-from pipeline.simulation.bedside import ICE_SCORE, OBSERVATION_ITEMS, PRESSORS, VITAL_CODES, Charted
+from pipeline.simulation.bedside import (
+    CAPD_SCORE,
+    ICE_SCORE,
+    OBSERVATION_ITEMS,
+    PRESSORS,
+    VITAL_CODES,
+    Charted,
+)
 from pipeline.simulation.faults import Faults
 from pipeline.simulation.sampling import Rows
 from pipeline.simulation.severity import Outcomes
@@ -88,7 +95,7 @@ def _bedside_counts(charted: Charted, vital_names: np.ndarray) -> dict[str, Any]
                                              np.array(VITAL_CODES)[charted.vital_code[renamed]])),
         "observation_rows": counts(OBSERVATION_ITEMS[charted.obs_item]),
         "observation_terms": counts(np.char.add(np.char.add(OBSERVATION_ITEMS[charted.obs_item], ": "),
-                                                np.where(charted.obs_item == ICE_SCORE, "score",
+                                                np.where(np.isin(charted.obs_item, (ICE_SCORE, CAPD_SCORE)), "score",
                                                          charted.obs_value.astype(str)))),
         "vasopressor_courses": counts(PRESSORS[charted.pressor_drug]),
     }

@@ -92,7 +92,7 @@ GOLDEN_SHA256 = {
     "events.csv": "eeb87eebeb14677d12e09592e514b2b051eac00fe726d23b63f85c747270c276",
     "treatments.csv": "3a1b6d29c15dd3b8f81defa98d178701a7a51d4c1bb60edc277075dc2e241436",
     "observations.csv": "200c6841f2731d64e463f6d5519f45469bf04df1ebd8b973e7f590af4d8ad0cf",
-    "truth.json": "0714797b5dbfb00f32214482600b7139e092d864fc5010ac371fcf4bedca8a4e",
+    "truth.json": "79e5a95915a9115a5f8cf7d1bde0ca890ffd0ba9122e6b5460ce4788a953c939",
 }
 
 
