@@ -81,6 +81,7 @@ def test_patients_at_the_target_grade_are_not_at_risk_but_lower_grades_are():
 def test_grades_from_events_keeps_the_running_maximum():
     ev = events([("A", "CRS", 3, 20.0), ("A", "CRS", 2, 30.0), ("A", "DEATH", 5, 40.0)])
     assert grades_from_events(ev)["grade"].tolist() == [3, 3]
+    assert grades_from_events(events([("A", "DEATH", 5, 40.0)])).empty  # deaths only (e.g. a mortality cohort)
 
 
 KEYS = ["CRS", "ICANS", "HYPOTENSION", "HYPOXIA"]
