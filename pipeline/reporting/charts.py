@@ -24,7 +24,8 @@ TARGET_COLOURS = [OKABE_ITO[c] for c in ("black", "purple", "green", "sky")]
 BAND_COLOURS = {"low": OKABE_ITO["blue"], "intermediate": OKABE_ITO["orange"], "high": OKABE_ITO["vermillion"],
                 "": "#6b7280"}
 UP_COLOUR, DOWN_COLOUR = OKABE_ITO["vermillion"], OKABE_ITO["blue"]
-TREATMENT_STYLE = {"tocilizumab": (OKABE_ITO["blue"], "T", "tocilizumab"), "steroids": (OKABE_ITO["green"], "S", "steroid")}
+TREATMENT_STYLE = {"tocilizumab": (OKABE_ITO["blue"], "T", "tocilizumab"), "steroids": (OKABE_ITO["green"], "S", "steroid"),
+                   "vasopressors": (OKABE_ITO["vermillion"], "V", "vasopressor")}
 GROUP_COLOURS = {NO_EVENT: OKABE_ITO["blue"], EVENT: OKABE_ITO["vermillion"]}
 
 

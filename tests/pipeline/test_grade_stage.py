@@ -137,3 +137,11 @@ def test_main_writes_the_folder_and_report(tmp_path, capsys):
     report = json.loads((tmp_path / "grading.json").read_text())
     assert report["mode"] == "compare" and report["patients_by_max_grade"]["CRS"] == {"0": 1, "2": 1, "3": 1}
     assert "CRS kappa 1.000" in capsys.readouterr().out
+
+
+def test_every_treatment_class_has_a_chart_style():
+    """Pages mark every treatment class on the risk chart (vasopressors came with grading)."""
+    from features.definitions import TREATMENT_CLASSES
+    from pipeline.reporting.charts import TREATMENT_STYLE
+
+    assert set(TREATMENT_STYLE) == set(TREATMENT_CLASSES)
