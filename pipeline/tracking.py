@@ -18,6 +18,7 @@ import logging
 import os
 import socket
 import subprocess
+import sys
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -85,20 +86,34 @@ _CODE_SUFFIXES = (".py", ".csv", ".j2", ".css", ".js", ".json", ".yaml")
 
 
 def code_digest() -> str:
-    """sha256 over the ``pipeline`` and ``features`` packages' source files (relative path and bytes).
+    """sha256 over the source that has run in this process: every ``pipeline`` / ``features`` module
+    imported so far, plus the data files (registry tables, templates) of the packages imported.
 
     Recorded in model metadata instead of the git commit: it names the code exactly, yet stays the same
-    across commits that do not touch the code, so a rerun of unchanged code on unchanged data writes the
-    same model bytes (and a fresh clone's ``make run`` leaves ``dvc.lock`` as committed)."""
+    across commits that do not touch the code the stage ran. The stage's DVC deps cover every module it
+    imports (tests/test_architecture.py), so a change to a digested file always reruns the stage, and a
+    change elsewhere (a report template) leaves the model bytes, and a fresh clone's ``dvc.lock``, as
+    committed."""
     import features
 
+    roots = [Path(__file__).resolve().parent, Path(features.__file__).resolve().parent]
+    files: set[Path] = set()
+    for module in list(sys.modules.values()):
+        source = getattr(module, "__file__", None)
+        path = Path(source).resolve() if source else None
+        root = next((r for r in roots if path is not None and path.is_relative_to(r)), None)
+        if root is None:
+            continue
+        files.add(path)
+        if path.name == "__init__.py":  # a package's own data files (not its sub-packages' code)
+            files.update(f for f in path.parent.rglob("*") if f.is_file() and f.suffix in _CODE_SUFFIXES
+                         and f.suffix != ".py" and "__pycache__" not in f.parts)
+    named = sorted((f"{root.name}/{f.relative_to(root).as_posix()}", f)
+                   for f in files for root in roots if f.is_relative_to(root))
     digest = hashlib.sha256()
-    for package in (Path(__file__).resolve().parent, Path(features.__file__).resolve().parent):
-        files = sorted(f for f in package.rglob("*") if f.is_file() and f.suffix in _CODE_SUFFIXES
-                       and "__pycache__" not in f.parts)
-        for file in files:
-            digest.update(f"{package.name}/{file.relative_to(package).as_posix()}\0".encode())
-            digest.update(file.read_bytes())
+    for name, file in named:
+        digest.update(f"{name}\0".encode())
+        digest.update(file.read_bytes())
     return digest.hexdigest()
 
 

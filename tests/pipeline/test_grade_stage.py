@@ -145,3 +145,17 @@ def test_every_treatment_class_has_a_chart_style():
     from pipeline.reporting.charts import TREATMENT_STYLE
 
     assert set(TREATMENT_STYLE) == set(TREATMENT_CLASSES)
+
+
+def test_model_code_digest_covers_the_code_that_ran(tmp_path):
+    """Train's ``code_sha256`` digests the modules it imported (all in its DVC deps), so a change to a
+    report template cannot make a fresh clone's retrain differ from the committed dvc.lock."""
+    import subprocess
+    import sys
+
+    def digest(imports: str) -> str:
+        code = f"import {imports}; from pipeline.tracking import code_digest; print(code_digest())"
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+
+    assert digest("pipeline.train") == digest("pipeline.train")
+    assert digest("pipeline.train") != digest("pipeline.train, pipeline.report")
