@@ -2,7 +2,8 @@
 
 The simulator itself lives in :mod:`pipeline.simulation` (one module per phase; the generative model
 is documented with its equations in ``docs/simulator.md``). This module only resolves the stage
-parameters (``run``, pure) and writes the four CSVs plus ``truth.json`` atomically (``main``).
+parameters (``run``, pure) and writes one CSV per table in ``TABLE_NAMES`` (patients, measurements,
+events, treatments, observations) plus ``truth.json`` atomically (``main``).
 ``simulate_cohort`` is pure: same arguments, same tables, byte for byte once written.
 """
 
@@ -31,7 +32,8 @@ def run(config: Any, n_patients: int | None = None, seed: int | None = None
 
 
 def write_cohort(tables: dict[str, pa.Table], truth: dict[str, Any], out: str | Path) -> None:
-    """Write the four CSVs and truth.json atomically (a failed run leaves no partial directory)."""
+    """Write one CSV per table in ``TABLE_NAMES`` and truth.json atomically (a failed run leaves no partial
+    directory)."""
     options = pcsv.WriteOptions(include_header=False, quoting_style="none")
     with atomic_dir(out) as tmp:
         for name in TABLE_NAMES:
