@@ -40,8 +40,9 @@ def add_icans_entries(parts: s.Parts, data: Inputs, rules: GradingRules) -> None
     child = data.child[code]  # adults' CAPD rows are not read (ICE is the adult instrument)
     code, time, score = code[child], time[child], score[child]
     parts.add(code, time, s.CAPD, tie=np.nan_to_num(score, nan=-np.inf), value=score)
-    graded = capd_grade(score) > 0
-    parts.expiry(code[graded], time[graded] + rules.ice_hold_hours)
+    # Every CAPD score's end matters, a normal one's too: it may unmask an ICE score still in force.
+    in_force = ~np.isnan(score)
+    parts.expiry(code[in_force], time[in_force] + rules.ice_hold_hours)
 
     for offset, (item, _, hold) in enumerate(ICANS_TERM_ITEMS):
         rows, grades = observed_terms(data, item)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from pipeline.grading import GradingRules, daily_grades, grade_timeline, onset_events
@@ -159,6 +159,10 @@ def test_rows_after_t_never_change_the_timeline_at_or_before_t(before, after, cu
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(facts=st.lists(FACT, max_size=14), age=st.sampled_from([8.0, 40.0]))
+@example(
+    facts=[("ICE_SCORE", 0.5, 0), ("CAPD_SCORE", 0.0, 0)],  # a child's normal CAPD ends, unmasking ICE 0
+    age=8.0,
+).via('discovered failure')
 def test_engine_matches_a_literal_reading_of_the_rules(facts, age):
     """The vectorised engine equals a slow loop over the rules (tests/pipeline/grading/reference.py) at
     every change: same times, events and grades."""
