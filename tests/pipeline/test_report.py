@@ -314,3 +314,26 @@ def test_main_reads_and_writes_config_paths(run: Run, tmp_path: Path):
     damaged = config.model_copy(update={"paths": config.paths.model_copy(update={"oof": bad})})
     with pytest.raises(UserError, match=r"oof\.parquet: .*'repeat' missing .*crs train"):
         report.main(damaged, pseudonymise=False)
+
+
+def test_page_shows_the_grade_at_the_landmark_and_what_set_it(run: Run, tmp_path: Path):
+    """Issue 10: the page names each syndrome's grade in force at its landmark and the observation (or
+    the events table) that set it; a grade after the landmark is not shown."""
+    pid = "P0003"
+    latest = float(run.landmarks.loc[run.landmarks["patient_id"] == pid, "landmark_hours"].max())
+    grades = pd.DataFrame({
+        "patient_id": [pid, pid, pid, pid],
+        "hours_since_anchor": [latest - 20.0, latest - 5.0, latest - 2.0, latest + 10.0],
+        "event": ["CRS", "CRS", "ICANS", "CRS"],
+        "grade": [1.0, 2.0, 1.0, 3.0],
+        "reason": ["temperature >= 38.0 C in the last 24 h", "O2 device: nasal_cannula", "ICE score 7-9",
+                   "1 vasopressor: norepinephrine"],
+    })
+    write_pages(run, tmp_path / "patients", grades=grades)
+    section = re.search(r'<section id="grades">.*?</section>', (tmp_path / "patients" / f"{pid}.html").read_text(),
+                        flags=re.S).group(0)
+    assert "CRS grade 2</strong> since" in section and "O2 device: nasal_cannula" in section
+    assert "ICANS grade 1</strong>" in section and "ICE score 7-9" in section
+    assert "norepinephrine" not in section  # after the landmark
+    other = (tmp_path / "patients" / "P0004.html").read_text()
+    assert "CRS grade 0</strong>: no grade recorded or graded" in other
