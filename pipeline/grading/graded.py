@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from features.landmarks import GRADE_COLUMNS, SUPPORT_COMPONENTS, grades_from_events
@@ -77,25 +78,40 @@ def given_events(config: Config, events: pd.DataFrame | None) -> pd.DataFrame:
     return astct.astype({"patient_id": "str", "event": "str", "hours_since_anchor": "float64"})
 
 
+def _first_assessed(tables: dict[str, pd.DataFrame], key: str) -> pd.Series:
+    """Per patient, the first hour the component ``key`` was assessed (blood pressure; oxygen)."""
+    analytes, items = COMPONENT_INPUTS[key]
+    assessed = _rows(tables, analytes, items)
+    return assessed.groupby("patient_id", sort=True)["hours_since_anchor"].min()
+
+
 def component_rows(timeline: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """HYPOTENSION / HYPOXIA rows for featurize: 0 from each patient's first assessment of that component
     (blood pressure; oxygen device or flow), then its grade at every CRS row of the derived timeline
-    where it changes. A patient never assessed for a component has no row (featurize: NaN)."""
-    crs = timeline[timeline["event"] == "CRS"]
+    where it changes. A patient never assessed for a component has no row (featurize: NaN).
+
+    Array code, not group-bys: ``crs predict`` runs it for a single patient on the bedside hot path."""
+    crs = timeline[(timeline["event"] == "CRS").to_numpy()]
+    crs_pid = crs["patient_id"].astype("str").to_numpy(dtype=object)
+    crs_hours = crs["hours_since_anchor"].to_numpy(dtype=np.float64)
     parts = []
     for key in SUPPORT_COMPONENTS:
-        analytes, items = COMPONENT_INPUTS[key]
-        assessed = _rows(tables, analytes, items)
-        first = assessed.groupby("patient_id", sort=True)["hours_since_anchor"].min().reset_index()
-        column = f"{key.lower()}_grade"
-        rows = crs[["patient_id", "hours_since_anchor"]].assign(event=key, grade=crs[column].astype("float64"))
-        since = rows["patient_id"].map(first.set_index("patient_id")["hours_since_anchor"]).astype("float64")
-        rows = rows[(rows["hours_since_anchor"] >= since).to_numpy()]  # not before the first assessment
-        series = pd.concat([first.assign(event=key, grade=0.0), rows], ignore_index=True)
-        series = series.sort_values(["patient_id", "hours_since_anchor"], kind="stable")
-        series = series.drop_duplicates(["patient_id", "hours_since_anchor"], keep="last")  # graded wins over 0
-        changed = series["grade"].ne(series.groupby("patient_id")["grade"].shift())
-        parts.append(series[changed.to_numpy()])
+        first = _first_assessed(tables, key)
+        since = first.reindex(crs_pid).to_numpy(dtype=np.float64)
+        after = crs_hours >= since  # NaN (never assessed): False
+        pid = np.concatenate([first.index.to_numpy(dtype=object), crs_pid[after]])
+        hours = np.concatenate([first.to_numpy(dtype=np.float64), crs_hours[after]])
+        grade = np.concatenate([np.zeros(len(first)), crs[f"{key.lower()}_grade"].to_numpy(dtype=np.float64)[after]])
+        # The start rows come first at equal (patient, hour): the graded row, last, wins over the 0.
+        order = np.lexsort((np.r_[np.zeros(len(first)), np.ones(after.sum())], hours, pid.astype(str)))
+        pid, hours, grade = pid[order], hours[order], grade[order]
+        last_at_hour = np.ones(len(pid), dtype=bool)
+        last_at_hour[:-1] = (pid[1:] != pid[:-1]) | (hours[1:] != hours[:-1])
+        pid, hours, grade = pid[last_at_hour], hours[last_at_hour], grade[last_at_hour]
+        changed = np.ones(len(pid), dtype=bool)
+        changed[1:] = (pid[1:] != pid[:-1]) | (grade[1:] != grade[:-1])
+        parts.append(pd.DataFrame({"patient_id": pid[changed], "hours_since_anchor": hours[changed],
+                                   "event": key, "grade": grade[changed]}))
     return pd.concat(parts, ignore_index=True)[list(GRADE_COLUMNS)]
 
 
@@ -120,8 +136,10 @@ def graded_tables(config: Config, tables: dict[str, pd.DataFrame], rules: Gradin
                   *, strict: bool = True) -> GradeResult:
     """Grade ``tables`` (ingest contract) under ``config.cohort.grades``. Pure: nothing is read or written.
 
-    ``strict`` (the ``crs grade`` stage): a derive / compare run without any raw observation is an error;
-    ``crs predict`` scores such patients with grade 0 and unassessed components instead."""
+    ``strict`` (the ``crs grade`` stage): a derive / compare run without any raw observation is an error,
+    and the report and daily grades are computed. ``crs predict`` (``strict=False``) gets only the events
+    and grades that scoring reads, and scores patients without observations with grade 0 and unassessed
+    components."""
     mode = config.cohort.grades
     assessed = grading_inputs(tables)
     if strict and mode != "given" and assessed.empty:
@@ -136,13 +154,12 @@ def graded_tables(config: Config, tables: dict[str, pd.DataFrame], rules: Gradin
         events, syndromes = given, grades_from_events(given).assign(reason=GIVEN_REASON)
     grades = pd.concat([syndromes, component_rows(timeline, tables).assign(reason="")], ignore_index=True)
     grades = grades.astype({"patient_id": "str", "event": "str", "grade": "float64", "hours_since_anchor": "float64"})
-    report = grading_report(config, given, timeline, events, assessed, strict=strict)
-    return GradeResult(
-        tables={"events": events, "grades": grades.sort_values(["patient_id", "hours_since_anchor", "event"],
-                                                               kind="stable").reset_index(drop=True),
-                "timeline": timeline, "daily_grades": daily_grades(syndromes[list(GRADE_COLUMNS)].astype({"grade": "int8"}))},
-        report=report,
-    )
+    grades = grades.sort_values(["patient_id", "hours_since_anchor", "event"], kind="stable").reset_index(drop=True)
+    if not strict:
+        return GradeResult(tables={"events": events, "grades": grades, "timeline": timeline})
+    daily = daily_grades(syndromes[list(GRADE_COLUMNS)].astype({"grade": "int8"}))
+    return GradeResult(tables={"events": events, "grades": grades, "timeline": timeline, "daily_grades": daily},
+                       report=grading_report(config, given, timeline, events, assessed))
 
 
 def _empty_timeline() -> pd.DataFrame:
@@ -157,7 +174,7 @@ def _max_grades(events: pd.DataFrame, event: str) -> pd.Series:
 
 
 def grading_report(config: Config, given: pd.DataFrame, timeline: pd.DataFrame, events: pd.DataFrame,
-                   assessed: pd.DataFrame, *, strict: bool = True) -> dict:
+                   assessed: pd.DataFrame) -> dict:
     """``reports/grading.json``: counts and agreement only (it is kept in git: no id, time or value)."""
     patients = sorted(set(assessed["patient_id"]) | set(given["patient_id"]) | set(events["patient_id"]))
     report: dict = {
@@ -176,6 +193,6 @@ def grading_report(config: Config, given: pd.DataFrame, timeline: pd.DataFrame, 
     has_given = given["event"].isin(SYNDROMES).any()
     if len(timeline) and has_given:
         report["agreement"] = agreement_report(given, derived, patients)
-    elif strict and config.cohort.grades == "compare":
+    elif config.cohort.grades == "compare":
         raise UserError("cohort.grades: compare needs CRS or ICANS rows in the events table to compare with")
     return report
