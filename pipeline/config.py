@@ -43,7 +43,16 @@ class CsvOptions(_Section):
 
 
 class CohortConfig(_Section):
+    #: Where the cohort is and in which standard: ``canonical`` (a directory, the cohort contract),
+    #: ``sdtm`` (``path``: a folder of CDISC SDTM domains, ``.xpt`` or ``.csv``), ``omop`` (``url``: a
+    #: SQLAlchemy URL of an OMOP CDM v5.4 database, e.g. ``duckdb:///cdm.duckdb`` or
+    #: ``postgresql://user@host/db``, with the tables in ``schema``). README: "Your data in SDTM or OMOP".
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    format: Literal["canonical", "sdtm", "omop"] = "canonical"
     path: Path = Path("data/raw/synthetic")
+    url: str | None = None
+    db_schema: str | None = Field(default=None, alias="schema")
     #: Grading scale the cohort's event grades use; a grade on one scale is not a grade on another.
     grading_scale: Literal["ASTCT", "Lee2014", "Penn", "CARTOX", "CTCAE"] = "ASTCT"
     #: Where CRS / ICANS grades come from (``crs grade``, docs/grading.md): ``given`` (the events table),

@@ -50,6 +50,10 @@ class RawTable:
     arrow: pa.Table
     #: How a CSV file was written (encoding, delimiter, decimal mark); None for Parquet and frames.
     dialect: Dialect | None = None
+    #: Standard-format adapters (SDTM, OMOP): source table -> source rows left out as not asked for
+    #: (e.g. unrelated OMOP measurements skipped by the concept filter). Rows that reach ``arrow`` carry
+    #: their source table in a ``source_table`` column; ingest reports counts per source table.
+    out_of_scope: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @functools.cached_property
     def frame(self) -> pd.DataFrame:
