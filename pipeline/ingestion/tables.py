@@ -107,12 +107,36 @@ def _outcome_warnings(events: TableOutcome | None) -> list[str]:
     return warnings
 
 
+#: Column a standard-format adapter (SDTM, OMOP) adds to every row: the source table it came from.
+SOURCE_TABLE = "source_table"
+
+
+def _by_source(table: RawTable, outcome: TableOutcome) -> dict:
+    """Per source table of an SDTM / OMOP adapter (``LB``, ``measurement``): rows read, rows quarantined,
+    and source rows left out as not asked for (``out_of_scope``). Empty for canonical files."""
+    if SOURCE_TABLE not in table.arrow.column_names and not table.out_of_scope:
+        return {}
+    read = Counter()
+    if SOURCE_TABLE in table.arrow.column_names:
+        read.update(pd.Series(table.arrow.column(SOURCE_TABLE).to_pandas()).fillna("").value_counts().to_dict())
+    quarantined = Counter()
+    if len(outcome.quarantine) and SOURCE_TABLE in outcome.quarantine.columns:
+        quarantined.update(outcome.quarantine[SOURCE_TABLE].fillna("").value_counts().to_dict())
+    sources = sorted(set(read) | set(quarantined) | set(table.out_of_scope))
+    return {
+        "out_of_scope": int(sum(table.out_of_scope.values())),
+        "by_source_table": {src: {"rows_read": int(read[src]), "rows_quarantined": int(quarantined[src]),
+                                  "out_of_scope": int(table.out_of_scope.get(src, 0))} for src in sources},
+    }
+
+
 def _report(
     outcomes: dict[str, TableOutcome], raw: dict[str, RawTable], tables: dict[str, pd.DataFrame], share: float
 ) -> dict:
     """``reports/ingest.json`` without the run's settings: counts overall and per file, then what was
     normalised. It quotes no cell value (it is kept in git): names of files and columns, reasons, counts."""
-    files = {name: outcome.counts(raw[name].path) for name, outcome in outcomes.items()}
+    files = {name: {**outcome.counts(raw[name].path), **_by_source(raw[name], outcome)}
+             for name, outcome in outcomes.items()}
     by_reason: Counter = Counter()
     cells_by_reason: Counter = Counter()
     for counts in files.values():
