@@ -31,6 +31,8 @@ class RowChecks:
     def __init__(self, n_rows: int) -> None:
         self.codes = np.zeros(n_rows, dtype=np.int8)
         self.detail = np.empty(n_rows, dtype=object)  # read only where a reason was given
+        #: Rows whose time was a date without a time of day, placed at the end (or start) of that day.
+        self.date_only = 0
 
     def flag(
         self,
@@ -81,6 +83,8 @@ class TableOutcome:
     #: Single cells blanked in accepted rows (a patient covariate such as ``age=inf``): quarantine rows
     #: with a ``source_column`` field, counted apart because their row is accepted (counts keep reconciling).
     cells: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: Accepted or not, rows whose time was a date alone (placed at the end or start of the day).
+    date_only_times: int = 0
 
     def counts(self, path: Path) -> dict:
         return {
@@ -92,6 +96,7 @@ class TableOutcome:
             "quarantine_by_reason": reason_counts(self.quarantine),
             "cells_quarantined": int(len(self.cells)),
             "cells_quarantined_by_reason": reason_counts(self.cells),
+            **({"date_only_times": self.date_only_times} if self.date_only_times else {}),
         }
 
 
@@ -138,7 +143,8 @@ def finish(
 ) -> TableOutcome:
     """The outcome of a table: every kept row that failed a check goes to quarantine."""
     quarantine = quarantine_frame(table, kept & ~checks.ok, checks)
-    return TableOutcome(accepted, quarantine, table.n_rows, n_duplicates, extra or {})
+    return TableOutcome(accepted, quarantine, table.n_rows, n_duplicates, extra or {},
+                        date_only_times=checks.date_only)
 
 
 def strip(series: pd.Series) -> pd.Series:

@@ -64,7 +64,7 @@ def canonical_names(text: pd.Series, synonyms: dict[str, str], otherwise: str) -
 
 
 def _open_small_table(
-    table: RawTable, patients: pd.DataFrame
+    table: RawTable, patients: pd.DataFrame, day_end: bool = True
 ) -> tuple[pd.DataFrame, np.ndarray, RowChecks, pd.Series, np.ndarray]:
     """Common first checks of the small time-stamped tables: duplicates, patient ids, times."""
     frame = table.frame
@@ -75,7 +75,7 @@ def _open_small_table(
     ids = patient_ids(frame, checks, known)
     patient_row = known.get_indexer(ids.to_numpy(dtype=object)).astype(np.int64)
     hours = arrow_hours(
-        table, arrow_trim(table.arrow.column("time")), patient_row, anchor_seconds(patients), checks
+        table, arrow_trim(table.arrow.column("time")), patient_row, anchor_seconds(patients), checks, day_end
     )
     return frame, duplicate, checks, ids, hours
 
@@ -87,7 +87,8 @@ def _optional_text(frame: pd.DataFrame, column: str) -> pd.Series:
 def validate_events(table: RawTable, patients: pd.DataFrame) -> TableOutcome:
     """Accepted events (canonical event via ``events.csv``, else upper case; integer grade 0-5 written
     as ``3``, ``Grade 3``, ``G3`` or ``grade III``; hours) and the quarantine."""
-    frame, duplicate, checks, ids, hours = _open_small_table(table, patients)
+    # A date-only onset is the start of its day: the earliest it can have begun (no at-risk time after it).
+    frame, duplicate, checks, ids, hours = _open_small_table(table, patients, day_end=False)
     event = canonical_names(strip(frame["event"]), event_synonyms(), "upper")
     grade_text = strip(frame["grade"])
     checks.flag((event.isna() | grade_text.isna()).to_numpy(), "missing_value", "event or grade is empty")

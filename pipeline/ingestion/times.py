@@ -3,6 +3,8 @@ and the fast (patient, hours) row order of the measurements table."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -81,29 +83,60 @@ def _plain_iso_seconds(time_text: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarr
     return seconds, done
 
 
-def _timestamp_seconds(time_text: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """Epoch seconds of ISO 8601 timestamps (NaN where unreadable): the plain form through Arrow, the
-    rest (offsets, fractions, padding, dates alone) through pandas' ISO 8601 parser."""
+#: Date-only and partial ISO 8601 dates (SDTM --DTC allows them): never read as midnight (docs/CONTRACTS.md).
+_DATE_ONLY = r"^\d{4}-\d{2}-\d{2}$"
+_PARTIAL_DATE = r"^\d{4}(-\d{2})?$"
+_DAY_SECONDS = 86_400
+
+
+@dataclass
+class Stamps:
+    """Epoch seconds per row (NaN where unreadable), and which rows gave a date without a time of day
+    (``date_only``) or only a year or month (``partial``)."""
+
+    seconds: np.ndarray
+    date_only: np.ndarray
+    partial: np.ndarray
+
+
+def _timestamp_seconds(time_text: pa.ChunkedArray | pa.Array) -> Stamps:
+    """Epoch seconds of ISO 8601 timestamps: the plain form through Arrow, the rest (offsets, fractions,
+    padding, dates alone) through pandas' ISO 8601 parser. A date alone is its midnight here; callers
+    place it (:func:`_timestamp_hours`)."""
     if isinstance(time_text, pa.Array):
         time_text = pa.chunked_array([time_text], type=time_text.type)
     seconds, done = _plain_iso_seconds(time_text)
+    date_only = np.zeros(len(seconds), dtype=bool)
+    partial = np.zeros(len(seconds), dtype=bool)
     rest = np.flatnonzero(~done)
     if rest.size:
         text = arrow_trim(time_text.take(pa.array(rest))).to_pandas()
         seconds[rest] = epoch_seconds(pd.to_datetime(text, format="ISO8601", errors="coerce", utc=True))
-    return seconds
+        date_only[rest] = text.str.match(_DATE_ONLY).fillna(False).to_numpy(dtype=bool)
+        partial[rest] = text.str.match(_PARTIAL_DATE).fillna(False).to_numpy(dtype=bool)
+    return Stamps(seconds, date_only, partial)
 
 
 def _timestamp_hours(
-    table: RawTable, time_text: pa.ChunkedArray | pa.Array, patient_row: np.ndarray, anchor_s: np.ndarray | None, checks: RowChecks
+    table: RawTable, time_text: pa.ChunkedArray | pa.Array, patient_row: np.ndarray, anchor_s: np.ndarray | None,
+    checks: RowChecks, day_end: bool = True,
 ) -> np.ndarray:
-    """Hours from ISO 8601 timestamps minus the patient's anchor; unusable rows are flagged ``bad_time``."""
+    """Hours from ISO 8601 timestamps minus the patient's anchor; unusable rows are flagged ``bad_time``.
+
+    A date without a time of day is placed at the end of its day (``day_end``: a result or a dose is
+    known by then at the latest, so no feature sees it early) or at its start (an event onset: the
+    earliest it can have begun, so no patient counts as at risk after it); a year or month alone cannot
+    be placed and is quarantined. The rows placed are counted (``checks.date_only``)."""
     if anchor_s is None:
         raise UserError(
             f"{table.path}: column 'time' holds timestamps but the patients table has no 'anchor_time' column"
         )
-    stamp_s = _timestamp_seconds(time_text)
-    checks.flag(np.isnan(stamp_s), "bad_time", "time is not an ISO 8601 timestamp")
+    stamps = _timestamp_seconds(time_text)
+    checks.flag(stamps.partial, "bad_time", "partial date (a year or a month only): it cannot be placed in time")
+    checks.flag(np.isnan(stamps.seconds), "bad_time", "time is not an ISO 8601 timestamp")
+    placed = stamps.date_only & checks.ok
+    checks.date_only += int(placed.sum())
+    stamp_s = stamps.seconds + np.where(stamps.date_only & day_end, _DAY_SECONDS - 1, 0)
     # Unknown patients (-1) pick the trailing NaN; safe even when no patient was accepted.
     anchor_row = np.append(anchor_s, np.nan)[np.where(patient_row >= 0, patient_row, len(anchor_s))]
     checks.flag(np.isnan(anchor_row), "bad_time", "patient has no anchor_time for a timestamp")
@@ -111,7 +144,8 @@ def _timestamp_hours(
 
 
 def arrow_hours(
-    table: RawTable, time_text: pa.ChunkedArray | pa.Array, patient_row: np.ndarray, anchor_s: np.ndarray | None, checks: RowChecks
+    table: RawTable, time_text: pa.ChunkedArray | pa.Array, patient_row: np.ndarray, anchor_s: np.ndarray | None,
+    checks: RowChecks, day_end: bool = True,
 ) -> np.ndarray:
     """Hours since anchor for a ``time`` column holding either numbers of hours or ISO timestamps.
 
@@ -126,7 +160,7 @@ def arrow_hours(
             unusable = ~(np.abs(numeric) <= FLOAT32_MAX)
         checks.flag(unusable, "bad_time", "time is not a finite number of hours (file uses hours since anchor)")
         return numeric
-    return _timestamp_hours(table, time_text, patient_row, anchor_s, checks)
+    return _timestamp_hours(table, time_text, patient_row, anchor_s, checks, day_end)
 
 
 def _is_patient_time_sorted(patient: np.ndarray, hours: np.ndarray) -> bool:

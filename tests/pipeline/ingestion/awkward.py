@@ -14,7 +14,11 @@ unsorted case has no such ties among accepted rows, and the sorted case (panels 
 given in (patient, time) order.
 
 ``out/treatments.parquet`` (these cohorts have no treatments file: the empty accepted table) was
-re-recorded when accepted treatments gained ``end_hours_since_anchor``; every other file is as recorded.
+re-recorded when accepted treatments gained ``end_hours_since_anchor``; ``out/observations.parquet`` (the
+empty accepted table) added with the observations table; ``out/measurements.parquet`` and ``ingest.json``
+of ``unsorted`` and ``sorted_panels`` re-recorded when a date without a time of day stopped being read
+as midnight (issue 11): in each, the one date-only row moved to 23:59:59 of its day (the end of the day,
+when the result is known at the latest) and ``date_only_times`` counts it; every other value is as recorded.
 """
 
 from __future__ import annotations

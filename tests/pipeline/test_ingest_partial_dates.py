@@ -1,0 +1,49 @@
+"""Date-only and partial ISO 8601 times (SDTM --DTC allows them) are placed explicitly, never read as
+midnight: a measurement, dose or observation at the end of its day (known by then at the latest), an
+event onset at the start of its day (the earliest it can have begun); a year or month alone is
+quarantined. Counted per file in reports/ingest.json (``date_only_times``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.adapters.canonical import read_cohort
+from pipeline.ingestion import ingest_tables
+
+PATIENTS = "patient_id,anchor_time\nA,2024-01-03T10:00:00\n"
+
+
+def _ingest(cohort_writer, measurements: str, events: str, treatments: str = ""):
+    tables = {"patients": PATIENTS, "measurements": measurements, "events": events}
+    if treatments:
+        tables["treatments"] = treatments
+    return ingest_tables(read_cohort(cohort_writer(tables)))
+
+
+def test_a_date_alone_is_the_end_of_its_day_for_results_and_the_start_for_onsets(cohort_writer):
+    result = _ingest(
+        cohort_writer,
+        "patient_id,time,analyte,value,unit\nA,2024-01-04,CRP,12,mg/L\nA,2024-01-04T06:00:00,CRP,10,mg/L\n",
+        "patient_id,event,grade,time\nA,CRS,2,2024-01-04\n",
+        "patient_id,time,drug\nA,2024-01-04,tocilizumab\n",
+    )
+    m = result.tables["measurements"].set_index("value")["hours_since_anchor"]
+    assert m[12.0] == pytest.approx(14 + 23 + 59 / 60 + 59 / 3600)  # 2024-01-04 23:59:59, not 00:00
+    assert m[10.0] == pytest.approx(20.0)  # a full timestamp is unchanged
+    assert result.tables["events"]["hours_since_anchor"].tolist() == [14.0]  # 2024-01-04 00:00, start of day
+    assert result.tables["treatments"]["hours_since_anchor"].tolist() == pytest.approx([14 + 23 + 59 / 60 + 59 / 3600])
+    files = result.report["files"]
+    assert files["measurements"]["date_only_times"] == 1 and files["events"]["date_only_times"] == 1
+    assert files["treatments"]["date_only_times"] == 1
+
+
+def test_a_year_or_month_alone_is_quarantined(cohort_writer):
+    result = _ingest(
+        cohort_writer,
+        "patient_id,time,analyte,value,unit\nA,2024-01,CRP,12,mg/L\nA,2024,CRP,11,mg/L\nA,2024-01-04T06:00:00,CRP,10,mg/L\n",
+        "patient_id,event,grade,time\nA,CRS,2,2024-01-04T08:00:00\n",
+    )
+    q = result.quarantine
+    assert len(result.tables["measurements"]) == 1 and len(q) == 2
+    assert set(q["reason"]) == {"bad_time"} and q["detail"].str.startswith("partial date").all()
+    assert "date_only_times" not in result.report["files"]["measurements"]
