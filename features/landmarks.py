@@ -67,6 +67,9 @@ class LandmarkSpec:
     #: Without a pre-anchor baseline, the first value in (0, min(L, this)] h stands in for it.
     baseline_fallback_hours: float = 24.0
     static_features: tuple[str, ...] = ()
+    #: (analyte, hours) pairs: a result of that analyte without a ``result_hours_since_anchor`` is known
+    #: this long after its sample (batch-run research cytokine panels); default 0 (known when sampled).
+    result_lag_hours: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         landmarks = tuple(sorted(float(x) for x in self.landmarks_hours))
@@ -90,9 +93,12 @@ class SortedRows:
     hours: np.ndarray  # float64 hours since anchor
     value: np.ndarray  # float64 canonical unit (the bound when censored); NaN for treatments
     censoring: np.ndarray  # int8: CENSORED_BELOW (-1, "<x"), 0 (exact), CENSORED_ABOVE (+1, ">x")
+    #: Hours since anchor when each value was known (>= ``hours``); None: known when sampled.
+    known: np.ndarray | None = None
 
     def take(self, keep: np.ndarray) -> SortedRows:
-        return SortedRows(self.patient[keep], self.hours[keep], self.value[keep], self.censoring[keep])
+        known = None if self.known is None else self.known[keep]
+        return SortedRows(self.patient[keep], self.hours[keep], self.value[keep], self.censoring[keep], known)
 
     @staticmethod
     def empty() -> SortedRows:
@@ -216,6 +222,7 @@ def encode_cohort(
     treatments: pd.DataFrame | None,
     analytes: Sequence[str],
     grades: pd.DataFrame | None = None,
+    result_lag_hours: Mapping[str, float] | None = None,
 ) -> Timeline:
     """Encode the long tables into per-analyte sorted arrays (rows of unknown patients are ignored).
 
@@ -242,13 +249,38 @@ def encode_cohort(
         order = np.lexsort((hours, patient, group))
     bounds = np.concatenate([[0], np.cumsum(np.bincount(group, minlength=len(codes) + 1))])
     order = order[: bounds[-2]]
+    known = known_hours(measurements, analyte, hours, codes, result_lag_hours)
     patient, hours, value, censored = (x[order] for x in (patient, hours, value, censored))
+    known = None if known is None else known[order]
     by_analyte = {
-        code: SortedRows(patient[lo:hi], hours[lo:hi], value[lo:hi], censored[lo:hi])
+        code: SortedRows(patient[lo:hi], hours[lo:hi], value[lo:hi], censored[lo:hi],
+                         None if known is None else known[lo:hi])
         for code, lo, hi in zip(codes, bounds[:-2], bounds[1:-1], strict=True)
     }
     return Timeline(patient_ids=patient_ids, analytes=by_analyte, treatments=_encode_treatments(treatments, patient_ids),
                     grades=_encode_grades(grades, patient_ids))
+
+
+#: Optional measurement column (ingest contract): hours since anchor when the result was known.
+RESULT_HOURS = "result_hours_since_anchor"
+
+
+def known_hours(measurements: pd.DataFrame, analyte: np.ndarray, hours: np.ndarray, codes: Sequence[str],
+                result_lag_hours: Mapping[str, float] | None) -> np.ndarray | None:
+    """When each row's value was known: its ``result_hours_since_anchor`` when given, else its sample
+    time plus the analyte's ``result_lag_hours`` (never before the sample). None when every value was
+    known when sampled (the common case: no extra array)."""
+    lags = {c.strip().upper(): float(h) for c, h in (result_lag_hours or {}).items() if float(h) > 0}
+    result = _float(measurements[RESULT_HOURS]) if RESULT_HOURS in measurements.columns else None
+    if not lags and (result is None or np.isnan(result).all()):
+        return None
+    lag = np.zeros(len(codes) + 1)
+    for i, code in enumerate(codes):
+        lag[i] = lags.get(code, 0.0)
+    known = hours + lag[np.where(analyte >= 0, analyte, len(codes))]
+    if result is not None:
+        known = np.where(np.isnan(result), known, np.fmax(result, hours))
+    return known
 
 
 def _encode_treatments(treatments: pd.DataFrame | None, patient_ids: np.ndarray) -> dict[str, SortedRows]:
@@ -313,7 +345,8 @@ def cut_at_landmark(timeline: Timeline, landmark_hours: float) -> CutTimeline:
     L = float(landmark_hours)
 
     def cut(series: SortedRows) -> SortedRows:
-        keep = series.hours <= L
+        # A value counts from when it was known (a result reported later), not from its sample time.
+        keep = (series.hours if series.known is None else series.known) <= L
         return series if keep.all() else series.take(keep)
 
     return CutTimeline(
@@ -722,7 +755,8 @@ def landmark_matrix(
     grades = tables.get("grades")
     if grades is None:
         grades = grades_from_events(tables.get("events"))
-    timeline = encode_cohort(tables["measurements"], patient_ids, tables.get("treatments"), analytes, grades)
+    timeline = encode_cohort(tables["measurements"], patient_ids, tables.get("treatments"), analytes, grades,
+                             dict(spec.result_lag_hours))
     onsets = target_onsets(tables.get("events"), patient_ids, spec.targets)
     # A patient who died at or before L is no longer at risk of anything (competing event).
     death = target_onsets(tables.get("events"), patient_ids, [Target("_death", DEATH_EVENT, 0)])["_death"]

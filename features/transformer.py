@@ -78,6 +78,7 @@ class LandmarkFeaturizer(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
         harmonise_covariates: bool = True,
         covariate_reference: CovariateReference | None = None,
         chunk_patients: int | None = None,
+        result_lag_hours: Mapping[str, float] | None = None,
     ):
         self.landmarks_hours = landmarks_hours
         self.analytes = analytes
@@ -91,6 +92,7 @@ class LandmarkFeaturizer(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
         self.harmonise_covariates = harmonise_covariates
         self.covariate_reference = covariate_reference
         self.chunk_patients = chunk_patients
+        self.result_lag_hours = result_lag_hours
 
     @classmethod
     def from_config(cls, config: Any) -> LandmarkFeaturizer:
@@ -107,6 +109,7 @@ class LandmarkFeaturizer(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
             min_patients=fz.min_patients,
             baseline_fallback_hours=fz.baseline_fallback_hours,
             chunk_patients=fz.chunk_patients,
+            result_lag_hours=dict(fz.result_lag_hours),
         )
 
     @property
@@ -125,6 +128,7 @@ class LandmarkFeaturizer(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
             targets=tuple(Target(name, event, int(grade)) for name, (event, grade) in (self.targets or {}).items()),
             static_features=tuple(self.model_static_features),
             baseline_fallback_hours=float(self.baseline_fallback_hours),
+            result_lag_hours=tuple(sorted((self.result_lag_hours or {}).items())),
         )
 
     @property

@@ -167,6 +167,10 @@ class FeaturizeConfig(_Section):
     #: Patients per block when building the landmark matrix: patients are independent, so the frame is
     #: the same and peak memory follows the block size, not the cohort size (docs/scale.md).
     chunk_patients: int = Field(default=1_000_000, ge=1)
+    #: Analyte -> hours after the sample when its result is known, for cohorts without a measurements
+    #: ``result_time`` column (e.g. 48-72 for batch-run research cytokine panels): features at L then use
+    #: only results known by L. Default none (known when sampled).
+    result_lag_hours: dict[str, Annotated[float, Field(ge=0, allow_inf_nan=False)]] = Field(default_factory=dict)
 
     @field_validator("analytes")
     @classmethod

@@ -35,7 +35,7 @@ from pipeline.ingestion.text import (
     missing_values,
     parse_censored,
 )
-from pipeline.ingestion.times import anchor_seconds, arrow_hours, patient_time_runs
+from pipeline.ingestion.times import anchor_seconds, arrow_hours, patient_time_runs, present_times
 from pipeline.registry import Registry, normalize_name, normalize_unit
 
 
@@ -288,6 +288,11 @@ def _normalisation_report(good_rows: np.ndarray, analytes: _Analytes, units: _Un
     }
 
 
+#: Optional measurement column: when the result was known (docs/CONTRACTS.md), and its accepted form.
+RESULT_TIME = "result_time"
+RESULT_HOURS = "result_hours_since_anchor"
+
+
 def _sorted_runs(patient_row: np.ndarray, hours: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows of a known patient with a finite time (the only ones that can be accepted), in stable
     (patient, time) order, with :func:`patient_time_runs`' run marks, and the mask of those rows."""
@@ -308,6 +313,23 @@ def _patients_and_times(
     patient_row = _patient_rows(raw.column("patient_id"), patients, checks)
     hours = arrow_hours(table, raw.column("time"), patient_row, anchor_seconds(patients), checks)
     return (patient_row, hours, *_sorted_runs(patient_row, hours))
+
+
+def result_hours(table: RawTable, patients: pd.DataFrame, hours: np.ndarray, checks: RowChecks) -> np.ndarray | None:
+    """Hours since anchor when each result was known (optional ``result_time``: a research cytokine
+    panel reported days after the sample); NaN where empty. None without the column. A result before
+    its sample is ``out_of_range``; an unreadable one ``bad_time``."""
+    if RESULT_TIME not in table.arrow.column_names:
+        return None
+    text = table.arrow.column(RESULT_TIME)
+    present = present_times(text)
+    result_checks = RowChecks(table.n_rows)
+    patient_row = _patient_rows(table.arrow.column("patient_id"), patients, RowChecks(table.n_rows))
+    known = arrow_hours(table, text, patient_row, anchor_seconds(patients), result_checks)
+    checks.flag(present & ~result_checks.ok, "bad_time", "result_time is not a time in the file's time form")
+    with np.errstate(invalid="ignore"):
+        checks.flag(present & (known < hours), "out_of_range", "result_time before time (the sample)")
+    return np.where(present & result_checks.ok, known, np.nan)
 
 
 def _analytes_and_values(
@@ -335,9 +357,12 @@ def validate_measurements(table: RawTable, patients: pd.DataFrame, registry: Reg
         lambda: _analytes_and_values(raw, registry, later),
     )
     checks.then(later)
+    known = result_hours(table, patients, hours, checks)
     kept, good, dropped = _settle_repeats(
         raw, checks, patient_row, hours, analytes, converted, censoring, (order, same), is_sortable)
     good_rows = np.flatnonzero(good)
     order = order[good[order]]  # accepted rows have a known patient and a finite time
     accepted = _accepted_frame(order, patients, patient_row, hours, analytes, units, converted, censoring)
+    if known is not None:
+        accepted[RESULT_HOURS] = known[order]
     return finish(table, kept, checks, accepted, dropped, _normalisation_report(good_rows, analytes, units))

@@ -5,6 +5,7 @@ quarantined. Counted per file in reports/ingest.json (``date_only_times``)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from pipeline.adapters.canonical import read_cohort
@@ -47,3 +48,28 @@ def test_a_year_or_month_alone_is_quarantined(cohort_writer):
     assert len(result.tables["measurements"]) == 1 and len(q) == 2
     assert set(q["reason"]) == {"bad_time"} and q["detail"].str.startswith("partial date").all()
     assert "date_only_times" not in result.report["files"]["measurements"]
+
+
+def test_result_time_is_kept_and_checked(cohort_writer):
+    """Optional ``result_time``: when a result was known. Before its sample: out_of_range; unreadable:
+    bad_time; empty: NaN (known when sampled)."""
+    result = _ingest(
+        cohort_writer,
+        "patient_id,time,analyte,value,unit,result_time\n"
+        "A,2024-01-04T06:00:00,IL6,50,pg/mL,2024-01-06T06:00:00\n"
+        "A,2024-01-04T07:00:00,CRP,10,mg/L,\n"
+        "A,2024-01-04T08:00:00,IL6,60,pg/mL,2024-01-03T08:00:00\n"
+        "A,2024-01-04T09:00:00,IL6,70,pg/mL,soon\n",
+        "patient_id,event,grade,time\nA,CRS,1,2024-01-04T08:00:00\n",
+    )
+    m = result.tables["measurements"]
+    assert m["value"].tolist() == [50.0, 10.0]
+    assert m["result_hours_since_anchor"].iloc[0] == 68.0 and np.isnan(m["result_hours_since_anchor"].iloc[1])
+    q = result.quarantine.set_index("value")
+    assert q.loc["60", "reason"] == "out_of_range" and q.loc["70", "reason"] == "bad_time"
+
+
+def test_without_result_time_the_measurements_have_no_such_column(cohort_writer):
+    result = _ingest(cohort_writer, "patient_id,time,analyte,value,unit\nA,2024-01-04T06:00:00,IL6,50,pg/mL\n",
+                     "patient_id,event,grade,time\nA,CRS,1,2024-01-04T08:00:00\n")
+    assert "result_hours_since_anchor" not in result.tables["measurements"].columns
