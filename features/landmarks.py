@@ -677,6 +677,42 @@ def label_at_landmark(onset_hours: np.ndarray, landmark_hours: float, horizon_ho
     return np.where(has_onset & (onset_hours <= landmark_hours), np.nan, within)  # float64: NaN, 1.0, 0.0
 
 
+#: Accepted patients column (ingest): hours since anchor when the patient's follow-up ended.
+FOLLOW_UP_HOURS = "follow_up_end_hours"
+
+
+def death_hours(events: pd.DataFrame | None, patient_ids: np.ndarray) -> np.ndarray:
+    """Each patient's death: the first DEATH row, or the first grade-5 event of any kind (grade 5 is
+    death on every CTCAE-style scale), NaN if neither."""
+    death = target_onsets(events, patient_ids, [Target("_death", DEATH_EVENT, 0)])["_death"]
+    if events is None or len(events) == 0:
+        return death
+    graded = events.assign(event="_ANY")
+    fatal = target_onsets(graded, patient_ids, [Target("_fatal", "_ANY", 5)])["_fatal"]
+    return np.fmin(death, fatal)
+
+
+def follow_up_end_hours(patients: pd.DataFrame, patient_ids: np.ndarray) -> np.ndarray | None:
+    """``follow_up_end_hours`` aligned to ``patient_ids`` (None without the column)."""
+    if FOLLOW_UP_HOURS not in patients.columns:
+        return None
+    by_id = patients.assign(patient_id=patients["patient_id"].astype("str")).set_index("patient_id")
+    return _float(by_id[FOLLOW_UP_HOURS].reindex(pd.Index(patient_ids, dtype="str")))
+
+
+def censor_at_follow_up_end(labels: np.ndarray, follow_up: np.ndarray | None, landmark_hours: float,
+                            horizon_hours: float) -> np.ndarray:
+    """A 0 label is only known if follow-up lasted the whole horizon: a patient followed for 10 days is
+    not a "no CRS" for a 30-day horizon (NaN: not labelled). 1s stand; a patient whose follow-up ended
+    at or before L is not at risk at all. Without a follow-up end (NaN or no column): followed to the end."""
+    if follow_up is None:
+        return labels
+    with np.errstate(invalid="ignore"):
+        short = follow_up < landmark_hours + horizon_hours
+        ended = follow_up <= landmark_hours
+    return np.where(ended | (short & (labels == 0)), np.nan, labels)
+
+
 # --------------------------------------------------------------------------------------------------
 # Static covariates
 
@@ -759,7 +795,8 @@ def landmark_matrix(
                              dict(spec.result_lag_hours))
     onsets = target_onsets(tables.get("events"), patient_ids, spec.targets)
     # A patient who died at or before L is no longer at risk of anything (competing event).
-    death = target_onsets(tables.get("events"), patient_ids, [Target("_death", DEATH_EVENT, 0)])["_death"]
+    death = death_hours(tables.get("events"), patient_ids)
+    follow_up = follow_up_end_hours(patients, patient_ids)
 
     dynamic = _dynamic_block(timeline, spec)
     columns: dict[str, object] = _static_columns(patients, patient_ids, encoding, k)
@@ -767,7 +804,8 @@ def landmark_matrix(
     for target in spec.targets:
         onset = onsets[target.name]
         labels = np.stack(
-            [np.where(death <= L, np.nan, label_at_landmark(onset, L, spec.horizon_hours)) for L in landmarks], axis=1
+            [censor_at_follow_up_end(np.where(death <= L, np.nan, label_at_landmark(onset, L, spec.horizon_hours)),
+                                     follow_up, L, spec.horizon_hours) for L in landmarks], axis=1
         )
         columns[f"label__{target.name}"] = labels.ravel()
         columns[f"onset_hours__{target.name}"] = np.repeat(onset, k)

@@ -25,7 +25,11 @@ from pipeline.ingestion.checks import (
 )
 from pipeline.ingestion.text import INFINITY, NUMBER, beyond_float32
 
-_ID_COLUMNS = ("patient_id", "anchor_time")
+#: Optional patients column: the end of each patient's follow-up (hours since anchor, or ISO 8601 with
+#: ``anchor_time``); accepted as ``follow_up_end_hours``. Labels are censored after it (docs/features.md).
+FOLLOW_UP_END = "follow_up_end"
+FOLLOW_UP_HOURS = "follow_up_end_hours"
+_ID_COLUMNS = ("patient_id", "anchor_time", FOLLOW_UP_END, FOLLOW_UP_HOURS)
 #: A covariate is numeric when at least this share of its non-empty values are numbers (or a single
 #: value is not, whatever the share): a stray word must not turn an age into categories.
 _MOSTLY_NUMERIC = 0.9
@@ -42,6 +46,18 @@ def _parse_anchor(text: pd.Series) -> pd.Series:
     return pd.to_datetime(text, format="ISO8601", errors="coerce", utc=True)
 
 
+def _follow_up_hours(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """(text, hours since anchor) of ``follow_up_end``: a number of hours, or an ISO 8601 time minus the
+    patient's ``anchor_time`` (NaN where unreadable or without an anchor)."""
+    text = strip(frame[FOLLOW_UP_END])
+    hours = pd.to_numeric(text, errors="coerce").astype("float64")
+    if "anchor_time" in frame.columns:
+        stamps = _parse_anchor(text)
+        anchors = _parse_anchor(strip(frame["anchor_time"]))
+        hours = hours.fillna((stamps - anchors).dt.total_seconds() / 3600.0)
+    return text, hours
+
+
 def _check_patients(frame: pd.DataFrame, duplicate: np.ndarray) -> tuple[RowChecks, pd.Series]:
     """Reason per row (missing id, unparseable anchor, one id given twice with different fields)."""
     checks = RowChecks(len(frame))
@@ -51,6 +67,10 @@ def _check_patients(frame: pd.DataFrame, duplicate: np.ndarray) -> tuple[RowChec
         anchor_text = strip(frame["anchor_time"])
         anchors = _parse_anchor(anchor_text)
         checks.flag((anchor_text.notna() & anchors.isna()).to_numpy(), "bad_time", "anchor_time is not ISO 8601")
+    if FOLLOW_UP_END in frame.columns:
+        text, hours = _follow_up_hours(frame)
+        checks.flag((text.notna() & hours.isna()).to_numpy(), "bad_time",
+                    "follow_up_end is neither hours since anchor nor an ISO 8601 time with anchor_time")
     repeated = np.zeros(len(frame), dtype=bool)
     repeated[~duplicate] = ids[~duplicate].duplicated(keep=False).to_numpy()
     checks.flag(repeated & ids.notna().to_numpy(), "conflicting_duplicate", "patient_id given twice with different fields")
@@ -164,6 +184,9 @@ def validate_patients(table: RawTable) -> TableOutcome:
     good = kept & checks.ok
     accepted = frame[good].copy()
     accepted["patient_id"] = ids[good]
+    if FOLLOW_UP_END in accepted.columns:
+        accepted[FOLLOW_UP_HOURS] = _follow_up_hours(accepted)[1]
+        accepted = accepted.drop(columns=FOLLOW_UP_END)
     if "anchor_time" in accepted.columns:
         accepted["anchor_time"] = _parse_anchor(strip(accepted["anchor_time"]))
     covariate_types, warnings, cells = _type_covariates(table, accepted)

@@ -73,3 +73,19 @@ def test_without_result_time_the_measurements_have_no_such_column(cohort_writer)
     result = _ingest(cohort_writer, "patient_id,time,analyte,value,unit\nA,2024-01-04T06:00:00,IL6,50,pg/mL\n",
                      "patient_id,event,grade,time\nA,CRS,1,2024-01-04T08:00:00\n")
     assert "result_hours_since_anchor" not in result.tables["measurements"].columns
+
+
+def test_follow_up_end_in_hours_or_iso(cohort_writer):
+    """``follow_up_end``: hours since anchor or an ISO 8601 time; unreadable: the patient is quarantined
+    (bad_time), as for a bad anchor_time; it is never a covariate."""
+    patients = ("patient_id,anchor_time,follow_up_end,age\nA,2024-01-03T10:00:00,240,50\n"
+                "B,2024-01-03T10:00:00,2024-01-13T10:00:00,60\nC,2024-01-03T10:00:00,someday,70\n")
+    cohort = cohort_writer({"patients": patients,
+                            "measurements": "patient_id,time,analyte,value,unit\nA,1,CRP,5,mg/L\n",
+                            "events": "patient_id,event,grade,time\nA,CRS,1,2\n"})
+    result = ingest_tables(read_cohort(cohort))
+    p = result.tables["patients"].set_index("patient_id")
+    assert p.loc["A", "follow_up_end_hours"] == 240.0 and p.loc["B", "follow_up_end_hours"] == 240.0
+    assert "C" not in p.index and result.quarantine["reason"].tolist() == ["bad_time"]
+    assert "follow_up_end" not in result.report["covariate_types"]
+    assert "follow_up_end_hours" not in result.report["covariate_types"]
