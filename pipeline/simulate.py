@@ -17,6 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.csv as pcsv
 
+from pipeline.errors import UserError
 from pipeline.io import atomic_dir, neutralise_formulas_arrow
 from pipeline.simulation import ARMS, TABLE_NAMES, simulate_cohort, simulate_tables
 
@@ -44,14 +45,29 @@ def write_cohort(tables: dict[str, pa.Table], truth: dict[str, Any], out: str | 
         (tmp / "truth.json").write_text(json.dumps(truth, indent=2) + "\n")
 
 
+def write_sdtm_cohort(tables: dict[str, pa.Table], truth: dict[str, Any], out: str | Path) -> None:
+    """Write the cohort as SDTM ``.xpt`` domains plus truth.json atomically (pipeline/simulation/export_sdtm.py)."""
+    from pipeline.simulation.export_sdtm import write_sdtm
+
+    with atomic_dir(out) as tmp:
+        write_sdtm(tables, tmp, "xpt")
+        (tmp / "truth.json").write_text(json.dumps(truth, indent=2) + "\n")
+
+
+#: ``crs simulate --format``: how the cohort is written.
+WRITERS = {"canonical": write_cohort, "sdtm": write_sdtm_cohort}
+
+
 def main(config: Any, out: str | Path | None = None, n_patients: int | None = None,
-         seed: int | None = None) -> dict[str, Any]:
+         seed: int | None = None, fmt: str = "canonical") -> dict[str, Any]:
     """``crs simulate``: write the cohort for ``config.simulate`` (CLI overrides win) to ``out`` (default
-    ``paths.simulated_cohort``); returns truth."""
+    ``paths.simulated_cohort``) in format ``fmt`` (a key of ``WRITERS``); returns truth."""
+    if fmt not in WRITERS:
+        raise UserError(f"simulate: unknown format '{fmt}' (one of {', '.join(WRITERS)})")
     start = time.perf_counter()
     out = out or config.paths.simulated_cohort
     tables, truth = run(config, n_patients=n_patients, seed=seed)
-    write_cohort(tables, truth, out)
+    WRITERS[fmt](tables, truth, out)
     rows = truth["tables"]["measurements"]["rows_written"]
     print(f"simulate: {truth['n_patients']} patients, {rows} measurement rows -> {out} "
           f"({time.perf_counter() - start:.1f} s)")
