@@ -101,11 +101,11 @@ SUMMARIES: tuple[Summary, ...] = (
 )
 
 DERIVED: tuple[Derived, ...] = (
-    Derived("easix__baseline", lambda c: scores.easix(c["LDH"].baseline, c["CREAT"].baseline, c["PLT"].baseline), "EASIX = LDH x creatinine / platelets, baseline values", "U/L x mg/dL / 10^9/L"),
+    Derived("easix__baseline", lambda c: scores.easix(c.score_baseline("LDH"), c.score_baseline("CREAT"), c.score_baseline("PLT")), "EASIX = LDH x creatinine / platelets, baseline values (before lymphodepletion when its start is known)", "U/L x mg/dL / 10^9/L"),
     Derived("easix__latest", lambda c: scores.easix(c["LDH"].latest, c["CREAT"].latest, c["PLT"].latest), "EASIX from the latest LDH, creatinine, platelets at L", "U/L x mg/dL / 10^9/L"),
-    Derived("m_easix__baseline", lambda c: scores.m_easix(c["LDH"].baseline, c["CRP"].baseline, c["PLT"].baseline), "m-EASIX = LDH x CRP (mg/dL) / platelets, baseline values", "U/L x mg/dL / 10^9/L"),
+    Derived("m_easix__baseline", lambda c: scores.m_easix(c.score_baseline("LDH"), c.score_baseline("CRP"), c.score_baseline("PLT")), "m-EASIX = LDH x CRP (mg/dL) / platelets, baseline values (before lymphodepletion when its start is known)", "U/L x mg/dL / 10^9/L"),
     Derived("m_easix__latest", lambda c: scores.m_easix(c["LDH"].latest, c["CRP"].latest, c["PLT"].latest), "m-EASIX from the latest LDH, CRP (mg/dL), platelets at L", "U/L x mg/dL / 10^9/L"),
-    Derived("car_hematotox__baseline", lambda c: scores.car_hematotox(c["PLT"].baseline, c["ANC"].baseline, c["HGB"].baseline, c["CRP"].baseline, c["FERRITIN"].baseline), "CAR-HEMATOTOX points from baseline PLT, ANC, HGB, CRP, ferritin (NaN if any missing)", "points 0-7"),
+    Derived("car_hematotox__baseline", lambda c: scores.car_hematotox(*(c.score_baseline(a) for a in ("PLT", "ANC", "HGB", "CRP", "FERRITIN"))), "CAR-HEMATOTOX points from baseline PLT, ANC, HGB, CRP, ferritin, before lymphodepletion when its start is known (NaN if any missing)", "points 0-7"),
     Derived("temp__max", lambda c: c["TEMP"].max_since_anchor, "maximum body temperature in [0, L] h", "C"),
     Derived("fever__hours_since_first", lambda c: c["TEMP"].hours_since_first_at_least(FEVER_CELSIUS), "hours from the first temperature >= 38.0 C in [0, L] to L; NaN if none", "h"),
     Derived("tocilizumab__given", lambda c: c.treatment("tocilizumab").given, "1 if tocilizumab was given at or before L, else 0", "0/1"),

@@ -15,6 +15,7 @@ Data flow (no per-patient Python loops anywhere):
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -115,6 +116,9 @@ class Timeline:
     #: Grade in force over time: ``CRS``, ``ICANS`` and, from observation-graded timelines, the CRS
     #: components ``HYPOTENSION`` / ``HYPOXIA`` (value = grade from that row on).
     grades: dict[str, SortedRows] = field(default_factory=dict)
+    #: Per patient, hours since anchor where published scores' baseline window ends (lymphodepletion
+    #: start, when known; NaN: the anchor, as for every other baseline). None: unknown for everyone.
+    score_baseline_end: np.ndarray | None = None
 
     @property
     def n_patients(self) -> int:
@@ -130,6 +134,7 @@ class CutTimeline:
     analytes: dict[str, SortedRows]
     treatments: dict[str, SortedRows]
     grades: dict[str, SortedRows] = field(default_factory=dict)
+    score_baseline_end: np.ndarray | None = None  # capped at L: never a row after the landmark
 
 
 def _require(df: pd.DataFrame, columns: Sequence[str], table: str) -> None:
@@ -355,6 +360,7 @@ def cut_at_landmark(timeline: Timeline, landmark_hours: float) -> CutTimeline:
         analytes={code: cut(s) for code, s in timeline.analytes.items()},
         treatments={name: cut(s) for name, s in timeline.treatments.items()},
         grades={name: cut(s) for name, s in timeline.grades.items()},
+        score_baseline_end=None if timeline.score_baseline_end is None else np.fmin(timeline.score_baseline_end, L),
     )
 
 
@@ -479,6 +485,16 @@ class AnalyteAtLandmark:
     def baseline(self) -> np.ndarray:
         """The true (pre-anchor) baseline; without one, the fallback after the anchor."""
         return np.where(np.isnan(self.true_baseline), self.fallback_baseline, self.true_baseline)
+
+    def baseline_before(self, end_hours: np.ndarray) -> np.ndarray:
+        """Per patient, the last value in ``[end - window, end]`` (``end_hours`` per patient, e.g. the
+        lymphodepletion start); where ``end`` is NaN, the usual :attr:`baseline`."""
+        s = self._s
+        end = end_hours[s.patient]
+        with np.errstate(invalid="ignore"):
+            rows = np.flatnonzero((s.hours >= end - self.window) & (s.hours <= end))
+        before = self._first_value_in(rows, last=True)
+        return np.where(np.isnan(end_hours), self.baseline, before)
 
     @property
     def has_baseline(self) -> np.ndarray:
@@ -625,6 +641,12 @@ class LandmarkContext:
     def treatment(self, name: str) -> TreatmentAtLandmark:
         return TreatmentAtLandmark(self.cut.treatments[name], self.landmark_hours, self.n_patients)
 
+    def score_baseline(self, code: str) -> np.ndarray:
+        """The baseline a published score uses: before lymphodepletion when its start is known (as
+        CAR-HEMATOTOX and EASIX were published), else the usual pre-infusion baseline."""
+        end = self.cut.score_baseline_end
+        return self[code].baseline if end is None else self[code].baseline_before(end)
+
     def grade(self, key: str) -> GradeAtLandmark:
         """``CRS``, ``ICANS``, ``HYPOTENSION`` or ``HYPOXIA`` at L (NaN summaries when not graded)."""
         series = self.cut.grades.get(key, SortedRows.empty())
@@ -692,12 +714,21 @@ def death_hours(events: pd.DataFrame | None, patient_ids: np.ndarray) -> np.ndar
     return np.fmin(death, fatal)
 
 
-def follow_up_end_hours(patients: pd.DataFrame, patient_ids: np.ndarray) -> np.ndarray | None:
-    """``follow_up_end_hours`` aligned to ``patient_ids`` (None without the column)."""
-    if FOLLOW_UP_HOURS not in patients.columns:
+#: Accepted patients column (ingest): hours since anchor when lymphodepletion started.
+LYMPHODEPLETION_HOURS = "lymphodepletion_start_hours"
+
+
+def patient_hours(patients: pd.DataFrame, patient_ids: np.ndarray, column: str) -> np.ndarray | None:
+    """A patients time column (hours since anchor) aligned to ``patient_ids`` (None without the column)."""
+    if column not in patients.columns:
         return None
     by_id = patients.assign(patient_id=patients["patient_id"].astype("str")).set_index("patient_id")
-    return _float(by_id[FOLLOW_UP_HOURS].reindex(pd.Index(patient_ids, dtype="str")))
+    return _float(by_id[column].reindex(pd.Index(patient_ids, dtype="str")))
+
+
+def follow_up_end_hours(patients: pd.DataFrame, patient_ids: np.ndarray) -> np.ndarray | None:
+    """``follow_up_end_hours`` aligned to ``patient_ids`` (None without the column)."""
+    return patient_hours(patients, patient_ids, FOLLOW_UP_HOURS)
 
 
 def censor_at_follow_up_end(labels: np.ndarray, follow_up: np.ndarray | None, landmark_hours: float,
@@ -793,6 +824,9 @@ def landmark_matrix(
         grades = grades_from_events(tables.get("events"))
     timeline = encode_cohort(tables["measurements"], patient_ids, tables.get("treatments"), analytes, grades,
                              dict(spec.result_lag_hours))
+    ld_start = patient_hours(patients, patient_ids, LYMPHODEPLETION_HOURS)
+    if ld_start is not None:
+        timeline = dataclasses.replace(timeline, score_baseline_end=ld_start)
     onsets = target_onsets(tables.get("events"), patient_ids, spec.targets)
     # A patient who died at or before L is no longer at risk of anything (competing event).
     death = death_hours(tables.get("events"), patient_ids)

@@ -109,7 +109,17 @@ def _baseline_kinds(frame: pd.DataFrame, code: str) -> dict[str, dict[str, int]]
     return out
 
 
-def feature_set_report(config: Config, featurizer: LandmarkFeaturizer, frame: pd.DataFrame) -> dict[str, Any]:
+def score_baseline_windows(patients: pd.DataFrame | None) -> dict[str, int]:
+    """Patients whose published-score baselines (EASIX, m-EASIX, CAR-HEMATOTOX) come from before
+    lymphodepletion (its start known) and from before infusion (the usual baseline window)."""
+    n = 0 if patients is None else len(patients)
+    column = "lymphodepletion_start_hours"
+    known = 0 if patients is None or column not in patients.columns else int(patients[column].notna().sum())
+    return {"before_lymphodepletion": known, "before_infusion": n - known}
+
+
+def feature_set_report(config: Config, featurizer: LandmarkFeaturizer, frame: pd.DataFrame,
+                       patients: pd.DataFrame | None = None) -> dict[str, Any]:
     """What ``paths.feature_set`` holds: the rule, the analytes used (coverage, baseline kinds), the rest."""
     choice = featurizer.analyte_choice_
     fz = config.featurize
@@ -127,6 +137,7 @@ def feature_set_report(config: Config, featurizer: LandmarkFeaturizer, frame: pd
                  "at_or_before_hours": max(config.landmarks_hours), "baseline_fallback_hours": fz.baseline_fallback_hours},
         "n_patients": int(frame["patient_id"].nunique()),
         "analytes": [u["analyte"] for u in used],
+        "score_baseline_window": score_baseline_windows(patients),
         "used": used,
         "excluded": excluded,
     }
@@ -203,7 +214,7 @@ def main(config: Config, list_features: bool = False) -> None:
     tables.update(read_graded(Path(config.paths.graded_dir)))
     frame, featurizer = featurize(config, tables)
     write_parquet(frame, config.paths.landmarks)
-    report = feature_set_report(config, featurizer, frame)
+    report = feature_set_report(config, featurizer, frame, tables["patients"])
     write_json(report, config.paths.feature_set)
     n_features = frame.shape[1] - 1 - 2 * len(config.targets)
     print(

@@ -28,8 +28,12 @@ from pipeline.ingestion.text import INFINITY, NUMBER, beyond_float32
 #: Optional patients column: the end of each patient's follow-up (hours since anchor, or ISO 8601 with
 #: ``anchor_time``); accepted as ``follow_up_end_hours``. Labels are censored after it (docs/features.md).
 FOLLOW_UP_END = "follow_up_end"
-FOLLOW_UP_HOURS = "follow_up_end_hours"
-_ID_COLUMNS = ("patient_id", "anchor_time", FOLLOW_UP_END, FOLLOW_UP_HOURS)
+#: Optional patients column: when lymphodepletion started (same forms); published scores take their
+#: baseline before it when it is known (CAR-HEMATOTOX, EASIX: docs/features.md).
+LYMPHODEPLETION_START = "lymphodepletion_start"
+#: Patient time columns -> their accepted hours-since-anchor column.
+PATIENT_TIMES = {FOLLOW_UP_END: "follow_up_end_hours", LYMPHODEPLETION_START: "lymphodepletion_start_hours"}
+_ID_COLUMNS = ("patient_id", "anchor_time", *PATIENT_TIMES, *PATIENT_TIMES.values())
 #: A covariate is numeric when at least this share of its non-empty values are numbers (or a single
 #: value is not, whatever the share): a stray word must not turn an age into categories.
 _MOSTLY_NUMERIC = 0.9
@@ -46,10 +50,10 @@ def _parse_anchor(text: pd.Series) -> pd.Series:
     return pd.to_datetime(text, format="ISO8601", errors="coerce", utc=True)
 
 
-def _follow_up_hours(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
-    """(text, hours since anchor) of ``follow_up_end``: a number of hours, or an ISO 8601 time minus the
-    patient's ``anchor_time`` (NaN where unreadable or without an anchor)."""
-    text = strip(frame[FOLLOW_UP_END])
+def _time_hours(frame: pd.DataFrame, column: str) -> tuple[pd.Series, pd.Series]:
+    """(text, hours since anchor) of a patient time column: a number of hours, or an ISO 8601 time minus
+    the patient's ``anchor_time`` (NaN where unreadable or without an anchor)."""
+    text = strip(frame[column])
     hours = pd.to_numeric(text, errors="coerce").astype("float64")
     if "anchor_time" in frame.columns:
         stamps = _parse_anchor(text)
@@ -67,10 +71,11 @@ def _check_patients(frame: pd.DataFrame, duplicate: np.ndarray) -> tuple[RowChec
         anchor_text = strip(frame["anchor_time"])
         anchors = _parse_anchor(anchor_text)
         checks.flag((anchor_text.notna() & anchors.isna()).to_numpy(), "bad_time", "anchor_time is not ISO 8601")
-    if FOLLOW_UP_END in frame.columns:
-        text, hours = _follow_up_hours(frame)
-        checks.flag((text.notna() & hours.isna()).to_numpy(), "bad_time",
-                    "follow_up_end is neither hours since anchor nor an ISO 8601 time with anchor_time")
+    for column in PATIENT_TIMES:
+        if column in frame.columns:
+            text, hours = _time_hours(frame, column)
+            checks.flag((text.notna() & hours.isna()).to_numpy(), "bad_time",
+                        f"{column} is neither hours since anchor nor an ISO 8601 time with anchor_time")
     repeated = np.zeros(len(frame), dtype=bool)
     repeated[~duplicate] = ids[~duplicate].duplicated(keep=False).to_numpy()
     checks.flag(repeated & ids.notna().to_numpy(), "conflicting_duplicate", "patient_id given twice with different fields")
@@ -184,9 +189,10 @@ def validate_patients(table: RawTable) -> TableOutcome:
     good = kept & checks.ok
     accepted = frame[good].copy()
     accepted["patient_id"] = ids[good]
-    if FOLLOW_UP_END in accepted.columns:
-        accepted[FOLLOW_UP_HOURS] = _follow_up_hours(accepted)[1]
-        accepted = accepted.drop(columns=FOLLOW_UP_END)
+    for column, hours_column in PATIENT_TIMES.items():
+        if column in accepted.columns:
+            accepted[hours_column] = _time_hours(accepted, column)[1]
+            accepted = accepted.drop(columns=column)
     if "anchor_time" in accepted.columns:
         accepted["anchor_time"] = _parse_anchor(strip(accepted["anchor_time"]))
     covariate_types, warnings, cells = _type_covariates(table, accepted)

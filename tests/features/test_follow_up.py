@@ -42,3 +42,19 @@ def test_a_grade_5_event_of_any_kind_is_a_death():
     labels = _labels(patients, ev, "icans_severe")
     assert labels["A"][0] == 0.0 and np.isnan(labels["A"][1])
     assert labels["B"] == [0.0, 0.0]
+
+
+def test_published_scores_take_their_baseline_before_lymphodepletion_when_known():
+    """EASIX = LDH x creatinine / platelets. A: lymphodepletion at -120 h: the values at -130 h (before it),
+    not the later -10 h ones. B: no start known: the usual last value in [-168, 0] h."""
+    rows = []
+    for pid in ("A", "B"):
+        rows += [(pid, -130.0, "LDH", 200.0), (pid, -130.0, "CREAT", 1.0), (pid, -130.0, "PLT", 100.0),
+                 (pid, -10.0, "LDH", 400.0), (pid, -10.0, "CREAT", 2.0), (pid, -10.0, "PLT", 50.0)]
+    patients = pd.DataFrame({"patient_id": pd.array(["A", "B"], dtype="str"),
+                             "lymphodepletion_start_hours": [-120.0, np.nan]})
+    spec = LandmarkSpec(landmarks_hours=(24.0,), analytes=("LDH",))
+    out = landmark_matrix({"measurements": measurements(rows), "patients": patients}, spec).set_index("patient_id")
+    assert out.loc["A", "easix__baseline"] == 200.0 * 1.0 / 100.0
+    assert out.loc["B", "easix__baseline"] == 400.0 * 2.0 / 50.0
+    assert out.loc["A", "ldh__baseline"] == 400.0  # the kinetic baseline stays the pre-infusion one

@@ -89,3 +89,13 @@ def test_follow_up_end_in_hours_or_iso(cohort_writer):
     assert "C" not in p.index and result.quarantine["reason"].tolist() == ["bad_time"]
     assert "follow_up_end" not in result.report["covariate_types"]
     assert "follow_up_end_hours" not in result.report["covariate_types"]
+
+
+def test_lymphodepletion_start_is_a_time_not_a_covariate(cohort_writer):
+    patients = "patient_id,anchor_time,lymphodepletion_start\nA,2024-01-03T10:00:00,2023-12-29T10:00:00\nB,2024-01-03T10:00:00,-96\n"
+    cohort = cohort_writer({"patients": patients,
+                            "measurements": "patient_id,time,analyte,value,unit\nA,1,CRP,5,mg/L\n",
+                            "events": "patient_id,event,grade,time\nA,CRS,1,2\n"})
+    result = ingest_tables(read_cohort(cohort))
+    assert result.tables["patients"]["lymphodepletion_start_hours"].tolist() == [-120.0, -96.0]
+    assert result.report["covariate_types"] == {}
