@@ -41,6 +41,8 @@ def _args() -> argparse.Namespace:
     parser.add_argument("--static", default="age,sex", help="patients-table columns, comma-separated")
     parser.add_argument("--grades", default="given", choices=["given", "derive", "compare"], help="cohort.grades")
     parser.add_argument("--drop-features", default=None, help="regex of feature columns to drop before train")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a params key (YAML value), e.g. train.colsample_bytree=0.5 (repeatable)")
     args = parser.parse_args()
     args.target = args.target or ["death=DEATH:5"]
     return args
@@ -54,8 +56,16 @@ def _config(args: argparse.Namespace, work: Path):
         name, definition = target.split("=")
         event, grade = definition.split(":")
         targets[name] = {"event": event, "min_grade": int(grade)}
+    import yaml
+
+    overrides: dict = {}
+    for item in args.set:
+        key, value = item.split("=", 1)
+        section, name = key.split(".", 1)
+        overrides.setdefault(section, {})[name] = yaml.safe_load(value)
     config = parse_config({
-        "cohort": {"path": str(args.cohort), "grades": args.grades},
+        **overrides,
+        "cohort": {"path": str(args.cohort), "grades": args.grades, **overrides.get("cohort", {})},
         "targets": targets,
         "landmarks_hours": [float(h) for h in args.landmarks.split(",")],
         "static_features": [c for c in args.static.split(",") if c],
