@@ -337,7 +337,26 @@ def omop_frames(tables: dict[str, pa.Table | pd.DataFrame]) -> dict[str, pd.Data
         **event_rows(frames.get("events"), ids, concepts),
     }
     out["concept"] = concepts.frame()
-    return {name: frame.reindex(columns=_columns(name)) for name, frame in out.items()}
+    return {name: _typed(name, frame.reindex(columns=_columns(name))) for name, frame in out.items()}
+
+
+def _typed(table: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """Columns in their DDL types: nullable integers, dates as dates, timestamps, floats, text."""
+    types = {part.strip().split(" ")[0]: part.strip().split(" ")[1] for part in DDL[table].split(",")}
+    out = {}
+    for column, kind in types.items():
+        values = frame[column]
+        if kind in ("INTEGER", "BIGINT"):
+            out[column] = pd.to_numeric(values, errors="coerce").astype("Int64")
+        elif kind == "DATE":
+            out[column] = pd.to_datetime(values).dt.date.astype(object).where(values.notna(), None)
+        elif kind == "TIMESTAMP":
+            out[column] = pd.to_datetime(values)
+        elif kind == "DOUBLE":
+            out[column] = pd.to_numeric(values, errors="coerce").astype("float64")
+        else:
+            out[column] = values.astype(object).where(values.notna(), None)
+    return pd.DataFrame(out, index=frame.index)
 
 
 def _url(target: str | Path) -> str:
