@@ -36,8 +36,8 @@ Mapping (README "Your data in SDTM or OMOP"):
 from __future__ import annotations
 
 import functools
+import importlib.util
 import re
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -116,8 +116,36 @@ def _xpt_text(frame: pd.DataFrame) -> pa.Table:
     return pa.table(columns, names=[str(c).strip().upper() for c in frame.columns])
 
 
-def _read_xpt(path: Path, limits: ReadLimits) -> pa.Table:
+def _findings_variables(p: str) -> tuple[str, ...]:
+    return ("USUBJID", *(p + v for v in ("TESTCD", "TEST", "LOINC", "ORRES", "ORRESU", "STRESC", "STRESN", "STRESU",
+                                         "STAT", "DTC")))
+
+
+def _drug_variables(p: str) -> tuple[str, ...]:
+    return ("USUBJID", *(p + v for v in ("TRT", "DECOD", "OCCUR", "STDTC", "ENDTC", "DOSE", "DOSTXT", "DOSU")))
+
+
+#: The variables read from each domain (the others are never converted).
+VARIABLES: dict[str, tuple[str, ...]] = {
+    "DM": ("USUBJID", "RFXSTDTC", "RFSTDTC", "AGE", "SEX", "SITEID", "ARM", "ACTARM", "DTHFL", "DTHDTC"),
+    "SUPPDM": ("RDOMAIN", "USUBJID", "QNAM", "QVAL"),
+    **{d: _findings_variables(d) for d in FINDINGS},
+    "AE": ("USUBJID", "AEDECOD", "AETERM", "AETOXGR", "AESTDTC", "AEENDTC", "AEOUT", "AESDTH"),
+    "DS": ("USUBJID", "DSDECOD", "DSSTDTC"),
+    "DD": ("USUBJID", "DDDTC"),
+    "CM": _drug_variables("CM"),
+    "EX": _drug_variables("EX"),
+    "TR": ("USUBJID", "TRTESTCD", "TRORRES", "TRORRESU", "TRSTRESN", "TRSTRESU", "TRDTC", "TRLOBXFL", "TRBLFL"),
+    "TU": ("USUBJID",),
+}
+
+
+def _read_xpt(path: Path, limits: ReadLimits, wanted: set[str]) -> pa.Table:
+    """A transport file's ``wanted`` variables: pyreadstat checks the header; the observations are read by
+    :mod:`pipeline.adapters.xport` (vectorised), or by pyreadstat where that reader declines the layout."""
     import pyreadstat  # a compiled extension: imported only for SDTM transport files
+
+    from pipeline.adapters import xport
 
     if not path.is_file():
         raise UserError(f"{path}: not a regular file")
@@ -127,27 +155,29 @@ def _read_xpt(path: Path, limits: ReadLimits) -> pa.Table:
         _, meta = pyreadstat.read_xport(str(path), metadataonly=True)
         if len(meta.column_names) > limits.max_columns:
             raise UserError(f"{path}: {len(meta.column_names)} columns, more than ingest.max_columns")
-        row_bytes = max(1, sum(meta.variable_storage_width.values()))
-        if path.stat().st_size > 64 << 20:  # large: two processes, each converting half the rows
-            frame, _ = pyreadstat.read_file_multiprocessing(
-                pyreadstat.read_xport, str(path), num_processes=2, num_rows=path.stat().st_size // row_bytes + 1)
-        else:
-            frame, _ = pyreadstat.read_xport(str(path))
+        table = xport.read_columns(path, wanted)
+        if table is None or set(table.column_names) != {c.upper() for c in meta.column_names} & wanted:
+            usecols = [c for c in meta.column_names if c.upper() in wanted]
+            frame, _ = pyreadstat.read_xport(str(path), usecols=usecols)
+            table = _xpt_text(frame)
     except UserError:
         raise
     except Exception as exc:  # pyreadstat raises its own types; the message may quote the file
         raise UserError(f"{path}: unreadable SAS transport file ({type(exc).__name__})") from None
-    if len(frame) > limits.max_rows:
-        raise UserError(f"{path}: {len(frame)} rows, more than ingest.max_rows ({limits.max_rows})")
-    return _xpt_text(frame)
+    if table.num_rows > limits.max_rows:
+        raise UserError(f"{path}: {table.num_rows} rows, more than ingest.max_rows ({limits.max_rows})")
+    return table
 
 
-def read_domain(path: Path, limits: ReadLimits = DEFAULT_LIMITS) -> pa.Table:
-    """One domain as Arrow text with upper-case variable names (empty fields null)."""
+def read_domain(path: Path, limits: ReadLimits = DEFAULT_LIMITS, wanted: set[str] | None = None) -> pa.Table:
+    """One domain as Arrow text with upper-case variable names (empty fields null): the ``wanted`` variables
+    (default: those :data:`VARIABLES` lists for the domain the file name gives)."""
+    wanted = wanted if wanted is not None else set(VARIABLES.get(path.stem.upper(), ()))
     if path.suffix.lower() == ".xpt":
-        return _read_xpt(path, limits)
+        return _read_xpt(path, limits, wanted)
     table, _ = read_table_file(path, "", AUTO_FORMAT, limits)
-    return table.rename_columns([c.upper() for c in table.column_names])
+    table = table.rename_columns([c.upper() for c in table.column_names])
+    return table.select([i for i, c in enumerate(table.column_names) if c in wanted])
 
 
 # --- Arrow helpers -------------------------------------------------------------------------------------
@@ -209,9 +239,18 @@ def _item(text: str) -> str | None:
 
 
 @functools.cache
+def _products_csv() -> Path:
+    """features/tables/products.csv, found without importing ``features`` (its import pulls in scikit-learn)."""
+    spec = importlib.util.find_spec("features")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("features/tables/products.csv not found (is the features package installed?)")
+    return Path(next(iter(spec.submodule_search_locations))) / "tables" / "products.csv"
+
+
+@functools.cache
 def _product_names() -> tuple[tuple[str, re.Pattern], ...]:
     """(product code, pattern matching any of its names as whole words) from features/tables/products.csv."""
-    with resources.files("features").joinpath("tables", "products.csv").open("r", encoding="utf-8") as handle:
+    with _products_csv().open("r", encoding="utf-8") as handle:
         table = pd.read_csv(handle, dtype=str, keep_default_na=False, comment="#")
     out = []
     for row in table.itertuples(index=False):

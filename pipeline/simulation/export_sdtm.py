@@ -20,8 +20,8 @@ units, timestamps, the injected faults) is carried verbatim.
 
 from __future__ import annotations
 
+import importlib.util
 import re
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -77,9 +77,16 @@ def _domain(name: str, usubjid: pd.Series, columns: dict[str, Any]) -> pd.DataFr
     return frame
 
 
+def _products_csv() -> Path:
+    """features/tables/products.csv, found without importing ``features`` (its import pulls in scikit-learn)."""
+    spec = importlib.util.find_spec("features")
+    assert spec is not None and spec.submodule_search_locations
+    return Path(next(iter(spec.submodule_search_locations))) / "tables" / "products.csv"
+
+
 def _product_names() -> dict[str, str]:
     """Product code -> generic name (the first synonym in features/tables/products.csv)."""
-    with resources.files("features").joinpath("tables", "products.csv").open("r", encoding="utf-8") as handle:
+    with _products_csv().open("r", encoding="utf-8") as handle:
         table = pd.read_csv(handle, dtype=str, keep_default_na=False, comment="#")
     return {row.product: row.synonyms.split("|")[0].capitalize() for row in table.itertuples(index=False)}
 
