@@ -345,6 +345,7 @@ def _present_tables(engine: sa.Engine, q: OmopQuery, shown: str) -> list[str]:
 
 def _iso(t: pa.ChunkedArray | pa.Array, date_only: pa.ChunkedArray | pa.Array | None = None) -> pa.Array:
     """Timestamps as ISO 8601 text; date-only values (``date_only`` == 1) as the date alone."""
+    t = pc.cast(t, pa.timestamp("s"), safe=False)  # whole seconds (Arrow's %S of a finer unit adds a fraction)
     full = pc.strftime(t, format="%Y-%m-%dT%H:%M:%S")
     if date_only is None:
         return full
