@@ -75,7 +75,11 @@ QNAM_ALIASES = {
     "tumburd": "tumor_burden",
     "tumburdu": "tumor_burden_unit",
 }
-_DM_COLUMNS = {"patient_id": "USUBJID", "anchor_time": "RFXSTDTC", "age": "AGE", "sex": "SEX", "site": "SITEID"}
+_DM_COLUMNS = {"patient_id": "USUBJID", "anchor_time": "RFXSTDTC", "age": "AGE", "sex": "SEX", "site": "SITEID",
+               "follow_up_end": "RFPENDTC"}
+#: Lymphodepleting chemotherapy (CM / EX --TRT or --DECOD, whole words): its first start on or before the
+#: anchor is the patient's ``lymphodepletion_start``.
+LYMPHODEPLETION_DRUGS = re.compile(r"\b(?:fludarabine|cyclophosphamide|bendamustine)\b")
 #: Death sources in the order a tie is broken (the earlier wins).
 _DEATH_SOURCES = ("DM", "DD", "DS", "AE")
 _PARENTHESES = re.compile(r"^(?P<outer>[^()]*?)\s*\((?P<inner>[^()]*)\)\s*$")
@@ -127,7 +131,7 @@ def _drug_variables(p: str) -> tuple[str, ...]:
 
 #: The variables read from each domain (the others are never converted).
 VARIABLES: dict[str, tuple[str, ...]] = {
-    "DM": ("USUBJID", "RFXSTDTC", "RFSTDTC", "AGE", "SEX", "SITEID", "ARM", "ACTARM", "DTHFL", "DTHDTC"),
+    "DM": ("USUBJID", "RFXSTDTC", "RFSTDTC", "RFPENDTC", "AGE", "SEX", "SITEID", "ARM", "ACTARM", "DTHFL", "DTHDTC"),
     "SUPPDM": ("RDOMAIN", "USUBJID", "QNAM", "QVAL"),
     **{d: _findings_variables(d) for d in FINDINGS},
     "AE": ("USUBJID", "AEDECOD", "AETERM", "AETOXGR", "AESTDTC", "AEENDTC", "AEOUT", "AESDTH"),
@@ -455,6 +459,24 @@ def _tumor_burden(tr: pa.Table, patients: pd.DataFrame) -> tuple[pd.DataFrame, i
     return out.where(out.notna(), None), int(tr.num_rows - len(first))
 
 
+def _lymphodepletion_start(domains: dict[str, pa.Table], patients: pd.DataFrame) -> pd.Series:
+    """Per patient, the first CM / EX start of a lymphodepleting drug on or before the anchor (None if none).
+    Those CM / EX rows are still counted out of scope: they are no treatment rows."""
+    starts = []
+    for p in ("CM", "EX"):
+        if p in domains:
+            f = _frame(domains[p], ["USUBJID", f"{p}TRT", f"{p}DECOD", f"{p}STDTC"])
+            name = (f[f"{p}TRT"].fillna("") + " " + f[f"{p}DECOD"].fillna("")).map(normalize_name)
+            hit = name.str.contains(LYMPHODEPLETION_DRUGS) & f[f"{p}STDTC"].notna()
+            starts.append(f.loc[hit, ["USUBJID", f"{p}STDTC"]].set_axis(["patient_id", "start"], axis=1))
+    found = pd.concat(starts, ignore_index=True) if starts else pd.DataFrame(columns=["patient_id", "start"])
+    anchor = found["patient_id"].map(patients.drop_duplicates("patient_id").set_index("patient_id")["anchor_time"]) \
+        if "anchor_time" in patients.columns else pd.Series(None, index=found.index, dtype=object)
+    before = found[anchor.isna().to_numpy() | (found["start"].str.strip() <= anchor.fillna("").str.strip()).to_numpy()]
+    first = before.sort_values("start", kind="stable").drop_duplicates("patient_id").set_index("patient_id")["start"]
+    return patients["patient_id"].map(first).astype(object).where(lambda v: v.notna(), None)
+
+
 def _patients(domains: dict[str, pa.Table]) -> tuple[pa.Table, dict[str, int]]:
     patients = _dm_patients(domains["DM"])
     skipped: dict[str, int] = {}
@@ -472,6 +494,9 @@ def _patients(domains: dict[str, pa.Table]) -> tuple[pa.Table, dict[str, int]]:
             patients = pd.concat([patients, burden], axis=1)
     if "TU" in domains:
         skipped["TU"] = domains["TU"].num_rows
+    start = _lymphodepletion_start(domains, patients)
+    if start.notna().any():
+        patients["lymphodepletion_start"] = start
     return _text_table(patients.assign(**{SOURCE_TABLE: "DM"})), skipped
 
 
@@ -510,15 +535,18 @@ def read_sdtm(folder: str | Path, *, limits: ReadLimits = DEFAULT_LIMITS) -> dic
     ``out_of_scope`` counts, per domain, the source rows it left out.
     """
     folder = Path(folder)
-    domains = {name: read_domain(path, limits) for name, path in find_domains(folder).items()}
+    domains = {}
+    for name, path in find_domains(folder).items():
+        domains[name] = read_domain(path, limits)
+        if "USUBJID" not in domains[name].column_names:
+            raise UserError(f"{path}: SDTM domain {name} has no USUBJID variable")
     patients, patient_skips = _patients(domains)
     measurements, observations, findings_skips = _findings_tables(domains)
     events, event_skips = _events(domains)
     treatments, treatment_skips = _treatments(domains)
-    findings_measured = {d: n for d, n in findings_skips.items()}
     raw = {
         PATIENTS.name: RawTable(PATIENTS, folder, patients, out_of_scope=patient_skips),
-        MEASUREMENTS.name: RawTable(MEASUREMENTS, folder, measurements, out_of_scope=findings_measured),
+        MEASUREMENTS.name: RawTable(MEASUREMENTS, folder, measurements, out_of_scope=findings_skips),
         EVENTS.name: RawTable(EVENTS, folder, events, out_of_scope=event_skips),
     }
     if treatments is not None:

@@ -70,10 +70,10 @@ def test_simulate_writes_sdtm(tmp_path):
 # --- a hand-built extract with the faults real ones have -------------------------------------------------
 
 DOMAINS = {
-    "DM": ["USUBJID,SITEID,AGE,SEX,ARM,ACTARM,RFXSTDTC,DTHFL,DTHDTC",
-           "S1,01,61,M,Axicabtagene ciloleucel 2x10^6/kg,,2023-03-01T10:00:00,,",
-           "S2,02,55,F,Arm B,Tisagenlecleucel,2023-04-06T11:00:00,,",
-           "S3,02,70,M,Screen Failure,,2023-05-01T09:30:00,Y,2023-05-10"],
+    "DM": ["USUBJID,SITEID,AGE,SEX,ARM,ACTARM,RFXSTDTC,RFPENDTC,DTHFL,DTHDTC",
+           "S1,01,61,M,Axicabtagene ciloleucel 2x10^6/kg,,2023-03-01T10:00:00,2023-06-01T00:00:00,,",
+           "S2,02,55,F,Arm B,Tisagenlecleucel,2023-04-06T11:00:00,,,",
+           "S3,02,70,M,Screen Failure,,2023-05-01T09:30:00,,Y,2023-05-10"],
     "SUPPDM": ["RDOMAIN,USUBJID,QNAM,QVAL",
                "DM,S1,DISEASE,LBCL", "DM,S2,LYMPHDEP,flu_cy", "DM,S9,DISEASE,MM", "DM,S1,AGE,99"],
     "LB": ["USUBJID,LBTESTCD,LBTEST,LBLOINC,LBORRES,LBORRESU,LBSTRESC,LBSTRESN,LBSTRESU,LBSTAT,LBDTC",
@@ -105,6 +105,8 @@ DOMAINS = {
            "S1,Actemra,,,8,mg/kg,2023-03-02T20:00:00,",
            "S1,Dexamethasone,,,10,mg,2023-03-03T08:00:00,2023-03-05T08:00:00",
            "S1,Ondansetron,,,8,mg,2023-03-02T08:00:00,",                           # not in the registry
+           "S1,Fludarabine,,,30,mg/m2,2023-02-25T09:00:00,",                       # lymphodepletion start
+           "S1,Fludarabine,,,30,mg/m2,2023-02-26T09:00:00,",
            "S2,Tocilizumab,,N,,,,"],                                                # not given
     "EX": ["USUBJID,EXTRT,EXDOSE,EXDOSU,EXSTDTC", "S1,Axicabtagene ciloleucel,2000000,cells/kg,2023-03-01T10:00:00"],
     "TR": ["USUBJID,TRTESTCD,TRORRES,TRORRESU,TRDTC,TRLOBXFL",
@@ -132,7 +134,7 @@ def test_every_source_row_is_emitted_or_out_of_scope(extract):
     for table in raw.values():
         for domain, n in table.out_of_scope.items():
             skipped[domain] = skipped.get(domain, 0) + n
-    assert skipped == {"LB": 1, "VS": 0, "QS": 1, "AE": 2, "DS": 2, "CM": 2, "EX": 1, "SUPPDM": 2, "TR": 2, "TU": 1}
+    assert skipped == {"LB": 1, "VS": 0, "QS": 1, "AE": 2, "DS": 2, "CM": 4, "EX": 1, "SUPPDM": 2, "TR": 2, "TU": 1}
     for domain in ("LB", "VS", "QS", "DS", "CM", "EX"):
         assert _emitted(raw, domain) + skipped[domain] == len(DOMAINS[domain]) - 1, domain
     events = raw["events"].frame
@@ -179,6 +181,9 @@ def test_extract_reconciles_through_ingest(extract):
     assert patients.loc["S1", "disease"] == "LBCL" and patients.loc["S2", "lymphodepletion"] == "flu_cy"
     assert patients.loc["S1", "age"] == 61  # DM's AGE wins over a SUPPDM AGE
     assert (patients.loc["S1", "tumor_burden"], patients.loc["S1", "tumor_burden_unit"]) == (45.0, "mm")
+    assert patients.loc["S1", "lymphodepletion_start_hours"] == -97.0  # the first fludarabine start
+    assert patients.loc["S1", "follow_up_end_hours"] == 92 * 24 - 10  # DM RFPENDTC
+    assert pd.isna(patients.loc["S2", "lymphodepletion_start_hours"])
 
 
 def test_product_names():
