@@ -166,19 +166,22 @@ def measurement_sql(q: OmopQuery) -> str:
     loinc = [c for codes in registry["loinc"] for c in codes.split("|") if c]
     local = list(registry["code"])
     when = "COALESCE(m.measurement_datetime, CAST(m.measurement_date AS TIMESTAMP))"
+    ucum = " ".join(f"WHEN '{code}' THEN '{text}'" for code, text in UCUM_TEXT.items())
     return f"""WITH {_anchors_cte(q)}
-SELECT m.person_id, {when} AS t, CASE WHEN m.measurement_datetime IS NULL THEN 1 ELSE 0 END AS date_only,
+SELECT CAST(p.{q.patient_id} AS VARCHAR) AS patient_id, CASE WHEN m.measurement_datetime IS NULL THEN CAST(m.measurement_date AS VARCHAR)
+                         ELSE REPLACE(CAST(m.measurement_datetime AS VARCHAR), ' ', 'T') END AS time,
        c.concept_code AS analyte, CAST(m.value_as_number AS DOUBLE PRECISION) AS number,
        m.operator_concept_id AS operator, m.value_source_value AS value_text,
-       u.concept_code AS ucum, m.unit_source_value AS unit_text
+       COALESCE(CASE u.concept_code {ucum} ELSE u.concept_code END, m.unit_source_value) AS unit
 FROM {q.table('measurement')} m
 JOIN anchors a ON a.person_id = m.person_id
+JOIN {q.table('person')} p ON p.person_id = m.person_id
 JOIN {q.table('concept')} c ON c.concept_id = m.measurement_concept_id
 LEFT JOIN {q.table('concept')} u ON u.concept_id = m.unit_concept_id AND m.unit_concept_id <> 0
 WHERE ((c.vocabulary_id = 'LOINC' AND c.concept_code IN {_sql_list(loinc)})
        OR (c.vocabulary_id = '{LOCAL_VOCABULARY}' AND c.concept_code IN {_sql_list(local)}))
   AND {q.window(when)}
-ORDER BY m.person_id, t, m.measurement_id"""
+ORDER BY m.measurement_id"""
 
 
 def treatment_sql(q: OmopQuery) -> str:
@@ -345,11 +348,11 @@ def _present_tables(engine: sa.Engine, q: OmopQuery, shown: str) -> list[str]:
 
 def _iso(t: pa.ChunkedArray | pa.Array, date_only: pa.ChunkedArray | pa.Array | None = None) -> pa.Array:
     """Timestamps as ISO 8601 text; date-only values (``date_only`` == 1) as the date alone."""
-    t = pc.cast(t, pa.timestamp("s"), safe=False)  # whole seconds (Arrow's %S of a finer unit adds a fraction)
-    full = pc.strftime(t, format="%Y-%m-%dT%H:%M:%S")
+    t = pc.cast(t, pa.timestamp("s"), safe=False)  # whole seconds
+    full = pc.replace_substring(pc.cast(t, pa.string()), " ", "T", max_replacements=1)
     if date_only is None:
         return full
-    return pc.if_else(pc.equal(date_only, 1), pc.strftime(t, format="%Y-%m-%d"), full)
+    return pc.if_else(pc.equal(date_only, 1), pc.cast(pc.cast(t, pa.date32()), pa.string()), full)
 
 
 def _number_text(numbers: pa.ChunkedArray | pa.Array) -> pa.Array:
@@ -371,24 +374,15 @@ def _measurement_values(table: pa.Table) -> pa.Array:
     return pc.if_else(pc.is_valid(table.column("number")), number, table.column("value_text"))
 
 
-def _units(table: pa.Table) -> pa.Array:
-    """UCUM code of unit_concept_id (spelled as the unit registry reads it), else unit_source_value."""
-    ucum = table.column("ucum")
-    if len(ucum):
-        distinct = pc.unique(ucum).drop_null().to_pylist()
-        spelled = pa.array([UCUM_TEXT.get(u, u) for u in distinct], pa.string())
-        ucum = pc.take(spelled, pc.index_in(ucum, value_set=pa.array(distinct, pa.string())))
-    return pc.coalesce(ucum, table.column("unit_text"))
-
-
-def measurements_table(table: pa.Table, people: pa.Table) -> pa.Table:
-    """Canonical ``measurements`` text columns from :func:`measurement_sql` rows."""
+def measurements_table(table: pa.Table) -> pa.Table:
+    """Canonical ``measurements`` text columns from :func:`measurement_sql` rows (ids, times and units are
+    text from SQL already; UCUM codes the unit registry does not read are respelled there, see UCUM_TEXT)."""
     return pa.table({
-        "patient_id": _ids(table.column("person_id"), people),
-        "time": _iso(table.column("t"), table.column("date_only")),
+        "patient_id": table.column("patient_id"),
+        "time": table.column("time"),
         "analyte": table.column("analyte"),
         "value": _measurement_values(table),
-        "unit": _units(table),
+        "unit": table.column("unit"),
         "source_table": pa.repeat(pa.scalar("measurement"), table.num_rows),
     })
 
@@ -453,13 +447,23 @@ def patients_frame(persons: pa.Table, q: OmopQuery) -> pd.DataFrame:
     })
 
 
+def _map_distinct(values: pa.ChunkedArray | pa.Array, fn: Any) -> pa.Array:
+    """``fn`` applied once per distinct value (a text -> text or None), spread back to every row."""
+    distinct = pc.unique(values)
+    mapped = pa.array([fn(v) for v in distinct.to_pylist()], pa.string())
+    return pc.take(mapped, pc.index_in(values, value_set=distinct))
+
+
 def treatments_table(rows: pa.Table, people: pa.Table) -> pa.Table:
-    frame = _frame(rows)
-    frame["patient_id"] = _ids(rows.column("person_id"), people).to_pylist()
-    frame["drug"] = [_prefix_lookup(d, treatment_names()) for d in frame["drug"]]
-    frame["dose"] = pd.Series(_number_text(rows.column("dose")).to_pylist(), index=frame.index, dtype=object)
-    frame["end_time"] = pd.Series(_iso(rows.column("end_time")).to_pylist(), index=frame.index, dtype=object)
-    return _text(frame, {c: c for c in ("patient_id", "time", "drug", "dose", "unit", "end_time")}, "drug_exposure")
+    return pa.table({
+        "patient_id": _ids(rows.column("person_id"), people),
+        "time": _iso(rows.column("t"), rows.column("date_only")),
+        "drug": _map_distinct(rows.column("drug"), lambda d: _prefix_lookup(d, treatment_names())),
+        "dose": _number_text(rows.column("dose")),
+        "unit": rows.column("unit"),
+        "end_time": _iso(rows.column("end_time")),
+        "source_table": pa.repeat(pa.scalar("drug_exposure"), rows.num_rows),
+    })
 
 
 def _event_name(text: str | None) -> str | None:
@@ -487,55 +491,75 @@ def conditions_frame(rows: pa.Table) -> pd.DataFrame:
     return frame[frame["event"].notna()]
 
 
-def _observation_value(row: Any) -> str | None:
-    if row.value_text is not None:
-        return str(row.value_text)
-    if row.number is not None:
-        return _number_text(pa.array([row.number], pa.float64()))[0].as_py()
-    return row.value_concept
+def _observation_values(table: pa.Table) -> pa.Array:
+    """value_as_string, else value_as_number as text, else the name of value_as_concept_id's concept."""
+    return pc.coalesce(table.column("value_text"), _number_text(table.column("number")), table.column("value_concept"))
 
 
-def _classify_observation(row: Any) -> tuple[str | None, str | None, str | None]:
-    """(kind, target, grade) of one observation row: ("item", O2_DEVICE, None), ("covariate", name, None),
-    ("event", CRS, grade) or (None, None, None) when it is none of these."""
+def _classify(concept: str | None, source: str | None) -> tuple[str | None, str | None, str | None]:
+    """(kind, target, grade in the source value) of an observation named ``concept`` / ``source``:
+    ("item", O2_DEVICE, None), ("covariate", name, None), ("event", CRS, grade) or (None, None, None)."""
     targets = observation_targets()
-    for name in (row.concept_name, row.source_value):
+    for name in (concept, source):
         target = targets.get(normalize_name(name)) if name else None
         if target:
             return ("covariate", target.split(".", 1)[1], None) if target.startswith("patients.") else ("item", target, None)
-    bare, grade = _split_grade(row.source_value, "observation")
-    event = _event_name(row.concept_name) or _event_name(bare)
-    if event is None:
-        return None, None, None
-    if row.number is not None:
-        grade = _observation_value(row._replace(value_text=None))
-    elif grade is None and row.value_text is not None:
-        grade = _split_grade(str(row.value_text), "observation")[1] or str(row.value_text)
-    return "event", event, grade
+    bare, grade = _split_grade(source, "observation")
+    event = _event_name(concept) or _event_name(bare)
+    return ("event", event, grade) if event else (None, None, None)
+
+
+def _event_grades(events: pd.DataFrame) -> list[str | None]:
+    """An event observation's grade: value_as_number, else the source value's grade, else value_as_string's."""
+    grades = []
+    for number, from_source, text in zip(events["number_text"], events["grade"], events["value_text"], strict=True):
+        if number is not None:
+            grades.append(number)
+        elif from_source is not None or text is None:
+            grades.append(from_source)
+        else:
+            grades.append(_split_grade(str(text), "observation")[1] or str(text))
+    return grades
 
 
 @dataclass
 class _Observations:
     """observation rows sorted into observations (items), events and folded covariates."""
 
-    items: pd.DataFrame
+    items: pa.Table  # person_id, time, item, value
     events: pd.DataFrame
     covariates: pd.DataFrame  # person_id, covariate, value (one row per person and covariate)
     folded: int
 
 
+_NAME_SEPARATOR = "\x1f"
+
+
 def split_observations(rows: pa.Table) -> _Observations:
-    frame = _frame(rows).sort_values(["t", "observation_id"], kind="stable") if rows.num_rows else _frame(rows)
-    kinds = [_classify_observation(row) for row in frame.itertuples(index=False)]
-    frame["kind"] = [k[0] for k in kinds]
-    frame["target"] = [k[1] for k in kinds]
-    frame["grade"] = [k[2] for k in kinds]
-    frame["value"] = [_observation_value(row) for row in frame.itertuples(index=False)]
-    frame["source_table"] = "observation"
-    covariates = frame[frame["kind"] == "covariate"].drop_duplicates(["person_id", "target"], keep="first")
+    """Classify once per distinct (concept name, source value), not once per row; items stay in Arrow."""
+    keys = pc.binary_join_element_wise(pc.fill_null(rows.column("concept_name"), ""),
+                                       pc.fill_null(rows.column("source_value"), ""), _NAME_SEPARATOR)
+    distinct = pc.unique(keys)
+    kinds = [_classify(*[part or None for part in key.split(_NAME_SEPARATOR)]) for key in distinct.to_pylist()]
+    where = pc.index_in(keys, value_set=distinct)
+    kind, target, grade = (pc.take(pa.array([k[i] for k in kinds], pa.string()), where) for i in range(3))
+    values = _observation_values(rows)
+    table = rows.append_column("kind", kind).append_column("target", target).append_column("grade", grade) \
+        .append_column("value", values).append_column("time", _iso(rows.column("t"), rows.column("date_only")))
+    items = table.filter(pc.equal(kind, "item"))
+    items = pa.table({"person_id": items.column("person_id"), "time": items.column("time"),
+                      "item": items.column("target"), "value": items.column("value")})
+    small = _frame(table.filter(pc.is_in(kind, value_set=pa.array(["event", "covariate"]))).drop_columns(["t"]))
+    small["source_table"] = "observation"
+    events = small[small["kind"] == "event"].copy()
+    if len(events):
+        events["number_text"] = [None if n is None else _number_text(pa.array([n], pa.float64()))[0].as_py()
+                                 for n in events["number"]]
+        events["grade"] = _event_grades(events)
+    covariates = small[small["kind"] == "covariate"].drop_duplicates(["person_id", "target"], keep="first")
     return _Observations(
-        items=frame[frame["kind"] == "item"].rename(columns={"target": "item"}),
-        events=frame[frame["kind"] == "event"].rename(columns={"target": "event"}),
+        items=items,
+        events=events.rename(columns={"target": "event"}),
         covariates=covariates.rename(columns={"target": "covariate"})[["person_id", "covariate", "value"]],
         folded=len(covariates),
     )
@@ -600,6 +624,8 @@ def _query_all(engine: sa.Engine, q: OmopQuery, present: list[str], limits: Read
                "observation": observation_sql, "condition_occurrence": condition_sql, "death": death_sql}
     out: dict[str, pa.Table] = {}
     with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":  # timestamps and dates as text in ISO order, whatever the server's
+            conn.execute(sa.text("SET DateStyle TO ISO"))
         for name, build in queries.items():
             if name in present:
                 out[name] = _typed(_fetch(conn, build(q)))
@@ -624,17 +650,19 @@ def _build(rows: dict[str, pa.Table], q: OmopQuery) -> tuple[OmopRead, dict[str,
     covariates = [c for c in patients.columns if c not in ("person_id",)]
     raw = {
         PATIENTS.name: _text(patients, {c: c for c in covariates}, "person"),
-        MEASUREMENTS.name: measurements_table(rows["measurement"], people),
+        MEASUREMENTS.name: measurements_table(rows["measurement"]),
         EVENTS.name: events_table([conditions, obs.events if obs else empty, deaths], people),
         TREATMENTS.name: treatments_table(rows["drug_exposure"], people),
     }
     if obs is not None:
-        items = obs.items.assign(patient_id=_ids(pa.array(obs.items["person_id"].astype("int64"), pa.int64()),
-                                                 people).to_pylist())
-        raw[OBSERVATIONS.name] = _text(items, {c: c for c in ("patient_id", "time", "item", "value")}, "observation")
+        items = obs.items
+        raw[OBSERVATIONS.name] = pa.table({
+            "patient_id": _ids(items.column("person_id"), people), "time": items.column("time"),
+            "item": items.column("item"), "value": items.column("value"),
+            "source_table": pa.repeat(pa.scalar("observation"), items.num_rows)})
     emitted = {"person": len(patients), "measurement": rows["measurement"].num_rows,
                "drug_exposure": raw[TREATMENTS.name].num_rows, "condition_occurrence": len(conditions),
-               "death": len(deaths), "observation": (len(obs.items) + len(obs.events)) if obs else 0}
+               "death": len(deaths), "observation": (obs.items.num_rows + len(obs.events)) if obs else 0}
     total = dict(zip(rows["counts"].column("table").to_pylist(), rows["counts"].column("rows").to_pylist(),
                      strict=True))
     folded = {"drug_exposure": len(patients), "observation": obs.folded if obs else 0}

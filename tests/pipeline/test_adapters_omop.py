@@ -158,9 +158,9 @@ def test_hand_built_extract_reconciles(tmp_path: Path) -> None:
                    "condition_occurrence": 1, "death": 0}
 
     measurements = read.raw["measurements"].arrow.to_pandas()
-    assert measurements["value"].tolist() == ["12.5", "hemolyzed", "-4", "3.1", "<1.5"]
-    assert measurements["unit"].tolist() == ["mg/L", "pg/mL", "pg/mL", "mg/dL", "pg/mL"]
-    assert measurements["time"].iloc[-1] == "2022-03-03"  # date only: passed as a date, ingest decides
+    assert measurements["value"].tolist() == ["12.5", "3.1", "<1.5", "hemolyzed", "-4"]
+    assert measurements["unit"].tolist() == ["mg/L", "mg/dL", "pg/mL", "pg/mL", "pg/mL"]
+    assert measurements["time"].iloc[2] == "2022-03-03"  # date only: passed as a date, ingest decides
     patients = read.raw["patients"].arrow.to_pylist()
     assert patients == [{"patient_id": "1", "anchor_time": "2022-03-01T10:00:00", "age": "61", "sex": "M",
                          "product": "tisa-cel", "disease": "LBCL", "source_table": "person"}]
