@@ -85,7 +85,7 @@ class OmopQuery:
                 f"AND {column} < a.anchor_time + INTERVAL '{high:g} days'")
 
 
-def _registry_csv(name: str) -> pd.DataFrame:
+def registry_table(name: str) -> pd.DataFrame:
     with resources.files("pipeline.registry").joinpath(name).open("r", encoding="utf-8") as handle:
         return pd.read_csv(handle, dtype=str, keep_default_na=False, comment="#")
 
@@ -103,7 +103,7 @@ def _names(text: str) -> list[str]:
 def product_names() -> dict[str, str]:
     """omop_products.csv: normalised concept name (generic or brand) or RxNorm code -> product."""
     out: dict[str, str] = {}
-    for row in _registry_csv("omop_products.csv").itertuples(index=False):
+    for row in registry_table("omop_products.csv").itertuples(index=False):
         for key in [*_names(row.names), *(f"rxnorm:{c.strip()}" for c in row.rxnorm.split("|") if c.strip())]:
             out[key] = row.product
     return out
@@ -113,7 +113,7 @@ def product_names() -> dict[str, str]:
 def observation_targets() -> dict[str, str]:
     """Normalised observation name -> item (``O2_DEVICE``) or ``patients.<covariate>``; events excluded."""
     out = dict(observation_item_synonyms())
-    for row in _registry_csv("omop_observations.csv").itertuples(index=False):
+    for row in registry_table("omop_observations.csv").itertuples(index=False):
         out.update({name: row.target for name in _names(row.match)})
     return out
 
@@ -121,7 +121,7 @@ def observation_targets() -> dict[str, str]:
 @functools.cache
 def grade_patterns() -> dict[str, re.Pattern[str]]:
     """omop_events.csv: source table -> the pattern whose group ``grade`` is the grade in a source value."""
-    table = _registry_csv("omop_events.csv")
+    table = registry_table("omop_events.csv")
     return {row.source_table: re.compile(row.grade_pattern, re.IGNORECASE) for row in table.itertuples(index=False)}
 
 
@@ -300,10 +300,9 @@ def _reason(exc: BaseException, url: str) -> str:
 
 def _fetch(conn: sa.Connection, sql: str) -> pa.Table:
     """Run one query; DuckDB hands its result over as Arrow, other databases go through SQLAlchemy rows."""
-    assert ":" not in sql, "SQL text must hold no ':' (SQLAlchemy bind syntax)"
     if conn.dialect.name == "duckdb":
         return conn.connection.driver_connection.sql(sql).to_arrow_table()
-    result = conn.execute(sa.text(sql))
+    result = conn.execute(sa.text(sql.replace(":", "\\:")))  # a ':' in a literal is no bind parameter
     names = list(result.keys())
     rows = result.fetchall()
     return pa.table({name: pa.array([row[i] for row in rows]) for i, name in enumerate(names)})
@@ -570,7 +569,7 @@ def _add_covariates(patients: pd.DataFrame, covariates: pd.DataFrame) -> pd.Data
     if covariates.empty:
         return patients
     wide = covariates.pivot(index="person_id", columns="covariate", values="value")
-    order = [t.split(".", 1)[1] for t in _registry_csv("omop_observations.csv")["target"] if t.startswith("patients.")]
+    order = [t.split(".", 1)[1] for t in registry_table("omop_observations.csv")["target"] if t.startswith("patients.")]
     wide = wide[[c for c in order if c in wide.columns]]
     wide.index = wide.index.astype("int64")
     merged = patients.merge(wide, left_on="person_id", right_index=True, how="left")
@@ -719,4 +718,4 @@ def read_omop(
     return read_omop_counted(url, schema, limits=limits, window_days=window_days, patient_id=patient_id).raw
 
 
-__all__ = ["LOCAL_VOCABULARY", "OPERATORS", "OmopRead", "read_omop", "read_omop_counted"]
+__all__ = ["LOCAL_VOCABULARY", "OPERATORS", "UCUM_TEXT", "OmopRead", "read_omop", "read_omop_counted", "registry_table"]

@@ -39,7 +39,7 @@ import pandas as pd
 import pyarrow as pa
 import sqlalchemy as sa
 
-from pipeline.adapters.omop import LOCAL_VOCABULARY, OPERATORS, UCUM_TEXT, _registry_csv
+from pipeline.adapters.omop import LOCAL_VOCABULARY, OPERATORS, UCUM_TEXT, registry_table
 from pipeline.errors import UserError
 from pipeline.registry import event_synonyms, load_registry, normalize_name
 
@@ -173,7 +173,7 @@ def _day(times: pd.Series) -> pd.Series:
 
 def _product_concept(product: str | None, concepts: _Concepts) -> int:
     """The CAR-T product's concept (named by its generic name in omop_products.csv, else as written)."""
-    table = _registry_csv("omop_products.csv")
+    table = registry_table("omop_products.csv")
     names = {row.product.lower(): row.names.split("|")[0] for row in table.itertuples(index=False)}
     name = names.get(str(product).lower(), str(product or "unknown CAR-T product"))
     return concepts.id(LOCAL_VOCABULARY, f"product:{name}", name, "Drug", "Ingredient")
