@@ -204,11 +204,6 @@ def _map_distinct(column: pa.ChunkedArray, function) -> pa.ChunkedArray:
     return pc.take(mapped, pc.index_in(column, value_set=uniques))
 
 
-def _if_known(lookup) -> callable:
-    """Map a text to itself when ``lookup`` knows it, else None."""
-    return lambda text: text if lookup(text) is not None else None
-
-
 def _constant(n: int, text: str) -> pa.Array:
     return pa.DictionaryArray.from_arrays(np.zeros(n, np.int32), pa.array([text])).cast(pa.string())
 
@@ -287,21 +282,54 @@ def _filtered(table: pa.Table, mask: np.ndarray) -> pa.Table:
     return table if mask.all() else table.filter(pa.array(mask))
 
 
+def _codes(column: pa.ChunkedArray) -> np.ndarray:
+    """Dictionary index per row (-1 for null), from one hash pass."""
+    encoded = pc.dictionary_encode(column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column)
+    return pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _test_keys(columns: list[pa.ChunkedArray]) -> tuple[np.ndarray, list[tuple]]:
+    """One key per distinct combination of the columns' texts (per row), and each combination's texts."""
+    key = np.zeros(len(columns[0]), dtype=np.int64)
+    for column in columns:
+        codes = _codes(column)
+        key = pd.factorize(key * (int(codes.max(initial=-1)) + 2) + codes + 1)[0].astype(np.int64)
+    n_keys = int(key.max(initial=-1)) + 1
+    first = np.zeros(n_keys, dtype=np.int64)
+    first[key[::-1]] = np.arange(len(key) - 1, -1, -1)  # the first row of each key (last write wins)
+    texts = [pc.take(c, pa.array(first)).to_pylist() for c in columns]
+    return key, list(zip(*texts, strict=True))
+
+
+def _classify(loinc: str | None, testcd: str | None, test: str | None) -> tuple[str | None, str | None]:
+    """(analyte as emitted, observation item as emitted) for one test: the first of LOINC, --TESTCD, --TEST the
+    analyte registry knows, else the first --TESTCD / --TEST the observation registry knows; an unknown test
+    keeps --TEST (else --TESTCD) as its analyte name."""
+    for text in (loinc, testcd, test):
+        if text is not None and _analyte(text) is not None:
+            return text, None
+    for text in (testcd, test):
+        if text is not None and _item(text) is not None:
+            return None, text
+    return test if test is not None else testcd, None
+
+
 def _findings(domain: str, table: pa.Table) -> tuple[pa.Table, pa.Table, int]:
     """(measurement rows, observation rows, rows out of scope) of one findings domain."""
     p = domain
-    testcd, test, loinc = _col(table, f"{p}TESTCD"), _col(table, f"{p}TEST"), _col(table, f"{p}LOINC")
-    analyte = pc.coalesce(*(_map_distinct(c, _if_known(_analyte)) for c in (loinc, testcd, test)))
-    item = pc.coalesce(*(_map_distinct(c, _if_known(_item)) for c in (testcd, test)))
+    key, combos = _test_keys([_col(table, f"{p}{v}") for v in ("LOINC", "TESTCD", "TEST")])
+    classified = [_classify(*combo) for combo in combos]
+    known = np.array([bool(c[0]) and _analyte(c[0]) is not None for c in classified] + [False])[key]
+    is_item = np.array([c[1] is not None for c in classified] + [False])[key]
     value, unit, has_result = _result(table, p)
-    is_analyte = pc.is_valid(analyte).to_numpy(zero_copy_only=False).astype(bool)
-    is_item = ~is_analyte & pc.is_valid(item).to_numpy(zero_copy_only=False).astype(bool)
     not_done = ~has_result & _upper_is(_col(table, f"{p}STAT"), "NOT DONE")
-    measured = ~not_done & ~is_item & (is_analyte | (domain in _OPEN_FINDINGS))
+    measured = ~not_done & ~is_item & (known | (domain in _OPEN_FINDINGS))
     observed = ~not_done & is_item
     base = {"patient_id": _col(table, "USUBJID"), "time": _col(table, f"{p}DTC")}
-    rows = pa.table({**base, "analyte": pc.coalesce(analyte, test, testcd), "value": value, "unit": unit})
-    rows = _filtered(rows, measured)
+    keys = pa.array(key)
+    analyte = pc.take(pa.array([c[0] for c in classified], pa.string()), keys)
+    rows = _filtered(pa.table({**base, "analyte": analyte, "value": value, "unit": unit}), measured)
+    item = pc.take(pa.array([c[1] for c in classified], pa.string()), keys)
     items = _filtered(pa.table({**base, "item": item, "value": value}), observed)
     measurements = rows.append_column(SOURCE_TABLE, _constant(rows.num_rows, domain))
     observations = items.append_column(SOURCE_TABLE, _constant(items.num_rows, domain))

@@ -4,17 +4,19 @@ pyreadstat reads the header (names, types, widths) and so checks the file is a t
 then reads the fixed-width observation block with numpy: character variables become Arrow strings (trailing
 blanks removed, empty -> null) built from offsets without a Python object per row, numbers are IBM
 floating point converted to IEEE in bulk. Anything it does not recognise (version 8 files, several members,
-a layout that does not add up, non-ASCII text) returns None and the caller reads with pyreadstat instead,
+a layout that does not add up, text that is not UTF-8) returns None and the caller reads with pyreadstat instead,
 so the two paths give the same table (tests compare them).
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 _RECORD = 80
 _HEADER = b"HEADER RECORD*******"
@@ -75,20 +77,22 @@ def _ibm_to_ieee(raw: np.ndarray) -> np.ndarray:
 
 
 def _text(raw: np.ndarray) -> pa.Array | None:
-    """(n, width) blank-padded bytes -> Arrow strings (trailing blanks removed, empty -> null); None if not ASCII."""
-    if raw.size and raw.max() >= 0x80:
-        return None
+    """(n, width) blank-padded bytes -> Arrow strings (trailing blanks and NULs removed, empty -> null), built
+    on the fixed-width buffer without a copy per row; None if the bytes are not UTF-8 text."""
     n, width = raw.shape
-    filled = (raw != 0x20) & (raw != 0)
-    lengths = np.where(filled.any(axis=1), width - np.argmax(filled[:, ::-1], axis=1), 0).astype(np.int32)
-    keep = np.arange(width) < lengths[:, None]
-    body = raw[keep]
-    offsets = np.zeros(n + 1, dtype=np.int32)
-    np.cumsum(lengths, out=offsets[1:])
-    valid = lengths > 0
-    validity = None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
-    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(body.tobytes()), validity,
-                                       int((~valid).sum()))
+    offsets = pa.py_buffer(np.arange(n + 1, dtype=np.int32) * np.int32(width))
+    padded = pa.StringArray.from_buffers(n, offsets, pa.py_buffer(raw))
+    try:
+        padded.validate(full=True)
+    except pa.ArrowInvalid:
+        return None
+    trimmed = pc.ascii_rtrim(padded, characters=" \x00")
+    empty = np.diff(np.frombuffer(trimmed.buffers()[1], dtype=np.int32, count=n + 1, offset=4 * trimmed.offset)) == 0
+    if not empty.any():
+        return trimmed
+    validity = pa.py_buffer(np.packbits(~empty, bitorder="little"))
+    return pa.StringArray.from_buffers(n, trimmed.buffers()[1], trimmed.buffers()[2], validity, int(empty.sum()),
+                                       trimmed.offset)
 
 
 def _numbers_as_text(values: np.ndarray) -> pa.Array:
@@ -111,13 +115,17 @@ def read_columns(path: Path, wanted: set[str] | None = None) -> pa.Table | None:
     while n and (len(data) - start) - (n - 1) * row <= _RECORD and not (block[n - 1] != 0x20).any():
         n -= 1  # the blanks padding the last 80-byte record are no observation
     chosen = [v for v in variables if wanted is None or v.name.upper() in wanted]
-    columns: dict[str, list[pa.Array]] = {v.name.upper(): [] for v in chosen}
-    for first in range(0, n, _CHUNK_ROWS):
-        rows = block[first:min(n, first + _CHUNK_ROWS)]
-        for v in chosen:
-            raw = np.ascontiguousarray(rows[:, v.position:v.position + v.width])
-            array = _numbers_as_text(_ibm_to_ieee(raw)) if v.numeric else _text(raw)
-            if array is None:
-                return None
-            columns[v.name.upper()].append(array)
-    return pa.table({name: pa.chunked_array(parts, pa.string()) for name, parts in columns.items()})
+
+    def convert(v: Variable, rows: np.ndarray) -> pa.Array | None:
+        raw = np.ascontiguousarray(rows[:, v.position:v.position + v.width])
+        return _numbers_as_text(_ibm_to_ieee(raw)) if v.numeric else _text(raw)
+
+    parts: dict[str, list[pa.Array]] = {v.name.upper(): [] for v in chosen}
+    with ThreadPoolExecutor(max_workers=2) as pool:  # Arrow and numpy kernels release the GIL
+        for first in range(0, n, _CHUNK_ROWS):
+            rows = block[first:min(n, first + _CHUNK_ROWS)]
+            for v, array in zip(chosen, pool.map(convert, chosen, [rows] * len(chosen)), strict=True):
+                if array is None:
+                    return None
+                parts[v.name.upper()].append(array)
+    return pa.table({name: pa.chunked_array(arrays, pa.string()) for name, arrays in parts.items()})
