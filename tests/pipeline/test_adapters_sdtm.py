@@ -238,3 +238,21 @@ def test_vectorised_transport_reader_matches_pyreadstat(cohort, tmp_path, monkey
     slow = read_sdtm(tmp_path)
     for name, table in fast.items():
         assert table.arrow.equals(slow[name].arrow), name
+
+
+@pytest.mark.parametrize("frame", [
+    pd.DataFrame({"USUBJID": pd.Series([], dtype=object), "X": pd.Series([], dtype=float)}),  # no rows
+    pd.DataFrame({"USUBJID": ["A", "", "C"], "X": [float("nan"), -1.5e-300, 1e70], "Y": [0.0, -0.0, 123456789.125]}),
+    pd.DataFrame({"A": ["x"] * 7}),  # 1-byte rows: the blanks padding the last record are no rows
+], ids=["empty", "numbers", "short-rows"])
+def test_transport_edge_layouts(tmp_path, frame):
+    import pyreadstat
+
+    from pipeline.adapters import sdtm, xport
+
+    path = tmp_path / "t.xpt"
+    pyreadstat.write_xport(frame, str(path), table_name="T", file_format_version=5)
+    expected = sdtm._xpt_text(pyreadstat.read_xport(str(path))[0])
+    got = xport.read_columns(path)
+    assert got is not None and got.num_rows == len(frame)
+    assert all(got.column(c).equals(expected.column(c)) for c in expected.column_names)
