@@ -10,8 +10,10 @@ they are used or counted out of scope.
 Mapping (README "Your data in SDTM or OMOP"):
 
 - ``DM`` -> patients: USUBJID -> patient_id, RFXSTDTC (RFSTDTC when the file has no RFXSTDTC) ->
-  anchor_time, AGE -> age, SEX -> sex, SITEID -> site, ACTARM (else ARM) -> product when it names a CAR-T
-  product of ``features/tables/products.csv`` (written as its code); DTHFL "Y" / DTHDTC -> a DEATH event.
+  anchor_time, RFPENDTC -> follow_up_end, AGE -> age, SEX -> sex, SITEID -> site, ACTARM (else ARM) ->
+  product when it names a CAR-T product of ``features/tables/products.csv`` (written as its code); DTHFL "Y"
+  / DTHDTC -> a DEATH event. The first CM / EX start of fludarabine, cyclophosphamide or bendamustine on or
+  before the anchor -> lymphodepletion_start (those rows still count as out of scope: no treatment rows).
   ``SUPPDM``: QNAM (lower case; :data:`QNAM_ALIASES` for 8-character names) -> a patient column, QVAL its value.
   ``TR`` TRTESTCD SUMDIAM (baseline flag TRLOBXFL / TRBLFL "Y", else the earliest) -> tumor_burden and
   tumor_burden_unit (TRORRESU, else "mm") where SUPPDM gives none. ``TU`` is out of scope.
@@ -31,6 +33,10 @@ Mapping (README "Your data in SDTM or OMOP"):
 - ``CM``, ``EX`` -> treatments: --TRT (else --DECOD) when ``drugs.csv`` knows it; --STDTC time, --ENDTC
   end_time, --DOSE (else --DOSTXT) dose, --DOSU unit; --OCCUR "N" rows and other drugs (the CAR-T product
   itself in EX) are out of scope.
+
+Only the variables listed in :data:`VARIABLES` are read. ``.xpt`` files: pyreadstat reads the header (and so
+checks the file); :mod:`pipeline.adapters.xport` reads the observations vectorised, with pyreadstat as the
+fallback for layouts it declines. ``RawTable.path`` is the folder (rows of several domains share a table).
 """
 
 from __future__ import annotations
