@@ -62,7 +62,10 @@ GENDERS = {8507: "M", 8532: "F"}
 UCUM_TEXT = {"Cel": "C", "[degF]": "F", "mm[Hg]": "mmHg", "ug/mL{FEU}": "ug/mL FEU", "{beats}/min": "/min",
              "{breaths}/min": "/min", "[iU]/L": "IU/L", "[IU]/L": "IU/L", "10*3/uL": "10^3/uL", "10*9/L": "10^9/L"}
 REQUIRED_TABLES = ("person", "drug_exposure", "measurement", "concept")
-OPTIONAL_TABLES = ("observation", "condition_occurrence", "death")
+OPTIONAL_TABLES = ("observation", "condition_occurrence", "death", "observation_period")
+#: Lymphodepleting chemotherapy (drug concept names): the first start on or before the anchor (inside the
+#: window) is the patient's ``lymphodepletion_start``, as in the SDTM adapter.
+LYMPHODEPLETION_DRUGS = ("fludarabine", "cyclophosphamide", "bendamustine")
 DEFAULT_WINDOW_DAYS = (-90.0, 365.0)
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -149,8 +152,9 @@ def _anchors_cte(q: OmopQuery) -> str:
     codes = [k.split(":", 1)[1] for k in product_names() if k.startswith("rxnorm:")] or ["-"]
     start = "COALESCE(de.drug_exposure_start_datetime, CAST(de.drug_exposure_start_date AS TIMESTAMP))"
     return f"""anchors AS (
-  SELECT person_id, anchor_time, product_name, product_code, drug_exposure_id FROM (
+  SELECT person_id, anchor_time, anchor_date_only, product_name, product_code, drug_exposure_id FROM (
     SELECT de.person_id, {start} AS anchor_time, LOWER(c.concept_name) AS product_name,
+           CASE WHEN de.drug_exposure_start_datetime IS NULL THEN 1 ELSE 0 END AS anchor_date_only,
            CASE WHEN c.vocabulary_id = 'RxNorm' THEN c.concept_code END AS product_code, de.drug_exposure_id,
            ROW_NUMBER() OVER (PARTITION BY de.person_id ORDER BY {start}, de.drug_exposure_id) AS rn
     FROM {q.table('drug_exposure')} de JOIN {q.table('concept')} c ON c.concept_id = de.drug_concept_id
@@ -246,10 +250,34 @@ FROM {q.table('death')} d JOIN anchors a ON a.person_id = d.person_id
 ORDER BY d.person_id, t"""
 
 
+def lymphodepletion_sql(q: OmopQuery) -> str:
+    """Per anchored person, the first lymphodepleting drug exposure on or before the anchor (in the window)."""
+    start = "COALESCE(de.drug_exposure_start_datetime, CAST(de.drug_exposure_start_date AS TIMESTAMP))"
+    return f"""WITH {_anchors_cte(q)}
+SELECT person_id, t, date_only FROM (
+  SELECT de.person_id, {start} AS t, CASE WHEN de.drug_exposure_start_datetime IS NULL THEN 1 ELSE 0 END AS date_only,
+         ROW_NUMBER() OVER (PARTITION BY de.person_id ORDER BY {start}, de.drug_exposure_id) AS rn
+  FROM {q.table('drug_exposure')} de
+  JOIN anchors a ON a.person_id = de.person_id
+  JOIN {q.table('concept')} c ON c.concept_id = de.drug_concept_id
+  WHERE {_name_match('c.concept_name', LYMPHODEPLETION_DRUGS)} AND {start} <= a.anchor_time AND {q.window(start)}
+) ranked WHERE rn = 1 ORDER BY person_id"""
+
+
+def follow_up_sql(q: OmopQuery) -> str:
+    """Per anchored person, the end date of the observation_period holding the anchor (the latest if several)."""
+    return f"""WITH {_anchors_cte(q)}
+SELECT op.person_id, MAX(op.observation_period_end_date) AS end_date, COUNT(*) AS n
+FROM {q.table('observation_period')} op JOIN anchors a ON a.person_id = op.person_id
+WHERE CAST(op.observation_period_start_date AS TIMESTAMP) <= a.anchor_time
+  AND CAST(op.observation_period_end_date AS TIMESTAMP) + INTERVAL '1 days' > a.anchor_time
+GROUP BY op.person_id ORDER BY op.person_id"""
+
+
 def person_sql(q: OmopQuery) -> str:
     return f"""WITH {_anchors_cte(q)}
 SELECT p.person_id, p.person_source_value, p.gender_concept_id, p.year_of_birth, p.month_of_birth,
-       p.day_of_birth, a.anchor_time, a.product_name, a.product_code
+       p.day_of_birth, a.anchor_time, a.anchor_date_only, a.product_name, a.product_code
 FROM {q.table('person')} p JOIN anchors a ON a.person_id = p.person_id
 ORDER BY p.person_id"""
 
@@ -311,7 +339,8 @@ def _fetch(conn: sa.Connection, sql: str) -> pa.Table:
 _TYPES = {"t": pa.timestamp("us"), "end_time": pa.timestamp("us"), "anchor_time": pa.timestamp("us"),
           "number": pa.float64(), "dose": pa.float64(), "date_only": pa.int64(), "operator": pa.int64(),
           "person_id": pa.int64(), "gender_concept_id": pa.int64(), "year_of_birth": pa.int64(),
-          "month_of_birth": pa.int64(), "day_of_birth": pa.int64(), "observation_id": pa.int64()}
+          "month_of_birth": pa.int64(), "day_of_birth": pa.int64(), "observation_id": pa.int64(),
+          "anchor_date_only": pa.int64(), "end_date": pa.timestamp("us"), "n": pa.int64()}
 
 
 def _typed(table: pa.Table) -> pa.Table:
@@ -439,7 +468,7 @@ def patients_frame(persons: pa.Table, q: OmopQuery) -> pd.DataFrame:
     return pd.DataFrame({
         "person_id": frame["person_id"].astype("int64"),
         "patient_id": [None if v is None else str(v) for v in ids],
-        "anchor_time": _iso(persons.column("anchor_time")).to_pylist(),
+        "anchor_time": _iso(persons.column("anchor_time"), persons.column("anchor_date_only")).to_pylist(),
         "age": [_age(row, anchor) for row, anchor in zip(frame.itertuples(index=False), anchors, strict=True)],
         "sex": [GENDERS.get(int(g)) if g is not None else None for g in frame["gender_concept_id"]],
         "product": [_product(n, c) for n, c in zip(frame["product_name"], frame["product_code"], strict=True)],
@@ -620,13 +649,14 @@ def _is_driver_error(exc: BaseException) -> bool:
 def _query_all(engine: sa.Engine, q: OmopQuery, present: list[str], limits: ReadLimits) -> dict[str, pa.Table]:
     """Every query's rows, typed, plus the row counts per source table (``counts``: one row per table)."""
     queries = {"person": person_sql, "measurement": measurement_sql, "drug_exposure": treatment_sql,
-               "observation": observation_sql, "condition_occurrence": condition_sql, "death": death_sql}
+               "observation": observation_sql, "condition_occurrence": condition_sql, "death": death_sql,
+               "observation_period": follow_up_sql, "lymphodepletion": lymphodepletion_sql}
     out: dict[str, pa.Table] = {}
     with engine.connect() as conn:
         if conn.dialect.name == "postgresql":  # timestamps and dates as text in ISO order, whatever the server's
             conn.execute(sa.text("SET DateStyle TO ISO"))
         for name, build in queries.items():
-            if name in present:
+            if name in present or name == "lymphodepletion":
                 out[name] = _typed(_fetch(conn, build(q)))
                 if out[name].num_rows > limits.max_rows:
                     raise UserError(f"OMOP {name}: {out[name].num_rows} rows selected, more than "
@@ -636,8 +666,27 @@ def _query_all(engine: sa.Engine, q: OmopQuery, present: list[str], limits: Read
     return out
 
 
+def _add_patient_times(patients: pd.DataFrame, rows: dict[str, pa.Table]) -> tuple[pd.DataFrame, dict[str, int]]:
+    """``follow_up_end`` (the end date of the observation period holding the anchor, a date) and
+    ``lymphodepletion_start`` columns when any person has one; the source rows they fold."""
+    folded = {"drug_exposure": rows["lymphodepletion"].num_rows}
+    times = {"lymphodepletion_start": rows["lymphodepletion"]}
+    if "observation_period" in rows:
+        period = rows["observation_period"]
+        folded["observation_period"] = int(pc.sum(period.column("n")).as_py() or 0)
+        times["follow_up_end"] = period.rename_columns(["person_id", "t", "n"]).append_column(
+            "date_only", pa.repeat(pa.scalar(1, pa.int64()), period.num_rows))
+    for column, table in sorted(times.items()):
+        if table.num_rows:
+            text = dict(zip(table.column("person_id").to_pylist(),
+                            _iso(table.column("t"), table.column("date_only")).to_pylist(), strict=True))
+            patients[column] = pd.Series([text.get(p) for p in patients["person_id"]], index=patients.index,
+                                         dtype=object)
+    return patients, folded
+
+
 def _build(rows: dict[str, pa.Table], q: OmopQuery) -> tuple[OmopRead, dict[str, pa.Table]]:
-    patients = patients_frame(rows["person"], q)
+    patients, time_folded = _add_patient_times(patients_frame(rows["person"], q), rows)
     people = pa.table({"person_id": pa.array(patients["person_id"], pa.int64()),
                        "patient_id": pa.array(patients["patient_id"], pa.string())})
     empty = pd.DataFrame({c: pd.Series([], dtype=object) for c in ("person_id", "event", "grade", "time",
@@ -664,7 +713,9 @@ def _build(rows: dict[str, pa.Table], q: OmopQuery) -> tuple[OmopRead, dict[str,
                "death": len(deaths), "observation": (obs.items.num_rows + len(obs.events)) if obs else 0}
     total = dict(zip(rows["counts"].column("table").to_pylist(), rows["counts"].column("rows").to_pylist(),
                      strict=True))
-    folded = {"drug_exposure": len(patients), "observation": obs.folded if obs else 0}
+    folded = {"drug_exposure": len(patients) + time_folded["drug_exposure"], "observation": obs.folded if obs else 0,
+              **({"observation_period": time_folded["observation_period"]} if "observation_period" in time_folded
+                 else {})}
     return OmopRead({}, total, emitted, folded), raw
 
 
@@ -693,7 +744,7 @@ def read_omop_counted(
         engine.dispose()
     counts, arrows = _build(rows, q)
     raw = {
-        PATIENTS.name: _raw(PATIENTS, arrows[PATIENTS.name], _out_of_scope(counts, "person")),
+        PATIENTS.name: _raw(PATIENTS, arrows[PATIENTS.name], _out_of_scope(counts, "person", "observation_period")),
         MEASUREMENTS.name: _raw(MEASUREMENTS, arrows[MEASUREMENTS.name], _out_of_scope(counts, "measurement")),
         EVENTS.name: _raw(EVENTS, arrows[EVENTS.name], _out_of_scope(counts, "condition_occurrence", "death")),
         TREATMENTS.name: _raw(TREATMENTS, arrows[TREATMENTS.name], _out_of_scope(counts, "drug_exposure")),

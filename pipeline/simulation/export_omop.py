@@ -8,7 +8,9 @@ accepted tables of the canonical path. How each table is written (the read side'
 
 * ``person``: ``person_id`` 1..n in row order, ``person_source_value`` = patient_id, sex -> gender concept
   8507 / 8532, birth on 1 January of (anchor year - age), so the age at the anchor is the given age.
-* the anchor: a ``drug_exposure`` at ``anchor_time`` of the product's concept (``omop_products.csv``).
+* the anchor: a ``drug_exposure`` at ``anchor_time`` of the product's concept (``omop_products.csv``);
+  ``lymphodepletion_start`` -> a fludarabine ``drug_exposure``; ``follow_up_end`` -> an
+  ``observation_period`` from 30 days before the anchor to that date (a date: its time of day is lost).
 * other patient covariates (site, disease, ...): ``observation`` rows at the anchor whose
   ``observation_source_value`` is the covariate name (``omop_observations.csv`` lists them), numbers in
   ``value_as_number``, words in ``value_as_string``.
@@ -46,7 +48,7 @@ from pipeline.registry import event_synonyms, load_registry, normalize_name
 LOCAL_CONCEPT_BASE = 2_000_000_000
 _NUM = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
 _VALUE = re.compile(rf"^\s*(<=|>=|<|>)?\s*({_NUM})\s*$")
-_PATIENT_FIELDS = ("patient_id", "anchor_time", "age", "sex", "product")
+_PATIENT_FIELDS = ("patient_id", "anchor_time", "age", "sex", "product", "lymphodepletion_start", "follow_up_end")
 #: Units the exporter writes as UCUM concepts (the registry reads these codes, some through UCUM_TEXT).
 _UCUM = {"mg/L", "U/L", "mg/dL", "g/dL", "ng/mL", "g/L", "pg/mL", "%", "L/min", "ug/L", "umol/L", "mmHg", "C",
          "10^9/L", "ug/mL FEU", "U/mL"}
@@ -96,6 +98,9 @@ DDL = {
                             "stop_reason VARCHAR(20), provider_id INTEGER, visit_occurrence_id INTEGER, "
                             "visit_detail_id INTEGER, condition_source_value VARCHAR(50), "
                             "condition_source_concept_id INTEGER, condition_status_source_value VARCHAR(50)",
+    "observation_period": "observation_period_id INTEGER NOT NULL, person_id INTEGER NOT NULL, "
+                          "observation_period_start_date DATE NOT NULL, observation_period_end_date DATE NOT NULL, "
+                          "period_type_concept_id INTEGER NOT NULL",
     "death": "person_id INTEGER NOT NULL, death_date DATE NOT NULL, death_datetime TIMESTAMP, "
              "death_type_concept_id INTEGER, cause_concept_id INTEGER, cause_source_value VARCHAR(50), "
              "cause_source_concept_id INTEGER",
@@ -198,10 +203,25 @@ def person_rows(patients: pd.DataFrame, ids: dict[str, int], concepts: _Concepts
         "drug_exposure_start_date": _day(anchor), "drug_exposure_start_datetime": anchor,
         "drug_exposure_end_date": _day(anchor), "drug_type_concept_id": EHR_TYPE,
         "drug_source_value": _text(p, "product")})
+    lympho = _times(_text(p, "lymphodepletion_start"))
+    lympho_drug = pd.DataFrame({
+        "person_id": person_id[lympho.notna()], "drug_concept_id": concepts.id(
+            LOCAL_VOCABULARY, "drug:fludarabine", "fludarabine", "Drug", "Ingredient"),
+        "drug_exposure_start_date": _day(lympho[lympho.notna()]), "drug_exposure_start_datetime": lympho[lympho.notna()],
+        "drug_exposure_end_date": _day(lympho[lympho.notna()]), "drug_type_concept_id": EHR_TYPE,
+        "drug_source_value": "fludarabine"})
+    anchor_drug = pd.concat([anchor_drug, lympho_drug.assign(
+        drug_exposure_id=np.arange(len(p) + 1, len(p) + 1 + len(lympho_drug)))], ignore_index=True)
+    end = _times(_text(p, "follow_up_end"))
+    has_end = (end.notna() & (end >= anchor)).to_numpy()
+    period = pd.DataFrame({
+        "observation_period_id": np.arange(1, int(has_end.sum()) + 1), "person_id": person_id[has_end],
+        "observation_period_start_date": _day(anchor[has_end] - pd.Timedelta(days=30)),
+        "observation_period_end_date": _day(end[has_end]), "period_type_concept_id": EHR_TYPE})
     covariates = [c for c in p.columns if c not in _PATIENT_FIELDS]
     long = pd.concat([pd.DataFrame({"person_id": person_id, "observation_source_value": c, "text": _text(p, c),
                                     "t": anchor}) for c in covariates], ignore_index=True) if covariates else None
-    return {"person": person, "drug_exposure": anchor_drug, "covariates": long}
+    return {"person": person, "drug_exposure": anchor_drug, "covariates": long, "observation_period": period}
 
 
 def _value_columns(text: pd.Series) -> dict[str, pd.Series]:
@@ -335,6 +355,7 @@ def omop_frames(tables: dict[str, pa.Table | pd.DataFrame]) -> dict[str, pd.Data
                                     treatment_rows(frames.get("treatments"), ids, concepts,
                                                    len(people["drug_exposure"]) + 1)], ignore_index=True),
         **event_rows(frames.get("events"), ids, concepts),
+        "observation_period": people["observation_period"],
     }
     out["concept"] = concepts.frame()
     return {name: _typed(name, frame.reindex(columns=_columns(name))) for name, frame in out.items()}

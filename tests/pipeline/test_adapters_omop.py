@@ -8,6 +8,7 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from pipeline.adapters.canonical import read_cohort
@@ -61,6 +62,22 @@ def test_round_trip_postgres(simulated, postgres_url: str) -> None:  # noqa: F81
     _assert_round_trip(postgres_url, "cdm", expected)
 
 
+def test_round_trip_lymphodepletion_and_follow_up(tmp_path: Path) -> None:
+    """lymphodepletion_start -> a fludarabine drug_exposure; follow_up_end (a date) -> observation_period."""
+    tables, truth = simulate_tables(20, 3, False)
+    patients = tables["patients"].to_pandas()
+    anchors = pd.to_datetime(patients["anchor_time"])
+    patients["lymphodepletion_start"] = (anchors - pd.Timedelta(hours=100)).dt.strftime("%Y-%m-%dT%H:%M:%S")
+    patients["follow_up_end"] = (anchors + pd.Timedelta(days=20)).dt.strftime("%Y-%m-%d")
+    tables = {**tables, "patients": patients}
+    write_cohort({k: pa.Table.from_pandas(v, preserve_index=False) if isinstance(v, pd.DataFrame) else v
+                  for k, v in tables.items()}, truth, tmp_path / "cohort")
+    expected = ingest_tables(read_cohort(tmp_path / "cohort")).tables
+    assert "lymphodepletion_start_hours" in expected["patients"].columns
+    export_omop(tables, tmp_path / "cdm.duckdb")
+    _assert_round_trip(f"duckdb:///{tmp_path / 'cdm.duckdb'}", None, expected)
+
+
 def test_patient_id_is_person_id_by_default(simulated, tmp_path: Path) -> None:
     database = tmp_path / "cdm.duckdb"
     export_omop(simulated[0], database)
@@ -74,6 +91,7 @@ CONCEPTS = [  # concept_id, name, domain, vocabulary, class, code
     (1, "tisagenlecleucel", "Drug", "RxNorm", "Ingredient", "x1"),
     (2, "tocilizumab 20 MG/ML Injectable Solution", "Drug", "RxNorm", "Clinical Drug", "x2"),
     (3, "acyclovir", "Drug", "RxNorm", "Ingredient", "x3"),
+    (4, "fludarabine", "Drug", "RxNorm", "Ingredient", "x4"),
     (10, "C reactive protein [Mass/volume] in Serum or Plasma", "Measurement", "LOINC", "Lab Test", "1988-5"),
     (11, "Interleukin 6 [Mass/volume] in Serum or Plasma", "Measurement", "LOINC", "Lab Test", "26881-3"),
     (12, "Glucose [Mass/volume] in Serum or Plasma", "Measurement", "LOINC", "Lab Test", "2345-7"),
@@ -90,7 +108,11 @@ ROWS = {
         "(3, 1, 2, DATE '2022-03-03', TIMESTAMP '2022-03-03 08:00:00', 8, 'mg/kg')",  # tocilizumab: emitted
         "(4, 1, 3, DATE '2022-03-03', TIMESTAMP '2022-03-03 09:00:00', 400, 'mg')",  # drug not listed
         "(5, 2, 2, DATE '2022-03-03', TIMESTAMP '2022-03-03 08:00:00', 8, 'mg/kg')",  # person without anchor
+        "(6, 1, 4, DATE '2022-02-25', TIMESTAMP '2022-02-25 09:00:00', 30, 'mg/m2')",  # lymphodepletion (folded)
+        "(7, 1, 4, DATE '2022-02-26', TIMESTAMP '2022-02-26 09:00:00', 30, 'mg/m2')",  # its 2nd day: out of scope
     ],
+    "observation_period": ["(1, 1, DATE '2021-01-01', DATE '2022-06-30', 32817)",  # holds the anchor: folded
+                           "(2, 2, DATE '2021-01-01', DATE '2022-06-30', 32817)"],  # no anchor: out of scope
     "measurement": [
         "(1, 1, 10, DATE '2022-03-02', TIMESTAMP '2022-03-02 06:00:00', NULL, 12.5, 20, 'mg/L', NULL)",
         "(2, 1, 10, DATE '2022-03-02', TIMESTAMP '2022-03-02 18:00:00', NULL, 3.1, 0, 'mg/dL', NULL)",  # unit text only
@@ -129,6 +151,8 @@ COLUMNS = {
     "observation": "observation_id, person_id, observation_concept_id, observation_date, observation_datetime, "
                    "value_as_number, value_as_string, observation_source_value",
     "death": "person_id, death_date, death_datetime",
+    "observation_period": "observation_period_id, person_id, observation_period_start_date, "
+                          "observation_period_end_date, period_type_concept_id",
 }
 
 
@@ -148,14 +172,16 @@ def _hand_built(path: Path) -> str:
 
 def test_hand_built_extract_reconciles(tmp_path: Path) -> None:
     read = read_omop_counted(_hand_built(tmp_path / "extract.duckdb"), window_days=(-30, 90))
-    assert read.total == {"person": 2, "drug_exposure": 5, "measurement": 9, "observation": 5,
-                          "condition_occurrence": 4, "death": 1}
+    assert read.total == {"person": 2, "drug_exposure": 7, "measurement": 9, "observation": 5,
+                          "condition_occurrence": 4, "death": 1, "observation_period": 2}
     assert read.emitted == {"person": 1, "drug_exposure": 1, "measurement": 5, "observation": 3,
                             "condition_occurrence": 3, "death": 1}
-    assert read.folded == {"drug_exposure": 1, "observation": 1}
+    assert read.folded == {"drug_exposure": 2, "observation": 1, "observation_period": 1}
     out = {s: n for t in read.raw.values() for s, n in t.out_of_scope.items()}
-    assert out == {"person": 1, "drug_exposure": 3, "measurement": 4, "observation": 1,
-                   "condition_occurrence": 1, "death": 0}
+    assert out == {"person": 1, "drug_exposure": 4, "measurement": 4, "observation": 1,
+                   "condition_occurrence": 1, "death": 0, "observation_period": 1}
+    for source, total in read.total.items():
+        assert total == read.emitted.get(source, 0) + read.folded.get(source, 0) + out[source], source
 
     measurements = read.raw["measurements"].arrow.to_pandas()
     assert measurements["value"].tolist() == ["12.5", "3.1", "<1.5", "hemolyzed", "-4"]
@@ -163,7 +189,8 @@ def test_hand_built_extract_reconciles(tmp_path: Path) -> None:
     assert measurements["time"].iloc[2] == "2022-03-03"  # date only: passed as a date, ingest decides
     patients = read.raw["patients"].arrow.to_pylist()
     assert patients == [{"patient_id": "1", "anchor_time": "2022-03-01T10:00:00", "age": "61", "sex": "M",
-                         "product": "tisa-cel", "disease": "LBCL", "source_table": "person"}]
+                         "product": "tisa-cel", "disease": "LBCL", "follow_up_end": "2022-06-30",
+                         "lymphodepletion_start": "2022-02-25T09:00:00", "source_table": "person"}]
     events = read.raw["events"].arrow
     assert list(zip(events.column("event").to_pylist(), events.column("grade").to_pylist(), strict=True)) == [
         ("CRS", "3"), ("ICANS", None), ("ICANS", "II"), ("CRS", "2"), ("DEATH", "5")]
