@@ -45,9 +45,9 @@ def simulate(
     out: Annotated[Path | None, typer.Option(help="Output cohort directory (default paths.simulated_cohort).")] = None,
     n_patients: Annotated[int | None, typer.Option(min=1, help="Override simulate.n_patients.")] = None,
     seed: Annotated[int | None, typer.Option(help="Override simulate.seed.")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="canonical (CSV tables) | sdtm (.xpt domains).")] = "canonical",
+    fmt: Annotated[str, typer.Option("--format", help="canonical (CSV tables) | sdtm (.xpt domains) | omop (DuckDB <out>/cdm.duckdb).")] = "canonical",
 ) -> None:
-    """Write the simulated CAR-T cohort (canonical format or SDTM, plus truth.json)."""
+    """Write the simulated CAR-T cohort (canonical format, SDTM or OMOP, plus truth.json)."""
     from pipeline import simulate as stage
 
     stage.main(_config(params), out=out, n_patients=n_patients, seed=seed, fmt=fmt)

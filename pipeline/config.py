@@ -53,6 +53,15 @@ class CohortConfig(_Section):
     path: Path = Path("data/raw/synthetic")
     url: str | None = None
     db_schema: str | None = Field(default=None, alias="schema")
+    #: OMOP: the person column that names patients (``person_source_value`` keeps a site's own ids, as
+    #: ``crs simulate --format omop`` writes them).
+    omop_patient_id: Literal["person_id", "person_source_value"] = "person_id"
+
+    @model_validator(mode="after")
+    def _omop_url(self) -> CohortConfig:
+        if self.format == "omop" and not self.url:
+            raise ValueError("cohort.format omop needs cohort.url (a SQLAlchemy URL such as duckdb:///cdm.duckdb)")
+        return self
     #: Grading scale the cohort's event grades use; a grade on one scale is not a grade on another.
     grading_scale: Literal["ASTCT", "Lee2014", "Penn", "CARTOX", "CTCAE"] = "ASTCT"
     #: Where CRS / ICANS grades come from (``crs grade``, docs/grading.md): ``given`` (the events table),

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from pipeline.adapters.canonical import RawTable, csv_dialects, read_cohort
 from pipeline.adapters.dialect import read_options
+from pipeline.adapters.omop import read_omop
+from pipeline.adapters.sdtm import read_sdtm
 from pipeline.config import Config
 from pipeline.ingestion import IngestResult, ingest_tables
 from pipeline.ingestion.checks import in_parallel
@@ -43,15 +45,36 @@ def write_outputs(result: IngestResult, out_dir: Path, report_path: Path) -> Non
     write_json(result.report, report_path)
 
 
+def read_source(config: Config, cohort_dir: Path) -> dict[str, RawTable]:
+    """The cohort's raw tables through the adapter ``cohort.format`` names (README "Your data in SDTM
+    or OMOP"): canonical directory, SDTM folder or OMOP database."""
+    options = read_options(config)  # cohort.csv dialect, ingest limits
+    if config.cohort.format == "sdtm":
+        return read_sdtm(cohort_dir, limits=options["limits"])
+    if config.cohort.format == "omop":
+        return read_omop(config.cohort.url, config.cohort.db_schema, limits=options["limits"],
+                         patient_id=config.cohort.omop_patient_id)
+    # Grades derived from raw observations need no events table (its DEATH rows are used when present).
+    optional = ("events",) if config.cohort.grades == "derive" else ()
+    return read_cohort(cohort_dir, optional, **options)
+
+
+def cohort_name(config: Config, cohort_dir: Path) -> str:
+    """What ``reports/ingest.json`` names as the cohort: its folder, or the database URL without password."""
+    if config.cohort.format != "omop":
+        return str(cohort_dir)
+    from sqlalchemy.engine import make_url
+
+    return make_url(config.cohort.url).render_as_string(hide_password=True)
+
+
 def main(config: Config, cohort: Path | None = None, out: Path | None = None, report: Path | None = None) -> None:
     cohort_dir = cohort or config.cohort.path
     out_dir = Path(out or config.paths.interim_dir)
     report_path = Path(report or config.paths.ingest_report)
-    # Grades derived from raw observations need no events table (its DEATH rows are used when present).
-    optional = ("events",) if config.cohort.grades == "derive" else ()
-    raw = read_cohort(cohort_dir, optional, **read_options(config))  # cohort.csv dialect, ingest limits
+    raw = read_source(config, cohort_dir)
     result = run(config, raw)
-    result.report = {"cohort": str(cohort_dir), **result.report}
+    result.report = {"cohort": cohort_name(config, cohort_dir), **result.report}
     write_outputs(result, out_dir, report_path)
     r = result.report
     for warning in r["warnings"]:

@@ -54,8 +54,22 @@ def write_sdtm_cohort(tables: dict[str, pa.Table], truth: dict[str, Any], out: s
         (tmp / "truth.json").write_text(json.dumps(truth, indent=2) + "\n")
 
 
+#: The OMOP export's database file inside ``--out`` (``cohort.url: duckdb:///<out>/cdm.duckdb``).
+OMOP_FILE = "cdm.duckdb"
+
+
+def write_omop_cohort(tables: dict[str, pa.Table], truth: dict[str, Any], out: str | Path) -> None:
+    """Write the cohort as an OMOP CDM v5.4 subset in DuckDB (``<out>/cdm.duckdb``) plus truth.json,
+    atomically (pipeline/simulation/export_omop.py); person_source_value holds the patient ids."""
+    from pipeline.simulation.export_omop import export_omop
+
+    with atomic_dir(out) as tmp:
+        export_omop(tables, str(tmp / OMOP_FILE))
+        (tmp / "truth.json").write_text(json.dumps(truth, indent=2) + "\n")
+
+
 #: ``crs simulate --format``: how the cohort is written.
-WRITERS = {"canonical": write_cohort, "sdtm": write_sdtm_cohort}
+WRITERS = {"canonical": write_cohort, "sdtm": write_sdtm_cohort, "omop": write_omop_cohort}
 
 
 def main(config: Any, out: str | Path | None = None, n_patients: int | None = None,

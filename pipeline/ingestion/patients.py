@@ -33,7 +33,9 @@ FOLLOW_UP_END = "follow_up_end"
 LYMPHODEPLETION_START = "lymphodepletion_start"
 #: Patient time columns -> their accepted hours-since-anchor column.
 PATIENT_TIMES = {FOLLOW_UP_END: "follow_up_end_hours", LYMPHODEPLETION_START: "lymphodepletion_start_hours"}
-_ID_COLUMNS = ("patient_id", "anchor_time", *PATIENT_TIMES, *PATIENT_TIMES.values())
+#: Set by SDTM / OMOP adapters on every row (the source table): bookkeeping, never a covariate.
+SOURCE_TABLE = "source_table"
+_ID_COLUMNS = ("patient_id", "anchor_time", SOURCE_TABLE, *PATIENT_TIMES, *PATIENT_TIMES.values())
 #: A covariate is numeric when at least this share of its non-empty values are numbers (or a single
 #: value is not, whatever the share): a stray word must not turn an age into categories.
 _MOSTLY_NUMERIC = 0.9
@@ -189,6 +191,7 @@ def validate_patients(table: RawTable) -> TableOutcome:
     good = kept & checks.ok
     accepted = frame[good].copy()
     accepted["patient_id"] = ids[good]
+    accepted = accepted.drop(columns=[SOURCE_TABLE], errors="ignore")
     for column, hours_column in PATIENT_TIMES.items():
         if column in accepted.columns:
             accepted[hours_column] = _time_hours(accepted, column)[1]

@@ -84,3 +84,38 @@ def test_given_and_derived_runs_label_alike(charted, tmp_path):
         labels[grades] = frame[["label__crs_severe", "label__icans_severe"]]
     agree = (labels["given"].fillna(-1) == labels["derive"].fillna(-1)).to_numpy().mean()
     assert agree >= 0.95
+
+
+def test_an_sdtm_cohort_runs_through_the_stages_like_its_canonical_twin(tmp_path):
+    """cohort.format: sdtm: the simulated cohort written as SDTM .xpt domains ingests, grades and
+    featurizes to the same landmark table as the canonical directory."""
+    frames = {}
+    for fmt in ("canonical", "sdtm"):
+        root = tmp_path / fmt
+        config = paths_in(parse_config({"cohort": {"path": str(root / "cohort"), "format": fmt},
+                                        "static_features": ["age", "product"]}), root)
+        simulate.main(config, out=root / "cohort", n_patients=80, seed=5, fmt=fmt)
+        ingest.main(config)
+        grade.main(config)
+        featurize.main(config)
+        frames[fmt] = pd.read_parquet(config.paths.landmarks)
+        assert json.loads(Path(config.paths.ingest_report).read_text())["patients"] == 80
+    pd.testing.assert_frame_equal(frames["sdtm"], frames["canonical"])
+
+
+def test_an_omop_cohort_runs_through_the_stages_like_its_canonical_twin(tmp_path):
+    """cohort.format: omop: the simulated cohort exported to OMOP in DuckDB ingests, grades and featurizes
+    to the same landmark table as the canonical directory."""
+    frames = {}
+    for fmt in ("canonical", "omop"):
+        root = tmp_path / fmt
+        cohort = {"path": str(root / "cohort"), "format": fmt}
+        if fmt == "omop":
+            cohort |= {"url": f"duckdb:///{root / 'cohort' / 'cdm.duckdb'}", "omop_patient_id": "person_source_value"}
+        config = paths_in(parse_config({"cohort": cohort, "static_features": ["age", "product"]}), root)
+        simulate.main(config, out=root / "cohort", n_patients=80, seed=5, fmt=fmt)
+        ingest.main(config)
+        grade.main(config)
+        featurize.main(config)
+        frames[fmt] = pd.read_parquet(config.paths.landmarks)
+    pd.testing.assert_frame_equal(frames["omop"], frames["canonical"])
