@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test setup browser lint lock bench clean mutation
+.PHONY: run test test-postgres setup browser lint lock bench clean mutation
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,11 @@ browser:
 
 test: setup browser
 	$(BIN)/python -m pytest
+
+# The OMOP adapter against a throwaway PostgreSQL server (needs Debian's postgresql package or initdb on
+# the PATH; fails instead of skipping when none can start).
+test-postgres: setup
+	CI=true $(BIN)/python -m pytest tests/pipeline/test_adapters_omop.py
 
 lint: setup
 	$(BIN)/ruff check .
