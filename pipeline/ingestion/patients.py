@@ -52,6 +52,11 @@ def _parse_anchor(text: pd.Series) -> pd.Series:
     return pd.to_datetime(text, format="ISO8601", errors="coerce", utc=True)
 
 
+#: A date alone in a patient time column: the end of follow-up is the end of its day (followed through
+#: it); lymphodepletion starts at the start of its day (values from that day are not "before" it).
+_DATE_ONLY_AT_DAY_END = {FOLLOW_UP_END: True, LYMPHODEPLETION_START: False}
+
+
 def _time_hours(frame: pd.DataFrame, column: str) -> tuple[pd.Series, pd.Series]:
     """(text, hours since anchor) of a patient time column: a number of hours, or an ISO 8601 time minus
     the patient's ``anchor_time`` (NaN where unreadable or without an anchor)."""
@@ -59,6 +64,9 @@ def _time_hours(frame: pd.DataFrame, column: str) -> tuple[pd.Series, pd.Series]
     hours = pd.to_numeric(text, errors="coerce").astype("float64")
     if "anchor_time" in frame.columns:
         stamps = _parse_anchor(text)
+        if _DATE_ONLY_AT_DAY_END[column]:
+            date_only = text.str.fullmatch(r"\d{4}-\d{2}-\d{2}").fillna(False).astype(bool)
+            stamps = stamps + pd.to_timedelta(date_only.astype(int) * 86_399, unit="s")
         anchors = _parse_anchor(strip(frame["anchor_time"]))
         hours = hours.fillna((stamps - anchors).dt.total_seconds() / 3600.0)
     return text, hours

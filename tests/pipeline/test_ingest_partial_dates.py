@@ -79,23 +79,26 @@ def test_follow_up_end_in_hours_or_iso(cohort_writer):
     """``follow_up_end``: hours since anchor or an ISO 8601 time; unreadable: the patient is quarantined
     (bad_time), as for a bad anchor_time; it is never a covariate."""
     patients = ("patient_id,anchor_time,follow_up_end,age\nA,2024-01-03T10:00:00,240,50\n"
-                "B,2024-01-03T10:00:00,2024-01-13T10:00:00,60\nC,2024-01-03T10:00:00,someday,70\n")
+                "B,2024-01-03T10:00:00,2024-01-13T10:00:00,60\nC,2024-01-03T10:00:00,someday,70\n"
+                "D,2024-01-03T10:00:00,2024-01-13,80\n")
     cohort = cohort_writer({"patients": patients,
                             "measurements": "patient_id,time,analyte,value,unit\nA,1,CRP,5,mg/L\n",
                             "events": "patient_id,event,grade,time\nA,CRS,1,2\n"})
     result = ingest_tables(read_cohort(cohort))
     p = result.tables["patients"].set_index("patient_id")
     assert p.loc["A", "follow_up_end_hours"] == 240.0 and p.loc["B", "follow_up_end_hours"] == 240.0
+    assert p.loc["D", "follow_up_end_hours"] == pytest.approx(230.0 + 86_399 / 3600)  # a date: through its end
     assert "C" not in p.index and result.quarantine["reason"].tolist() == ["bad_time"]
     assert "follow_up_end" not in result.report["covariate_types"]
     assert "follow_up_end_hours" not in result.report["covariate_types"]
 
 
 def test_lymphodepletion_start_is_a_time_not_a_covariate(cohort_writer):
-    patients = "patient_id,anchor_time,lymphodepletion_start\nA,2024-01-03T10:00:00,2023-12-29T10:00:00\nB,2024-01-03T10:00:00,-96\n"
+    patients = ("patient_id,anchor_time,lymphodepletion_start\nA,2024-01-03T10:00:00,2023-12-29T10:00:00\n"
+                "B,2024-01-03T10:00:00,-96\nC,2024-01-03T10:00:00,2023-12-30\n")
     cohort = cohort_writer({"patients": patients,
                             "measurements": "patient_id,time,analyte,value,unit\nA,1,CRP,5,mg/L\n",
                             "events": "patient_id,event,grade,time\nA,CRS,1,2\n"})
     result = ingest_tables(read_cohort(cohort))
-    assert result.tables["patients"]["lymphodepletion_start_hours"].tolist() == [-120.0, -96.0]
+    assert result.tables["patients"]["lymphodepletion_start_hours"].tolist() == [-120.0, -96.0, -106.0]  # C: day start
     assert result.report["covariate_types"] == {}
