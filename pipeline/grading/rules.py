@@ -11,26 +11,32 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.config import GradingConfig
+
+#: The ``grading`` section of params.yaml holds the defaults (documented there and in docs/grading.md).
+_DEFAULTS = GradingConfig()
+
 
 @dataclass(frozen=True)
 class GradingRules:
-    """Thresholds and holds (hours) of the ASTCT engine; defaults exactly as docs/grading.md."""
+    """Thresholds and holds (hours) of the ASTCT engine. The defaults are the ``grading`` params'
+    (:class:`pipeline.config.GradingConfig`), so they are written in one place."""
 
-    fever_celsius: float = 38.0
-    fever_window_hours: float = 24
-    fever_waiver_hours: float = 168
-    sbp_below_mmhg: float = 90
-    map_below_mmhg: float = 65
-    vital_hold_hours: float = 8
-    vasopressor_row_hours: float = 6
-    low_flow_max_l_min: float = 6.0
-    device_hold_hours: float = 24
-    ice_hold_hours: float = 24
-    consciousness_hold_hours: float = 24
-    seizure_hold_hours: float = 24
-    motor_hold_hours: float = 72
-    edema_hold_hours: float = 72
-    paediatric_max_age_years: float = 12
+    fever_celsius: float = _DEFAULTS.fever_celsius
+    fever_window_hours: float = _DEFAULTS.fever_window_hours
+    fever_waiver_hours: float = _DEFAULTS.fever_waiver_hours
+    sbp_below_mmhg: float = _DEFAULTS.sbp_below_mmhg
+    map_below_mmhg: float = _DEFAULTS.map_below_mmhg
+    vital_hold_hours: float = _DEFAULTS.vital_hold_hours
+    vasopressor_row_hours: float = _DEFAULTS.vasopressor_row_hours
+    low_flow_max_l_min: float = _DEFAULTS.low_flow_max_l_min
+    device_hold_hours: float = _DEFAULTS.device_hold_hours
+    ice_hold_hours: float = _DEFAULTS.ice_hold_hours
+    consciousness_hold_hours: float = _DEFAULTS.consciousness_hold_hours
+    seizure_hold_hours: float = _DEFAULTS.seizure_hold_hours
+    motor_hold_hours: float = _DEFAULTS.motor_hold_hours
+    edema_hold_hours: float = _DEFAULTS.edema_hold_hours
+    paediatric_max_age_years: float = _DEFAULTS.paediatric_max_age_years
 
 
 #: Events graded, in output order (the timeline sorts events alphabetically at equal times).
