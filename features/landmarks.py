@@ -169,7 +169,50 @@ def _codes(values: pd.Series, universe: Sequence[str]) -> np.ndarray:
 
 def _codes_hashed(arr: pa.Array | pa.ChunkedArray, universe: Sequence[str]) -> np.ndarray:
     found = pc.index_in(arr, value_set=pa.array(list(universe), type=arr.type))
-    return np.asarray(pc.fill_null(found, -1)).astype(np.int64)
+    return _to_numpy(pc.fill_null(found, -1)).astype(np.int64)
+
+
+def _to_numpy(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A null-free Arrow array as numpy (chunks concatenated once, without a pandas round trip)."""
+    if not isinstance(values, pa.ChunkedArray):
+        return values.to_numpy(zero_copy_only=False)
+    if values.num_chunks == 0:
+        return np.empty(0, dtype=values.type.to_pandas_dtype())
+    return np.concatenate([c.to_numpy(zero_copy_only=False) for c in values.chunks])
+
+
+def _name_index(values: pd.Series) -> tuple[np.ndarray, list[str | None]]:
+    """Per row, the position of its text in the list of distinct texts (``len(list)`` when missing)."""
+    arr = _arrow_strings(values)
+    uniques = pc.unique(arr)
+    names = [None if u is None else str(u) for u in uniques.to_pylist()]
+    found = pc.fill_null(pc.index_in(arr, value_set=uniques), len(names))
+    return _to_numpy(found).astype(np.intp, copy=False), names
+
+
+@dataclass(frozen=True)
+class MeasurementKeys:
+    """The measurements' text keys hashed once, so choosing the analytes (``fit``) and encoding the
+    cohort (``transform``) do not hash every row's strings twice. Built by :func:`measurement_keys`."""
+
+    patient_ids: np.ndarray  # the patient universe the codes index (sorted, as :func:`patient_index`)
+    patient: np.ndarray  # int64 per row: position in ``patient_ids``, -1 when not a known patient
+    name_index: np.ndarray  # intp per row: position in ``names`` (``len(names)`` for a missing name)
+    names: list[str | None]  # the distinct analyte names as written (before trim + upper-case)
+
+
+def measurement_keys(measurements: pd.DataFrame, patient_ids: np.ndarray) -> MeasurementKeys:
+    """Patient codes and analyte-name indices of ``measurements`` (patients outside ``patient_ids``: -1)."""
+    _require(measurements, MEASUREMENT_COLUMNS, "measurements")
+    name_index, names = _name_index(measurements["analyte"])
+    return MeasurementKeys(patient_ids, _codes(measurements["patient_id"], patient_ids), name_index, names)
+
+
+def _lut_codes(name_index: np.ndarray, names: Sequence[str | None], codes: Sequence[str]) -> np.ndarray:
+    """Position in ``codes`` of each row's name after trim + upper-case (-1 when absent or missing)."""
+    position = {code: i for i, code in enumerate(codes)}
+    lut = np.array([-1 if n is None else position.get(n.strip().upper(), -1) for n in names] + [-1], dtype=np.int64)
+    return np.take(lut, name_index)
 
 
 def analyte_codes(values: pd.Series, codes: Sequence[str]) -> np.ndarray:
@@ -178,13 +221,7 @@ def analyte_codes(values: pd.Series, codes: Sequence[str]) -> np.ndarray:
     Names are hashed once in Arrow; only the distinct names are upper-cased in Python, so a cohort's
     own spelling of an analyte the registry does not know ("Procalcitonin") matches its code.
     """
-    arr = _arrow_strings(values)
-    uniques = pc.unique(arr)
-    position = {code: i for i, code in enumerate(codes)}
-    names = [None if u is None else str(u).strip().upper() for u in uniques.to_pylist()]
-    lut = np.array([position.get(n, -1) for n in names] + [-1], dtype=np.int64)
-    found = pc.fill_null(pc.index_in(arr, value_set=uniques), len(names))
-    return lut[found.to_numpy(zero_copy_only=False)]
+    return _lut_codes(*_name_index(values), codes)
 
 
 def censoring_codes(measurements: pd.DataFrame) -> np.ndarray:
@@ -194,7 +231,7 @@ def censoring_codes(measurements: pd.DataFrame) -> np.ndarray:
     cens = _arrow_strings(measurements["censoring"])
     found = pc.fill_null(pc.index_in(cens, value_set=pa.array(["left", "right"], type=cens.type)), -1)
     lut = np.array([0, CENSORED_BELOW, CENSORED_ABOVE], dtype=np.int8)
-    return lut[found.to_numpy(zero_copy_only=False) + 1]
+    return np.take(lut, _to_numpy(found).astype(np.intp) + 1)
 
 
 def _float(values: pd.Series) -> np.ndarray:
@@ -228,6 +265,7 @@ def encode_cohort(
     analytes: Sequence[str],
     grades: pd.DataFrame | None = None,
     result_lag_hours: Mapping[str, float] | None = None,
+    keys: MeasurementKeys | None = None,
 ) -> Timeline:
     """Encode the long tables into per-analyte sorted arrays (rows of unknown patients are ignored).
 
@@ -235,35 +273,45 @@ def encode_cohort(
     ``left`` = below the limit, ``right`` = above it, the value being the bound; anything else, incl.
     null, counts as not censored). Analyte names match ``analytes`` after trim + upper-case.
     Rows with a missing time or value are ignored (ingest has already quarantined them).
+    ``keys``: :func:`measurement_keys` of these measurements and ``patient_ids``, when already hashed.
     """
     _require(measurements, MEASUREMENT_COLUMNS, "measurements")
     codes = list(dict.fromkeys(a.strip().upper() for a in analytes))
-    patient = _codes(measurements["patient_id"], patient_ids)
-    analyte = analyte_codes(measurements["analyte"], codes)
+    if keys is None or keys.patient_ids is not patient_ids and not np.array_equal(keys.patient_ids, patient_ids):
+        keys = measurement_keys(measurements, patient_ids)
+    patient = keys.patient
+    analyte = _lut_codes(keys.name_index, keys.names, codes)
     hours = _float(measurements["hours_since_anchor"])
     value = _float(measurements["value"])
-    censored = censoring_codes(measurements)
     valid = (patient >= 0) & (analyte >= 0) & np.isfinite(hours) & np.isfinite(value)
-    # Group rows by analyte with one stable (radix) sort of small ints; dropped rows get a sentinel
-    # group sorted last, so each column is gathered once. If the input is sorted by (patient, hours),
-    # as ingest writes it, each analyte's slice stays sorted and no lexsort is needed.
-    group = np.where(valid, analyte, len(codes)).astype(np.int16)
+    rows = _analyte_rows(analyte, valid, patient, hours, len(codes))
+    known = known_hours(measurements, analyte, hours, codes, result_lag_hours)
+    censored = censoring_codes(measurements)
+    by_analyte = {
+        code: SortedRows(np.take(patient, r), np.take(hours, r), np.take(value, r), np.take(censored, r),
+                         None if known is None else np.take(known, r))
+        for code, r in zip(codes, rows, strict=True)
+    }
+    return Timeline(patient_ids=patient_ids, analytes=by_analyte, treatments=_encode_treatments(treatments, patient_ids),
+                    grades=_encode_grades(grades, patient_ids))
+
+
+def _analyte_rows(analyte: np.ndarray, valid: np.ndarray, patient: np.ndarray, hours: np.ndarray,
+                  n_codes: int) -> list[np.ndarray]:
+    """Per analyte code, its valid rows' positions ordered by (patient, hours), ties in input order.
+
+    Rows are grouped by analyte with one stable (radix) sort of small ints; dropped rows get a sentinel
+    group sorted last. If the input is sorted by (patient, hours), as ingest writes it, each analyte's
+    rows stay in that order and no lexsort is needed. Each slice is ascending within its group, so
+    gathering a column through it reads memory forwards.
+    """
+    group = np.where(valid, analyte, n_codes).astype(np.int16)
     if _sorted_by_patient_hours(patient, hours):
         order = np.argsort(group, kind="stable")
     else:
         order = np.lexsort((hours, patient, group))
-    bounds = np.concatenate([[0], np.cumsum(np.bincount(group, minlength=len(codes) + 1))])
-    order = order[: bounds[-2]]
-    known = known_hours(measurements, analyte, hours, codes, result_lag_hours)
-    patient, hours, value, censored = (x[order] for x in (patient, hours, value, censored))
-    known = None if known is None else known[order]
-    by_analyte = {
-        code: SortedRows(patient[lo:hi], hours[lo:hi], value[lo:hi], censored[lo:hi],
-                         None if known is None else known[lo:hi])
-        for code, lo, hi in zip(codes, bounds[:-2], bounds[1:-1], strict=True)
-    }
-    return Timeline(patient_ids=patient_ids, analytes=by_analyte, treatments=_encode_treatments(treatments, patient_ids),
-                    grades=_encode_grades(grades, patient_ids))
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(group, minlength=n_codes + 1))])
+    return [order[lo:hi] for lo, hi in zip(bounds[:-2], bounds[1:-1], strict=True)]
 
 
 #: Optional measurement column (ingest contract): hours since anchor when the result was known.
@@ -800,7 +848,10 @@ def _static_columns(
 
 
 def landmark_matrix(
-    tables: Mapping[str, pd.DataFrame | None], spec: LandmarkSpec, encoding: StaticEncoding | None = None
+    tables: Mapping[str, pd.DataFrame | None],
+    spec: LandmarkSpec,
+    encoding: StaticEncoding | None = None,
+    keys: MeasurementKeys | None = None,
 ) -> pd.DataFrame:
     """The landmark matrix: one row per (patient, landmark), sorted by ``patient_id`` then landmark.
 
@@ -808,7 +859,7 @@ def landmark_matrix(
     (optional), in the ingest contract (docs/CONTRACTS.md). ``grades`` is a grade timeline
     (``GRADE_COLUMNS``, from ``crs grade``); without it the grades reached come from ``events``' onsets. Columns: ``patient_id``, ``landmark_hours``, the
     features of :func:`features.definitions.feature_table`, then per target ``label__T`` and
-    ``onset_hours__T``.
+    ``onset_hours__T``. ``keys``: the measurements' :func:`measurement_keys`, when already hashed.
     """
     for name in ("measurements", "patients"):
         if tables.get(name) is None:
@@ -823,7 +874,7 @@ def landmark_matrix(
     if grades is None:
         grades = grades_from_events(tables.get("events"))
     timeline = encode_cohort(tables["measurements"], patient_ids, tables.get("treatments"), analytes, grades,
-                             dict(spec.result_lag_hours))
+                             dict(spec.result_lag_hours), keys)
     ld_start = patient_hours(patients, patient_ids, LYMPHODEPLETION_HOURS)
     if ld_start is not None:
         timeline = dataclasses.replace(timeline, score_baseline_end=ld_start)

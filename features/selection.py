@@ -13,10 +13,16 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-import pyarrow.compute as pc
 
 from features.definitions import feature_stem
-from features.landmarks import MEASUREMENT_COLUMNS, _arrow_strings, _codes, _float, _require
+from features.landmarks import (
+    MEASUREMENT_COLUMNS,
+    MeasurementKeys,
+    _float,
+    _name_index,
+    _require,
+    measurement_keys,
+)
 
 #: Columns of the table :func:`choose_analytes` returns (one row per analyte in the data or the list).
 CHOICE_COLUMNS = ("analyte", "known", "units", "n_patients", "coverage", "used", "reason")
@@ -24,15 +30,18 @@ CHOICE_COLUMNS = ("analyte", "known", "units", "n_patients", "coverage", "used",
 
 def _name_codes(values: pd.Series, upper: bool = True) -> tuple[np.ndarray, list[str]]:
     """Code per row into a sorted list of distinct trimmed (upper-case) names (-1 for null / empty)."""
-    arr = _arrow_strings(values)
-    uniques = pc.unique(arr)
-    raw = [None if u is None else str(u).strip() for u in uniques.to_pylist()]
+    return _sorted_codes(*_name_index(values), upper=upper)
+
+
+def _sorted_codes(name_index: np.ndarray, uniques: list[str | None], upper: bool = True) -> tuple[np.ndarray, list[str]]:
+    """:func:`_name_codes` from rows already hashed (``name_index`` into ``uniques``, ``len(uniques)``
+    for a missing value)."""
+    raw = [None if u is None else u.strip() for u in uniques]
     raw = [n.upper() if upper and n else n for n in raw]
     names = sorted({n for n in raw if n})
     position = {n: i for i, n in enumerate(names)}
     lut = np.array([position.get(n, -1) if n else -1 for n in raw] + [-1], dtype=np.int64)
-    found = pc.fill_null(pc.index_in(arr, value_set=uniques), len(raw))
-    return lut[found.to_numpy(zero_copy_only=False)], names
+    return np.take(lut, name_index), names
 
 
 def _seen(group: np.ndarray, member: np.ndarray, n_groups: int, n_members: int) -> np.ndarray:
@@ -45,7 +54,7 @@ def _seen(group: np.ndarray, member: np.ndarray, n_groups: int, n_members: int) 
 def _units_per_analyte(measurements: pd.DataFrame, analyte: np.ndarray, n: int, keep: np.ndarray) -> list[list[str]]:
     if "unit" not in measurements.columns:
         return [[] for _ in range(n)]
-    unit, unit_names = _name_codes(measurements["unit"].fillna(""), upper=False)
+    unit, unit_names = _name_codes(measurements["unit"], upper=False)  # missing and "" both -1
     rows = keep & (unit >= 0)
     seen = _seen(analyte[rows], unit[rows], n, len(unit_names))
     return [[unit_names[j] for j in np.flatnonzero(seen[i])] for i in range(n)]
@@ -78,18 +87,22 @@ def choose_analytes(
     min_coverage: float = 0.2,
     min_patients: int = 10,
     explicit: Sequence[str] | None = None,
+    keys: MeasurementKeys | None = None,
 ) -> pd.DataFrame:
     """One row per analyte (columns :data:`CHOICE_COLUMNS`): coverage at the last landmark, used or why not.
 
     ``patient_ids`` is the patient universe (coverage = patients with a value / its length); rows of
     other patients, or without a finite time and value, are ignored. With ``explicit`` (a fixed list),
     exactly the listed analytes are used (reason "not in the analytes list" for the others) and the
-    table only reports their coverage.
+    table only reports their coverage. ``keys``: :func:`features.landmarks.measurement_keys` of these
+    measurements and ``patient_ids``, when already hashed.
     """
     _require(measurements, MEASUREMENT_COLUMNS, "measurements")
     n_total = max(len(patient_ids), 1)
-    patient = _codes(measurements["patient_id"], patient_ids)
-    analyte, names = _name_codes(measurements["analyte"])
+    if keys is None or keys.patient_ids is not patient_ids and not np.array_equal(keys.patient_ids, patient_ids):
+        keys = measurement_keys(measurements, patient_ids)
+    patient = keys.patient
+    analyte, names = _sorted_codes(keys.name_index, keys.names)
     hours = _float(measurements["hours_since_anchor"])
     keep = (patient >= 0) & (analyte >= 0) & np.isfinite(hours) & np.isfinite(_float(measurements["value"]))
     early = keep & (hours <= last_landmark)

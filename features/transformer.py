@@ -27,10 +27,12 @@ from features.covariates import (
 from features.errors import FeatureError
 from features.landmarks import (
     LandmarkSpec,
+    MeasurementKeys,
     StaticEncoding,
     Target,
     landmark_matrix,
     learn_static_encoding,
+    measurement_keys,
     patient_chunks,
     patient_index,
 )
@@ -147,7 +149,7 @@ class LandmarkFeaturizer(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
             raise ValueError("LandmarkFeaturizer is not fitted; call fit first")
         return harmonise(patients, list(self.static_features), default_covariate_tables(), reference)
 
-    def _choose(self, tables: Mapping[str, pd.DataFrame | None]) -> pd.DataFrame | None:
+    def _choose(self, tables: Mapping[str, pd.DataFrame | None], keys: MeasurementKeys | None) -> pd.DataFrame | None:
         if self.auto and self.analytes != "auto":
             raise ValueError(f"analytes must be 'auto' or a list of codes, not {self.analytes!r}")
         measurements = tables.get("measurements")
@@ -158,7 +160,7 @@ class LandmarkFeaturizer(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
         patient_ids = patient_index(tables["patients"])
         explicit = None if self.auto else list(self.analytes)
         return choose_analytes(
-            measurements, patient_ids, max(self.landmarks_hours), self.min_coverage, self.min_patients, explicit
+            measurements, patient_ids, max(self.landmarks_hours), self.min_coverage, self.min_patients, explicit, keys
         )
 
     @staticmethod
@@ -178,7 +180,9 @@ class LandmarkFeaturizer(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
         events: pd.DataFrame | None = None,
         treatments: pd.DataFrame | None = None,
     ) -> LandmarkFeaturizer:
-        tables = self._tables(X, patients=patients, events=events, treatments=treatments)
+        return self._fit(self._tables(X, patients=patients, events=events, treatments=treatments), None)
+
+    def _fit(self, tables: Tables, keys: MeasurementKeys | None) -> LandmarkFeaturizer:
         if tables.get("patients") is None:
             raise ValueError("LandmarkFeaturizer.fit needs the patients table")
         patients = tables["patients"]
@@ -189,7 +193,7 @@ class LandmarkFeaturizer(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
         if self.harmonise_covariates:
             self.covariate_reference_ = self.covariate_reference or fit_covariate_reference(
                 patients, default_covariate_tables())
-        self.analyte_choice_: pd.DataFrame | None = self._choose(tables)
+        self.analyte_choice_: pd.DataFrame | None = self._choose(tables, keys)
         if self.auto:
             self.analytes_: list[str] = list(self.analyte_choice_.loc[self.analyte_choice_["used"], "analyte"])
         else:
@@ -211,20 +215,27 @@ class LandmarkFeaturizer(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
         treatments: pd.DataFrame | None = None,
     ) -> pd.DataFrame:
         """The landmark matrix: ``patient_id``, ``landmark_hours``, features, ``label__*``, ``onset_hours__*``."""
+        return self._transform(self._tables(X, patients=patients, events=events, treatments=treatments), None)
+
+    def _transform(self, tables: dict[str, pd.DataFrame | None], keys: MeasurementKeys | None) -> pd.DataFrame:
         if not hasattr(self, "static_encoding_"):
             raise ValueError("LandmarkFeaturizer is not fitted; call fit first")
-        tables = self._tables(X, patients=patients, events=events, treatments=treatments)
         if self.harmonise_covariates and tables.get("patients") is not None:
             tables["patients"] = self.harmonise(tables["patients"]).patients
         spec = self.spec()
         size = self.chunk_patients
         if size is None or tables.get("patients") is None or len(tables["patients"]) <= size:
-            return landmark_matrix(tables, spec, self.static_encoding_)
+            return landmark_matrix(tables, spec, self.static_encoding_, keys)
         blocks = [landmark_matrix(chunk, spec, self.static_encoding_) for chunk in patient_chunks(tables, size)]
         return pd.concat(blocks, ignore_index=True)
 
     def fit_transform(self, X: pd.DataFrame | Tables, y: Any = None, **tables: pd.DataFrame | None) -> pd.DataFrame:
-        return self.fit(X, y, **tables).transform(X, **tables)
+        """``fit(X).transform(X)``, hashing the measurements' patient ids and analyte names once for both."""
+        merged = self._tables(X, **tables)
+        keys = None
+        if merged.get("measurements") is not None and merged.get("patients") is not None:
+            keys = measurement_keys(merged["measurements"], patient_index(merged["patients"]))
+        return self._fit(merged, keys)._transform(merged, keys)
 
     def get_feature_names_out(self, input_features: Any = None) -> list[str]:
         """Model feature columns (everything except ``patient_id``, labels and onsets)."""

@@ -38,14 +38,23 @@ SUMMARY_ATTR = "training_summary"
 
 def featurize(config: Config, tables: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, LandmarkFeaturizer]:
     """The landmark matrix (``attrs["analytes"]`` set) and the fitted featurizer (its analyte choice)."""
-    featurizer = LandmarkFeaturizer.from_config(config).fit(tables)
-    frame = with_site_group(featurizer.transform(tables), tables["patients"])
+    frame, featurizer = landmark_table(config, tables)
+    frame.attrs[SUMMARY_ATTR] = training_summary(frame, tables["measurements"])
+    return frame, featurizer
+
+
+def landmark_table(config: Config, tables: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, LandmarkFeaturizer]:
+    """The landmark matrix with its analytes and covariate reference in ``attrs`` (no drift summary yet)."""
+    featurizer = LandmarkFeaturizer.from_config(config)
+    frame = with_site_group(featurizer.fit_transform(tables), tables["patients"])
     frame.attrs[ANALYTES_ATTR] = list(featurizer.analytes_)
     frame.attrs[REFERENCE_ATTR] = featurizer.covariate_reference_.to_json()
-    # Aggregates only (decile edges, shares, medians): what `crs validate` measures drift against.
-    frame.attrs[SUMMARY_ATTR] = feature_summary(frame, contracts.feature_columns(frame.columns),
-                                                summary_measurements(tables["measurements"]))
     return frame, featurizer
+
+
+def training_summary(frame: pd.DataFrame, measurements: pd.DataFrame) -> dict:
+    """Aggregates only (decile edges, shares, medians): what `crs validate` measures drift against."""
+    return feature_summary(frame, contracts.feature_columns(frame.columns), summary_measurements(measurements))
 
 
 def summary_measurements(measurements: pd.DataFrame) -> pd.DataFrame:
