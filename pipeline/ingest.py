@@ -17,41 +17,73 @@ from pathlib import Path
 
 from pipeline.adapters.canonical import RawTable, csv_dialects, read_cohort
 from pipeline.adapters.dialect import read_options
-from pipeline.adapters.omop import read_omop
-from pipeline.adapters.sdtm import read_sdtm
+from pipeline.cohort import MEASUREMENTS
 from pipeline.config import Config
 from pipeline.ingestion import IngestResult, ingest_tables
+from pipeline.ingestion.blocks import ParquetBlocks
 from pipeline.ingestion.checks import in_parallel
+from pipeline.ingestion.tables import Sink
 from pipeline.io import atomic_dir, to_csv, write_json
 
 QUARANTINE_FILE = "quarantine.csv"
 
 
-def run(config: Config, raw_tables: dict[str, RawTable]) -> IngestResult:
-    """Validate and normalise ``raw_tables`` (any adapter's output). Pure: no file is read or written."""
-    result = ingest_tables(raw_tables, quarantine_warning_share=config.ingest.quarantine_warning_share)
+def run(config: Config, raw_tables: dict[str, RawTable], chunk_rows: int | None = None,
+        sink: Sink | None = None) -> IngestResult:
+    """Validate and normalise ``raw_tables`` (any adapter's output). Pure: no file is read or written
+    (but by ``sink``, which takes the accepted measurements block by block when ``chunk_rows`` is given)."""
+    result = ingest_tables(raw_tables, quarantine_warning_share=config.ingest.quarantine_warning_share,
+                           chunk_rows=chunk_rows, sink=sink)
     result.report = {"grading_scale": config.cohort.grading_scale, **result.report,
                      "csv_dialects": csv_dialects(raw_tables)}
     return result
 
 
+def _write_tables(result: IngestResult, tmp: Path) -> None:
+    in_parallel(
+        *(partial(frame.to_parquet, tmp / f"{name}.parquet", index=False) for name, frame in result.tables.items()),
+        partial(to_csv, result.quarantine, tmp / QUARANTINE_FILE),
+    )
+
+
 def write_outputs(result: IngestResult, out_dir: Path, report_path: Path) -> None:
     """The whole output directory appears at once, and the report only after it."""
     with atomic_dir(out_dir) as tmp:  # the large measurements file is written beside the others
-        in_parallel(
-            *(partial(frame.to_parquet, tmp / f"{name}.parquet", index=False) for name, frame in result.tables.items()),
-            partial(to_csv, result.quarantine, tmp / QUARANTINE_FILE),
-        )
+        _write_tables(result, tmp)
     write_json(result.report, report_path)
+
+
+def run_to(config: Config, raw_tables: dict[str, RawTable], out_dir: Path, chunk_rows: int | None = None
+           ) -> IngestResult:
+    """:func:`run` and :func:`write_outputs`; with ``chunk_rows``, measurements are validated in blocks
+    of whole patients of about that many rows and written as they come (same files, bounded memory:
+    docs/scale.md). The caller writes the report after this returns, as :func:`write_outputs` does."""
+    if chunk_rows is None:
+        result = run(config, raw_tables)
+        with atomic_dir(out_dir) as tmp:
+            _write_tables(result, tmp)
+        return result
+    with atomic_dir(out_dir) as tmp:
+        sink = ParquetBlocks(tmp / f"{MEASUREMENTS.name}.parquet")
+        result = run(config, raw_tables, chunk_rows, sink)
+        sink.close()
+        _write_tables(result, tmp)
+    return result
 
 
 def read_source(config: Config, cohort_dir: Path) -> dict[str, RawTable]:
     """The cohort's raw tables through the adapter ``cohort.format`` names (README "Your data in SDTM
     or OMOP"): canonical directory, SDTM folder or OMOP database."""
     options = read_options(config)  # cohort.csv dialect, ingest limits
+    # The SDTM and OMOP adapters (and SQLAlchemy) are imported only when used: a tenth of a second of
+    # every canonical ingest otherwise.
     if config.cohort.format == "sdtm":
+        from pipeline.adapters.sdtm import read_sdtm
+
         return read_sdtm(cohort_dir, limits=options["limits"])
     if config.cohort.format == "omop":
+        from pipeline.adapters.omop import read_omop
+
         return read_omop(config.cohort.url, config.cohort.db_schema, limits=options["limits"],
                          patient_id=config.cohort.omop_patient_id)
     # Grades derived from raw observations need no events table (its DEATH rows are used when present).
@@ -68,14 +100,19 @@ def cohort_name(config: Config, cohort_dir: Path) -> str:
     return make_url(config.cohort.url).render_as_string(hide_password=True)
 
 
-def main(config: Config, cohort: Path | None = None, out: Path | None = None, report: Path | None = None) -> None:
+def main(config: Config, cohort: Path | None = None, out: Path | None = None, report: Path | None = None,
+         chunk_rows: int | None = None) -> None:
+    """``chunk_rows`` (else ``ingest.chunk_rows`` when the config has it; None: the whole table at
+    once): measurement rows per block of patients, which bounds the working memory (same outputs)."""
     cohort_dir = cohort or config.cohort.path
     out_dir = Path(out or config.paths.interim_dir)
     report_path = Path(report or config.paths.ingest_report)
+    if chunk_rows is None:
+        chunk_rows = getattr(config.ingest, "chunk_rows", None)
     raw = read_source(config, cohort_dir)
-    result = run(config, raw)
+    result = run_to(config, raw, out_dir, chunk_rows)
     result.report = {"cohort": cohort_name(config, cohort_dir), **result.report}
-    write_outputs(result, out_dir, report_path)
+    write_json(result.report, report_path)
     r = result.report
     for warning in r["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
@@ -86,4 +123,4 @@ def main(config: Config, cohort: Path | None = None, out: Path | None = None, re
     )
 
 
-__all__ = ["IngestResult", "main", "run", "write_outputs"]
+__all__ = ["IngestResult", "main", "run", "run_to", "write_outputs"]

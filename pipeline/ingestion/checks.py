@@ -85,12 +85,16 @@ class TableOutcome:
     cells: pd.DataFrame = field(default_factory=pd.DataFrame)
     #: Accepted or not, rows whose time was a date alone (placed at the end or start of the day).
     date_only_times: int = 0
+    #: Rows accepted when ``accepted`` is not held (written block by block): ``len(accepted)`` otherwise.
+    n_accepted: int | None = None
+    #: Patients with accepted rows, likewise (measurements written block by block).
+    n_patients: int | None = None
 
     def counts(self, path: Path) -> dict:
         return {
             "path": str(path),
             "rows_read": self.rows_read,
-            "rows_accepted": int(len(self.accepted)),
+            "rows_accepted": int(len(self.accepted) if self.n_accepted is None else self.n_accepted),
             "rows_quarantined": int(len(self.quarantine)),
             "duplicates_dropped": self.duplicates_dropped,
             "quarantine_by_reason": reason_counts(self.quarantine),

@@ -35,7 +35,13 @@ from pipeline.ingestion.text import (
     missing_values,
     parse_censored,
 )
-from pipeline.ingestion.times import anchor_seconds, arrow_hours, patient_time_runs, present_times
+from pipeline.ingestion.times import (
+    anchor_seconds,
+    arrow_hours,
+    is_numeric_form,
+    patient_time_runs,
+    present_times,
+)
 from pipeline.registry import Registry, normalize_name, normalize_unit
 
 
@@ -96,17 +102,30 @@ def _resolve_analytes(column: pa.ChunkedArray, registry: Registry, checks: RowCh
     return _Analytes(names, name_idx, codes, canonical_units, name_code, code_idx, code_idx >= 0, np.maximum(code_idx, 0))
 
 
-def _values_and_censoring(column: pa.ChunkedArray, checks: RowChecks) -> tuple[np.ndarray, np.ndarray]:
-    """Numeric value (the bound when censored) and censoring code (0 none, 1 left, 2 right) per row."""
-    value_text = arrow_trim(column)  # "" stays "": a missing-value token
-    values = arrow_numbers(value_text)
-    missing = missing_values(value_text)
-    checks.flag(missing, "missing_value", "value is empty")
+def _read_values(text: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per entry of trimmed ``text``: (value, censoring code, missing, unparseable)."""
+    values = arrow_numbers(text)
+    missing = missing_values(text)
     censoring = np.zeros(len(values), dtype=np.int8)
     needs_pattern = ~missing & np.isnan(values)
     if needs_pattern.any():
-        parse_censored(value_text, needs_pattern, values, censoring)
-        checks.flag(needs_pattern & np.isnan(values), "unparseable_value", "value is not a number or censored number")
+        parse_censored(text, needs_pattern, values, censoring)
+    return values, censoring, missing, needs_pattern & np.isnan(values)
+
+
+def _values_and_censoring(column: pa.ChunkedArray, checks: RowChecks) -> tuple[np.ndarray, np.ndarray]:
+    """Numeric value (the bound when censored) and censoring code (0 none, 1 left, 2 right) per row.
+
+    Values repeat (``%.4g`` results, censored bounds): each distinct text is read once, through its
+    dictionary, and the readings are gathered per row; a null picks the trailing entry (missing)."""
+    encoded = pc.dictionary_encode(column.combine_chunks())
+    codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
+    value_text = arrow_trim(encoded.dictionary)  # "" stays "": a missing-value token
+    read = _read_values(value_text)
+    values, censoring, missing, unparseable = (np.append(a, np.array([fill], a.dtype))[codes]
+                                               for a, fill in zip(read, (np.nan, 0, True, False), strict=True))
+    checks.flag(missing, "missing_value", "value is empty")
+    checks.flag(unparseable, "unparseable_value", "value is not a number or censored number")
     # inf, 1e400 (read as inf) or 1e39 would be infinite in the model's float32 matrix and stop scoring.
     checks.flag(beyond_float32(values), "non_finite_value", "value is infinite or beyond the float32 range")
     return values, censoring
@@ -255,37 +274,52 @@ def _accepted_frame(
     return pa.table(dict(zip(names, columns, strict=True))).to_pandas()
 
 
-def _normalisation_report(good_rows: np.ndarray, analytes: _Analytes, units: _Units) -> dict:
-    """What was normalised (accepted rows only), counted per distinct (name, unit) pair. Names and units
-    quoted here are spellings of registry terms (matched after case and space folding), never free text."""
+@dataclass
+class Normalised:
+    """What was normalised (accepted rows only), as counts that add up over blocks of patients."""
+
+    found: Counter
+    unknown: Counter
+    conversions: Counter
+    synonyms: Counter
+
+    def add(self, other: Normalised) -> None:
+        for mine, theirs in ((self.found, other.found), (self.unknown, other.unknown),
+                             (self.conversions, other.conversions), (self.synonyms, other.synonyms)):
+            mine.update(theirs)
+
+    def report(self) -> dict:
+        return {
+            "analytes_found": dict(sorted(self.found.items())),
+            # Counts only: the names come from the file and could be anything (ingest.json is kept in git);
+            # they stay in measurements.parquet (known_analyte false).
+            "unknown_analytes": {"n_names": len(self.unknown), "n_rows": int(sum(self.unknown.values()))},
+            "unit_conversions": dict(sorted(self.conversions.items())),
+            "synonyms_mapped": dict(sorted(self.synonyms.items())),
+        }
+
+
+def _normalised(good_rows: np.ndarray, analytes: _Analytes, units: _Units) -> Normalised:
+    """Counted per distinct (name, unit) pair. Names and units quoted in the report are spellings of
+    registry terms (matched after case and space folding), never free text."""
     n_units = len(units.normalised)
     pair_counts = np.bincount(analytes.name_idx[good_rows] * n_units + (units.idx[good_rows] % n_units),
                               minlength=max(len(analytes.names), 1) * n_units)
-    conversions: Counter = Counter()
-    synonyms: Counter = Counter()
-    unknown: Counter = Counter()
-    found: Counter = Counter()
+    out = Normalised(Counter(), Counter(), Counter(), Counter())
     for key in np.flatnonzero(pair_counts).tolist():
         rows = int(pair_counts[key])
         n_idx, u_idx = divmod(key, n_units)
         name, c = analytes.names[n_idx], int(analytes.name_code[n_idx])
         if c < 0:
-            unknown[name] += rows
+            out.unknown[name] += rows
             continue
         code, canonical_unit = analytes.codes[c], analytes.canonical_units[c]
-        found[code] += rows
+        out.found[code] += rows
         if units.normalised[u_idx] != normalize_unit(canonical_unit):
-            conversions[f"{code}: {units.names[u_idx]} -> {canonical_unit}"] += rows
+            out.conversions[f"{code}: {units.names[u_idx]} -> {canonical_unit}"] += rows
         if name != code:
-            synonyms[f"{name} -> {code}"] += rows
-    return {
-        "analytes_found": dict(sorted(found.items())),
-        # Counts only: the names come from the file and could be anything (ingest.json is kept in git);
-        # they stay in measurements.parquet (known_analyte false).
-        "unknown_analytes": {"n_names": len(unknown), "n_rows": int(sum(unknown.values()))},
-        "unit_conversions": dict(sorted(conversions.items())),
-        "synonyms_mapped": dict(sorted(synonyms.items())),
-    }
+            out.synonyms[f"{name} -> {code}"] += rows
+    return out
 
 
 #: Optional measurement column: when the result was known (docs/CONTRACTS.md), and its accepted form.
@@ -305,17 +339,34 @@ def _sorted_runs(patient_row: np.ndarray, hours: np.ndarray) -> tuple[np.ndarray
     return rows[order], same, sortable
 
 
+@dataclass(frozen=True)
+class TimeForms:
+    """The per-file decisions of :func:`arrow_hours` (numbers of hours, or else ISO timestamps) for
+    ``time`` and the optional ``result_time``, taken on the whole file when it is validated in blocks."""
+
+    time: bool
+    result_time: bool | None
+
+    @classmethod
+    def of(cls, table: pa.Table) -> TimeForms:
+        result = table.column(RESULT_TIME) if RESULT_TIME in table.column_names else None
+        return cls(is_numeric_form(table.column("time")), None if result is None else is_numeric_form(result))
+
+
 def _patients_and_times(
-    table: RawTable, patients: pd.DataFrame, checks: RowChecks
+    table: RawTable, patients: pd.DataFrame, checks: RowChecks, forms: TimeForms | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Patient position and hours per row (flagging their reasons), and the rows' (patient, time) order."""
     raw = table.arrow
     patient_row = _patient_rows(raw.column("patient_id"), patients, checks)
-    hours = arrow_hours(table, raw.column("time"), patient_row, anchor_seconds(patients), checks)
+    hours = arrow_hours(table, raw.column("time"), patient_row, anchor_seconds(patients), checks,
+                        numeric_form=None if forms is None else forms.time)
     return (patient_row, hours, *_sorted_runs(patient_row, hours))
 
 
-def result_hours(table: RawTable, patients: pd.DataFrame, hours: np.ndarray, checks: RowChecks) -> np.ndarray | None:
+def result_hours(
+    table: RawTable, patients: pd.DataFrame, hours: np.ndarray, checks: RowChecks, forms: TimeForms | None = None
+) -> np.ndarray | None:
     """Hours since anchor when each result was known (optional ``result_time``: a research cytokine
     panel reported days after the sample); NaN where empty. None without the column. A result before
     its sample is ``out_of_range``; an unreadable one ``bad_time``."""
@@ -325,7 +376,8 @@ def result_hours(table: RawTable, patients: pd.DataFrame, hours: np.ndarray, che
     present = present_times(text)
     result_checks = RowChecks(table.n_rows)
     patient_row = _patient_rows(table.arrow.column("patient_id"), patients, RowChecks(table.n_rows))
-    known = arrow_hours(table, text, patient_row, anchor_seconds(patients), result_checks)
+    known = arrow_hours(table, text, patient_row, anchor_seconds(patients), result_checks,
+                        numeric_form=None if forms is None else forms.result_time)
     checks.flag(present & ~result_checks.ok, "bad_time", "result_time is not a time in the file's time form")
     with np.errstate(invalid="ignore"):
         checks.flag(present & (known < hours), "out_of_range", "result_time before time (the sample)")
@@ -343,21 +395,25 @@ def _analytes_and_values(
     return analytes, units, converted, censoring
 
 
-def validate_measurements(table: RawTable, patients: pd.DataFrame, registry: Registry) -> TableOutcome:
+def validate_measurements(
+    table: RawTable, patients: pd.DataFrame, registry: Registry, forms: TimeForms | None = None
+) -> TableOutcome:
     """Accepted measurements (sorted by patient and time, canonical codes and units) and the quarantine.
 
     Patients and times, and analytes, values and units, are read side by side: each half flags its own
     :class:`RowChecks`, and since every reason of the first half comes before every reason of the second
     in the reason order, the first half's reason wins where both flag a row, as one pass in order gives.
+    ``forms``: the file's time forms when ``table`` is one block of it (:mod:`.blocks`); the report's
+    normalisation counts are then also left as :class:`Normalised` (``extra["normalised"]``) to add up.
     """
     raw = table.arrow
     checks, later = RowChecks(raw.num_rows), RowChecks(raw.num_rows)
     (patient_row, hours, order, same, is_sortable), (analytes, units, converted, censoring) = in_parallel(
-        lambda: _patients_and_times(table, patients, checks),
+        lambda: _patients_and_times(table, patients, checks, forms),
         lambda: _analytes_and_values(raw, registry, later),
     )
     checks.then(later)
-    known = result_hours(table, patients, hours, checks)
+    known = result_hours(table, patients, hours, checks, forms)
     kept, good, dropped = _settle_repeats(
         raw, checks, patient_row, hours, analytes, converted, censoring, (order, same), is_sortable)
     good_rows = np.flatnonzero(good)
@@ -365,4 +421,6 @@ def validate_measurements(table: RawTable, patients: pd.DataFrame, registry: Reg
     accepted = _accepted_frame(order, patients, patient_row, hours, analytes, units, converted, censoring)
     if known is not None:
         accepted[RESULT_HOURS] = known[order]
-    return finish(table, kept, checks, accepted, dropped, _normalisation_report(good_rows, analytes, units))
+    normalised = _normalised(good_rows, analytes, units)
+    extra = {"normalised": normalised} if forms is not None else normalised.report()
+    return finish(table, kept, checks, accepted, dropped, extra)

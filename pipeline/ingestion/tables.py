@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -10,6 +11,7 @@ import pandas as pd
 from pipeline.adapters.canonical import RawTable
 from pipeline.cohort import EVENTS, MEASUREMENTS, OBSERVATIONS, PATIENTS, REASONS, TREATMENTS
 from pipeline.config import IngestConfig
+from pipeline.ingestion.blocks import validate_in_blocks
 from pipeline.ingestion.checks import TableOutcome, all_quarantine
 from pipeline.ingestion.measurements import validate_measurements
 from pipeline.ingestion.observations import empty_observations, validate_observations
@@ -51,12 +53,22 @@ class IngestResult:
     report: dict = field(default_factory=dict)
 
 
-def _validate_all(raw: dict[str, RawTable], registry: Registry) -> dict[str, TableOutcome]:
-    """Patients first: the other tables accept only rows of accepted patients."""
+#: Where accepted measurements go when validated in blocks: called once per block, in table order.
+Sink = Callable[[pd.DataFrame], None]
+
+
+def _validate_all(
+    raw: dict[str, RawTable], registry: Registry, blocks: tuple[int, Sink] | None = None
+) -> dict[str, TableOutcome]:
+    """Patients first: the other tables accept only rows of accepted patients. ``blocks``: measurements
+    in blocks of about this many rows, accepted ones handed to the sink (:mod:`.blocks`)."""
     outcomes: dict[str, TableOutcome] = {}
     outcomes[PATIENTS.name] = validate_patients(raw[PATIENTS.name])
     patients = outcomes[PATIENTS.name].accepted
-    outcomes[MEASUREMENTS.name] = validate_measurements(raw[MEASUREMENTS.name], patients, registry)
+    if blocks is None:
+        outcomes[MEASUREMENTS.name] = validate_measurements(raw[MEASUREMENTS.name], patients, registry)
+    else:
+        outcomes[MEASUREMENTS.name] = validate_in_blocks(raw[MEASUREMENTS.name], patients, registry, *blocks)
     if EVENTS.name in raw:  # absent only when grades are derived from observations
         outcomes[EVENTS.name] = validate_events(raw[EVENTS.name], patients)
     if TREATMENTS.name in raw:
@@ -130,9 +142,13 @@ def _by_source(table: RawTable, outcome: TableOutcome) -> dict:
     }
 
 
-def _report(
-    outcomes: dict[str, TableOutcome], raw: dict[str, RawTable], tables: dict[str, pd.DataFrame], share: float
-) -> dict:
+def _patients_with_measurements(outcome: TableOutcome) -> int:
+    if outcome.n_patients is not None:  # written block by block
+        return outcome.n_patients
+    return int(outcome.accepted["patient_id"].nunique())
+
+
+def _report(outcomes: dict[str, TableOutcome], raw: dict[str, RawTable], share: float) -> dict:
     """``reports/ingest.json`` without the run's settings: counts overall and per file, then what was
     normalised. It quotes no cell value (it is kept in git): names of files and columns, reasons, counts."""
     files = {name: {**outcome.counts(raw[name].path), **_by_source(raw[name], outcome)}
@@ -150,7 +166,7 @@ def _report(
         "cells_quarantined_by_reason": {r: cells_by_reason[r] for r in REASONS if cells_by_reason[r]},
         "files": files,
         "patients": int(len(patients.accepted)),
-        "patients_with_measurements": int(tables[MEASUREMENTS.name]["patient_id"].nunique()),
+        "patients_with_measurements": _patients_with_measurements(outcomes[MEASUREMENTS.name]),
         "covariate_types": patients.extra["covariate_types"],
         **outcomes[MEASUREMENTS.name].extra,
         "warnings": patients.extra["warnings"] + _share_warnings(files, share)
@@ -159,16 +175,25 @@ def _report(
 
 
 def ingest_tables(
-    raw: dict[str, RawTable], registry: Registry | None = None, *, quarantine_warning_share: float = WARNING_SHARE
+    raw: dict[str, RawTable], registry: Registry | None = None, *, quarantine_warning_share: float = WARNING_SHARE,
+    chunk_rows: int | None = None, sink: Sink | None = None,
 ) -> IngestResult:
     """Validate and normalise raw cohort tables (any adapter's output). Pure: no file is read or written.
 
-    ``quarantine`` holds the quarantined rows and then the blanked cells (``source_column`` set)."""
-    outcomes = _validate_all(raw, registry or load_registry())
-    tables = {name: outcome.accepted for name, outcome in outcomes.items()}
+    ``quarantine`` holds the quarantined rows and then the blanked cells (``source_column`` set).
+    ``chunk_rows`` (with ``sink``): measurements validated in blocks of whole patients of about that
+    many rows, each block's accepted rows handed to ``sink`` in table order (e.g. a
+    :class:`~pipeline.ingestion.blocks.ParquetBlocks` writer) and left out of ``tables``; every other
+    output is the same as without."""
+    if (chunk_rows is None) != (sink is None):
+        raise ValueError("chunk_rows and sink go together")
+    blocks = None if chunk_rows is None else (chunk_rows, sink)
+    outcomes = _validate_all(raw, registry or load_registry(), blocks)
+    tables = {name: outcome.accepted for name, outcome in outcomes.items()
+              if blocks is None or name != MEASUREMENTS.name}
     tables.setdefault(EVENTS.name, empty_events())
     tables.setdefault(TREATMENTS.name, empty_treatments())
     tables.setdefault(OBSERVATIONS.name, empty_observations())
     quarantine = all_quarantine(outcomes.values())
-    report = _report(outcomes, raw, tables, quarantine_warning_share)
+    report = _report(outcomes, raw, quarantine_warning_share)
     return IngestResult(tables=tables, quarantine=quarantine, report=report)

@@ -143,18 +143,28 @@ def _timestamp_hours(
     return (stamp_s - anchor_row) / 3600.0
 
 
+def is_numeric_form(time_text: pa.ChunkedArray | pa.Array) -> bool:
+    """Whether a time column gives numbers of hours (else ISO timestamps): the per-file decision of
+    :func:`arrow_hours`, taken once on a whole file when its rows are validated in blocks."""
+    return _numeric_form(time_text, present_times(time_text)) is not None
+
+
 def arrow_hours(
     table: RawTable, time_text: pa.ChunkedArray | pa.Array, patient_row: np.ndarray, anchor_s: np.ndarray | None,
-    checks: RowChecks, day_end: bool = True,
+    checks: RowChecks, day_end: bool = True, numeric_form: bool | None = None,
 ) -> np.ndarray:
     """Hours since anchor for a ``time`` column holding either numbers of hours or ISO timestamps.
 
-    The form is decided per file by the majority of non-empty values; rows in the other form, empty
-    times and timestamps of patients without an anchor are flagged ``bad_time``. ``time_text`` may be
-    untrimmed: only the rows that need it are trimmed. ``patient_row`` is
+    The form is decided per file by the majority of non-empty values (``numeric_form``, when given,
+    is that decision taken on the whole file: ``time_text`` is then one block of it); rows in the other
+    form, empty times and timestamps of patients without an anchor are flagged ``bad_time``.
+    ``time_text`` may be untrimmed: only the rows that need it are trimmed. ``patient_row`` is
     each row's position in the accepted patients table (-1 if unknown).
     """
-    numeric = _numeric_form(time_text, present_times(time_text))
+    if numeric_form is None:
+        numeric = _numeric_form(time_text, present_times(time_text))
+    else:
+        numeric = arrow_numbers(arrow_trim(time_text)) if numeric_form else None
     if numeric is not None:
         with np.errstate(invalid="ignore"):  # NaN (empty, text), inf and 1e39 alike: unusable as a float32 time
             unusable = ~(np.abs(numeric) <= FLOAT32_MAX)

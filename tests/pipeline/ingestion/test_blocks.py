@@ -1,0 +1,73 @@
+"""Measurements validated in blocks of patients (``chunk_rows``) give the files the whole table gives,
+byte for byte: the recorded golden outputs of :mod:`.test_golden`, with blocks down to one row."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.config import Config
+from pipeline.ingest import main
+from pipeline.ingestion.blocks import ROW_GROUP_ROWS, ParquetBlocks
+from tests.pipeline.ingestion.test_golden import GOLDEN, TABLES, _same_parquet
+
+CASES = ("unsorted", "sorted_panels", "hours")
+
+
+def _counting(write: Callable, calls: list) -> Callable:
+    def counted(self: ParquetBlocks, frame: pd.DataFrame) -> None:
+        calls.append(len(frame))
+        write(self, frame)
+
+    return counted
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 7, 60, 10_000])
+@pytest.mark.parametrize("case", CASES)
+def test_blocks_write_the_recorded_outputs(case: str, chunk_rows: int, tmp_path: Path, monkeypatch) -> None:
+    work = tmp_path / case
+    shutil.copytree(GOLDEN / case / "cohort", work / "cohort")
+    monkeypatch.chdir(work)  # relative paths, as recorded
+    blocks = []
+    monkeypatch.setattr(ParquetBlocks, "__call__", _counting(ParquetBlocks.__call__, blocks))
+    main(Config(), cohort=Path("cohort"), out=Path("out"), report=Path("ingest.json"), chunk_rows=chunk_rows)
+    assert len(blocks) > (1 if chunk_rows < 100 else 0)
+    want = GOLDEN / case
+    assert (work / "ingest.json").read_bytes() == (want / "ingest.json").read_bytes()
+    assert (work / "out" / "quarantine.csv").read_bytes() == (want / "out" / "quarantine.csv").read_bytes()
+    for name in TABLES:
+        _same_parquet(work / "out" / f"{name}.parquet", want / "out" / f"{name}.parquet")
+
+
+def test_parquet_blocks_regroup_rows_as_one_write(tmp_path: Path) -> None:
+    """Blocks of uneven sizes across row-group boundaries: the file ``to_parquet`` writes at once."""
+    rng = np.random.default_rng(3)
+    n = ROW_GROUP_ROWS + 70_001
+    whole = pd.DataFrame({
+        "patient_id": pd.array(np.char.mod("P%05d", rng.integers(0, 50_000, n)), dtype="str"),
+        "value": rng.normal(size=n), "known": rng.random(n) < 0.9,
+    })
+    whole.to_parquet(tmp_path / "whole.parquet", index=False)
+    sink = ParquetBlocks(tmp_path / "blocks.parquet")
+    cuts = np.sort(rng.choice(np.arange(1, n), 40, replace=False))
+    for block in np.split(np.arange(n), cuts):
+        sink(whole.iloc[block].reset_index(drop=True))
+    sink.close()
+    assert (tmp_path / "blocks.parquet").read_bytes() == (tmp_path / "whole.parquet").read_bytes()
+    assert pq.read_metadata(tmp_path / "blocks.parquet").num_row_groups == 2
+
+
+def test_parquet_blocks_of_no_rows(tmp_path: Path) -> None:
+    empty = pd.DataFrame({"patient_id": pd.array([], dtype="str"), "value": np.zeros(0)})
+    empty.to_parquet(tmp_path / "whole.parquet", index=False)
+    sink = ParquetBlocks(tmp_path / "blocks.parquet")
+    sink(empty)
+    sink(empty)
+    sink.close()
+    assert (tmp_path / "blocks.parquet").read_bytes() == (tmp_path / "whole.parquet").read_bytes()
