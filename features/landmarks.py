@@ -228,10 +228,9 @@ def censoring_codes(measurements: pd.DataFrame) -> np.ndarray:
     """int8 per row: CENSORED_BELOW for ``left``, CENSORED_ABOVE for ``right``, else 0 (incl. no column)."""
     if "censoring" not in measurements.columns:
         return np.zeros(len(measurements), dtype=np.int8)
-    cens = _arrow_strings(measurements["censoring"])
-    found = pc.fill_null(pc.index_in(cens, value_set=pa.array(["left", "right"], type=cens.type)), -1)
+    found = _codes(measurements["censoring"], ["left", "right"])  # mostly runs of "none": heads hashed only
     lut = np.array([0, CENSORED_BELOW, CENSORED_ABOVE], dtype=np.int8)
-    return np.take(lut, _to_numpy(found).astype(np.intp) + 1)
+    return np.take(lut, found + 1)
 
 
 def _float(values: pd.Series) -> np.ndarray:
@@ -254,8 +253,11 @@ def patient_index(patients: pd.DataFrame) -> np.ndarray:
 
 
 def _sorted_by_patient_hours(patient: np.ndarray, hours: np.ndarray) -> bool:
-    dp = np.diff(patient)
-    return bool(np.all((dp > 0) | ((dp == 0) & (np.diff(hours) >= 0))))
+    """True when codes never decrease and, within one code, hours never decrease (and are not NaN)."""
+    if len(patient) < 2 or not np.all(patient[1:] >= patient[:-1]):
+        return len(patient) < 2
+    back = np.flatnonzero(~(hours[1:] >= hours[:-1]))  # only where the patient changes
+    return bool(np.all(patient[back + 1] != patient[back]))
 
 
 def encode_cohort(
@@ -902,14 +904,19 @@ def _dynamic_block(timeline: Timeline, spec: LandmarkSpec) -> pd.DataFrame:
     """``landmark_hours`` and every dynamic feature, one row per (patient, landmark), patient-major.
 
     Filled as one (feature, patient, landmark) float block, which is the layout pandas keeps a float
-    frame in, so the frame wraps it without another copy.
+    frame in, so the frame wraps it without another copy; each landmark's features are written into
+    it as soon as they are computed (no per-landmark copies kept).
     """
     n, k = timeline.n_patients, len(spec.landmarks_hours)
-    per_landmark = [features_at_landmark(cut_at_landmark(timeline, L), spec) for L in spec.landmarks_hours]
-    names = list(per_landmark[0])
-    block = np.empty((len(names), n, k), dtype=np.float64)
-    for i, name in enumerate(names):  # one feature's (patient, landmark) slab at a time: stays in cache
-        np.stack([feats[name] for feats in per_landmark], axis=1, out=block[i])
+    names: list[str] = []
+    block = np.empty((0, n, k), dtype=np.float64)
+    for j, landmark in enumerate(spec.landmarks_hours):
+        features = features_at_landmark(cut_at_landmark(timeline, landmark), spec)
+        if j == 0:
+            names = list(features)
+            block = np.empty((len(names), n, k), dtype=np.float64)
+        for i, name in enumerate(names):
+            block[i, :, j] = features[name]
     return pd.DataFrame(block.reshape(len(names), n * k).T, columns=names, copy=False)
 
 

@@ -180,9 +180,11 @@ class LandmarkFeaturizer(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
         events: pd.DataFrame | None = None,
         treatments: pd.DataFrame | None = None,
     ) -> LandmarkFeaturizer:
-        return self._fit(self._tables(X, patients=patients, events=events, treatments=treatments), None)
+        self._fit(self._tables(X, patients=patients, events=events, treatments=treatments), None)
+        return self
 
-    def _fit(self, tables: Tables, keys: MeasurementKeys | None) -> LandmarkFeaturizer:
+    def _fit(self, tables: Tables, keys: MeasurementKeys | None) -> pd.DataFrame:
+        """Learn from ``tables``; returns the harmonised patients table (``fit_transform`` reuses it)."""
         if tables.get("patients") is None:
             raise ValueError("LandmarkFeaturizer.fit needs the patients table")
         patients = tables["patients"]
@@ -199,12 +201,12 @@ class LandmarkFeaturizer(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
         else:
             self.analytes_ = list(dict.fromkeys(a.strip().upper() for a in self.analytes))
         spec = self.spec()
-        self.static_encoding_: StaticEncoding = learn_static_encoding(
-            self.harmonise(patients).patients, spec.static_features)
+        harmonised = self.harmonise(patients).patients
+        self.static_encoding_: StaticEncoding = learn_static_encoding(harmonised, spec.static_features)
         self.feature_names_out_ = list(
             definitions.feature_table(spec.analytes, spec.static_features, units={})["name"]
         )
-        return self
+        return harmonised
 
     def transform(
         self,
@@ -217,11 +219,13 @@ class LandmarkFeaturizer(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
         """The landmark matrix: ``patient_id``, ``landmark_hours``, features, ``label__*``, ``onset_hours__*``."""
         return self._transform(self._tables(X, patients=patients, events=events, treatments=treatments), None)
 
-    def _transform(self, tables: dict[str, pd.DataFrame | None], keys: MeasurementKeys | None) -> pd.DataFrame:
+    def _transform(self, tables: dict[str, pd.DataFrame | None], keys: MeasurementKeys | None,
+                   harmonised: pd.DataFrame | None = None) -> pd.DataFrame:
+        """``transform``; ``harmonised``: the patients table already harmonised by this fit (else redone)."""
         if not hasattr(self, "static_encoding_"):
             raise ValueError("LandmarkFeaturizer is not fitted; call fit first")
         if self.harmonise_covariates and tables.get("patients") is not None:
-            tables["patients"] = self.harmonise(tables["patients"]).patients
+            tables["patients"] = self.harmonise(tables["patients"]).patients if harmonised is None else harmonised
         spec = self.spec()
         size = self.chunk_patients
         if size is None or tables.get("patients") is None or len(tables["patients"]) <= size:
@@ -230,12 +234,14 @@ class LandmarkFeaturizer(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
         return pd.concat(blocks, ignore_index=True)
 
     def fit_transform(self, X: pd.DataFrame | Tables, y: Any = None, **tables: pd.DataFrame | None) -> pd.DataFrame:
-        """``fit(X).transform(X)``, hashing the measurements' patient ids and analyte names once for both."""
+        """``fit(X).transform(X)``, hashing the measurements' patient ids and analyte names and harmonising
+        the covariates once for both."""
         merged = self._tables(X, **tables)
         keys = None
         if merged.get("measurements") is not None and merged.get("patients") is not None:
             keys = measurement_keys(merged["measurements"], patient_index(merged["patients"]))
-        return self._fit(merged, keys)._transform(merged, keys)
+        harmonised = self._fit(merged, keys)
+        return self._transform(merged, keys, harmonised)
 
     def get_feature_names_out(self, input_features: Any = None) -> list[str]:
         """Model feature columns (everything except ``patient_id``, labels and onsets)."""
