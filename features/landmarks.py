@@ -449,6 +449,13 @@ def _segment_max(n: int, patient: np.ndarray, values: np.ndarray) -> np.ndarray:
     return _scatter(n, patient[starts], np.maximum.reduceat(values, starts))
 
 
+def _spread(n: int, patient: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Per patient, last minus first ``x`` of its rows (NaN without rows): its max - min when ``x`` is
+    sorted within each patient, as hours are."""
+    first, last = np.flatnonzero(_first_flags(patient)), np.flatnonzero(_last_flags(patient))
+    return _scatter(n, patient[first], x[last] - x[first])
+
+
 class AnalyteAtLandmark:
     """Per-patient summaries of one analyte at L; arrays of length ``n_patients`` (NaN = missing).
 
@@ -472,17 +479,36 @@ class AnalyteAtLandmark:
         self._slopes: dict[float, np.ndarray] = {}
 
     @functools.cached_property
+    def _bounds(self) -> np.ndarray:
+        """Rows ``[bounds[p], bounds[p + 1])`` are patient ``p``'s (the series is sorted by patient, hours)."""
+        return np.searchsorted(self._s.patient, np.arange(self.n + 1))
+
+    @functools.cached_property
+    def _first_post(self) -> np.ndarray:
+        """Per patient, its first row with hours > 0 (its segment's end when none): within a patient the
+        rows are sorted by hours, so those at or before the anchor come first."""
+        pre = np.bincount(self._s.patient[self._s.hours <= 0.0], minlength=self.n)
+        return self._bounds[:-1] + pre
+
+    def _at(self, rows: np.ndarray, ok: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """Per patient, ``values[rows[p]]`` where ``ok[p]``, else NaN (``rows[p]`` need not be valid there)."""
+        out = np.full(self.n, np.nan)
+        out[ok] = values[rows[ok]]
+        return out
+
+    @functools.cached_property
     def _last_post(self) -> np.ndarray:
-        """Index of each patient's last row with hours > 0 (the series is already cut at L)."""
-        post = np.flatnonzero(self._s.hours > 0.0)
-        return post[_last_flags(self._s.patient[post])]
+        """Index of each patient's last row with hours > 0 (the series is already cut at L): its last
+        row, when that is after the anchor."""
+        ends = self._bounds[1:]
+        return (ends - 1)[self._first_post < ends]
 
     @functools.cached_property
     def count(self) -> np.ndarray:
-        return np.bincount(self._s.patient, minlength=self.n).astype(np.float64)
+        return np.diff(self._bounds).astype(np.float64)
 
     def _count_censored(self, direction: int) -> np.ndarray:
-        return _sum(self._s.patient, (self._s.censoring == direction).astype(np.float64), self.n)
+        return np.bincount(self._s.patient[self._s.censoring == direction], minlength=self.n).astype(np.float64)
 
     @property
     def n_below_limit(self) -> np.ndarray:
@@ -507,12 +533,18 @@ class AnalyteAtLandmark:
     @functools.cached_property
     def first(self) -> np.ndarray:
         """First value at or before L, at any time (pre-anchor included)."""
-        first = np.flatnonzero(_first_flags(self._s.patient))
-        return _scatter(self.n, self._s.patient[first], self._s.value[first])
+        starts = self._bounds[:-1]
+        return self._at(starts, starts < self._bounds[1:], self._s.value)
 
     @functools.cached_property
     def maximum(self) -> np.ndarray:
-        return _segment_max(self.n, self._s.patient, self._s.value)
+        starts, ends = self._bounds[:-1], self._bounds[1:]
+        present = starts < ends
+        if not present.any():
+            return np.full(self.n, np.nan)
+        out = np.full(self.n, np.nan)
+        out[present] = np.maximum.reduceat(self._s.value, starts[present])
+        return out
 
     def _first_value_in(self, rows: np.ndarray, last: bool) -> np.ndarray:
         p = self._s.patient[rows]
@@ -521,15 +553,23 @@ class AnalyteAtLandmark:
 
     @functools.cached_property
     def true_baseline(self) -> np.ndarray:
-        """Last value with ``-window <= hours <= 0`` (and <= L: the series is already cut)."""
-        s = self._s
-        return self._first_value_in(np.flatnonzero((s.hours >= -self.window) & (s.hours <= 0.0)), last=True)
+        """Last value with ``-window <= hours <= 0`` (and <= L: the series is already cut): the patient's
+        last row at or before the anchor, when it is inside the window."""
+        if len(self._s.hours) == 0:
+            return np.full(self.n, np.nan)
+        last_pre = np.maximum(self._first_post - 1, 0)
+        ok = (self._first_post > self._bounds[:-1]) & (self._s.hours[last_pre] >= -self.window)
+        return self._at(last_pre, ok, self._s.value)
 
     @functools.cached_property
     def fallback_baseline(self) -> np.ndarray:
-        """First value with ``0 < hours <= min(L, fallback_hours)``."""
-        s = self._s
-        return self._first_value_in(np.flatnonzero((s.hours > 0.0) & (s.hours <= self.fallback_hours)), last=False)
+        """First value with ``0 < hours <= min(L, fallback_hours)``: the patient's first row after the
+        anchor, when it is at or before ``fallback_hours``."""
+        if len(self._s.hours) == 0:
+            return np.full(self.n, np.nan)
+        first_post = np.minimum(self._first_post, len(self._s.hours) - 1)
+        ok = (self._first_post < self._bounds[1:]) & (self._s.hours[first_post] <= self.fallback_hours)
+        return self._at(first_post, ok, self._s.value)
 
     @functools.cached_property
     def baseline(self) -> np.ndarray:
@@ -577,7 +617,7 @@ class AnalyteAtLandmark:
                 sxy = _sum(p, dx * (y - mean_y[p]), self.n)
                 # Two or more distinct times (points sharing one time have no slope, even when rounding
                 # leaves sxx a hair above 0); NaN spread (no points) fails too.
-                ok = (_segment_max(self.n, p, x) + _segment_max(self.n, p, -x)) > 0
+                ok = _spread(self.n, p, x) > 0
                 self._slopes[window_hours] = np.where(ok, sxy / np.where(ok, sxx, 1.0), np.nan)
         return self._slopes[window_hours]
 
