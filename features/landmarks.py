@@ -98,8 +98,11 @@ class SortedRows:
     known: np.ndarray | None = None
 
     def take(self, keep: np.ndarray) -> SortedRows:
-        known = None if self.known is None else self.known[keep]
-        return SortedRows(self.patient[keep], self.hours[keep], self.value[keep], self.censoring[keep], known)
+        """The rows where ``keep`` (a boolean mask) is True, in order."""
+        rows = np.flatnonzero(keep)
+        known = None if self.known is None else np.take(self.known, rows)
+        return SortedRows(np.take(self.patient, rows), np.take(self.hours, rows), np.take(self.value, rows),
+                          np.take(self.censoring, rows), known)
 
     @staticmethod
     def empty() -> SortedRows:
@@ -228,9 +231,10 @@ def censoring_codes(measurements: pd.DataFrame) -> np.ndarray:
     """int8 per row: CENSORED_BELOW for ``left``, CENSORED_ABOVE for ``right``, else 0 (incl. no column)."""
     if "censoring" not in measurements.columns:
         return np.zeros(len(measurements), dtype=np.int8)
-    found = _codes(measurements["censoring"], ["left", "right"])  # mostly runs of "none": heads hashed only
+    cens = _arrow_strings(measurements["censoring"])
+    found = pc.fill_null(pc.index_in(cens, value_set=pa.array(["left", "right"], type=cens.type)), -1)
     lut = np.array([0, CENSORED_BELOW, CENSORED_ABOVE], dtype=np.int8)
-    return np.take(lut, found + 1)
+    return np.take(lut, _to_numpy(found).astype(np.intp) + 1)
 
 
 def _float(values: pd.Series) -> np.ndarray:
@@ -391,13 +395,17 @@ def _encode_grades(grades: pd.DataFrame | None, patient_ids: np.ndarray) -> dict
 # The cut: the only door from the cohort to a feature
 
 
-def cut_at_landmark(timeline: Timeline, landmark_hours: float) -> CutTimeline:
+def cut_at_landmark(timeline: Timeline | CutTimeline, landmark_hours: float) -> CutTimeline:
     """Keep only rows with ``hours_since_anchor <= landmark_hours`` (measurements and treatments).
 
     Every feature is computed from the returned object and from nothing else, so changing, deleting
     or adding rows after L cannot change a feature at L (tests/features prove it with hypothesis).
+    ``timeline`` may be a cut at a later landmark (its rows are a superset of the rows at L): cutting
+    the landmarks from the last to the first scans fewer rows.
     """
     L = float(landmark_hours)
+    if isinstance(timeline, CutTimeline) and L > timeline.landmark_hours:
+        raise ValueError(f"cannot cut at {L:g} h a timeline already cut at {timeline.landmark_hours:g} h")
 
     def cut(series: SortedRows) -> SortedRows:
         # A value counts from when it was known (a result reported later), not from its sample time.
@@ -950,9 +958,11 @@ def _dynamic_block(timeline: Timeline, spec: LandmarkSpec) -> pd.DataFrame:
     n, k = timeline.n_patients, len(spec.landmarks_hours)
     names: list[str] = []
     block = np.empty((0, n, k), dtype=np.float64)
-    for j, landmark in enumerate(spec.landmarks_hours):
-        features = features_at_landmark(cut_at_landmark(timeline, landmark), spec)
-        if j == 0:
+    cut: Timeline | CutTimeline = timeline
+    for j in reversed(range(k)):  # last landmark first: each cut is taken from the previous, smaller one
+        cut = cut_at_landmark(cut, spec.landmarks_hours[j])
+        features = features_at_landmark(cut, spec)
+        if not names:
             names = list(features)
             block = np.empty((len(names), n, k), dtype=np.float64)
         for i, name in enumerate(names):

@@ -123,3 +123,21 @@ def test_empty_series() -> None:
     want = reference(SortedRows.empty(), 4, 24.0)
     for name in ("count", "latest", "first", "maximum", "true_baseline", "fallback_baseline", "n_below_limit"):
         np.testing.assert_array_equal(getattr(fast, name), want[name], err_msg=name, strict=True)
+
+
+@pytest.mark.parametrize("with_known", [False, True])
+def test_cut_of_a_later_cut_equals_the_direct_cut(with_known: bool) -> None:
+    """The landmark matrix cuts the last landmark from the timeline and each earlier one from the later cut."""
+    timeline = simulated(7, with_known)
+    timeline = Timeline(timeline.patient_ids, timeline.analytes, timeline.treatments,
+                        score_baseline_end=np.where(np.arange(N_PATIENTS) % 2 == 0, -48.0, np.nan))
+    later = cut_at_landmark(timeline, 72.0)
+    for landmark in (48.0, 24.0, 0.0, -1.0):
+        direct, nested = cut_at_landmark(timeline, landmark), cut_at_landmark(later, landmark)
+        assert direct.landmark_hours == nested.landmark_hours and direct.n_patients == nested.n_patients
+        np.testing.assert_array_equal(direct.score_baseline_end, nested.score_baseline_end, strict=True)
+        for a, b in zip(direct.analytes["IL6"].__dict__.values(), nested.analytes["IL6"].__dict__.values(), strict=True):
+            np.testing.assert_array_equal(a, b, strict=True)
+        later = nested
+    with pytest.raises(ValueError, match="already cut"):
+        cut_at_landmark(later, 24.0)
