@@ -1,12 +1,15 @@
 """Benchmark: ingest a 5,000,000-row measurements CSV (20,000 patients).
 
 Usage: .venv/bin/python benchmarks/bench_ingest.py [--rows 5000000] [--patients 20000] [--repeats 3]
+                                                   [--chunk-rows N]
 
 Prints the time and peak RSS of `crs ingest` (run as a child process so its peak memory is its own)
 next to the plain I/O of the same file measured in the same run: a multi-threaded
 `pyarrow.csv.read_csv` + `pyarrow.parquet.write_table`, each in a fresh interpreter (imports included).
 The two alternate, `--repeats` times each; medians and their ratio are printed (the machine is shared,
-so single runs are noisy). The issue-14 target is a ratio of at most 2.
+so single runs are noisy). The issue-14 target is a ratio of at most 2. ``--chunk-rows N`` adds a third
+child per repeat: the same ingest with measurements validated in blocks of about N rows (``chunk_rows``),
+to compare time and peak memory with the whole table at once.
 """
 
 from __future__ import annotations
@@ -78,10 +81,16 @@ def _plain_code(cohort: Path) -> str:
             f"read_options=pacsv.ReadOptions(use_threads=True)), {str(WORK / 'plain.parquet')!r})")
 
 
-def _ingest_code(cohort: Path) -> str:
+def _ingest_code(cohort: Path, chunk_rows: int | None = None) -> str:
     return (f"from pathlib import Path; from pipeline.config import Config; from pipeline.ingest import main; "
             f"main(Config(), cohort=Path({str(cohort)!r}), out=Path({str(WORK / 'interim')!r}), "
-            f"report=Path({str(WORK / 'ingest.json')!r}))")
+            f"report=Path({str(WORK / 'ingest.json')!r}), chunk_rows={chunk_rows!r})")
+
+
+def _summary(label: str, runs: list[tuple[float, float, float]]) -> tuple[float, float]:
+    wall, peak, cpu = np.median([r[0] for r in runs]), max(r[1] for r in runs), np.median([r[2] for r in runs])
+    print(f"{label}: median {wall:.2f} s (cpu {cpu:.2f} s), peak RSS {peak:.0f} MB")
+    return wall, cpu
 
 
 def main() -> None:
@@ -89,6 +98,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=5_000_000)
     parser.add_argument("--patients", type=int, default=20_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--chunk-rows", type=int, default=None, help="also time ingest in blocks of this many rows")
     args = parser.parse_args()
     cohort = WORK / f"cohort_{args.rows}"
     if not (cohort / "measurements.csv").exists():
@@ -96,20 +106,20 @@ def main() -> None:
         make_cohort(cohort, args.rows, args.patients)
     size_mb = (cohort / "measurements.csv").stat().st_size / 1e6
     print(f"measurements.csv: {args.rows:,} rows, {size_mb:.0f} MB")
-    runs: dict[str, list[tuple[float, float, float]]] = {"plain": [], "ingest": []}
+    runs: dict[str, list[tuple[float, float, float]]] = {"plain": [], "ingest": [], "chunked": []}
     for i in range(args.repeats):
         runs["plain"].append(timed_child(_plain_code(cohort)))
         runs["ingest"].append(timed_child(_ingest_code(cohort)))
         (pw, _, pc), (iw, _, ic) = runs["plain"][-1], runs["ingest"][-1]
-        print(f"run {i + 1}: plain {pw:.2f} s (cpu {pc:.2f} s), ingest {iw:.2f} s (cpu {ic:.2f} s), "
-              f"ratio {iw / pw:.2f}", flush=True)
-    (plain, plain_mb, plain_cpu), (ingest, ingest_mb, ingest_cpu) = (
-        (np.median([r[0] for r in runs[k]]), max(r[1] for r in runs[k]), np.median([r[2] for r in runs[k]]))
-        for k in ("plain", "ingest"))
-    print(f"plain pyarrow read_csv + write_table (multi-threaded): median {plain:.2f} s (cpu {plain_cpu:.2f} s), "
-          f"peak RSS {plain_mb:.0f} MB")
-    print(f"crs ingest (read, validate, normalise, write): median {ingest:.2f} s (cpu {ingest_cpu:.2f} s), "
-          f"peak RSS {ingest_mb:.0f} MB")
+        line = f"run {i + 1}: plain {pw:.2f} s (cpu {pc:.2f} s), ingest {iw:.2f} s (cpu {ic:.2f} s), ratio {iw / pw:.2f}"
+        if args.chunk_rows:
+            runs["chunked"].append(timed_child(_ingest_code(cohort, args.chunk_rows)))
+            line += f"; chunked {runs['chunked'][-1][0]:.2f} s, {runs['chunked'][-1][1]:.0f} MB"
+        print(line, flush=True)
+    plain, plain_cpu = _summary("plain pyarrow read_csv + write_table (multi-threaded)", runs["plain"])
+    ingest, ingest_cpu = _summary("crs ingest (read, validate, normalise, write)", runs["ingest"])
+    if args.chunk_rows:
+        _summary(f"crs ingest, chunk_rows {args.chunk_rows:,}", runs["chunked"])
     print(f"ratio ingest / plain I/O: {ingest / plain:.2f} wall, {ingest_cpu / plain_cpu:.2f} cpu "
           f"(medians of {args.repeats} alternating runs; target <= 2)")
 
