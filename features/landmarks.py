@@ -952,21 +952,21 @@ def _dynamic_block(timeline: Timeline, spec: LandmarkSpec) -> pd.DataFrame:
     """``landmark_hours`` and every dynamic feature, one row per (patient, landmark), patient-major.
 
     Filled as one (feature, patient, landmark) float block, which is the layout pandas keeps a float
-    frame in, so the frame wraps it without another copy; each landmark's features are written into
-    it as soon as they are computed (no per-landmark copies kept).
+    frame in, so the frame wraps it without another copy. The block is filled one feature at a time
+    (its (patient, landmark) slab stays in cache), and each landmark's array is freed once copied.
     """
     n, k = timeline.n_patients, len(spec.landmarks_hours)
-    names: list[str] = []
-    block = np.empty((0, n, k), dtype=np.float64)
+    per_landmark: list[dict[str, np.ndarray]] = [{} for _ in range(k)]
     cut: Timeline | CutTimeline = timeline
     for j in reversed(range(k)):  # last landmark first: each cut is taken from the previous, smaller one
         cut = cut_at_landmark(cut, spec.landmarks_hours[j])
-        features = features_at_landmark(cut, spec)
-        if not names:
-            names = list(features)
-            block = np.empty((len(names), n, k), dtype=np.float64)
-        for i, name in enumerate(names):
-            block[i, :, j] = features[name]
+        per_landmark[j] = features_at_landmark(cut, spec)
+    names = list(per_landmark[0])
+    block = np.empty((len(names), n, k), dtype=np.float64)
+    for i, name in enumerate(names):
+        slab = block[i]
+        for j in range(k):
+            slab[:, j] = per_landmark[j].pop(name)
     return pd.DataFrame(block.reshape(len(names), n * k).T, columns=names, copy=False)
 
 
