@@ -136,11 +136,15 @@ def _timestamp_hours(
     checks.flag(np.isnan(stamps.seconds), "bad_time", "time is not an ISO 8601 timestamp")
     placed = stamps.date_only & checks.ok
     checks.date_only += int(placed.sum())
-    stamp_s = stamps.seconds + np.where(stamps.date_only & day_end, _DAY_SECONDS - 1, 0)
+    stamp_s = stamps.seconds
+    if day_end and stamps.date_only.any():  # most files have none: no pass over every row
+        stamp_s = stamp_s + np.where(stamps.date_only, _DAY_SECONDS - 1, 0)
     # Unknown patients (-1) pick the trailing NaN; safe even when no patient was accepted.
     anchor_row = np.append(anchor_s, np.nan)[np.where(patient_row >= 0, patient_row, len(anchor_s))]
     checks.flag(np.isnan(anchor_row), "bad_time", "patient has no anchor_time for a timestamp")
-    return (stamp_s - anchor_row) / 3600.0
+    stamp_s = stamp_s - anchor_row  # a new array: ``stamps.seconds`` is not changed
+    stamp_s /= 3600.0
+    return stamp_s
 
 
 def is_numeric_form(time_text: pa.ChunkedArray | pa.Array) -> bool:
