@@ -71,3 +71,36 @@ def test_parquet_blocks_of_no_rows(tmp_path: Path) -> None:
     sink(empty)
     sink.close()
     assert (tmp_path / "blocks.parquet").read_bytes() == (tmp_path / "whole.parquet").read_bytes()
+
+
+def _outputs(directory: Path) -> dict[str, bytes]:
+    return {p.relative_to(directory).as_posix(): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_blocks_with_result_times_match_the_whole_table(fmt: str, tmp_path: Path, monkeypatch) -> None:
+    """Result times (their own time form, checked against the sample's) and a Parquet input: the block
+    path writes what the whole-table path writes."""
+    cohort = tmp_path / "cohort"
+    shutil.copytree(GOLDEN / "unsorted" / "cohort", cohort)
+    frame = pd.read_csv(cohort / "measurements.csv", dtype=str, keep_default_na=False)
+    rng = np.random.default_rng(5)
+    stamps = pd.to_datetime(frame["time"], errors="coerce", format="ISO8601", utc=True)
+    later = (stamps + pd.to_timedelta(rng.integers(-2, 72, len(frame)), unit="h")).dt.strftime("%Y-%m-%dT%H:%M:%S")
+    frame["result_time"] = later.fillna("").where(rng.random(len(frame)) < 0.8, "")
+    frame.loc[rng.random(len(frame)) < 0.03, "result_time"] = "soon"
+    (cohort / "measurements.csv").unlink()
+    if fmt == "csv":
+        frame.to_csv(cohort / "measurements.csv", index=False)
+    else:
+        frame.to_parquet(cohort / "measurements.parquet", index=False)
+    monkeypatch.chdir(tmp_path)
+    outputs = {}
+    for chunk_rows in (None, 5):
+        out = tmp_path / f"out_{chunk_rows}"
+        main(Config(), cohort=Path("cohort"), out=out / "interim", report=out / "ingest.json", chunk_rows=chunk_rows)
+        outputs[chunk_rows] = _outputs(out)
+    assert outputs[5] == outputs[None]
+    report = outputs[None]["ingest.json"].decode()
+    assert '"out_of_range"' in report and "bad_time" in report
+    assert "result_hours_since_anchor" in pq.read_schema(tmp_path / "out_5" / "interim" / "measurements.parquet").names
