@@ -40,7 +40,7 @@ def _sorted_codes(name_index: np.ndarray, uniques: list[str | None], upper: bool
     raw = [n.upper() if upper and n else n for n in raw]
     names = sorted({n for n in raw if n})
     position = {n: i for i, n in enumerate(names)}
-    lut = np.array([position.get(n, -1) if n else -1 for n in raw] + [-1], dtype=np.int64)
+    lut = np.array([position.get(n, -1) if n else -1 for n in raw] + [-1], dtype=np.int32)
     return np.take(lut, name_index), names
 
 
