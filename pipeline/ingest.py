@@ -112,7 +112,7 @@ def small_pages() -> Iterator[None]:
 
     Ingest makes dozens of short-lived arrays of millions of rows; numpy and Arrow's allocator ask for
     huge pages for them, and the kernel zeroes each fresh 2 MB page on first touch. On the reference
-    machine that zeroing was a quarter to two fifths of ingest's CPU time (``perf``: ``clear_page_erms``
+    machine that zeroing was a quarter of ingest's CPU time (``perf``: ``clear_page_erms``
     under ``do_huge_pmd_anonymous_page``); with 4 KB pages only what is touched is zeroed. The previous
     setting is restored afterwards."""
     try:
