@@ -28,8 +28,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.adapters.canonical import RawTable
-from pipeline.ingestion.checks import RowChecks, TableOutcome
-from pipeline.ingestion.measurements import Normalised, TimeForms, _patient_rows, validate_measurements
+from pipeline.ingestion.checks import TableOutcome
+from pipeline.ingestion.measurements import (
+    Normalised,
+    PatientIds,
+    TimeForms,
+    patient_ids,
+    validate_measurements,
+)
 from pipeline.registry import Registry
 
 #: Rows per row group of a Parquet file written by pandas / pyarrow by default (Arrow's
@@ -47,20 +53,20 @@ class BlockTable(RawTable):
         return super().line_numbers(self.rows[rows])
 
 
-def block_rows(table: RawTable, patients: pd.DataFrame, chunk_rows: int) -> list[np.ndarray]:
+def block_rows(table: RawTable, ids: PatientIds, n_patients: int, chunk_rows: int) -> list[np.ndarray]:
     """Row positions (ascending) of each block: consecutive accepted patients holding about
     ``chunk_rows`` rows (one patient is never split, so a block may hold more), and the rows of unknown
     or empty patient ids spread over the blocks by their id text."""
-    column = table.arrow.column("patient_id")
-    patient_row = _patient_rows(column, patients, RowChecks(table.n_rows))  # flags discarded
-    known = patient_row >= 0
-    per_patient = np.bincount(patient_row[known], minlength=len(patients))
+    known = ids.row >= 0
+    per_patient = np.bincount(ids.row[known], minlength=n_patients)
     patient_block = (np.cumsum(per_patient) - per_patient) // chunk_rows
     n_blocks = int(patient_block.max(initial=0)) + 1
-    block = np.empty(table.n_rows, dtype=np.int64)
-    block[known] = patient_block[patient_row[known]]
+    # Up to 65,535 blocks: 16-bit block numbers, which numpy's stable sort orders by radix (6x faster).
+    block = np.empty(table.n_rows, dtype=np.uint16 if n_blocks <= np.iinfo(np.uint16).max else np.int64)
+    block[known] = patient_block[ids.row[known]]
     unknown = np.flatnonzero(~known)
     if unknown.size:
+        column = table.arrow.column("patient_id")
         text_code = pc.dictionary_encode(column.take(pa.array(unknown)).combine_chunks()).indices
         block[unknown] = pc.fill_null(text_code, 0).to_numpy(zero_copy_only=False) % n_blocks
     order = np.argsort(block, kind="stable")  # rows of a block stay in file order
@@ -119,10 +125,11 @@ def validate_in_blocks(
     forms = TimeForms.of(table.arrow)
     normalised = Normalised(Counter(), Counter(), Counter(), Counter())
     quarantine, accepted, counts = [], None, Counter()
-    for rows in block_rows(table, patients, chunk_rows) or [np.arange(table.n_rows)]:
+    ids = patient_ids(table.arrow.column("patient_id"), patients)  # once, not again per block
+    for rows in block_rows(table, ids, len(patients), chunk_rows) or [np.arange(table.n_rows)]:
         block = BlockTable(table.spec, table.path, table.arrow.take(pa.array(rows)), table.dialect,
                            table.out_of_scope, rows=rows)
-        outcome = validate_measurements(block, patients, registry, forms)
+        outcome = validate_measurements(block, patients, registry, forms, ids.take(rows))
         sink(outcome.accepted)
         accepted = outcome.accepted.iloc[:0] if accepted is None else accepted
         quarantine.append(outcome.quarantine)

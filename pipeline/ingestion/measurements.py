@@ -68,12 +68,20 @@ class _Units:
     normalised: list[str]  # per distinct unit, plus "" at the end (index -1: empty unit)
 
 
-def _patient_rows(column: pa.ChunkedArray, patients: pd.DataFrame, checks: RowChecks) -> np.ndarray:
-    """Each row's position in the accepted patients table; empty and unknown ids are flagged.
+@dataclass
+class PatientIds:
+    """Each row's position in the accepted patients table (-1: unknown or empty) and whether its id is empty."""
 
-    Ids given exactly as accepted (trimmed) are looked up in one Arrow hash pass; only the others
-    (padded, empty, unknown) are trimmed and looked up per distinct text.
-    """
+    row: np.ndarray
+    missing: np.ndarray
+
+    def take(self, rows: np.ndarray) -> PatientIds:
+        return PatientIds(self.row[rows], self.missing[rows])
+
+
+def patient_ids(column: pa.ChunkedArray, patients: pd.DataFrame) -> PatientIds:
+    """Ids given exactly as accepted (trimmed) are looked up in one Arrow hash pass; only the others
+    (padded, empty, unknown) are trimmed and looked up per distinct text."""
     known_ids = patients["patient_id"].to_numpy(dtype=object)
     found = pc.index_in(column, value_set=pa.array(known_ids, type=column.type))
     patient_row = pc.fill_null(found, -1).to_numpy(zero_copy_only=False).astype(np.int64)
@@ -85,9 +93,18 @@ def _patient_rows(column: pa.ChunkedArray, patients: pd.DataFrame, checks: RowCh
         patient_lut = np.array([position.get(text, -1) for text in patient_texts] + [-1], dtype=np.int64)
         patient_row[others] = patient_lut[patient_code]
         missing[others] = patient_code < 0
-    checks.flag(missing, "missing_patient_id", "patient_id is empty")
-    checks.flag(patient_row < 0, "unknown_patient", UNKNOWN_PATIENT_DETAIL)
-    return patient_row
+    return PatientIds(patient_row, missing)
+
+
+def _patient_rows(
+    column: pa.ChunkedArray, patients: pd.DataFrame, checks: RowChecks, ids: PatientIds | None = None
+) -> np.ndarray:
+    """Each row's position in the accepted patients table (:func:`patient_ids`, or ``ids`` when the
+    caller has them already); empty and unknown ids are flagged."""
+    ids = patient_ids(column, patients) if ids is None else ids
+    checks.flag(ids.missing, "missing_patient_id", "patient_id is empty")
+    checks.flag(ids.row < 0, "unknown_patient", UNKNOWN_PATIENT_DETAIL)
+    return ids.row
 
 
 def _resolve_analytes(column: pa.ChunkedArray, registry: Registry, checks: RowChecks) -> _Analytes:
@@ -354,18 +371,19 @@ class TimeForms:
 
 
 def _patients_and_times(
-    table: RawTable, patients: pd.DataFrame, checks: RowChecks, forms: TimeForms | None
+    table: RawTable, patients: pd.DataFrame, checks: RowChecks, forms: TimeForms | None, ids: PatientIds | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Patient position and hours per row (flagging their reasons), and the rows' (patient, time) order."""
     raw = table.arrow
-    patient_row = _patient_rows(raw.column("patient_id"), patients, checks)
+    patient_row = _patient_rows(raw.column("patient_id"), patients, checks, ids)
     hours = arrow_hours(table, raw.column("time"), patient_row, anchor_seconds(patients), checks,
                         numeric_form=None if forms is None else forms.time)
     return (patient_row, hours, *_sorted_runs(patient_row, hours))
 
 
 def result_hours(
-    table: RawTable, patients: pd.DataFrame, hours: np.ndarray, checks: RowChecks, forms: TimeForms | None = None
+    table: RawTable, patients: pd.DataFrame, hours: np.ndarray, checks: RowChecks, forms: TimeForms | None = None,
+    ids: PatientIds | None = None,
 ) -> np.ndarray | None:
     """Hours since anchor when each result was known (optional ``result_time``: a research cytokine
     panel reported days after the sample); NaN where empty. None without the column. A result before
@@ -375,7 +393,7 @@ def result_hours(
     text = table.arrow.column(RESULT_TIME)
     present = present_times(text)
     result_checks = RowChecks(table.n_rows)
-    patient_row = _patient_rows(table.arrow.column("patient_id"), patients, RowChecks(table.n_rows))
+    patient_row = _patient_rows(table.arrow.column("patient_id"), patients, RowChecks(table.n_rows), ids)
     known = arrow_hours(table, text, patient_row, anchor_seconds(patients), result_checks,
                         numeric_form=None if forms is None else forms.result_time)
     checks.flag(present & ~result_checks.ok, "bad_time", "result_time is not a time in the file's time form")
@@ -396,7 +414,8 @@ def _analytes_and_values(
 
 
 def validate_measurements(
-    table: RawTable, patients: pd.DataFrame, registry: Registry, forms: TimeForms | None = None
+    table: RawTable, patients: pd.DataFrame, registry: Registry, forms: TimeForms | None = None,
+    ids: PatientIds | None = None,
 ) -> TableOutcome:
     """Accepted measurements (sorted by patient and time, canonical codes and units) and the quarantine.
 
@@ -405,15 +424,16 @@ def validate_measurements(
     in the reason order, the first half's reason wins where both flag a row, as one pass in order gives.
     ``forms``: the file's time forms when ``table`` is one block of it (:mod:`.blocks`); the report's
     normalisation counts are then also left as :class:`Normalised` (``extra["normalised"]``) to add up.
+    ``ids``: the rows' :func:`patient_ids`, when the caller has them already.
     """
     raw = table.arrow
     checks, later = RowChecks(raw.num_rows), RowChecks(raw.num_rows)
     (patient_row, hours, order, same, is_sortable), (analytes, units, converted, censoring) = in_parallel(
-        lambda: _patients_and_times(table, patients, checks, forms),
+        lambda: _patients_and_times(table, patients, checks, forms, ids),
         lambda: _analytes_and_values(raw, registry, later),
     )
     checks.then(later)
-    known = result_hours(table, patients, hours, checks, forms)
+    known = result_hours(table, patients, hours, checks, forms, ids)
     kept, good, dropped = _settle_repeats(
         raw, checks, patient_row, hours, analytes, converted, censoring, (order, same), is_sortable)
     good_rows = np.flatnonzero(good)
