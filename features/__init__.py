@@ -12,7 +12,16 @@ Pure functions and one sklearn-style transformer; no file I/O, no MLflow, no CLI
 from features.definitions import DERIVED, SUMMARIES, TREATMENT_CLASSES, feature_table
 from features.errors import FeatureError
 from features.landmarks import LandmarkSpec, Target, cut_at_landmark, landmark_matrix
-from features.transformer import LandmarkFeaturizer
+
+
+def __getattr__(name: str) -> object:
+    # The transformer needs scikit-learn (about a second to import); stages that only cut and
+    # summarise (grade, featurize) should not pay for it on every start.
+    if name == "LandmarkFeaturizer":
+        from features.transformer import LandmarkFeaturizer
+
+        return LandmarkFeaturizer
+    raise AttributeError(f"module 'features' has no attribute {name!r}")
 
 __all__ = [
     "FeatureError",

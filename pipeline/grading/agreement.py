@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import cohen_kappa_score, confusion_matrix
 
 GRADES = [0, 1, 2, 3, 4, 5]
 #: A grade >= 3 onset counts as on time when derived within this many hours of the given one.
@@ -41,6 +40,10 @@ def onset_agreement(given: pd.DataFrame, derived: pd.DataFrame, event: str, min_
 def agreement_report(given: pd.DataFrame, derived: pd.DataFrame, patients: list[str]) -> dict:
     """Per syndrome: confusion matrix of each patient's maximum grade (rows given, columns derived),
     exact agreement, Cohen's kappa (unweighted and quadratic), and the grade >= 3 onset agreement."""
+    # Imported here: only `cohort.grades: compare` needs it, and every other grade run would pay about a
+    # second of start-up for scikit-learn.
+    from sklearn.metrics import cohen_kappa_score, confusion_matrix
+
     out = {}
     for event in ("CRS", "ICANS"):
         g, d = _max_grade(given, event, patients), _max_grade(derived, event, patients)
