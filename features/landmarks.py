@@ -418,7 +418,7 @@ def cut_at_landmark(timeline: Timeline | CutTimeline, landmark_hours: float) -> 
         analytes={code: cut(s) for code, s in timeline.analytes.items()},
         treatments={name: cut(s) for name, s in timeline.treatments.items()},
         grades={name: cut(s) for name, s in timeline.grades.items()},
-        score_baseline_end=None if timeline.score_baseline_end is None else np.fmin(timeline.score_baseline_end, L),
+        score_baseline_end=None if timeline.score_baseline_end is None else np.minimum(timeline.score_baseline_end, L),  # NaN (start unknown) stays NaN: np.fmin would make it L
     )
 
 

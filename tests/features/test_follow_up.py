@@ -46,11 +46,13 @@ def test_a_grade_5_event_of_any_kind_is_a_death():
 
 def test_published_scores_take_their_baseline_before_lymphodepletion_when_known():
     """EASIX = LDH x creatinine / platelets. A: lymphodepletion at -120 h: the values at -130 h (before it),
-    not the later -10 h ones. B: no start known: the usual last value in [-168, 0] h."""
+    not the later -10 h ones. B: no start known: the usual last value in [-168, 0] h, never the values
+    measured after the infusion (+12 h, before the landmark)."""
     rows = []
     for pid in ("A", "B"):
         rows += [(pid, -130.0, "LDH", 200.0), (pid, -130.0, "CREAT", 1.0), (pid, -130.0, "PLT", 100.0),
-                 (pid, -10.0, "LDH", 400.0), (pid, -10.0, "CREAT", 2.0), (pid, -10.0, "PLT", 50.0)]
+                 (pid, -10.0, "LDH", 400.0), (pid, -10.0, "CREAT", 2.0), (pid, -10.0, "PLT", 50.0),
+                 (pid, 12.0, "LDH", 800.0), (pid, 12.0, "CREAT", 4.0), (pid, 12.0, "PLT", 25.0)]
     patients = pd.DataFrame({"patient_id": pd.array(["A", "B"], dtype="str"),
                              "lymphodepletion_start_hours": [-120.0, np.nan]})
     spec = LandmarkSpec(landmarks_hours=(24.0,), analytes=("LDH",))
