@@ -67,9 +67,8 @@ def run_to(config: Config, raw_tables: dict[str, RawTable], out_dir: Path, chunk
             _write_tables(result, tmp)
         return result
     with atomic_dir(out_dir) as tmp:
-        sink = ParquetBlocks(tmp / f"{MEASUREMENTS.name}.parquet")
-        result = run(config, raw_tables, chunk_rows, sink)
-        sink.close()
+        with ParquetBlocks(tmp / f"{MEASUREMENTS.name}.parquet") as sink:
+            result = run(config, raw_tables, chunk_rows, sink)
         _write_tables(result, tmp)
     return result
 

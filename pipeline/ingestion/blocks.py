@@ -100,6 +100,17 @@ class ParquetBlocks:
         rest = pending.slice(n_rows)
         self._buffer, self._rows, self._written = [rest], rest.num_rows, self._written + n_rows
 
+    def __enter__(self) -> ParquetBlocks:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        """Close the file: complete when the block closes normally, else as it is (its directory is a
+        temporary one that goes with the failure)."""
+        if kind is None:
+            self.close()
+        elif self._writer is not None:
+            self._writer.close()
+
     def close(self) -> None:
         """Write what is left (an empty table as one empty row group, as ``write_table`` does)."""
         if self._writer is None:

@@ -46,7 +46,8 @@ SHARE_HINTS = {
 
 @dataclass
 class IngestResult:
-    """Accepted tables (the ingest contract, docs/CONTRACTS.md), the quarantine and the report."""
+    """Accepted tables (the ingest contract, docs/CONTRACTS.md), the quarantine and the report. Without
+    ``measurements`` when those were handed to a sink block by block (:func:`ingest_tables`)."""
 
     tables: dict[str, pd.DataFrame]
     quarantine: pd.DataFrame
@@ -178,7 +179,8 @@ def ingest_tables(
     raw: dict[str, RawTable], registry: Registry | None = None, *, quarantine_warning_share: float = WARNING_SHARE,
     chunk_rows: int | None = None, sink: Sink | None = None,
 ) -> IngestResult:
-    """Validate and normalise raw cohort tables (any adapter's output). Pure: no file is read or written.
+    """Validate and normalise raw cohort tables (any adapter's output). Pure: no file is read or written
+    here (a ``sink`` may write what it is handed).
 
     ``quarantine`` holds the quarantined rows and then the blanked cells (``source_column`` set).
     ``chunk_rows`` (with ``sink``): measurements validated in blocks of whole patients of about that

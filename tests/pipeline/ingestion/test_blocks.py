@@ -104,3 +104,21 @@ def test_blocks_with_result_times_match_the_whole_table(fmt: str, tmp_path: Path
     report = outputs[None]["ingest.json"].decode()
     assert '"out_of_range"' in report and "bad_time" in report
     assert "result_hours_since_anchor" in pq.read_schema(tmp_path / "out_5" / "interim" / "measurements.parquet").names
+
+
+def test_blocks_fail_with_one_line_and_write_nothing(tmp_path: Path) -> None:
+    """Timestamps without ``anchor_time``: the same one-line error as the whole table, and no output."""
+    from pipeline.errors import UserError
+
+    cohort = tmp_path / "cohort"
+    shutil.copytree(GOLDEN / "unsorted" / "cohort", cohort)
+    patients = pd.read_csv(cohort / "patients.csv", dtype=str, keep_default_na=False)
+    patients.drop(columns="anchor_time").to_csv(cohort / "patients.csv", index=False)
+    messages = []
+    for chunk_rows in (None, 5):
+        out = tmp_path / f"out_{chunk_rows}"
+        with pytest.raises(UserError) as error:
+            main(Config(), cohort=cohort, out=out / "interim", report=out / "ingest.json", chunk_rows=chunk_rows)
+        messages.append(str(error.value))
+        assert not out.exists() or not any(out.rglob("*"))
+    assert messages[0] == messages[1] and "\n" not in messages[0] and "anchor_time" in messages[0]
