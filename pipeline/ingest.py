@@ -58,10 +58,11 @@ def write_outputs(result: IngestResult, out_dir: Path, report_path: Path) -> Non
 
 def run_to(config: Config, raw_tables: dict[str, RawTable], out_dir: Path, chunk_rows: int | None = None
            ) -> IngestResult:
-    """:func:`run` and :func:`write_outputs`; with ``chunk_rows``, measurements are validated in blocks
-    of whole patients of about that many rows and written as they come (same files, bounded memory:
-    docs/scale.md). The caller writes the report after this returns, as :func:`write_outputs` does."""
-    if chunk_rows is None:
+    """:func:`run` and :func:`write_outputs`; with ``chunk_rows``, a measurements table of more rows is
+    validated in blocks of whole patients of about that many rows and written as they come (same files,
+    bounded working memory: docs/scale.md); a smaller one whole, which is faster. The caller writes the
+    report after this returns, as :func:`write_outputs` does."""
+    if chunk_rows is None or raw_tables[MEASUREMENTS.name].n_rows <= chunk_rows:
         result = run(config, raw_tables)
         with atomic_dir(out_dir) as tmp:
             _write_tables(result, tmp)
@@ -131,7 +132,8 @@ def small_pages() -> Iterator[None]:
 def main(config: Config, cohort: Path | None = None, out: Path | None = None, report: Path | None = None,
          chunk_rows: int | None = None) -> None:
     """``chunk_rows`` (else ``ingest.chunk_rows`` when the config has it; None: the whole table at
-    once): measurement rows per block of patients, which bounds the working memory (same outputs)."""
+    once): measurement rows per block of patients when the table has more, which bounds the working
+    memory (same outputs)."""
     cohort_dir = cohort or config.cohort.path
     out_dir = Path(out or config.paths.interim_dir)
     report_path = Path(report or config.paths.ingest_report)

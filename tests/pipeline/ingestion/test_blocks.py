@@ -37,7 +37,7 @@ def test_blocks_write_the_recorded_outputs(case: str, chunk_rows: int, tmp_path:
     blocks = []
     monkeypatch.setattr(ParquetBlocks, "__call__", _counting(ParquetBlocks.__call__, blocks))
     main(Config(), cohort=Path("cohort"), out=Path("out"), report=Path("ingest.json"), chunk_rows=chunk_rows)
-    assert len(blocks) > (1 if chunk_rows < 100 else 0)
+    assert len(blocks) > 1 if chunk_rows < 100 else not blocks  # a table within chunk_rows is validated whole
     want = GOLDEN / case
     assert (work / "ingest.json").read_bytes() == (want / "ingest.json").read_bytes()
     assert (work / "out" / "quarantine.csv").read_bytes() == (want / "out" / "quarantine.csv").read_bytes()
@@ -122,3 +122,19 @@ def test_blocks_fail_with_one_line_and_write_nothing(tmp_path: Path) -> None:
         messages.append(str(error.value))
         assert not out.exists() or not any(out.rglob("*"))
     assert messages[0] == messages[1] and "\n" not in messages[0] and "anchor_time" in messages[0]
+
+
+def test_one_block_is_the_whole_table() -> None:
+    """The block path with a single block (``ingest_tables`` called directly; the stage validates a
+    table within ``chunk_rows`` whole) gives the whole table's frames and report."""
+    from pipeline.adapters.canonical import read_cohort
+    from pipeline.ingestion import ingest_tables
+
+    raw = read_cohort(GOLDEN / "unsorted" / "cohort")
+    whole = ingest_tables(raw)
+    frames: list[pd.DataFrame] = []
+    blocks = ingest_tables(raw, chunk_rows=10_000, sink=frames.append)
+    assert len(frames) == 1 and "measurements" not in blocks.tables
+    pd.testing.assert_frame_equal(frames[0], whole.tables["measurements"])
+    pd.testing.assert_frame_equal(blocks.quarantine, whole.quarantine)
+    assert blocks.report == whole.report
