@@ -102,6 +102,9 @@ class IngestConfig(_Section):
     max_columns: int = Field(default=500, ge=1)
     #: Warn (console and ``ingest.json``) when one reason quarantines more than this share of a file's rows.
     quarantine_warning_share: float = Field(default=0.05, ge=0, le=1)
+    #: A measurements table with more rows is validated in blocks of whole patients of about this many
+    #: rows (same outputs, bounded working set); a smaller one whole, which is faster. None: always whole.
+    chunk_rows: int | None = Field(default=5_000_000, ge=1)
 
 
 class TargetConfig(_Section):

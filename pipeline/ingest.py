@@ -131,14 +131,13 @@ def small_pages() -> Iterator[None]:
 
 def main(config: Config, cohort: Path | None = None, out: Path | None = None, report: Path | None = None,
          chunk_rows: int | None = None) -> None:
-    """``chunk_rows`` (else ``ingest.chunk_rows`` when the config has it; None: the whole table at
-    once): measurement rows per block of patients when the table has more, which bounds the working
-    memory (same outputs)."""
+    """``chunk_rows`` (else ``ingest.chunk_rows``; None: the whole table at once): measurement rows per
+    block of patients when the table has more, which bounds the working memory (same outputs)."""
     cohort_dir = cohort or config.cohort.path
     out_dir = Path(out or config.paths.interim_dir)
     report_path = Path(report or config.paths.ingest_report)
     if chunk_rows is None:
-        chunk_rows = getattr(config.ingest, "chunk_rows", None)
+        chunk_rows = config.ingest.chunk_rows
     with small_pages():
         raw = read_source(config, cohort_dir)
         result = run_to(config, raw, out_dir, chunk_rows)

@@ -138,3 +138,19 @@ def test_one_block_is_the_whole_table() -> None:
     pd.testing.assert_frame_equal(frames[0], whole.tables["measurements"])
     pd.testing.assert_frame_equal(blocks.quarantine, whole.quarantine)
     assert blocks.report == whole.report
+
+
+def test_the_params_key_chooses_blocks(tmp_path: Path, monkeypatch) -> None:
+    """``ingest.chunk_rows`` in params.yaml is what ``crs ingest`` uses when no value is passed."""
+    from pipeline.config import parse_config
+
+    work = tmp_path / "unsorted"
+    shutil.copytree(GOLDEN / "unsorted" / "cohort", work / "cohort")
+    monkeypatch.chdir(work)
+    blocks: list = []
+    monkeypatch.setattr(ParquetBlocks, "__call__", _counting(ParquetBlocks.__call__, blocks))
+    main(parse_config({"ingest": {"chunk_rows": 7}}), cohort=Path("cohort"), out=Path("out"), report=Path("ingest.json"))
+    assert len(blocks) > 1
+    assert (work / "out" / "quarantine.csv").read_bytes() == (GOLDEN / "unsorted" / "out" / "quarantine.csv").read_bytes()
+    assert parse_config({}).ingest.chunk_rows == 5_000_000
+    assert parse_config({"ingest": {"chunk_rows": None}}).ingest.chunk_rows is None
