@@ -28,10 +28,18 @@ from scipy import stats
 
 from pipeline.contracts import HOURS_SINCE_ANCHOR, LANDMARK_HOURS, PATIENT_ID
 from pipeline.registry import load_registry, normalize_unit
+from pipeline.validation.summary_stats import (
+    bin_counts,
+    group_medians,
+    lookup_codes,
+    order_statistics,
+    string_codes,
+)
 
 SIGNIFICANT_DIGITS = 6
 #: Quantile bins of a numeric feature: deciles (9 inner edges; the outer bins are open-ended).
 N_QUANTILE_BINS = 10
+DECILE_LEVELS = np.arange(1, N_QUANTILE_BINS) / N_QUANTILE_BINS
 #: Below this many contributing patients, bin edges and medians are not stored (small-cell rule).
 MIN_PATIENTS_FOR_QUANTILES = 10
 #: Floor for an empty bin's share in PSI and in the chi-square expectation (avoids log(0), division by 0).
@@ -81,18 +89,34 @@ def _bin_counts(values: np.ndarray, edges: list[float]) -> np.ndarray:
                        minlength=len(edges) + 1).astype(float)
 
 
-def _numeric_summary(values: np.ndarray, patient_codes: np.ndarray) -> dict:
-    """Decile bins, missing fraction and median of one numeric feature; ``patient_codes`` are 0..P-1."""
+def _enough_patients(present: np.ndarray, patient_codes: np.ndarray, most_rows: int) -> bool:
+    """At least :data:`MIN_PATIENTS_FOR_QUANTILES` patients have a value. No patient has more than
+    ``most_rows`` rows, so that many times as many present rows settle it without counting patients."""
+    n_present = int(np.count_nonzero(present))
+    if n_present >= MIN_PATIENTS_FOR_QUANTILES * most_rows:
+        return True
+    return n_present > 0 and int(np.count_nonzero(np.bincount(patient_codes[present]))) >= MIN_PATIENTS_FOR_QUANTILES
+
+
+def _numeric_summary(values: np.ndarray, patient_codes: np.ndarray, most_rows: int | None = None) -> dict:
+    """Decile bins, missing fraction and median of one numeric feature; ``patient_codes`` are 0..P-1 and
+    ``most_rows`` bounds the rows of one patient (counted from the codes when not given).
+
+    One partition of the non-missing values gives the deciles, the median and the bin counts
+    (:mod:`pipeline.validation.summary_stats`; equal to ``np.quantile``, ``np.median`` and a binary search).
+    """
+    if most_rows is None:
+        most_rows = int(np.bincount(patient_codes).max()) if len(patient_codes) else 0
     present = ~np.isnan(values)
-    n_patients = int(np.count_nonzero(np.bincount(patient_codes[present]))) if present.any() else 0
-    enough = n_patients >= MIN_PATIENTS_FOR_QUANTILES
+    kept = values[present]
     edges: list[float] = []
     median = None
-    if enough:
-        quantiles = np.quantile(values[present], np.arange(1, N_QUANTILE_BINS) / N_QUANTILE_BINS)
+    part, kth = kept, np.empty(0, dtype=np.intp)
+    if _enough_patients(present, patient_codes, most_rows):
+        quantiles, middle, part, kth = order_statistics(kept, DECILE_LEVELS)
         edges = sorted({_round(q) for q in quantiles})  # rounded first, so stored edges and shares agree
-        median = _round(np.median(values[present]))
-    counts = _bin_counts(values, edges)
+        median = _round(middle)
+    counts = bin_counts(part, kth, edges)
     return {
         "kind": "numeric",
         "edges": edges,
@@ -122,34 +146,63 @@ def _censored(values: pd.Series) -> np.ndarray:
     return (text.isin(["left", "right"]) | (pd.to_numeric(values, errors="coerce").fillna(0) != 0)).to_numpy()
 
 
+def _censored_rows(values: pd.Series) -> np.ndarray:
+    """:func:`_censored` per row; a text column is judged once per distinct word, not once per row."""
+    if not isinstance(values.dtype, pd.StringDtype):
+        return _censored(values)
+    codes, words = string_codes(values)
+    flags = _censored(pd.Series(words, dtype=values.dtype))
+    return np.append(flags, False)[codes]  # code -1 (missing) -> not censored
+
+
+def _per_analyte_counts(patient: np.ndarray, analyte: np.ndarray, censored: np.ndarray | None,
+                        shape: tuple[int, int], counted: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per analyte code: contributing patients, measurements, censored measurements (None without a
+    censoring column). Rows with a negative code are ignored; ``counted`` marks the patients that count
+    as patients (a missing id contributes rows but no patient, as in ``nunique``)."""
+    n_patients, n_analytes = shape
+    valid = analyte >= 0
+    seen = np.zeros(n_patients * n_analytes + 1, dtype=bool)
+    seen[np.where(valid, patient.astype(np.int64) * n_analytes + analyte, n_patients * n_analytes)] = True
+    patients = seen[:-1].reshape(n_patients, n_analytes)[counted].sum(axis=0).astype(np.int64)
+    flag = censored & valid if censored is not None else np.zeros(len(analyte), dtype=bool)
+    both = np.bincount(np.where(valid, analyte + n_analytes * flag, 2 * n_analytes), minlength=2 * n_analytes + 1)
+    n_censored = both[n_analytes: 2 * n_analytes]
+    return patients, both[:n_analytes] + n_censored, n_censored if censored is not None else None
+
+
 def _analyte_stats(measurements: pd.DataFrame, patients: np.ndarray, window_hours: tuple[float, float]
                    ) -> tuple[pd.DataFrame, float | None]:
-    """Per analyte (index): median value, share of ``patients`` with a value, measurements per
+    """Per analyte (index, sorted): median value, share of ``patients`` with a value, measurements per
     patient-day, censored fraction, contributing patients; plus the overall measurements per patient-day.
 
     Only finite values of ``patients`` inside ``window_hours`` count; the median pools all such values.
+    Text columns are encoded to integer codes once; the statistics are bincounts over the codes (equal to
+    the pandas group-by they replace, see ``tests/pipeline/test_validation_summary_stats.py``).
     """
     lo, hi = window_hours
-    ids = measurements[PATIENT_ID].astype(str)
-    hours = measurements[HOURS_SINCE_ANCHOR].astype(float)
-    value = pd.to_numeric(measurements["value"], errors="coerce").astype(float)
-    keep = ids.isin(patients) & hours.between(lo, hi) & np.isfinite(value)
-    rows = pd.DataFrame({"patient": ids[keep], "analyte": measurements["analyte"][keep].astype(str),
-                         "value": value[keep]})
-    if "censoring" in measurements:
-        rows["censored"] = _censored(measurements["censoring"][keep])
+    patient = lookup_codes(measurements[PATIENT_ID], patients)
+    hours = measurements[HOURS_SINCE_ANCHOR].astype(float).to_numpy(dtype=float, na_value=np.nan)
+    value = pd.to_numeric(measurements["value"], errors="coerce").astype(float).to_numpy(dtype=float, na_value=np.nan)
+    keep = (patient >= 0) & (hours >= lo) & (hours <= hi) & np.isfinite(value)
+    analyte, names = string_codes(measurements["analyte"])
+    analyte = np.where(keep, analyte, -1)
+    censored = _censored_rows(measurements["censoring"]) if "censoring" in measurements else None
+    counted = pd.notna(np.asarray(patients, dtype=object)) if len(patients) else np.zeros(0, dtype=bool)
+    n_patients, n_measurements, n_censored = _per_analyte_counts(
+        patient, analyte, censored, (len(patients), len(names)), counted)
+    valid = analyte >= 0
+    medians = group_medians(value[valid], analyte[valid], n_measurements, n_patients >= MIN_PATIENTS_FOR_QUANTILES)
     patient_days = len(patients) * (hi - lo) / 24.0
-    grouped = rows.groupby("analyte", sort=True)
-    out = pd.DataFrame({
-        "n_patients": grouped["patient"].nunique(),
-        "median_value": grouped["value"].median(),
-        "n_measurements": grouped.size(),
-    })
+    has = n_measurements > 0  # a group-by only has the analytes that have rows
+    out = pd.DataFrame({"n_patients": n_patients[has], "median_value": medians[has],
+                        "n_measurements": n_measurements[has]},
+                       index=pd.Index(np.asarray(names, dtype=object)[has], dtype="str", name="analyte"))
     out["share_with_value"] = out["n_patients"] / len(patients) if len(patients) else np.nan
     out["per_patient_day"] = out["n_measurements"] / patient_days if patient_days > 0 else np.nan
-    out["censored_fraction"] = grouped["censored"].mean() if "censored" in rows else np.nan
-    out.loc[out["n_patients"] < MIN_PATIENTS_FOR_QUANTILES, "median_value"] = np.nan
-    overall = len(rows) / patient_days if patient_days > 0 else None
+    out["censored_fraction"] = n_censored[has] / out["n_measurements"] if n_censored is not None else np.nan
+    out = out.sort_index()
+    overall = int(np.count_nonzero(keep)) / patient_days if patient_days > 0 else None
     return out, overall
 
 
@@ -168,11 +221,12 @@ def feature_summary(landmarks: pd.DataFrame, feature_columns: list[str], measure
     """
     ids = landmarks[PATIENT_ID].astype(str).to_numpy()
     codes, patients = pd.factorize(ids)
+    most_rows = int(np.bincount(codes[codes >= 0]).max()) if (codes >= 0).any() else 0  # rows of one patient
     landmarks_hours = sorted({float(h) for h in landmarks[LANDMARK_HOURS]})
     window = (WINDOW_START_HOURS, float(landmarks[LANDMARK_HOURS].max()))
     features = {
         name: _categorical_summary(landmarks[name]) if _is_categorical(landmarks[name])
-        else _numeric_summary(_numeric(landmarks[name]), codes)
+        else _numeric_summary(_numeric(landmarks[name]), codes, most_rows)
         for name in feature_columns
     }
     per_analyte, overall = _analyte_stats(measurements, patients, window)

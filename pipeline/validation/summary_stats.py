@@ -1,0 +1,148 @@
+"""Array kernels behind :func:`pipeline.validation.drift.feature_summary` (exact, no sampling).
+
+The training summary is computed on the full cohort (400,000 landmark rows and 23.5 M measurements
+at 100,000 patients), so these kernels avoid what dominated there: one partial sort per statistic
+(numpy's quantile, then its median, then a binary search for the bin counts) and pandas masks and
+group-bys over text columns. Each numeric feature is partitioned ONCE at every order statistic the
+summary needs; text columns are dictionary-encoded with Arrow and the per-analyte statistics are
+bincounts over integer codes.
+
+Every result equals what the straightforward numpy / pandas calls return, bit for bit
+(``tests/pipeline/test_validation_summary_stats.py`` pins them against those calls):
+
+* :func:`order_statistics` reproduces ``np.quantile(x, q)`` (method ``linear``: virtual index
+  ``(n - 1) q``, numpy's two-sided interpolation) and ``np.median(x)`` from a single ``np.partition``;
+* :func:`group_medians` reproduces pandas' group-by median (``(upper + lower) / 2`` of the two middle
+  values) from one stable sort of small integer codes and one partition per group;
+* :func:`counts_at_or_below` counts values <= each edge from that partition, scanning only the
+  stretch between the two neighbouring partition points;
+* :func:`string_codes` and :func:`lookup_codes` give integer codes for text columns (missing -> -1).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+def _linear_positions(n: int, levels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """numpy's ``linear`` quantile method: previous and next order-statistic positions and the weight."""
+    virtual = (n - 1) * levels
+    previous = np.floor(virtual)
+    following = previous + 1
+    above = virtual >= n - 1
+    previous[above] = -1
+    following[above] = -1
+    below = virtual < 0
+    previous[below] = 0
+    following[below] = 0
+    previous, following = previous.astype(np.intp), following.astype(np.intp)
+    return previous, following, virtual - previous
+
+
+def _lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """numpy's quantile interpolation (from the nearer end, so that t = 1 gives exactly b)."""
+    diff = b - a
+    out = a + diff * t
+    np.subtract(b, diff * (1 - t), out=out, where=t >= 0.5)
+    return out
+
+
+def order_statistics(values: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+    """``(np.quantile(values, levels), median, partitioned values, partition positions)`` for finite
+    ``values`` (at least one). The partition positions are sorted; :func:`counts_at_or_below` uses them."""
+    n = len(values)
+    previous, following, gamma = _linear_positions(n, levels)
+    middle = np.array([(n - 1) // 2, n // 2])
+    kth = np.unique(np.concatenate([previous % n, following % n, middle]))
+    part = np.partition(values, kth)
+    quantiles = _lerp(part[previous], part[following], gamma)
+    median = float(np.mean(part[(n - 1) // 2: n // 2 + 1]))  # the slice np.median averages
+    return quantiles, median, part, kth
+
+
+def counts_at_or_below(part: np.ndarray, kth: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Number of values <= each edge, from an array partitioned at the sorted positions ``kth``.
+
+    Everything up to the last partition point whose value is <= the edge counts; everything from the
+    first one above it does not; only the stretch between the two is compared.
+    """
+    pivots = part[kth]
+    out = np.empty(len(edges), dtype=np.int64)
+    for i, edge in enumerate(edges):
+        j = int(np.searchsorted(pivots, edge, side="right"))
+        start = int(kth[j - 1]) + 1 if j > 0 else 0
+        stop = int(kth[j]) if j < len(kth) else len(part)
+        out[i] = start + int(np.count_nonzero(part[start:stop] <= edge))
+    return out
+
+
+def bin_counts(part: np.ndarray, kth: np.ndarray, edges: list[float]) -> np.ndarray:
+    """Counts in (-inf, e1], (e1, e2], ..., (ek, inf) as floats (what ``np.searchsorted`` +
+    ``np.bincount`` give), from :func:`order_statistics`' partition of the non-missing values."""
+    at_or_below = counts_at_or_below(part, kth, np.asarray(edges, dtype=float)) if edges else np.empty(0, np.int64)
+    return np.diff(np.concatenate([[0], at_or_below, [len(part)]])).astype(float)
+
+
+def _arrow_text(series: pd.Series) -> pa.ChunkedArray:
+    """The column as Arrow strings, after ``astype(str)`` as the pandas code path did (missing stays null)."""
+    if not isinstance(series.dtype, pd.StringDtype):
+        series = series.astype(str)
+    array = pa.array(series, from_pandas=True)
+    return array if isinstance(array, pa.ChunkedArray) else pa.chunked_array([array])
+
+
+def _codes_of(indices: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Arrow int32 indices with nulls as a numpy int32 array with -1 for null."""
+    return np.asarray(pc.fill_null(indices, -1).to_numpy(), dtype=np.int32)
+
+
+def string_codes(series: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """Codes 0..K-1 per row (-1 where missing) and the K distinct strings, in order of appearance."""
+    encoded = pc.dictionary_encode(_arrow_text(series))
+    if encoded.num_chunks == 0:
+        return np.empty(0, dtype=np.int32), []
+    dictionary = encoded.chunk(encoded.num_chunks - 1).dictionary
+    if not all(chunk.dictionary.equals(dictionary) for chunk in encoded.chunks):
+        encoded = encoded.unify_dictionaries()
+        dictionary = encoded.chunk(0).dictionary
+    indices = pa.chunked_array([chunk.indices for chunk in encoded.chunks], type=pa.int32())
+    return _codes_of(indices), dictionary.to_pylist()
+
+
+def lookup_codes(series: pd.Series, universe: np.ndarray) -> np.ndarray:
+    """Per row, the position of ``series.astype(str)`` in ``universe`` (-1 when absent; a missing
+    value matches a missing entry of ``universe``, as ``Series.isin`` does).
+
+    Rows come in runs of one value (measurements are sorted by patient): only the first row of each
+    run is looked up, so the cost is one comparison of neighbours plus one lookup per run.
+    """
+    text = _arrow_text(series)
+    n = len(text)
+    if n == 0:
+        return np.empty(0, dtype=np.int32)
+    changed = pc.fill_null(pc.not_equal(text[1:], text[:-1]), True)
+    starts = np.concatenate([[0], np.flatnonzero(np.asarray(changed.to_numpy(zero_copy_only=False))) + 1])
+    heads = text.take(pa.array(starts))
+    value_set = pa.array(np.asarray(universe, dtype=object), type=text.type, from_pandas=True)
+    head_codes = _codes_of(pc.index_in(heads, value_set=value_set))
+    return np.repeat(head_codes, np.diff(np.append(starts, n)))
+
+
+def group_medians(values: np.ndarray, codes: np.ndarray, counts: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Median of ``values`` per code 0..K-1 as pandas' group-by computes it; NaN where not ``wanted``.
+
+    ``counts`` are the rows per code (``np.bincount(codes, minlength=K)``); codes are all >= 0.
+    """
+    small = codes.astype(np.min_scalar_type(max(len(counts) - 1, 0)))  # few distinct small ints: radix sort
+    grouped = values[np.argsort(small, kind="stable")]
+    ends = np.cumsum(counts)
+    out = np.full(len(counts), np.nan)
+    for k in np.flatnonzero(wanted & (counts > 0)):
+        n = int(counts[k])
+        block = grouped[ends[k] - n: ends[k]]
+        middle = np.partition(block, [(n - 1) // 2, n // 2])
+        out[k] = middle[n // 2] if n % 2 else (middle[n // 2] + middle[n // 2 - 1]) / 2
+    return out
