@@ -77,7 +77,8 @@ def _is_categorical(series: pd.Series) -> bool:
 
 def _numeric(series: pd.Series) -> np.ndarray:
     """Float values with non-finite entries as NaN (missing)."""
-    values = pd.to_numeric(series, errors="coerce").to_numpy(dtype="float64", na_value=np.nan, copy=True)
+    numbers = series if series.dtype == np.float64 else pd.to_numeric(series, errors="coerce")
+    values = numbers.to_numpy(dtype="float64", na_value=np.nan, copy=True)
     values[~np.isfinite(values)] = np.nan
     return values
 
@@ -155,20 +156,29 @@ def _censored_rows(values: pd.Series) -> np.ndarray:
     return np.append(flags, False)[codes]  # code -1 (missing) -> not censored
 
 
-def _per_analyte_counts(patient: np.ndarray, analyte: np.ndarray, censored: np.ndarray | None,
+def _per_analyte_counts(patient: np.ndarray, analyte: np.ndarray, valid: np.ndarray, censored: np.ndarray | None,
                         shape: tuple[int, int], counted: np.ndarray) -> tuple[np.ndarray, ...]:
     """Per analyte code: contributing patients, measurements, censored measurements (None without a
-    censoring column). Rows with a negative code are ignored; ``counted`` marks the patients that count
-    as patients (a missing id contributes rows but no patient, as in ``nunique``)."""
+    censoring column), over the ``valid`` rows. ``counted`` marks the patients that count as patients (a
+    missing id contributes rows but no patient, as in ``nunique``). One bincount over (patient, analyte)
+    cells: memory 8 bytes per cell."""
     n_patients, n_analytes = shape
-    valid = analyte >= 0
-    seen = np.zeros(n_patients * n_analytes + 1, dtype=bool)
-    seen[np.where(valid, patient.astype(np.int64) * n_analytes + analyte, n_patients * n_analytes)] = True
-    patients = seen[:-1].reshape(n_patients, n_analytes)[counted].sum(axis=0).astype(np.int64)
-    flag = censored & valid if censored is not None else np.zeros(len(analyte), dtype=bool)
-    both = np.bincount(np.where(valid, analyte + n_analytes * flag, 2 * n_analytes), minlength=2 * n_analytes + 1)
-    n_censored = both[n_analytes: 2 * n_analytes]
-    return patients, both[:n_analytes] + n_censored, n_censored if censored is not None else None
+    key = patient.astype(np.intp)
+    key *= n_analytes
+    key += analyte
+    key[~valid] = n_patients * n_analytes
+    cells = np.bincount(key, minlength=n_patients * n_analytes + 1)[:-1].reshape(n_patients, n_analytes)
+    n_measurements = cells.sum(axis=0)
+    with_value = np.count_nonzero(cells[counted], axis=0).astype(np.int64)
+    n_censored = None if censored is None else np.bincount(analyte[valid & censored], minlength=n_analytes)
+    return with_value, n_measurements, n_censored
+
+
+def _float_column(series: pd.Series) -> np.ndarray:
+    """Float values (unparseable -> NaN); a float64 column is read in place, not copied."""
+    if series.dtype == np.float64:  # pd.to_numeric would return the same values, copied
+        return series.to_numpy()
+    return pd.to_numeric(series, errors="coerce").astype(float).to_numpy(dtype=float, na_value=np.nan)
 
 
 def _analyte_stats(measurements: pd.DataFrame, patients: np.ndarray, window_hours: tuple[float, float]
@@ -182,16 +192,15 @@ def _analyte_stats(measurements: pd.DataFrame, patients: np.ndarray, window_hour
     """
     lo, hi = window_hours
     patient = lookup_codes(measurements[PATIENT_ID], patients)
-    hours = measurements[HOURS_SINCE_ANCHOR].astype(float).to_numpy(dtype=float, na_value=np.nan)
-    value = pd.to_numeric(measurements["value"], errors="coerce").astype(float).to_numpy(dtype=float, na_value=np.nan)
+    hours = _float_column(measurements[HOURS_SINCE_ANCHOR].astype(float))
+    value = _float_column(measurements["value"])
     keep = (patient >= 0) & (hours >= lo) & (hours <= hi) & np.isfinite(value)
     analyte, names = string_codes(measurements["analyte"])
-    analyte = np.where(keep, analyte, -1)
+    valid = keep & (analyte >= 0)  # a row without analyte counts overall, in no group
     censored = _censored_rows(measurements["censoring"]) if "censoring" in measurements else None
     counted = pd.notna(np.asarray(patients, dtype=object)) if len(patients) else np.zeros(0, dtype=bool)
     n_patients, n_measurements, n_censored = _per_analyte_counts(
-        patient, analyte, censored, (len(patients), len(names)), counted)
-    valid = analyte >= 0
+        patient, analyte, valid, censored, (len(patients), len(names)), counted)
     medians = group_medians(value[valid], analyte[valid], n_measurements, n_patients >= MIN_PATIENTS_FOR_QUANTILES)
     patient_days = len(patients) * (hi - lo) / 24.0
     has = n_measurements > 0  # a group-by only has the analytes that have rows
@@ -201,9 +210,8 @@ def _analyte_stats(measurements: pd.DataFrame, patients: np.ndarray, window_hour
     out["share_with_value"] = out["n_patients"] / len(patients) if len(patients) else np.nan
     out["per_patient_day"] = out["n_measurements"] / patient_days if patient_days > 0 else np.nan
     out["censored_fraction"] = n_censored[has] / out["n_measurements"] if n_censored is not None else np.nan
-    out = out.sort_index()
     overall = int(np.count_nonzero(keep)) / patient_days if patient_days > 0 else None
-    return out, overall
+    return out.sort_index(), overall
 
 
 def feature_summary(landmarks: pd.DataFrame, feature_columns: list[str], measurements: pd.DataFrame) -> dict:

@@ -52,12 +52,14 @@ def _lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 def order_statistics(values: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
     """``(np.quantile(values, levels), median, partitioned values, partition positions)`` for finite
-    ``values`` (at least one). The partition positions are sorted; :func:`counts_at_or_below` uses them."""
+    ``values`` (at least one), which are partitioned IN PLACE (pass a copy to keep them). The partition
+    positions are sorted; :func:`counts_at_or_below` uses them."""
     n = len(values)
     previous, following, gamma = _linear_positions(n, levels)
     middle = np.array([(n - 1) // 2, n // 2])
     kth = np.unique(np.concatenate([previous % n, following % n, middle]))
-    part = np.partition(values, kth)
+    values.partition(kth)
+    part = values
     quantiles = _lerp(part[previous], part[following], gamma)
     median = float(np.mean(part[(n - 1) // 2: n // 2 + 1]))  # the slice np.median averages
     return quantiles, median, part, kth
@@ -112,6 +114,14 @@ def string_codes(series: pd.Series) -> tuple[np.ndarray, list[str]]:
     return _codes_of(indices), dictionary.to_pylist()
 
 
+def _run_starts(text: pa.ChunkedArray) -> np.ndarray:
+    """Sorted row positions where a run of equal values starts (a missing value is a run of its own),
+    plus the first row of every chunk."""
+    changed = pc.fill_null(pc.not_equal(text[1:], text[:-1]), True)
+    chunk_starts = np.cumsum([0] + [len(chunk) for chunk in text.chunks[:-1]])
+    return np.union1d(np.flatnonzero(np.asarray(changed.to_numpy(zero_copy_only=False))) + 1, chunk_starts)
+
+
 def lookup_codes(series: pd.Series, universe: np.ndarray) -> np.ndarray:
     """Per row, the position of ``series.astype(str)`` in ``universe`` (-1 when absent; a missing
     value matches a missing entry of ``universe``, as ``Series.isin`` does).
@@ -120,15 +130,15 @@ def lookup_codes(series: pd.Series, universe: np.ndarray) -> np.ndarray:
     run is looked up, so the cost is one comparison of neighbours plus one lookup per run.
     """
     text = _arrow_text(series)
-    n = len(text)
-    if n == 0:
+    if len(text) == 0:
         return np.empty(0, dtype=np.int32)
-    changed = pc.fill_null(pc.not_equal(text[1:], text[:-1]), True)
-    starts = np.concatenate([[0], np.flatnonzero(np.asarray(changed.to_numpy(zero_copy_only=False))) + 1])
-    heads = text.take(pa.array(starts))
+    starts = _run_starts(text)
+    bounds = np.searchsorted(starts, np.cumsum([0] + [len(chunk) for chunk in text.chunks]))
+    heads = [chunk.take(pa.array(starts[lo:hi] - starts[lo]))  # chunk by chunk: a ChunkedArray.take
+             for chunk, lo, hi in zip(text.chunks, bounds[:-1], bounds[1:], strict=True)]  # copies all text
     value_set = pa.array(np.asarray(universe, dtype=object), type=text.type, from_pandas=True)
-    head_codes = _codes_of(pc.index_in(heads, value_set=value_set))
-    return np.repeat(head_codes, np.diff(np.append(starts, n)))
+    head_codes = _codes_of(pc.index_in(pa.chunked_array(heads, type=text.type), value_set=value_set))
+    return np.repeat(head_codes, np.diff(np.append(starts, len(text))))
 
 
 def group_medians(values: np.ndarray, codes: np.ndarray, counts: np.ndarray, wanted: np.ndarray) -> np.ndarray:
