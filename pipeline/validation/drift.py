@@ -201,7 +201,8 @@ def _analyte_stats(measurements: pd.DataFrame, patients: np.ndarray, window_hour
     counted = pd.notna(np.asarray(patients, dtype=object)) if len(patients) else np.zeros(0, dtype=bool)
     n_patients, n_measurements, n_censored = _per_analyte_counts(
         patient, analyte, valid, censored, (len(patients), len(names)), counted)
-    medians = group_medians(value[valid], analyte[valid], n_measurements, n_patients >= MIN_PATIENTS_FOR_QUANTILES)
+    medians = group_medians(value, np.where(valid, analyte, -1), n_measurements,
+                            n_patients >= MIN_PATIENTS_FOR_QUANTILES)
     patient_days = len(patients) * (hi - lo) / 24.0
     has = n_measurements > 0  # a group-by only has the analytes that have rows
     out = pd.DataFrame({"n_patients": n_patients[has], "median_value": medians[has],

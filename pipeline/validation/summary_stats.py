@@ -141,18 +141,34 @@ def lookup_codes(series: pd.Series, universe: np.ndarray) -> np.ndarray:
     return np.repeat(head_codes, np.diff(np.append(starts, len(text))))
 
 
-def group_medians(values: np.ndarray, codes: np.ndarray, counts: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+#: Up to this many groups, each group's rows are picked with a mask; beyond, after one sort of the codes.
+MASKED_GROUPS = 16
+
+
+def _pandas_median(block: np.ndarray) -> float:
+    """pandas' median of a non-empty block of finite values: ``(upper + lower) / 2`` of the middle pair."""
+    n = len(block)
+    block.partition([(n - 1) // 2, n // 2])
+    return float(block[n // 2]) if n % 2 else float((block[n // 2] + block[n // 2 - 1]) / 2)
+
+
+def group_medians(values: np.ndarray, codes: np.ndarray, counts: np.ndarray, wanted: np.ndarray,
+                  masked_groups: int = MASKED_GROUPS) -> np.ndarray:
     """Median of ``values`` per code 0..K-1 as pandas' group-by computes it; NaN where not ``wanted``.
 
-    ``counts`` are the rows per code (``np.bincount(codes, minlength=K)``); codes are all >= 0.
+    ``counts`` are the rows per code (``np.bincount`` of the codes >= 0); rows with code -1 are ignored.
     """
-    small = codes.astype(np.min_scalar_type(max(len(counts) - 1, 0)))  # few distinct small ints: radix sort
-    grouped = values[np.argsort(small, kind="stable")]
-    ends = np.cumsum(counts)
     out = np.full(len(counts), np.nan)
-    for k in np.flatnonzero(wanted & (counts > 0)):
-        n = int(counts[k])
-        block = grouped[ends[k] - n: ends[k]]
-        middle = np.partition(block, [(n - 1) // 2, n // 2])
-        out[k] = middle[n // 2] if n % 2 else (middle[n // 2] + middle[n // 2 - 1]) / 2
+    groups = np.flatnonzero(wanted & (counts > 0))
+    if len(groups) <= masked_groups:
+        small = codes.astype(np.min_scalar_type(-max(len(counts), 1)))  # int8 or int16: a cheaper compare
+        for k in groups:
+            out[k] = _pandas_median(values[small == k])
+        return out
+    present = codes >= 0
+    order = np.argsort(codes[present].astype(np.min_scalar_type(len(counts))), kind="stable")  # radix sort
+    grouped = values[present][order]
+    ends = np.cumsum(counts)
+    for k in groups:
+        out[k] = _pandas_median(grouped[ends[k] - counts[k]: ends[k]])
     return out

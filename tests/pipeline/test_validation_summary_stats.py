@@ -123,10 +123,13 @@ def test_group_medians_equal_pandas_groupby_median():
     values[codes == 4] = -0.0
     counts = np.bincount(codes, minlength=7)  # code 6: no rows
     wanted = np.array([True, True, False, True, True, True, True])
-    got = group_medians(values, codes, counts, wanted)
     expected = pd.Series(values).groupby(codes).median().reindex(range(7)).to_numpy(copy=True)
     expected[~wanted] = np.nan
-    assert got.tobytes() == expected.tobytes()
+    ignored = np.append(codes, [-1, -1])  # rows outside every group
+    with_ignored = np.append(values, [1e9, -1e9])
+    for masked_groups in (0, 16):  # after one sort of the codes, and group by group with a mask
+        got = group_medians(with_ignored, ignored, counts, wanted, masked_groups)
+        assert got.tobytes() == expected.tobytes()
 
 
 def test_codes_of_text_columns_with_missing_values():
