@@ -231,7 +231,9 @@ def feature_summary(landmarks: pd.DataFrame, feature_columns: list[str], measure
     ids = landmarks[PATIENT_ID].astype(str).to_numpy()
     codes, patients = pd.factorize(ids)
     most_rows = int(np.bincount(codes[codes >= 0]).max()) if (codes >= 0).any() else 0  # rows of one patient
-    landmarks_hours = sorted({float(h) for h in landmarks[LANDMARK_HOURS]})
+    hours = landmarks[LANDMARK_HOURS]
+    distinct = hours if hours.isna().any() else pd.unique(hours)  # the same set, without a float per row
+    landmarks_hours = sorted({float(h) for h in distinct})
     window = (WINDOW_START_HOURS, float(landmarks[LANDMARK_HOURS].max()))
     features = {
         name: _categorical_summary(landmarks[name]) if _is_categorical(landmarks[name])

@@ -102,7 +102,12 @@ def _codes_of(indices: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
 
 def string_codes(series: pd.Series) -> tuple[np.ndarray, list[str]]:
-    """Codes 0..K-1 per row (-1 where missing) and the K distinct strings, in order of appearance."""
+    """Codes 0..K-1 per row (-1 where missing) and the K distinct strings (in order of appearance; a
+    categorical column: its categories, read without touching the rows' text)."""
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        category_codes, names = string_codes(pd.Series(series.cat.categories.astype(str)))
+        rows = series.cat.codes.to_numpy()
+        return np.where(rows >= 0, category_codes[rows], -1).astype(np.int32), names
     encoded = pc.dictionary_encode(_arrow_text(series))
     if encoded.num_chunks == 0:
         return np.empty(0, dtype=np.int32), []
@@ -127,8 +132,13 @@ def lookup_codes(series: pd.Series, universe: np.ndarray) -> np.ndarray:
     value matches a missing entry of ``universe``, as ``Series.isin`` does).
 
     Rows come in runs of one value (measurements are sorted by patient): only the first row of each
-    run is looked up, so the cost is one comparison of neighbours plus one lookup per run.
+    run is looked up, so the cost is one comparison of neighbours plus one lookup per run. A categorical
+    column is looked up once per category.
     """
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        per_category = lookup_codes(pd.Series(series.cat.categories.astype(str)), universe)
+        missing = lookup_codes(pd.Series([None], dtype="str"), universe)
+        return np.append(per_category, missing)[series.cat.codes.to_numpy()]  # code -1 (missing): the last
     text = _arrow_text(series)
     if len(text) == 0:
         return np.empty(0, dtype=np.int32)

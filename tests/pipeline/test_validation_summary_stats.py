@@ -140,6 +140,11 @@ def test_codes_of_text_columns_with_missing_values():
     assert lookup_codes(ids, np.array(["P1", "P2"], dtype=object)).tolist() == [1, 1, -1, -1, 0, 0, 1]
     assert lookup_codes(pd.Series([7, 7, 3]), np.array(["3", "7"], dtype=object)).tolist() == [1, 1, 0]
     assert len(lookup_codes(pd.Series([], dtype="str"), np.array(["P1"], dtype=object))) == 0
+    categorical = ids.astype("category")
+    assert lookup_codes(categorical, np.array(["P1", "P2"], dtype=object)).tolist() == [1, 1, -1, -1, 0, 0, 1]
+    assert lookup_codes(categorical, np.array(["P1", np.nan], dtype=object)).tolist() == [-1, -1, -1, 1, 0, 0, -1]
+    codes, names = string_codes(pd.Series(pd.Categorical(["b", None, "a"], categories=["z", "a", "b"])))
+    assert [names[c] if c >= 0 else None for c in codes] == ["b", None, "a"]
 
 
 # ----------------------------------------------------------------------------- whole summary
@@ -180,7 +185,7 @@ def cohort(n: int = 40, seed: int = 3) -> tuple[pd.DataFrame, pd.DataFrame]:
 COLUMNS = ["x", "ties", "sparse", "empty", "product"]
 
 
-@pytest.mark.parametrize("censoring", ["words", "codes", "object", "absent"])
+@pytest.mark.parametrize("censoring", ["words", "codes", "object", "categorical", "absent"])
 def test_feature_summary_equals_reference(censoring: str):
     lm, meas = cohort()
     if censoring == "codes":
@@ -188,6 +193,8 @@ def test_feature_summary_equals_reference(censoring: str):
         meas = meas.assign(censoring=np.select([words == "left", words == "right"], [1, 2], 0).astype(np.int8))
     elif censoring == "object":
         meas = meas.astype({"censoring": object, "analyte": object, PATIENT_ID: object})
+    elif censoring == "categorical":  # text read as pandas categoricals (Arrow dictionaries)
+        meas = meas.astype({"censoring": "category", "analyte": "category", PATIENT_ID: "category"})
     elif censoring == "absent":
         meas = meas.drop(columns="censoring")
     got = drift.feature_summary(lm, COLUMNS, meas)
@@ -201,8 +208,10 @@ def test_feature_summary_equals_reference(censoring: str):
 def test_analyte_stats_equal_reference_frames_and_edge_cases():
     lm, meas = cohort(n=12, seed=4)
     patients = pd.unique(lm[PATIENT_ID].astype(str))
+    categorical = meas.astype({"analyte": "category", PATIENT_ID: "category"})
     for frame, universe in [(meas, patients), (meas.iloc[:0], patients), (meas, patients[:0]),
-                            (meas, np.append(patients, np.nan).astype(object))]:  # a missing id in drift_report
+                            (meas, np.append(patients, np.nan).astype(object)),  # a missing id in drift_report
+                            (categorical, np.append(patients, np.nan).astype(object))]:
         got, overall = drift._analyte_stats(frame, universe, (-168.0, 24.0))
         expected, expected_overall = reference_analyte_stats(frame, universe, (-168.0, 24.0))
         pd.testing.assert_frame_equal(got, expected, check_exact=True, check_index_type=False)
