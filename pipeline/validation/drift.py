@@ -39,6 +39,7 @@ from pipeline.validation.summary_stats import (
 SIGNIFICANT_DIGITS = 6
 #: Quantile bins of a numeric feature: deciles (9 inner edges; the outer bins are open-ended).
 N_QUANTILE_BINS = 10
+#: The inner decile levels 0.1 .. 0.9 (as ``np.quantile`` receives them).
 DECILE_LEVELS = np.arange(1, N_QUANTILE_BINS) / N_QUANTILE_BINS
 #: Below this many contributing patients, bin edges and medians are not stored (small-cell rule).
 MIN_PATIENTS_FOR_QUANTILES = 10

@@ -13,10 +13,14 @@ Every result equals what the straightforward numpy / pandas calls return, bit fo
 * :func:`order_statistics` reproduces ``np.quantile(x, q)`` (method ``linear``: virtual index
   ``(n - 1) q``, numpy's two-sided interpolation) and ``np.median(x)`` from a single ``np.partition``;
 * :func:`group_medians` reproduces pandas' group-by median (``(upper + lower) / 2`` of the two middle
-  values) from one stable sort of small integer codes and one partition per group;
+  values), one partition per group (rows picked with a small-integer mask, or after one radix sort of
+  the codes when there are many groups);
 * :func:`counts_at_or_below` counts values <= each edge from that partition, scanning only the
   stretch between the two neighbouring partition points;
 * :func:`string_codes` and :func:`lookup_codes` give integer codes for text columns (missing -> -1).
+
+The numpy formulas copied here (``_linear_positions``, ``_lerp``) are numpy 2.x's; the tests compare
+with ``np.quantile`` itself, so a numpy that changed them would fail there, not drift silently.
 """
 
 from __future__ import annotations
