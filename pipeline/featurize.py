@@ -223,6 +223,7 @@ def main(config: Config, list_features: bool = False) -> None:
     tables.update(read_graded(Path(config.paths.graded_dir)))
     frame, featurizer = featurize(config, tables)
     write_parquet(frame, config.paths.landmarks)
+    frame.attrs = {}  # written; pandas would deep-copy them on every column the report reads
     report = feature_set_report(config, featurizer, frame, tables["patients"])
     write_json(report, config.paths.feature_set)
     n_features = frame.shape[1] - 1 - 2 * len(config.targets)

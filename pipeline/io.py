@@ -193,8 +193,24 @@ def _acquire(lock: Path) -> int:
 
 
 def write_parquet(df: pd.DataFrame, path: str | Path) -> None:
+    """``df.to_parquet(path, index=False)``, atomically, with ``df.attrs`` stored as pandas stores them.
+
+    The frame is converted without its attrs: pandas deep-copies ``attrs`` on every column it hands out,
+    and the landmark table's (its training summary, about 80 kB) made writing 400 columns take 2.6 s
+    instead of 0.1 s. The file is the one ``to_parquet`` writes, byte for byte.
+    """
+    import pyarrow.parquet as pq
+
+    bare = df.copy(deep=False)
+    bare.attrs = {}
+    table = pa.Table.from_pandas(bare, preserve_index=False)
+    if df.attrs:  # where pyarrow (its "pandas" metadata) and pandas (PANDAS_ATTRS) each keep them
+        pandas_meta = json.loads(table.schema.metadata[b"pandas"])
+        pandas_meta["attributes"] = df.attrs
+        table = table.replace_schema_metadata({**table.schema.metadata, b"pandas": json.dumps(pandas_meta),
+                                               "PANDAS_ATTRS": json.dumps(df.attrs)})
     with atomic_path(path) as tmp:
-        df.to_parquet(tmp, index=False)
+        pq.write_table(table, tmp, compression="snappy")
 
 
 #: OWASP CSV injection: a text cell starting with one of these is run as a formula by spreadsheets...
