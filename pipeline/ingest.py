@@ -49,19 +49,12 @@ def _write_tables(result: IngestResult, tmp: Path) -> None:
     )
 
 
-def write_outputs(result: IngestResult, out_dir: Path, report_path: Path) -> None:
-    """The whole output directory appears at once, and the report only after it."""
-    with atomic_dir(out_dir) as tmp:  # the large measurements file is written beside the others
-        _write_tables(result, tmp)
-    write_json(result.report, report_path)
-
-
 def run_to(config: Config, raw_tables: dict[str, RawTable], out_dir: Path, chunk_rows: int | None = None
            ) -> IngestResult:
-    """:func:`run` and :func:`write_outputs`; with ``chunk_rows``, a measurements table of more rows is
+    """:func:`run`, with the output directory appearing at once; with ``chunk_rows``, a measurements table of more rows is
     validated in blocks of whole patients of about that many rows and written as they come (same files,
     bounded working memory: docs/scale.md); a smaller one whole, which is faster. The caller writes the
-    report after this returns, as :func:`write_outputs` does."""
+    report after this returns, so the report never describes a directory that is not there."""
     if chunk_rows is None or raw_tables[MEASUREMENTS.name].n_rows <= chunk_rows:
         result = run(config, raw_tables)
         with atomic_dir(out_dir) as tmp:
@@ -153,4 +146,4 @@ def main(config: Config, cohort: Path | None = None, out: Path | None = None, re
     )
 
 
-__all__ = ["IngestResult", "main", "run", "run_to", "write_outputs"]
+__all__ = ["IngestResult", "main", "run", "run_to"]
