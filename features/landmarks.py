@@ -755,15 +755,29 @@ class LandmarkContext:
 
 def features_at_landmark(cut: CutTimeline, spec: LandmarkSpec) -> dict[str, np.ndarray]:
     """Every dynamic feature at one landmark, in output order (``landmark_hours`` first)."""
+    return dict(iter_features_at_landmark(cut, spec))
+
+
+def dynamic_feature_names(spec: LandmarkSpec) -> list[str]:
+    """The names :func:`features_at_landmark` returns, in its order, without computing anything (a name
+    computed twice keeps its first place, as in a dict)."""
+    names = ["landmark_hours"]
+    for code in spec.analytes:
+        names.extend(name for name, _ in definitions.analyte_summaries(code))
+    return list(dict.fromkeys(names + [derived.name for derived in definitions.DERIVED]))
+
+
+def iter_features_at_landmark(cut: CutTimeline, spec: LandmarkSpec) -> Iterator[tuple[str, np.ndarray]]:
+    """``features_at_landmark`` one ``(name, values)`` at a time, so a caller can store each array and
+    drop it before the next is computed (no landmark's whole feature set held at once)."""
     ctx = LandmarkContext(cut, spec.baseline_window_hours, spec.baseline_fallback_hours)
-    out: dict[str, np.ndarray] = {"landmark_hours": np.full(cut.n_patients, cut.landmark_hours)}
+    yield "landmark_hours", np.full(cut.n_patients, cut.landmark_hours)
     for code in spec.analytes:
         analyte = ctx[code]
         for name, summary in definitions.analyte_summaries(code):
-            out[name] = summary.compute(analyte)
+            yield name, summary.compute(analyte)
     for derived in definitions.DERIVED:
-        out[derived.name] = derived.compute(ctx)
-    return out
+        yield derived.name, derived.compute(ctx)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -954,21 +968,20 @@ def _dynamic_block(timeline: Timeline, spec: LandmarkSpec) -> pd.DataFrame:
     """``landmark_hours`` and every dynamic feature, one row per (patient, landmark), patient-major.
 
     Filled as one (feature, patient, landmark) float block, which is the layout pandas keeps a float
-    frame in, so the frame wraps it without another copy. The block is filled one feature at a time
-    (its (patient, landmark) slab stays in cache), and each landmark's array is freed once copied.
+    frame in, so the frame wraps it without another copy. Each feature array is written into its
+    column of the block as soon as it is computed and then dropped: holding every landmark's features
+    until the end meant hundreds of separately allocated arrays of fresh memory (page faults cost more
+    than the strided writes).
     """
     n, k = timeline.n_patients, len(spec.landmarks_hours)
-    per_landmark: list[dict[str, np.ndarray]] = [{} for _ in range(k)]
+    names = dynamic_feature_names(spec)
+    position = {name: i for i, name in enumerate(names)}
+    block = np.empty((len(names), n, k), dtype=np.float64)
     cut: Timeline | CutTimeline = timeline
     for j in reversed(range(k)):  # last landmark first: each cut is taken from the previous, smaller one
         cut = cut_at_landmark(cut, spec.landmarks_hours[j])
-        per_landmark[j] = features_at_landmark(cut, spec)
-    names = list(per_landmark[0])
-    block = np.empty((len(names), n, k), dtype=np.float64)
-    for i, name in enumerate(names):
-        slab = block[i]
-        for j in range(k):
-            slab[:, j] = per_landmark[j].pop(name)
+        for name, values in iter_features_at_landmark(cut, spec):
+            block[position[name], :, j] = values
     return pd.DataFrame(block.reshape(len(names), n * k).T, columns=names, copy=False)
 
 
