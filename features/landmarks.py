@@ -272,6 +272,7 @@ def encode_cohort(
     grades: pd.DataFrame | None = None,
     result_lag_hours: Mapping[str, float] | None = None,
     keys: MeasurementKeys | None = None,
+    until_hours: float | None = None,
 ) -> Timeline:
     """Encode the long tables into per-analyte sorted arrays (rows of unknown patients are ignored).
 
@@ -280,6 +281,8 @@ def encode_cohort(
     null, counts as not censored). Analyte names match ``analytes`` after trim + upper-case.
     Rows with a missing time or value are ignored (ingest has already quarantined them).
     ``keys``: :func:`measurement_keys` of these measurements and ``patient_ids``, when already hashed.
+    ``until_hours``: measurements known after this hour are left out too (no landmark at or before it
+    can see them, so the matrix does not copy them only to cut them away).
     """
     _require(measurements, MEASUREMENT_COLUMNS, "measurements")
     codes = list(dict.fromkeys(a.strip().upper() for a in analytes))
@@ -290,8 +293,10 @@ def encode_cohort(
     hours = _float(measurements["hours_since_anchor"])
     value = _float(measurements["value"])
     valid = (patient >= 0) & (analyte >= 0) & np.isfinite(hours) & np.isfinite(value)
-    rows = _analyte_rows(analyte, valid, patient, hours, len(codes))
     known = known_hours(measurements, analyte, hours, codes, result_lag_hours)
+    if until_hours is not None:
+        valid &= (hours if known is None else known) <= until_hours
+    rows = _analyte_rows(analyte, valid, patient, hours, len(codes))
     censored = censoring_codes(measurements)
     by_analyte = {
         code: SortedRows(np.take(patient, r), np.take(hours, r), np.take(value, r), np.take(censored, r),
@@ -940,7 +945,7 @@ def landmark_matrix(
     if grades is None:
         grades = grades_from_events(tables.get("events"))
     timeline = encode_cohort(tables["measurements"], patient_ids, tables.get("treatments"), analytes, grades,
-                             dict(spec.result_lag_hours), keys)
+                             dict(spec.result_lag_hours), keys, until_hours=max(spec.landmarks_hours))
     ld_start = patient_hours(patients, patient_ids, LYMPHODEPLETION_HOURS)
     if ld_start is not None:
         timeline = dataclasses.replace(timeline, score_baseline_end=ld_start)
