@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +24,12 @@ NC_HIGH_FLOW, FLOW_LOW_NO_DEVICE, FLOW_HIGH_NO_DEVICE = -1, -2, -3
 
 
 def term_grades(item: str) -> dict[str, int]:
+    return dict(_term_grades(item))
+
+
+@functools.cache
+def _term_grades(item: str) -> dict[str, int]:
+    """The registry's terms of ``item`` and their grades (the registry is read once per process)."""
     terms = observation_terms()
     rows = terms[terms["item"] == item]
     return dict(zip(rows["term"], rows["grade"], strict=True))
@@ -32,7 +39,8 @@ def observed_terms(data: Inputs, item: str) -> tuple[Rows, np.ndarray]:
     """The rows of one term item and their grades; a term outside the registry is an error (ingest
     quarantines those; grading never guesses one)."""
     rows = data.observed(item)
-    table = pd.Series(data.words, dtype=object).map(term_grades(item)).to_numpy(dtype=np.float64)
+    grades_of = _term_grades(item)  # once per distinct word (as Series.map): a missing term is NaN
+    table = np.array([grades_of.get(w, np.nan) if isinstance(w, str) else np.nan for w in data.words], dtype=np.float64)
     grades = table[rows["term"]] if len(table) else np.zeros(0)
     if np.isnan(grades).any():
         raise ValueError(f"grading: {int(np.isnan(grades).sum())} {item} row(s) carry a term not in observations.csv")

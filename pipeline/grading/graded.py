@@ -8,6 +8,7 @@ featurize reads: CRS / ICANS grade in force, HYPOTENSION / HYPOXIA components gr
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,21 +36,43 @@ class GradeResult:
 COMPONENT_INPUTS = {"HYPOTENSION": (("SBP", "MAP"), ()), "HYPOXIA": (("O2_FLOW",), ("O2_DEVICE",))}
 
 
+def _in(column: pd.Series, values: tuple[str, ...]) -> np.ndarray:
+    """Whether each cell's text is one of ``values`` (one test per distinct text; missing: False)."""
+    codes, uniques = pd.factorize(column)
+    table = np.array([str(u) in values for u in uniques] + [False], dtype=bool)
+    return table[codes]
+
+
+def _row_arrays(tables: dict[str, pd.DataFrame], analytes: tuple[str, ...], items: tuple[str, ...] | None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """(patient_id as text, hours_since_anchor) arrays of measurements of ``analytes`` and observations
+    of ``items`` (``None``: every observation)."""
+    ids, hours = [np.zeros(0, dtype=object)], [np.zeros(0)]
+    measurements = tables.get("measurements")
+    if measurements is not None and len(measurements) and analytes:
+        keep = _in(measurements["analyte"], analytes)
+        ids.append(_text(measurements["patient_id"])[keep])
+        hours.append(measurements["hours_since_anchor"].to_numpy(dtype=np.float64)[keep])
+    observations = tables.get("observations")
+    if observations is not None and len(observations) and (items is None or items):
+        keep = slice(None) if items is None else _in(observations["item"], items)
+        ids.append(_text(observations["patient_id"])[keep])
+        hours.append(observations["hours_since_anchor"].to_numpy(dtype=np.float64)[keep])
+    return np.concatenate(ids), np.concatenate(hours)
+
+
+def _text(column: pd.Series) -> np.ndarray:
+    """A patient id column as an object array of str (``astype("str")``, as the frames did)."""
+    if not isinstance(column.dtype, pd.StringDtype):
+        column = column.astype("str")
+    return column.to_numpy(dtype=object)
+
+
 def _rows(tables: dict[str, pd.DataFrame], analytes: tuple[str, ...], items: tuple[str, ...] | None) -> pd.DataFrame:
     """(patient_id, hours_since_anchor) of measurements of ``analytes`` and observations of ``items``
     (``None``: every observation)."""
-    parts = []
-    measurements = tables.get("measurements")
-    if measurements is not None and len(measurements) and analytes:
-        keep = measurements["analyte"].astype("str").isin(analytes).to_numpy()
-        parts.append(measurements.loc[keep, ["patient_id", "hours_since_anchor"]])
-    observations = tables.get("observations")
-    if observations is not None and len(observations) and (items is None or items):
-        keep = slice(None) if items is None else observations["item"].astype("str").isin(items).to_numpy()
-        parts.append(observations.loc[keep, ["patient_id", "hours_since_anchor"]])
-    if not parts:
-        return pd.DataFrame({"patient_id": pd.Series(dtype="str"), "hours_since_anchor": pd.Series(dtype="float64")})
-    return pd.concat(parts, ignore_index=True).astype({"patient_id": "str", "hours_since_anchor": "float64"})
+    ids, hours = _row_arrays(tables, analytes, items)
+    return pd.DataFrame({"patient_id": pd.array(ids, dtype="str"), "hours_since_anchor": hours})
 
 
 def grading_inputs(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -58,6 +81,11 @@ def grading_inputs(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 
 def _empty_events() -> pd.DataFrame:
+    return _EMPTY_EVENTS().copy(deep=False)  # a new frame each time (copy-on-write: the template stays empty)
+
+
+@functools.cache
+def _EMPTY_EVENTS() -> pd.DataFrame:  # noqa: N802
     return pd.DataFrame({"patient_id": pd.Series(dtype="str"), "event": pd.Series(dtype="str"),
                          "grade": pd.Series(dtype="int8"), "hours_since_anchor": pd.Series(dtype="float64")})
 
@@ -78,11 +106,15 @@ def given_events(config: Config, events: pd.DataFrame | None) -> pd.DataFrame:
     return astct.astype({"patient_id": "str", "event": "str", "hours_since_anchor": "float64"})
 
 
-def _first_assessed(tables: dict[str, pd.DataFrame], key: str) -> pd.Series:
-    """Per patient, the first hour the component ``key`` was assessed (blood pressure; oxygen)."""
+def _first_assessed(tables: dict[str, pd.DataFrame], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per patient (ids sorted), the first hour the component ``key`` was assessed (blood pressure;
+    oxygen): a group-by minimum in arrays (NaN hours skipped; NaN when a patient has only those)."""
     analytes, items = COMPONENT_INPUTS[key]
-    assessed = _rows(tables, analytes, items)
-    return assessed.groupby("patient_id", sort=True)["hours_since_anchor"].min()
+    ids, hours = _row_arrays(tables, analytes, items)
+    codes, uniques = pd.factorize(ids, sort=True)
+    first = np.full(len(uniques), np.nan)
+    np.fmin.at(first, codes, hours)
+    return np.asarray(uniques, dtype=object), first
 
 
 def component_rows(timeline: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -96,11 +128,12 @@ def component_rows(timeline: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> p
     crs_hours = crs["hours_since_anchor"].to_numpy(dtype=np.float64)
     parts = []
     for key in SUPPORT_COMPONENTS:
-        first = _first_assessed(tables, key)
-        since = first.reindex(crs_pid).to_numpy(dtype=np.float64)
+        first_ids, first = _first_assessed(tables, key)
+        at = pd.Index(first_ids, dtype=object).get_indexer(crs_pid) if len(crs_pid) else np.zeros(0, dtype=np.intp)
+        since = np.append(first, np.nan)[at]  # -1 (never assessed): NaN
         after = crs_hours >= since  # NaN (never assessed): False
-        pid = np.concatenate([first.index.to_numpy(dtype=object), crs_pid[after]])
-        hours = np.concatenate([first.to_numpy(dtype=np.float64), crs_hours[after]])
+        pid = np.concatenate([first_ids, crs_pid[after]])
+        hours = np.concatenate([first, crs_hours[after]])
         grade = np.concatenate([np.zeros(len(first)), crs[f"{key.lower()}_grade"].to_numpy(dtype=np.float64)[after]])
         # The start rows come first at equal (patient, hour): the graded row, last, wins over the 0.
         order = np.lexsort((np.r_[np.zeros(len(first)), np.ones(after.sum())], hours, pid.astype(str)))
@@ -141,25 +174,54 @@ def graded_tables(config: Config, tables: dict[str, pd.DataFrame], rules: Gradin
     and grades that scoring reads, and scores patients without observations with grade 0 and unassessed
     components."""
     mode = config.cohort.grades
-    assessed = grading_inputs(tables)
+    assessed = grading_inputs(tables) if strict else None  # scoring needs only whether there is any
     if strict and mode != "given" and assessed.empty:
         raise UserError(f"cohort.grades: {mode} needs raw observations (vitals {', '.join(GRADING_ANALYTES)} "
                         "in measurements, or an observations table); this cohort has none (docs/grading.md)")
     given = given_events(config, tables.get("events"))
     rules = rules or GradingRules(**config.grading.model_dump())
-    timeline = grade_timeline(tables, rules) if not assessed.empty else _empty_timeline()
+    has_assessment = not assessed.empty if assessed is not None else len(_row_arrays(tables, GRADING_ANALYTES, None)[0]) > 0
+    timeline = grade_timeline(tables, rules) if has_assessment else _empty_timeline()
     if mode == "derive":
         events, syndromes = derived_events(timeline, given), _syndrome_rows(timeline)
     else:
         events, syndromes = given, grades_from_events(given).assign(reason=GIVEN_REASON)
-    grades = pd.concat([syndromes, component_rows(timeline, tables).assign(reason="")], ignore_index=True)
-    grades = grades.astype({"patient_id": "str", "event": "str", "grade": "float64", "hours_since_anchor": "float64"})
-    grades = grades.sort_values(["patient_id", "hours_since_anchor", "event"], kind="stable").reset_index(drop=True)
+    grades = _sorted_grades([syndromes, component_rows(timeline, tables)])
     if not strict:
         return GradeResult(tables={"events": events, "grades": grades, "timeline": timeline})
     daily = daily_grades(syndromes[list(GRADE_COLUMNS)].astype({"grade": "int8"}))
     return GradeResult(tables={"events": events, "grades": grades, "timeline": timeline, "daily_grades": daily},
                        report=grading_report(config, given, timeline, events, assessed))
+
+
+def _texts(column: pd.Series) -> np.ndarray:
+    """A column as ``astype("str")`` gives it, as an object array (missing: NaN)."""
+    if not isinstance(column.dtype, pd.StringDtype):
+        column = column.astype("str")
+    return column.to_numpy(dtype=object, na_value=np.nan)
+
+
+def _sort_codes(texts: np.ndarray) -> np.ndarray:
+    """Sort keys of texts as ``sort_values`` orders them: code-point order, missing last."""
+    codes, uniques = pd.factorize(texts, sort=True)
+    return np.where(codes < 0, len(uniques), codes)
+
+
+def _sorted_grades(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """The rows of ``parts`` (GRADE_COLUMNS, and ``reason`` or none: "") typed and sorted by patient,
+    hour and event (stable): array code, since it runs once per scored request."""
+    n = [len(p) for p in parts]
+    pid = np.concatenate([np.zeros(0, dtype=object), *(_texts(p["patient_id"]) for p in parts)])
+    event = np.concatenate([np.zeros(0, dtype=object), *(_texts(p["event"]) for p in parts)])
+    grade = np.concatenate([np.zeros(0), *(p["grade"].to_numpy(dtype=np.float64) for p in parts)])
+    hours = np.concatenate([np.zeros(0), *(p["hours_since_anchor"].to_numpy(dtype=np.float64) for p in parts)])
+    reason = np.concatenate([np.zeros(0, dtype=object), *(
+        _texts(p["reason"]) if "reason" in p.columns else np.full(k, "", dtype=object) for p, k in zip(parts, n, strict=True)
+    )])
+    order = np.lexsort((_sort_codes(event), hours, _sort_codes(pid)))  # stable, as sort_values(kind="stable")
+    return pd.DataFrame({"patient_id": pd.array(pid[order], dtype="str"), "hours_since_anchor": hours[order],
+                         "event": pd.array(event[order], dtype="str"), "grade": grade[order],
+                         "reason": pd.array(reason[order], dtype="str")})
 
 
 def _empty_timeline() -> pd.DataFrame:

@@ -7,6 +7,7 @@ frames of string columns (pandas' Arrow strings) cost more than the grading itse
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,21 +46,30 @@ def select(rows: Rows, mask: np.ndarray) -> Rows:
 def _frame(tables: dict[str, pd.DataFrame], name: str, columns: tuple[str, ...]) -> pd.DataFrame:
     frame = tables.get(name)
     if frame is None or len(frame) == 0:
-        return pd.DataFrame({c: pd.Series(dtype=object if c in ("patient_id",) else float) for c in columns})
+        return _empty(columns)  # read, never written: one per process
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise ValueError(f"grading: table '{name}' lacks column(s) {missing}")
     return frame
 
 
+@functools.cache
+def _empty(columns: tuple[str, ...]) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=object if c in ("patient_id",) else float) for c in columns})
+
+
 def _factorize(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Codes and distinct values (object array) of a string column: hashes each distinct text once."""
+    if len(column) == 0:
+        return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=object)
     codes, uniques = pd.factorize(column, sort=False, use_na_sentinel=False)
     return codes, pd.Index(uniques).astype(str).to_numpy(dtype=object)
 
 
 def _rows(frame: pd.DataFrame, ids: pd.Index, keep: dict[str, np.ndarray], mask: np.ndarray | None = None) -> Rows:
     """``code``, ``time`` and the ``keep`` columns of the rows in ``mask`` that have a time."""
+    if len(frame) == 0:
+        return {"code": np.zeros(0, dtype=np.intp), "time": np.zeros(0), **keep}
     local, uniques = _factorize(frame["patient_id"])
     rows = {"code": ids.get_indexer(uniques)[local] if len(uniques) else local,
             "time": frame[TIME].to_numpy(dtype=np.float64), **keep}
@@ -75,7 +85,7 @@ def _which(column: pd.Series, names: tuple[str, ...]) -> np.ndarray:
 
 
 def _patient_ids(frames: list[pd.DataFrame]) -> pd.Index:
-    uniques = [_factorize(f["patient_id"])[1] for f in frames]
+    uniques = [np.zeros(0, dtype=object)] + [_factorize(f["patient_id"])[1] for f in frames if len(f)]
     return pd.Index(np.unique(np.concatenate(uniques)))
 
 
@@ -94,8 +104,9 @@ def prepare(tables: dict[str, pd.DataFrame], rules: GradingRules, items: tuple[s
         age = pd.to_numeric(patients["age"], errors="coerce").to_numpy(dtype=np.float64)
         child[ids.get_indexer(patients["patient_id"].astype(str))] = age <= rules.paediatric_max_age_years
     deaths = np.full(len(ids), np.inf)
-    dead = _rows(events, ids, {}, (events["event"].astype(str) == "DEATH").to_numpy(dtype=bool))
-    np.minimum.at(deaths, dead["code"], dead["time"])
+    if len(events):
+        dead = _rows(events, ids, {}, (events["event"].astype(str) == "DEATH").to_numpy(dtype=bool))
+        np.minimum.at(deaths, dead["code"], dead["time"])
 
     analyte = _which(measurements["analyte"], MEASURED)
     value = measurements["value"].to_numpy(dtype=np.float64)

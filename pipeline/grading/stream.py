@@ -22,6 +22,10 @@ EXPIRY, FEVER, SBP, MAP, FLOW, DEVICE, VASO, DOSE, DEATH, ICE, CAPD = range(11)
 TERM_KIND0 = 11
 
 
+#: Up to this many words, :meth:`Parts.label_codes` codes them in plain Python (same codes).
+_SMALL = 64
+
+
 @dataclass
 class Parts:
     """Entries collected before sorting; ``labels`` is the shared list that ``label`` indexes."""
@@ -32,7 +36,14 @@ class Parts:
 
     def label_codes(self, words: np.ndarray) -> np.ndarray:
         """Strings -> indices into ``labels`` (a Python loop over the distinct words only)."""
-        inverse, uniques = pd.factorize(pd.Series(np.asarray(words, dtype=object)).astype(str))
+        words = np.asarray(words, dtype=object)
+        if len(words) <= _SMALL and all(type(w) is str for w in words):  # a few texts: no pandas round trip
+            first = dict.fromkeys(words)  # distinct words in order of appearance, as pd.factorize
+            uniques = list(first)
+            first.update(zip(uniques, range(len(uniques)), strict=True))
+            inverse = np.array([first[w] for w in words], dtype=np.intp)
+        else:
+            inverse, uniques = pd.factorize(pd.Series(words).astype(str))
         table = np.array([self._index.setdefault(w, len(self._index)) for w in uniques], dtype=np.int32)
         self.labels[:] = sorted(self._index, key=self._index.__getitem__)
         return table[inverse] if len(uniques) else np.zeros(0, dtype=np.int32)

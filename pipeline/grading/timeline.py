@@ -59,18 +59,19 @@ def grade_timeline(tables: dict[str, pd.DataFrame], rules: GradingRules | None =
     # Nothing is graded after death (the grade at death stands).
     kept = st.gtime <= death
     rows = [_changes(st, kept, event, grades) for event, grades in zip(EVENTS, (crs, icans), strict=True)]
-    out = pd.concat(rows, ignore_index=True)
-    out = out.iloc[np.lexsort((out["event_code"], out["hours_since_anchor"], out["code"]))]
+    out = {name: np.concatenate([r[name] for r in rows]) for name in rows[0]}
+    order = np.lexsort((out["event_code"], out["hours_since_anchor"], out["code"]))
+    out = {name: column[order] for name, column in out.items()}
     reasons = _reasons(out, st, crs.pressor_names, rules)
     return pd.DataFrame({
-        "patient_id": pd.array(data.ids[out["code"].to_numpy()], dtype="str"),
-        "hours_since_anchor": out["hours_since_anchor"].to_numpy(dtype=np.float64),
-        "event": pd.array(np.array(EVENTS, dtype=object)[out["event_code"].to_numpy()], dtype="str"),
-        "grade": out["grade"].to_numpy(dtype=np.int8),
-        "domain": pd.array(np.array(DOMAINS, dtype=object)[out["domain"].to_numpy()], dtype="str"),
+        "patient_id": pd.array(data.ids[out["code"]], dtype="str"),
+        "hours_since_anchor": out["hours_since_anchor"].astype(np.float64),
+        "event": pd.array(np.array(EVENTS, dtype=object)[out["event_code"]], dtype="str"),
+        "grade": out["grade"].astype(np.int8),
+        "domain": pd.array(np.array(DOMAINS, dtype=object)[out["domain"]], dtype="str"),
         "reason": pd.array(reasons, dtype="str"),
-        "hypotension_grade": out["hypotension_grade"].to_numpy(dtype=np.int8),
-        "hypoxia_grade": out["hypoxia_grade"].to_numpy(dtype=np.int8),
+        "hypotension_grade": out["hypotension_grade"].astype(np.int8),
+        "hypoxia_grade": out["hypoxia_grade"].astype(np.int8),
     })
 
 
@@ -84,7 +85,7 @@ def _attribute_death(at_death: np.ndarray, crs: CrsGrades, icans: IcansGrades) -
         grades.detail[hit] = 0
 
 
-def _changes(st: s.Stream, kept: np.ndarray, event: str, g: CrsGrades | IcansGrades) -> pd.DataFrame:
+def _changes(st: s.Stream, kept: np.ndarray, event: str, g: CrsGrades | IcansGrades) -> dict[str, np.ndarray]:
     code, grade = st.gcode[kept], g.grade[kept]
     previous = np.zeros_like(grade)
     previous[1:] = grade[:-1]
@@ -94,21 +95,22 @@ def _changes(st: s.Stream, kept: np.ndarray, event: str, g: CrsGrades | IcansGra
     changed = grade != previous
     hyp = g.hypotension[kept] if isinstance(g, CrsGrades) else np.zeros(len(code), dtype=np.int8)
     hypox = g.hypoxia[kept] if isinstance(g, CrsGrades) else np.zeros(len(code), dtype=np.int8)
-    return pd.DataFrame({
+    return {
         "code": code[changed], "hours_since_anchor": st.gtime[kept][changed],
         "event_code": np.full(int(changed.sum()), EVENTS.index(event), dtype=np.int8),
         "grade": grade[changed], "domain": g.domain[kept][changed], "detail": g.detail[kept][changed],
         "hypotension_grade": hyp[changed], "hypoxia_grade": hypox[changed],
-    })
+    }
 
 
-def _reasons(out: pd.DataFrame, st: s.Stream, pressor_names: list[str], rules: GradingRules) -> np.ndarray:
+def _reasons(out: dict[str, np.ndarray], st: s.Stream, pressor_names: list[str], rules: GradingRules) -> np.ndarray:
     """Reason text per output row, formatted once per distinct (event, domain, detail)."""
-    keys = out[["event_code", "domain", "detail"]]
-    unique = keys.drop_duplicates()
-    text = {k: reason(EVENTS[k[0]], DOMAINS[k[1]], int(k[2]), st.labels, pressor_names, rules)
-            for k in unique.itertuples(index=False, name=None)}
-    return np.array([text[k] for k in keys.itertuples(index=False, name=None)], dtype=object)
+    keys = np.stack([out[name].astype(np.int64) for name in ("event_code", "domain", "detail")], axis=1)
+    if not len(keys):
+        return np.zeros(0, dtype=object)
+    unique, inverse = np.unique(keys, axis=0, return_inverse=True)
+    text = [reason(EVENTS[e], DOMAINS[d], int(detail), st.labels, pressor_names, rules) for e, d, detail in unique]
+    return np.array(text, dtype=object)[inverse.ravel()]
 
 
 def reason(event: str, domain: str, detail: int, labels: list[str], pressor_names: list[str],
