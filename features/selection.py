@@ -10,6 +10,7 @@ upper-case, like :func:`features.landmarks.encode_cohort`; the output is sorted 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -28,44 +29,65 @@ from features.landmarks import (
 CHOICE_COLUMNS = ("analyte", "known", "units", "n_patients", "coverage", "used", "reason")
 
 
-def _name_codes(values: pd.Series, upper: bool = True) -> tuple[np.ndarray, list[str]]:
-    """Code per row into a sorted list of distinct trimmed (upper-case) names (-1 for null / empty)."""
-    return _sorted_codes(*_name_index(values), upper=upper)
+#: Rows per block when scanning the measurements: block-sized temporaries are reused from one block to
+#: the next instead of whole-table masks and copies (fresh memory costs more than the arithmetic).
+BLOCK_ROWS = 1 << 20
 
 
-def _sorted_codes(name_index: np.ndarray, uniques: list[str | None], upper: bool = True) -> tuple[np.ndarray, list[str]]:
-    """:func:`_name_codes` from rows already hashed (``name_index`` into ``uniques``, ``len(uniques)``
-    for a missing value)."""
+def _sorted_lut(uniques: list[str | None], upper: bool = True) -> tuple[np.ndarray, list[str]]:
+    """Per distinct text (plus a last entry for a missing one), its code in the sorted list of distinct
+    trimmed (upper-case) names (-1 for null / empty), and that list."""
     raw = [None if u is None else u.strip() for u in uniques]
     raw = [n.upper() if upper and n else n for n in raw]
     names = sorted({n for n in raw if n})
     position = {n: i for i, n in enumerate(names)}
-    lut = np.array([position.get(n, -1) if n else -1 for n in raw] + [-1], dtype=np.int32)
-    return np.take(lut, name_index), names
+    return np.array([position.get(n, -1) if n else -1 for n in raw] + [-1], dtype=np.int32), names
 
 
-def _seen(group: np.ndarray, member: np.ndarray, n_groups: int, n_members: int) -> np.ndarray:
-    """Boolean (group, member) matrix: True where the pair occurs (one scatter, no sort)."""
-    seen = np.zeros((n_groups, max(n_members, 1)), dtype=bool)
-    seen[group, member] = True
-    return seen
-
-
-def _units_per_analyte(measurements: pd.DataFrame, analyte: np.ndarray, n: int, keep: np.ndarray) -> list[list[str]]:
-    if "unit" not in measurements.columns:
-        return [[] for _ in range(n)]
-    unit, unit_names = _name_codes(measurements["unit"], upper=False)  # missing and "" both -1
-    rows = keep & (unit >= 0)
-    seen = _seen(analyte[rows], unit[rows], n, len(unit_names))
-    return [[unit_names[j] for j in np.flatnonzero(seen[i])] for i in range(n)]
-
-
-def _known_per_analyte(measurements: pd.DataFrame, analyte: np.ndarray, n: int, keep: np.ndarray) -> np.ndarray:
-    """True unless every row of the analyte says ``known_analyte`` False (no column: all known)."""
+def _known_column(measurements: pd.DataFrame) -> np.ndarray | None:
+    """``known_analyte`` as booleans (missing = known); None without the column (all known)."""
     if "known_analyte" not in measurements.columns:
-        return np.ones(n, dtype=bool)
-    known = measurements["known_analyte"].fillna(True).to_numpy(dtype=bool)
-    return np.bincount(analyte[keep], weights=known[keep], minlength=n) > 0
+        return None
+    column = measurements["known_analyte"]
+    if column.dtype == np.bool_:
+        return column.to_numpy()
+    return column.fillna(True).to_numpy(dtype=bool)
+
+
+@dataclass
+class _Seen:
+    """What :func:`choose_analytes` counts, OR-ed block by block: (analyte, patient) pairs at or before
+    the last landmark, (analyte, unit) pairs, and analytes with a row the registry knows."""
+
+    patients: np.ndarray
+    units: np.ndarray
+    known: np.ndarray
+
+
+def _scan(measurements: pd.DataFrame, keys: MeasurementKeys, analyte_lut: np.ndarray, n: int,
+          last_landmark: float) -> tuple[_Seen, list[str]]:
+    """One pass over the measurements in blocks of :data:`BLOCK_ROWS` rows (rows of unknown patients
+    or analytes, or without a finite time and value, are ignored); also returns the unit names."""
+    hours = _float(measurements["hours_since_anchor"])
+    value = _float(measurements["value"])
+    units = "unit" in measurements.columns
+    unit_index, unit_names = _name_index(measurements["unit"]) if units else (None, [])
+    unit_lut, unit_names = _sorted_lut(unit_names, upper=False)  # missing and "" both -1
+    known = _known_column(measurements)
+    seen = _Seen(np.zeros((n, max(len(keys.patient_ids), 1)), dtype=bool),
+                 np.zeros((n, max(len(unit_names), 1)), dtype=bool), np.zeros(n, dtype=bool))
+    for lo in range(0, len(hours), BLOCK_ROWS):
+        block = slice(lo, lo + BLOCK_ROWS)
+        patient, analyte, h = keys.patient[block], np.take(analyte_lut, keys.name_index[block]), hours[block]
+        keep = (patient >= 0) & (analyte >= 0) & np.isfinite(h) & np.isfinite(value[block])
+        early = keep & (h <= last_landmark)
+        seen.patients[analyte[early], patient[early]] = True
+        if units:
+            unit = np.take(unit_lut, unit_index[block])
+            rows = keep & (unit >= 0)
+            seen.units[analyte[rows], unit[rows]] = True
+        seen.known[analyte[keep if known is None else keep & known[block]]] = True
+    return seen, unit_names
 
 
 def _reason(row: dict, min_coverage: float, min_patients: int, last_landmark: float, listed: bool) -> str:
@@ -101,14 +123,11 @@ def choose_analytes(
     n_total = max(len(patient_ids), 1)
     if keys is None or keys.patient_ids is not patient_ids and not np.array_equal(keys.patient_ids, patient_ids):
         keys = measurement_keys(measurements, patient_ids)
-    patient = keys.patient
-    analyte, names = _sorted_codes(keys.name_index, keys.names)
-    hours = _float(measurements["hours_since_anchor"])
-    keep = (patient >= 0) & (analyte >= 0) & np.isfinite(hours) & np.isfinite(_float(measurements["value"]))
-    early = keep & (hours <= last_landmark)
-    n_patients = _seen(analyte[early], patient[early], len(names), len(patient_ids)).sum(axis=1)
-    units = _units_per_analyte(measurements, analyte, len(names), keep)
-    known = _known_per_analyte(measurements, analyte, len(names), keep)
+    analyte_lut, names = _sorted_lut(keys.names)
+    seen, unit_names = _scan(measurements, keys, analyte_lut, len(names), last_landmark)
+    n_patients = seen.patients.sum(axis=1)
+    units = [[unit_names[j] for j in np.flatnonzero(seen.units[i])] for i in range(len(names))]
+    known = seen.known if "known_analyte" in measurements.columns else np.ones(len(names), dtype=bool)
     listed = None if explicit is None else list(dict.fromkeys(a.strip().upper() for a in explicit))
     rows = {
         name: {"analyte": name, "known": bool(known[i]), "units": units[i], "n_patients": int(n_patients[i]),
