@@ -63,9 +63,17 @@ class RowChecks:
         self.detail[take] = later.detail[take]
 
 
-def in_parallel(*calls: Callable[[], Any]) -> list[Any]:
-    """Results of ``calls`` run on up to two threads (Arrow and numpy kernels release the GIL); the first
-    exception raised is raised here."""
+#: Below this many rows, :func:`in_parallel` runs its calls in turn: starting threads costs more than
+#: they save on a small table (one new patient's measurements).
+PARALLEL_MIN_ROWS = 20_000
+
+
+def in_parallel(*calls: Callable[[], Any], rows: int | None = None) -> list[Any]:
+    """Results of ``calls`` run on up to two threads (Arrow and numpy kernels release the GIL), or in
+    turn when the table has fewer than :data:`PARALLEL_MIN_ROWS` ``rows``; the first exception raised is
+    raised here (the same results either way: the calls are independent)."""
+    if rows is not None and rows < PARALLEL_MIN_ROWS:
+        return [call() for call in calls]
     with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
         futures = [pool.submit(call) for call in calls]
         return [future.result() for future in futures]
@@ -108,6 +116,21 @@ def all_quarantine(outcomes: Iterable[TableOutcome]) -> pd.DataFrame:
     """Quarantined rows of every table, then the blanked cells (``source_column`` set; empty for rows)."""
     outcomes = list(outcomes)
     frames = [o.quarantine for o in outcomes] + [o.cells for o in outcomes if len(o.cells)]
+    if any(len(f) for f in frames):
+        return _combined(frames)
+    # Nothing quarantined (most single-patient requests): the result depends on the columns only.
+    key = tuple((tuple(f.columns), f.columns.dtype, tuple(f.dtypes)) for f in frames)
+    if key not in _EMPTY_COMBINED:
+        if len(_EMPTY_COMBINED) > 256:
+            _EMPTY_COMBINED.clear()
+        _EMPTY_COMBINED[key] = _combined(frames)
+    return _EMPTY_COMBINED[key].copy(deep=False)
+
+
+_EMPTY_COMBINED: dict[tuple, pd.DataFrame] = {}
+
+
+def _combined(frames: list[pd.DataFrame]) -> pd.DataFrame:
     quarantine = pd.concat(frames, ignore_index=True)
     column = quarantine.pop("source_column") if "source_column" in quarantine.columns else None
     quarantine.insert(min(4, quarantine.shape[1]), "source_column", pd.Series(column, dtype=object))
@@ -139,7 +162,25 @@ def quarantine_rows(table: RawTable, positions: np.ndarray, reasons: np.ndarray,
 def quarantine_frame(table: RawTable, rows: np.ndarray, checks: RowChecks) -> pd.DataFrame:
     """The rows in ``rows`` (a mask) with their original fields, source file and line, reason and detail."""
     bad = np.flatnonzero(rows)
+    if not len(bad):
+        return _no_quarantine(table)
     return quarantine_rows(table, bad, np.array(REASONS, dtype=object)[checks.codes[bad] - 1], checks.detail[bad])
+
+
+#: Empty quarantine frames by (path, schema): what :func:`quarantine_rows` gives for no row depends on
+#: nothing else, and building one costs ~1 ms of pandas calls on the one-patient path.
+_EMPTY_QUARANTINE: dict[tuple[str, pa.Schema, tuple], pd.DataFrame] = {}
+
+
+def _no_quarantine(table: RawTable) -> pd.DataFrame:
+    schema = table.arrow.schema
+    key = (str(table.path), schema, tuple(sorted((schema.metadata or {}).items())))
+    if key not in _EMPTY_QUARANTINE:
+        if len(_EMPTY_QUARANTINE) > 256:
+            _EMPTY_QUARANTINE.clear()
+        none = np.zeros(0, dtype=np.int64)
+        _EMPTY_QUARANTINE[key] = quarantine_rows(table, none, np.zeros(0, dtype=object), np.zeros(0, dtype=object))
+    return _EMPTY_QUARANTINE[key].copy(deep=False)  # copy-on-write: the template stays as built
 
 
 def finish(

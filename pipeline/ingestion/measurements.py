@@ -286,6 +286,7 @@ def _accepted_frame(
             np.where(analytes.known, len(units.names) + analytes.safe_code, units.idx)[order], out_units),
         lambda: _dictionary_text(censoring[order].astype(np.int32), pa.array(CENSORING_NAMES)),
         lambda: pa.array(analytes.known[order]),
+        rows=len(order),
     )
     names = ("patient_id", "hours_since_anchor", "analyte", "value", "unit", "censoring", "known_analyte")
     return pa.table(dict(zip(names, columns, strict=True))).to_pandas()
@@ -431,6 +432,7 @@ def validate_measurements(
     (patient_row, hours, order, same, is_sortable), (analytes, units, converted, censoring) = in_parallel(
         lambda: _patients_and_times(table, patients, checks, forms, ids),
         lambda: _analytes_and_values(raw, registry, later),
+        rows=raw.num_rows,
     )
     checks.then(later)
     known = result_hours(table, patients, hours, checks, forms, ids)

@@ -104,15 +104,6 @@ def _is_numeric_column(n_present: int, n_number_like: int) -> bool:
     return n_number_like > n_other and n_other <= max(1, int((1 - _MOSTLY_NUMERIC) * n_present))
 
 
-def _bad_cells(numbers: pd.Series, text: pd.Series) -> pd.Series:
-    """Reason per cell of a numeric column (None where the cell is fine or empty)."""
-    values = numbers.to_numpy(dtype=float)
-    reason = np.full(len(values), None, dtype=object)
-    reason[text.notna().to_numpy() & np.isnan(values)] = "unparseable_value"
-    reason[beyond_float32(values)] = "non_finite_value"
-    return pd.Series(reason, index=numbers.index)
-
-
 def _cell_warning(table: RawTable, column: str, reasons: pd.Series, n_present: int) -> str:
     """Names the file, column, reasons, counts and first line; never the values (ingest.json is in git)."""
     bad = reasons.dropna()
@@ -133,23 +124,30 @@ def _text_column_warning(table: RawTable, column: str, text: pd.Series, number_l
     )
 
 
-def _type_column(table: RawTable, accepted: pd.DataFrame, column: str, text: pd.Series, number_like: pd.Series
+def _type_column(table: RawTable, accepted: pd.DataFrame, column: str, text: np.ndarray, number_like: np.ndarray
                  ) -> tuple[str, pd.Series | None, str | None]:
-    """Convert one covariate in place from its cleaned ``text`` and ``number_like`` flags. Returns its
-    type, the reason per bad cell (numeric columns with bad cells) and a warning, if any."""
-    n_present, n_number_like = int(text.notna().sum()), int(number_like.sum())
+    """Convert one covariate in place from its cleaned ``text`` (object array, missing: None or NaN) and
+    ``number_like`` flags. Returns its type, the reason per bad cell (numeric columns with bad cells,
+    indexed like ``accepted``) and a warning, if any. Arrays, not Series: one new patient's row has ~10
+    covariates, and pandas' per-call overhead per column dominated scoring it."""
+    present = pd.notna(text)
+    n_present, n_number_like = int(present.sum()), int(number_like.sum())
     if not (n_present and _is_numeric_column(n_present, n_number_like)):
-        accepted[column] = text.astype("string")
+        accepted[column] = pd.array(text, dtype="string")
         warning = None
         if n_present and n_number_like and n_number_like >= n_present - n_number_like:
-            warning = _text_column_warning(table, column, text, number_like)
+            series = pd.Series(text, index=accepted.index, dtype=object)
+            warning = _text_column_warning(table, column, series, pd.Series(number_like, index=accepted.index))
         return "text", None, warning
-    numbers = pd.to_numeric(text.where(number_like), errors="coerce").astype("float64")
-    reasons = _bad_cells(numbers, text)
-    bad = reasons.notna()
-    accepted[column] = numbers.where(~bad)  # blanked: NaN, as an empty cell would be
+    values = pd.to_numeric(np.where(number_like, text, np.nan), errors="coerce").astype("float64")
+    reason = np.full(len(values), None, dtype=object)
+    reason[present & np.isnan(values)] = "unparseable_value"
+    reason[beyond_float32(values)] = "non_finite_value"
+    bad = reason != None  # noqa: E711 (element-wise)
+    accepted[column] = np.where(bad, np.nan, values)  # blanked: NaN, as an empty cell would be
     if not bad.any():
         return "numeric", None, None
+    reasons = pd.Series(reason, index=accepted.index)
     return "numeric", reasons[bad], _cell_warning(table, column, reasons, n_present)
 
 
@@ -176,12 +174,13 @@ def _type_covariates(table: RawTable, accepted: pd.DataFrame) -> tuple[dict[str,
     # Every covariate cleaned in one pass over all cells (same element-wise rules): one new patient's
     # row has ~10 covariates, and pandas' per-call overhead per column dominated scoring it.
     n = len(accepted)
-    cells = pd.concat([accepted[c].astype("object") for c in columns], ignore_index=True) if columns else None
-    text_all = _covariate_text(cells) if cells is not None else None
-    like_all = text_all.str.fullmatch(_NUMBER_LIKE).fillna(False).astype(bool) if text_all is not None else None
+    if columns:
+        cells = pd.Series(np.concatenate([accepted[c].to_numpy(dtype=object) for c in columns]), dtype=object)
+        text_all = _covariate_text(cells)
+        like_all = text_all.str.fullmatch(_NUMBER_LIKE).fillna(False).astype(bool).to_numpy()
+        text_all = text_all.to_numpy(dtype=object)
     for k, column in enumerate(columns):
-        text = text_all.iloc[k * n:(k + 1) * n].set_axis(accepted.index)
-        number_like = like_all.iloc[k * n:(k + 1) * n].set_axis(accepted.index)
+        text, number_like = text_all[k * n:(k + 1) * n], like_all[k * n:(k + 1) * n]
         covariate_types[column], reasons, warning = _type_column(table, accepted, column, text, number_like)
         if reasons is not None:
             bad_cells[column] = reasons
