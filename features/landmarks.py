@@ -313,22 +313,36 @@ def encode_cohort(
                     grades=_encode_grades(grades, patient_ids))
 
 
+#: Rows per block when grouping the measurements by analyte: block-sized temporaries are reused from
+#: one block to the next (fresh memory for whole-table sort buffers costs more than the sorting).
+BLOCK_ROWS = 1 << 20
+
+
 def _analyte_rows(analyte: np.ndarray, valid: np.ndarray, patient: np.ndarray, hours: np.ndarray,
                   n_codes: int) -> list[np.ndarray]:
     """Per analyte code, its valid rows' positions ordered by (patient, hours), ties in input order.
 
-    Rows are grouped by analyte with one stable (radix) sort of small ints; dropped rows get a sentinel
-    group sorted last. If the input is sorted by (patient, hours), as ingest writes it, each analyte's
-    rows stay in that order and no lexsort is needed. Each slice is ascending within its group, so
-    gathering a column through it reads memory forwards.
+    If the input is sorted by (patient, hours), as ingest writes it, each analyte's rows stay in input
+    order: they are grouped block by block (:data:`BLOCK_ROWS`) with a stable (radix) sort of small
+    ints, dropped rows getting a sentinel group, and each code's pieces joined in block order. Otherwise
+    one lexsort of the whole table. Each slice is ascending within its group, so gathering a column
+    through it reads memory forwards.
     """
-    group = np.where(valid, analyte, n_codes).astype(np.int16)
-    if _sorted_by_patient_hours(patient, hours):
-        order = np.argsort(group, kind="stable")
-    else:
+    if not _sorted_by_patient_hours(patient, hours):
+        group = np.where(valid, analyte, n_codes).astype(np.int16)
         order = np.lexsort((hours, patient, group))
-    bounds = np.concatenate([[0], np.cumsum(np.bincount(group, minlength=n_codes + 1))])
-    return [order[lo:hi] for lo, hi in zip(bounds[:-2], bounds[1:-1], strict=True)]
+        bounds = np.concatenate([[0], np.cumsum(np.bincount(group, minlength=n_codes + 1))])
+        return [order[lo:hi] for lo, hi in zip(bounds[:-2], bounds[1:-1], strict=True)]
+    pieces: list[list[np.ndarray]] = [[] for _ in range(n_codes)]
+    for start in range(0, len(analyte), BLOCK_ROWS):
+        block = slice(start, start + BLOCK_ROWS)
+        group = np.where(valid[block], analyte[block], n_codes).astype(np.int16)
+        order = np.argsort(group, kind="stable")
+        order += start
+        bounds = np.concatenate([[0], np.cumsum(np.bincount(group, minlength=n_codes + 1))])
+        for code in range(n_codes):
+            pieces[code].append(order[bounds[code]:bounds[code + 1]])
+    return [np.concatenate(p) if p else np.empty(0, dtype=np.intp) for p in pieces]
 
 
 #: Optional measurement column (ingest contract): hours since anchor when the result was known.
