@@ -521,9 +521,14 @@ class AnalyteAtLandmark:
     @functools.cached_property
     def _first_post(self) -> np.ndarray:
         """Per patient, its first row with hours > 0 (its segment's end when none): within a patient the
-        rows are sorted by hours, so those at or before the anchor come first."""
-        pre = np.bincount(self._s.patient[self._s.hours <= 0.0], minlength=self.n)
-        return self._bounds[:-1] + pre
+        rows are sorted by hours, so those at or before the anchor come first. Counted per patient's row
+        range with ``np.add.reduceat`` (no copy of the selected rows' patient codes)."""
+        starts = self._bounds[:-1]
+        present = starts < self._bounds[1:]
+        pre = np.zeros(self.n, dtype=np.int64)
+        if present.any():  # each present patient's range runs to the next present patient's start
+            pre[present] = np.add.reduceat(self._s.hours <= 0.0, starts[present], dtype=np.int64)
+        return starts + pre
 
     def _at(self, rows: np.ndarray, ok: np.ndarray, values: np.ndarray) -> np.ndarray:
         """Per patient, ``values[rows[p]]`` where ``ok[p]``, else NaN (``rows[p]`` need not be valid there)."""
