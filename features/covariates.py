@@ -145,6 +145,10 @@ FEW_ROWS = 64
 
 def _text(values: pd.Series) -> pd.Series:
     """Trimmed text, missing (None) for empty cells."""
+    if 0 < len(values) <= FEW_ROWS:  # per cell; the constructor infers the dtype the per-cell map gave
+        cells = [None if _missing(v) or str(v).strip() == "" else str(v).strip() for v in values.to_numpy(dtype=object)]
+        dtype = "str" if any(c is not None for c in cells) else object
+        return pd.Series(cells, index=values.index, dtype=dtype, name=values.name)
     text = values.astype("object").where(values.notna(), None)
     if len(text) <= FEW_ROWS:
         return text.map(lambda v: None if v is None or str(v).strip() == "" else str(v).strip())
@@ -155,14 +159,24 @@ def _text(values: pd.Series) -> pd.Series:
     return text.map(cleaned)
 
 
+def _missing(value: object) -> bool:
+    """What ``Series.notna`` calls missing, for one cell (None, NaN, NA, NaT)."""
+    return value is None or (not isinstance(value, str) and bool(pd.isna(value)))
+
+
 def _numbers(patients: pd.DataFrame, column: str) -> np.ndarray:
     return pd.to_numeric(patients[column], errors="coerce").to_numpy(dtype=float)
 
 
 def _problems(patient_ids: pd.Series, covariate: str, reasons: np.ndarray) -> pd.DataFrame:
     has = pd.notna(reasons)
+    if not has.any():
+        return _NO_PROBLEMS  # left out by harmonise (only rows are kept), never written to
     return pd.DataFrame({"patient_id": patient_ids.astype(str).to_numpy()[has], "covariate": covariate,
                          "reason": reasons[has].astype(str)})
+
+
+_NO_PROBLEMS = pd.DataFrame({"patient_id": [], "covariate": [], "reason": []})
 
 
 def _first_reason(checks: list[tuple[np.ndarray, str]]) -> np.ndarray:
@@ -293,10 +307,24 @@ def _products(patients: pd.DataFrame, tables: CovariateTables) -> tuple[np.ndarr
 def _product_attribute(patients: pd.DataFrame, tables: CovariateTables, column: str,
                        product: np.ndarray) -> np.ndarray:
     """From the products table; for a product it does not know, the cohort's own column when it has one."""
+    if len(product) <= FEW_ROWS:  # per cell: the table's value, else the cohort's (else missing)
+        of = _product_attributes(tables, column)
+        own = (_text(patients[column]).to_numpy(dtype=object) if column in patients.columns
+               else np.full(len(product), None, dtype=object))
+        return np.array([of[p] if isinstance(p, str) and p in of else o for p, o in zip(product, own, strict=True)],
+                        dtype=object)
     mapped = pd.Series(product, dtype=object).map(tables.product_attribute(column))
     if column in patients.columns:
         mapped = mapped.where(mapped.notna(), _text(patients[column]).reset_index(drop=True))
     return mapped.to_numpy(dtype=object)
+
+
+def _product_attributes(tables: CovariateTables, column: str) -> dict[str, str]:
+    """:meth:`CovariateTables.product_attribute`, built once per (frozen) table and column."""
+    cache = tables.__dict__.setdefault("_attribute_cache", {})
+    if column not in cache:
+        cache[column] = tables.product_attribute(column)
+    return cache[column]
 
 
 def _dose_rel(patients: pd.DataFrame, tables: CovariateTables, product: np.ndarray, known: np.ndarray
@@ -339,9 +367,8 @@ def harmonise(patients: pd.DataFrame, static_features: Sequence[str], tables: Co
             [(pd.isna(product), "not_recorded"), (~known, "not_in_registry")])
         problems.append(_problems(ids, "product", reasons))
         out["product"] = pd.array(product, dtype="str")
-        for column in ("costim", "target_antigen"):
-            out[column] = pd.array(_product_attribute(patients.reset_index(drop=True), tables, column, product),
-                                   dtype="str")
+        for column in ("costim", "target_antigen"):  # each read from `out` before it is replaced
+            out[column] = pd.array(_product_attribute(out, tables, column, product), dtype="str")
     if "tumor_burden" in static_features:
         z, reasons = (_burden_std(out, tables, reference) if "tumor_burden" in out.columns
                       else (np.full(len(out), np.nan), absent))

@@ -9,6 +9,7 @@ columns and reasons, never cell values.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -59,9 +60,26 @@ class CovariateCheck:
 def _all_known(column: pd.Series, spec: FeatureSpec) -> bool:
     """Whether every value (or, for a categorical column, every category) is one the model was trained on:
     the common case, checked once per distinct value."""
-    values = column.cat.categories if isinstance(column.dtype, pd.CategoricalDtype) else pd.unique(column.dropna())
-    known = set(spec.categories)
-    return all(str(v) in known for v in values)
+    known = _known(spec.categories)
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        return all(str(v) in known for v in column.cat.categories)
+    if len(column) <= _FEW:  # per cell (repeats change nothing): no pandas call per feature
+        return all(str(v) in known for v in column.to_numpy(dtype=object) if not _missing(v))
+    return all(str(v) in known for v in pd.unique(column.dropna()))
+
+
+#: Up to this many rows, :func:`_all_known` reads the cells one by one (one new patient).
+_FEW = 64
+
+
+@functools.cache
+def _known(categories: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(categories)
+
+
+def _missing(value: object) -> bool:
+    """What ``Series.dropna`` drops, for one cell (None, NaN, NA, NaT)."""
+    return value is None or (not isinstance(value, str) and bool(pd.isna(value)))
 
 
 def _category_problems(harmonised: pd.DataFrame, setup: ScoringSetup, sources: dict[str, str]) -> pd.DataFrame:
@@ -94,14 +112,16 @@ def check_covariates(patients: pd.DataFrame, setup: ScoringSetup) -> CovariateCh
     per patient. ``CovariateCheck.patients`` is what :meth:`ScoringSetup.featurizer` expects."""
     static = list(setup.config.static_features)
     absent = [c for c in static if c not in patients.columns]
-    filled = patients.assign(**{c: pd.Series(np.nan, index=patients.index, dtype=object) for c in absent})
+    filled = patients.assign(**{c: pd.Series(np.nan, index=patients.index, dtype=object) for c in absent}) if (
+        absent or not setup.harmonising) else patients  # harmonise copies it
     harmonising = setup.harmonising
     harmonised = setup.harmonise(filled)  # unchanged (and no problems) when not harmonising
     sources = {derived: source for source, names in DERIVED.items() if harmonising and source in static
                for derived in names}
     plain = [c for c in static if not (harmonising and c in DERIVED)]
     problems = harmonised.problems
-    frames = [problems[problems["reason"] != "not_in_registry"], _missing_plain(filled, plain),
+    frames = [problems[problems["reason"] != "not_in_registry"] if len(problems) else problems,
+              _missing_plain(filled, plain),
               _category_problems(harmonised.patients, setup, sources)]
     found = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else None
     per_patient: dict[str, list[str]] = {}
