@@ -143,9 +143,10 @@ def component_rows(timeline: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> p
         pid, hours, grade = pid[last_at_hour], hours[last_at_hour], grade[last_at_hour]
         changed = np.ones(len(pid), dtype=bool)
         changed[1:] = (pid[1:] != pid[:-1]) | (grade[1:] != grade[:-1])
-        parts.append(pd.DataFrame({"patient_id": pid[changed], "hours_since_anchor": hours[changed],
-                                   "event": key, "grade": grade[changed]}))
-    return pd.concat(parts, ignore_index=True)[list(GRADE_COLUMNS)]
+        parts.append((pid[changed], hours[changed], np.full(int(changed.sum()), key, dtype=object), grade[changed]))
+    pid, hours, event, grade = (np.concatenate(columns) for columns in zip(*parts, strict=True))
+    return pd.DataFrame({"patient_id": pd.array(pid, dtype="str"), "hours_since_anchor": hours,
+                         "event": pd.array(event, dtype="str"), "grade": grade})
 
 
 def derived_events(timeline: pd.DataFrame, given: pd.DataFrame) -> pd.DataFrame:
@@ -184,9 +185,11 @@ def graded_tables(config: Config, tables: dict[str, pd.DataFrame], rules: Gradin
     timeline = grade_timeline(tables, rules) if has_assessment else _empty_timeline()
     if mode == "derive":
         events, syndromes = derived_events(timeline, given), _syndrome_rows(timeline)
-    else:
+    elif strict or len(given):
         events, syndromes = given, grades_from_events(given).assign(reason=GIVEN_REASON)
-    grades = _sorted_grades([syndromes, component_rows(timeline, tables)])
+    else:  # no recorded grade: no syndrome row (scoring reads only the grades built below)
+        events, syndromes = given, None
+    grades = _sorted_grades([part for part in (syndromes, component_rows(timeline, tables)) if part is not None])
     if not strict:
         return GradeResult(tables={"events": events, "grades": grades, "timeline": timeline})
     daily = daily_grades(syndromes[list(GRADE_COLUMNS)].astype({"grade": "int8"}))

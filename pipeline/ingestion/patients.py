@@ -72,11 +72,13 @@ def _time_hours(frame: pd.DataFrame, column: str) -> tuple[pd.Series, pd.Series]
     return text, hours
 
 
-def _check_patients(frame: pd.DataFrame, duplicate: np.ndarray) -> tuple[RowChecks, pd.Series]:
-    """Reason per row (missing id, unparseable anchor, one id given twice with different fields)."""
+def _check_patients(frame: pd.DataFrame, duplicate: np.ndarray) -> tuple[RowChecks, pd.Series, pd.Series | None]:
+    """Reason per row (missing id, unparseable anchor, one id given twice with different fields), the
+    trimmed ids and the parsed anchors (None without the column)."""
     checks = RowChecks(len(frame))
     checks.codes[duplicate] = -1  # dropped and counted, never checked or quarantined
     ids = patient_ids(frame, checks, None)
+    anchors = None
     if "anchor_time" in frame.columns:
         anchor_text = strip(frame["anchor_time"])
         anchors = _parse_anchor(anchor_text)
@@ -90,13 +92,32 @@ def _check_patients(frame: pd.DataFrame, duplicate: np.ndarray) -> tuple[RowChec
     repeated[~duplicate] = ids[~duplicate].duplicated(keep=False).to_numpy()
     checks.flag(repeated & ids.notna().to_numpy(), "conflicting_duplicate", "patient_id given twice with different fields")
     checks.codes[duplicate] = 0
-    return checks, ids
+    return checks, ids, anchors
 
 
 def _covariate_text(series: pd.Series) -> pd.Series:
     """Trimmed text with empty values and "no result" tokens (``NA``, ``null``, ``.``) as missing."""
     text = strip(series)
     return text.where(~text.str.lower().isin(MISSING_VALUE_TOKENS), None)
+
+
+#: Up to this many cells, :func:`_covariate_cells` cleans them one by one (same rules, no pandas calls).
+_FEW_CELLS = 256
+
+
+def _covariate_cells(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_covariate_text` of an object array of cells (still an object array; missing stays missing)
+    and whether each cleaned cell looks like a number."""
+    if len(cells) > _FEW_CELLS or not all(isinstance(v, str) or pd.isna(v) for v in cells):
+        text = _covariate_text(pd.Series(cells, dtype=object))
+        return text.to_numpy(dtype=object), text.str.fullmatch(_NUMBER_LIKE).fillna(False).astype(bool).to_numpy()
+    text, like = cells.copy(), np.zeros(len(cells), dtype=bool)
+    for i, value in enumerate(cells):
+        if isinstance(value, str):
+            value = value.strip()
+            text[i] = None if value.lower() in MISSING_VALUE_TOKENS else value  # "" is a token too
+            like[i] = text[i] is not None and _NUMBER_LIKE.fullmatch(value) is not None
+    return text, like
 
 
 def _is_numeric_column(n_present: int, n_number_like: int) -> bool:
@@ -175,10 +196,7 @@ def _type_covariates(table: RawTable, accepted: pd.DataFrame) -> tuple[dict[str,
     # row has ~10 covariates, and pandas' per-call overhead per column dominated scoring it.
     n = len(accepted)
     if columns:
-        cells = pd.Series(np.concatenate([accepted[c].to_numpy(dtype=object) for c in columns]), dtype=object)
-        text_all = _covariate_text(cells)
-        like_all = text_all.str.fullmatch(_NUMBER_LIKE).fillna(False).astype(bool).to_numpy()
-        text_all = text_all.to_numpy(dtype=object)
+        text_all, like_all = _covariate_cells(np.concatenate([accepted[c].to_numpy(dtype=object) for c in columns]))
     for k, column in enumerate(columns):
         text, number_like = text_all[k * n:(k + 1) * n], like_all[k * n:(k + 1) * n]
         covariate_types[column], reasons, warning = _type_column(table, accepted, column, text, number_like)
@@ -193,21 +211,26 @@ def validate_patients(table: RawTable) -> TableOutcome:
     """Accepted patients (sorted by id, anchor as UTC timestamp, covariates typed) and the quarantine."""
     frame = table.frame
     duplicate = exact_duplicates(frame)
-    checks, ids = _check_patients(frame, duplicate)
+    checks, ids, anchors = _check_patients(frame, duplicate)
     kept = ~duplicate
     good = kept & checks.ok
     accepted = frame[good].copy()
     accepted["patient_id"] = ids[good]
-    accepted = accepted.drop(columns=[SOURCE_TABLE], errors="ignore")
+    if SOURCE_TABLE in accepted.columns:
+        accepted = accepted.drop(columns=[SOURCE_TABLE])
     for column, hours_column in PATIENT_TIMES.items():
         if column in accepted.columns:
             accepted[hours_column] = _time_hours(accepted, column)[1]
             accepted = accepted.drop(columns=column)
     if "anchor_time" in accepted.columns:
-        accepted["anchor_time"] = _parse_anchor(strip(accepted["anchor_time"]))
+        # Parsed once when every row is kept (a subset may parse to another time resolution).
+        every = anchors is not None and bool(good.all())
+        accepted["anchor_time"] = anchors if every else _parse_anchor(strip(accepted["anchor_time"]))
     covariate_types, warnings, cells = _type_covariates(table, accepted)
     accepted["patient_id"] = accepted["patient_id"].astype("string")
-    accepted = accepted.sort_values("patient_id", kind="stable").reset_index(drop=True)
+    if len(accepted) > 1:
+        accepted = accepted.sort_values("patient_id", kind="stable")
+    accepted = accepted.reset_index(drop=True)
     extra = {"covariate_types": covariate_types, "warnings": warnings}
     outcome = finish(table, kept, checks, accepted, int(duplicate.sum()), extra)
     outcome.cells = cells
