@@ -18,7 +18,6 @@ from pipeline import contracts as C
 from pipeline.config import TrainConfig
 from pipeline.model import FeatureSpec, expit
 from pipeline.model.linear import LinearModel, fit_linear
-from pipeline.model.specs import matrix_values
 from pipeline.training.inner import InnerFolds
 
 
@@ -48,7 +47,7 @@ def choose_blend(folds: InnerFolds, tree_margin: np.ndarray, specs: list[Feature
     weights = sorted({0.0, *cfg.linear_weights})
     if len(weights) == 1 or not columns:
         return Blend(0.0, tree_margin)
-    X, y = matrix_values(folds.X), folds.y
+    X, y = folds.values, folds.y
     models, linear_margin = [], np.full(len(y), np.nan)
     for tr, te in folds.splits:
         model = fit_linear(X[tr], y[tr], columns, cfg.linear_C, seed)

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.training.booster import dmatrix
+from pipeline.model.specs import matrix_values
 
 
 @dataclass
@@ -19,17 +19,29 @@ class InnerFolds:
     y: np.ndarray
     splits: list[tuple[np.ndarray, np.ndarray]]
     _cache: dict[str, list[tuple[Any, Any]]] = field(default_factory=dict)
+    _values: np.ndarray | None = None
+
+    @property
+    def values(self) -> np.ndarray:
+        """The model matrix as float64 (:func:`pipeline.model.specs.matrix_values`), converted once."""
+        if self._values is None:
+            self._values = matrix_values(self.X)
+        return self._values
 
     def matrices(self, feature_set: str, columns: list[str]) -> list[tuple[Any, Any]]:
         """(train, held-out) DMatrix per fold; features outside ``columns`` are blanked (all missing), so
         no tree can split on them and the model matrix keeps one layout for every feature set."""
         if feature_set not in self._cache:
-            X = self.X
-            if set(columns) != set(X.columns):
-                X = X.copy()
-                X[[c for c in X.columns if c not in columns]] = np.nan
+            import xgboost as xgb
+
+            values = self.values
+            blanked = ~self.X.columns.isin(columns)
+            if blanked.any():
+                values = values.copy()
+                values[:, blanked] = np.nan
             self._cache[feature_set] = [
-                (dmatrix(X.iloc[tr], self.y[tr], 1), dmatrix(X.iloc[te], self.y[te], 1)) for tr, te in self.splits
+                (xgb.DMatrix(values[tr], label=self.y[tr], nthread=1), xgb.DMatrix(values[te], label=self.y[te], nthread=1))
+                for tr, te in self.splits
             ]
         return self._cache[feature_set]
 
