@@ -209,6 +209,8 @@ def patient_ids(frame: pd.DataFrame, checks: RowChecks, known: pd.Index | None) 
 
 def exact_duplicates(frame: pd.DataFrame) -> np.ndarray:
     """Rows identical to an earlier row in every raw field."""
+    if len(frame) <= 1:
+        return np.zeros(len(frame), dtype=bool)
     return frame.duplicated(keep="first").to_numpy()
 
 
@@ -244,7 +246,7 @@ def conflicts(keys: pd.DataFrame, payload: pd.DataFrame, candidates: np.ndarray)
     A group whose payload differs is a conflict (every row of it is flagged). A group whose payload is
     the same after normalisation (e.g. one CRP given in mg/dL and again in mg/L) keeps its first row.
     """
-    n = len(keys)
+    n = len(candidates)  # one flag per row of keys
     conflicting = np.zeros(n, dtype=bool)
     redundant = np.zeros(n, dtype=bool)
     idx = np.flatnonzero(candidates)

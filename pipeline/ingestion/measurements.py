@@ -252,8 +252,11 @@ def _settle_repeats(
     checks.codes[duplicate] = -1  # excluded from the conflict check; restored by settle
     candidates = np.zeros(raw.num_rows, dtype=bool)
     candidates[shared] = checks.codes[shared] == 0
-    keys = pd.DataFrame({"p": patient_row, "h": hours, "a": analyte_key}, copy=False)
-    payload = pd.DataFrame({"v": converted, "c": censoring}, copy=False)
+    if candidates.any():
+        keys = pd.DataFrame({"p": patient_row, "h": hours, "a": analyte_key}, copy=False)
+        payload = pd.DataFrame({"v": converted, "c": censoring}, copy=False)
+    else:  # no row shares its keys: settle reads neither frame
+        keys = payload = pd.DataFrame()
     message = "same patient, time and analyte with a different value"
     return settle(checks, duplicate, keys, payload, message, candidates)
 
