@@ -28,6 +28,7 @@ from pipeline.model.baselines import (
     TEACHEY_BASELINE,
     TEACHEY_COLUMNS,
 )
+from pipeline.model.specs import matrix_values
 from pipeline.training.data import FoldData
 from pipeline.training.splits import inner_holdout
 
@@ -176,11 +177,17 @@ def _simple_summaries_fitter(cfg: TrainConfig, seed: int) -> Fitter:
 
     params = {**SIMPLE_SUMMARIES_PARAMS, "seed": seed, "nthread": cfg.n_threads}
 
+    def matrix(Z: pd.DataFrame, cols: list[str], y: np.ndarray | None = None) -> Any:
+        # Categories as codes with their feature type: the same trees as a pandas frame with
+        # enable_categorical, without XGBoost re-checking feature names every round.
+        types = ["c" if isinstance(Z[c].dtype, pd.CategoricalDtype) else "q" for c in cols]
+        return xgb.DMatrix(matrix_values(Z[cols]), label=y, feature_types=types, enable_categorical=True,
+                           nthread=cfg.n_threads)
+
     def fit(X: pd.DataFrame, y: np.ndarray) -> Callable[[pd.DataFrame], np.ndarray]:
         cols = C.simple_summary_columns(X.columns)
-        train = xgb.DMatrix(X[cols], label=y, enable_categorical=True, nthread=cfg.n_threads)
-        booster = xgb.train(params, train, num_boost_round=SIMPLE_SUMMARIES_ROUNDS)
-        return lambda Z: booster.predict(xgb.DMatrix(Z[cols], enable_categorical=True, nthread=cfg.n_threads))
+        booster = xgb.train(params, matrix(X, cols, y), num_boost_round=SIMPLE_SUMMARIES_ROUNDS)
+        return lambda Z: booster.predict(matrix(Z, cols))
 
     return fit
 
