@@ -160,6 +160,9 @@ def _codes(values: pd.Series, universe: Sequence[str]) -> np.ndarray:
     Only the first value of each run of equal values is hashed (ingest writes patient ids in runs, so
     this hashes about one id per patient instead of one per row); every run gets its head's code.
     """
+    if isinstance(values.dtype, pd.CategoricalDtype):  # each category hashed once, not each row
+        per_category = _codes_hashed(_arrow_strings(pd.Series(values.cat.categories)), universe)
+        return np.append(per_category, -1)[values.cat.codes.to_numpy()]  # code -1 (missing) -> -1
     arr = _arrow_strings(values)
     if len(arr) > 1:
         change = pc.fill_null(pc.not_equal(arr.slice(1), arr.slice(0, len(arr) - 1)), True)
@@ -184,8 +187,38 @@ def _to_numpy(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return np.concatenate([c.to_numpy(zero_copy_only=False) for c in values.chunks])
 
 
+def _first_appearance(slot: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """The ``present`` slots in the order they first appear in ``slot``, found from a growing prefix (a
+    table usually shows all its few categories within its first rows)."""
+    first = np.full(len(present), len(slot), dtype=np.int64)
+    lo, size = 0, 4096
+    while lo < len(slot) and (first[present] == len(slot)).any():
+        uniques, at = np.unique(slot[lo:lo + size], return_index=True)
+        new = first[uniques] == len(slot)
+        first[uniques[new]] = at[new] + lo
+        lo, size = lo + size, size * 4
+    order = np.flatnonzero(present)
+    return order[np.argsort(first[order], kind="stable")]
+
+
+def _category_name_index(values: pd.Series) -> tuple[np.ndarray, list[str | None]]:
+    """:func:`_name_index` of a categorical column from its codes: its categories' text, without the
+    categories no row uses, in order of first appearance (None for missing), as hashing the rows gives."""
+    categories = pd.Series(values.cat.categories).astype("str").to_numpy(dtype=object)
+    slot = values.cat.codes.to_numpy().astype(np.int32)  # -1 (missing) -> len(categories)
+    slot[slot < 0] = len(categories)
+    order = _first_appearance(slot, np.bincount(slot, minlength=len(categories) + 1) > 0)
+    position = np.zeros(len(categories) + 1, dtype=np.int32)
+    position[order] = np.arange(len(order), dtype=np.int32)
+    names = [None if i == len(categories) else str(categories[i]) for i in order]
+    return np.take(position, slot), names
+
+
 def _name_index(values: pd.Series) -> tuple[np.ndarray, list[str | None]]:
-    """Per row, the position of its text in the list of distinct texts (``len(list)`` when missing)."""
+    """Per row, the position of its text in the list of distinct texts (first-appearance order; a missing
+    text is an entry of its own, None in the list)."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return _category_name_index(values)
     # One hashing pass (a missing text is encoded as an entry of its own, None in the list); every
     # chunk of a chunked result carries the same, final dictionary.
     encoded = pc.dictionary_encode(_arrow_strings(values), null_encoding="encode")
@@ -204,7 +237,7 @@ class MeasurementKeys:
 
     patient_ids: np.ndarray  # the patient universe the codes index (sorted, as :func:`patient_index`)
     patient: np.ndarray  # int64 per row: position in ``patient_ids``, -1 when not a known patient
-    name_index: np.ndarray  # int32 per row: position in ``names`` (``len(names)`` for a missing name)
+    name_index: np.ndarray  # int32 per row: position in ``names`` (None there for a missing name)
     names: list[str | None]  # the distinct analyte names as written (before trim + upper-case)
 
 
@@ -235,8 +268,12 @@ def censoring_codes(measurements: pd.DataFrame) -> np.ndarray:
     """int8 per row: CENSORED_BELOW for ``left``, CENSORED_ABOVE for ``right``, else 0 (incl. no column)."""
     if "censoring" not in measurements.columns:
         return np.zeros(len(measurements), dtype=np.int8)
+    column = measurements["censoring"]
+    if isinstance(column.dtype, pd.CategoricalDtype):  # each category judged once
+        per_category = censoring_codes(pd.DataFrame({"censoring": pd.Series(column.cat.categories)}))
+        return np.append(per_category, np.int8(0))[column.cat.codes.to_numpy()]  # missing: not censored
     # Two byte comparisons per row and a bit mask each: no hashing, no int32 index array per row.
-    cens = _arrow_strings(measurements["censoring"])
+    cens = _arrow_strings(column)
     codes = np.zeros(len(cens), dtype=np.int8)
     for word, code in (("left", CENSORED_BELOW), ("right", CENSORED_ABOVE)):
         codes[_to_numpy(pc.fill_null(pc.equal(cens, word), False))] = code

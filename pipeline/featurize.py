@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from features import SUMMARIES, LandmarkFeaturizer, feature_table
 from features.covariates import model_covariates
@@ -152,8 +154,41 @@ def feature_set_report(config: Config, featurizer: LandmarkFeaturizer, frame: pd
     }
 
 
+#: Measurement text columns read as Arrow dictionaries (pandas categoricals): Parquet stores them as a
+#: dictionary per row group, so each distinct id, analyte, unit or censoring word is decoded and hashed
+#: once instead of once per row (at 100,000 patients: 23.5 M rows, ~100,000 distinct ids).
+DICTIONARY_COLUMNS = ("patient_id", "analyte", "unit", "censoring")
+
+
+def _dictionary_columns(path: Path) -> list[str]:
+    """The :data:`DICTIONARY_COLUMNS` that ``path`` stores as text (none when its schema is unreadable:
+    the plain read then reports the damage)."""
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, pa.ArrowException, ValueError):
+        return []
+    text = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view)
+    return [name for name in DICTIONARY_COLUMNS
+            if name in schema.names and any(is_text(schema.field(name).type) for is_text in text)]
+
+
+def read_measurements(path: Path) -> pd.DataFrame:
+    """The ingested measurements with :data:`DICTIONARY_COLUMNS` as categoricals (same text, same rows)."""
+    columns = _dictionary_columns(path)
+    if columns:
+        try:
+            frame = pd.read_parquet(path, read_dictionary=columns)
+        except (OSError, pa.ArrowException, ValueError):
+            frame = None  # the plain read below reports it as one line
+        if frame is not None:
+            frame.attrs = {}  # as read_stage_parquet: pandas would deep-copy them on every access
+            return frame
+    return read_stage_parquet(path, "ingested measurements", "crs ingest")
+
+
 def read_tables(directory: Path) -> dict[str, pd.DataFrame]:
-    """The ingest tables in ``directory``; measurements checked against their contract (one-line errors)."""
+    """The ingest tables in ``directory``; measurements checked against their contract (one-line errors).
+    Measurement text columns come as categoricals (:func:`read_measurements`)."""
     tables: dict[str, pd.DataFrame] = {}
     for name in (*REQUIRED_TABLES, *OPTIONAL_TABLES):
         path = directory / f"{name}.parquet"
@@ -161,7 +196,8 @@ def read_tables(directory: Path) -> dict[str, pd.DataFrame]:
             if name in REQUIRED_TABLES:
                 raise UserError(f"{path}: not found; run `crs ingest` first")
             continue
-        tables[name] = read_stage_parquet(path, f"ingested {name}", "crs ingest")
+        tables[name] = (read_measurements(path) if name == "measurements"
+                        else read_stage_parquet(path, f"ingested {name}", "crs ingest"))
     contracts.check_frame(tables["measurements"], contracts.MEASUREMENTS, directory / "measurements.parquet", "crs ingest")
     return tables
 

@@ -13,6 +13,7 @@ from features.landmarks import (
     CENSORED_ABOVE,
     CENSORED_BELOW,
     _arrow_strings,
+    _codes,
     _name_index,
     _to_numpy,
     censoring_codes,
@@ -78,3 +79,28 @@ def test_name_index_of_an_empty_column() -> None:
                    pd.Series(pd.arrays.ArrowStringArray(pa.chunked_array([], pa.large_string())))):
         index, names = _name_index(column)
         assert len(index) == 0 and index.dtype == np.int32 and names == []
+
+
+def _categorical_with_unused(words: list[str | None]) -> pd.Series:
+    """``words`` as a categorical whose categories also hold texts no row uses (as a Parquet dictionary
+    column read back may), in an order unrelated to the rows'."""
+    used = {w for w in words if w is not None}
+    return pd.Series(pd.Categorical(words, categories=sorted(used | {"unused", "zz", "IL6"}, reverse=True)))
+
+
+@pytest.mark.parametrize("size", [0, 1, 5000, 70000])
+def test_categorical_keys_ignore_unused_categories(size: int) -> None:
+    """Name index, censoring codes and patient codes of a categorical column with unused categories, over
+    more rows than the first prefix scanned, equal those of the same text as plain strings."""
+    rng = np.random.default_rng(size)
+    words = list(rng.choice(np.array(WORDS[:4], dtype=object), size))
+    words += ["rightx"] * (size > 60000)  # first seen far past the first prefix
+    column, plain = _categorical_with_unused(words), pd.Series(pd.array(words, dtype="str"))
+    index, names = _name_index(column)
+    old_index, old_names = _old_name_index(plain)
+    assert names == old_names and index.dtype == np.int32 and np.array_equal(index, old_index)
+    got = censoring_codes(pd.DataFrame({"censoring": column}))
+    assert got.dtype == np.int8 and np.array_equal(got, _old_censoring_codes(pd.DataFrame({"censoring": plain})))
+    universe = np.array(["", "left", "none", "rightx", "unused"], dtype=object)
+    codes = _codes(column, universe)
+    assert codes.dtype == np.int64 and np.array_equal(codes, _codes(plain, universe))

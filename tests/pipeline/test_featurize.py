@@ -228,3 +228,28 @@ def test_tiny_patient_chunks_give_the_identical_landmark_table() -> None:
 def test_chunk_size_is_validated() -> None:
     with pytest.raises(UserError, match="chunk_patients"):
         _config(featurize={"chunk_patients": 0})
+
+
+def test_read_tables_gives_categorical_text_and_the_same_frame_and_summary(tmp_path) -> None:
+    """Measurement text read as Parquet dictionaries (categoricals, issue 14) gives the landmark matrix,
+    the drift summary and the analyte choice of the same text read as plain strings; a row group whose
+    dictionary lacks a category (several row groups) and missing censoring words included."""
+    tables = _with_unknown_analytes(_tables())
+    m = tables["measurements"]
+    tables["measurements"] = m.assign(censoring=m["censoring"].where(np.arange(len(m)) % 7 != 0, None))
+    interim = tmp_path / "interim"
+    interim.mkdir()
+    for name, df in tables.items():
+        df.to_parquet(interim / f"{name}.parquet", index=False, row_group_size=50)
+    read = featurize.read_tables(interim)
+    text = ["patient_id", "analyte", "unit", "censoring"]
+    assert all(isinstance(read["measurements"][c].dtype, pd.CategoricalDtype) for c in text)
+    assert read["measurements"].attrs == {}
+    plain = {name: pd.read_parquet(interim / f"{name}.parquet") for name in tables}
+    assert not any(isinstance(plain["measurements"][c].dtype, pd.CategoricalDtype) for c in text)
+    config = _config()
+    got, fz = featurize.featurize(config, read)
+    want, fz_plain = featurize.featurize(config, plain)
+    pd.testing.assert_frame_equal(got, want, check_exact=True)
+    assert json.dumps(got.attrs, sort_keys=True) == json.dumps(want.attrs, sort_keys=True)
+    pd.testing.assert_frame_equal(fz.analyte_choice_, fz_plain.analyte_choice_)
