@@ -9,6 +9,8 @@ quarantined (``unknown_term``), never guessed. Text is looked up once per distin
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pandas as pd
 
@@ -124,7 +126,13 @@ def validate_observations(table: RawTable, patients: pd.DataFrame) -> TableOutco
 
 
 def empty_observations() -> pd.DataFrame:
-    """The accepted observations table of a cohort without an observations file."""
+    """The accepted observations table of a cohort without an observations file (a new frame each
+    call; copy-on-write keeps the template empty)."""
+    return _empty_observations().copy(deep=False)
+
+
+@functools.cache
+def _empty_observations() -> pd.DataFrame:
     return pd.DataFrame(
         {
             "patient_id": pd.array([], dtype="string"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 import numpy as np
@@ -187,7 +188,13 @@ def empty_events() -> pd.DataFrame:
 
 
 def empty_treatments() -> pd.DataFrame:
-    """The accepted treatments table of a cohort without a treatments file."""
+    """The accepted treatments table of a cohort without a treatments file (a new frame each
+    call; copy-on-write keeps the template empty)."""
+    return _empty_treatments().copy(deep=False)
+
+
+@functools.cache
+def _empty_treatments() -> pd.DataFrame:
     return pd.DataFrame(
         {
             "patient_id": pd.array([], dtype="string"),

@@ -11,6 +11,7 @@ already at or before it. Missing single markers or quarantined rows give a score
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -98,11 +99,17 @@ def _ingest(raw: Mapping[str, RawTable], with_report: bool) -> IngestResult:
     patients = validate_patients(raw[PATIENTS.name])
     measurements = validate_measurements(raw[MEASUREMENTS.name], patients.accepted, load_registry())
     tables = {"patients": patients.accepted, "measurements": measurements.accepted,
-              "events": pd.DataFrame({"patient_id": pd.array([], dtype="string"), "event": pd.array([], dtype="string"),
-                                      "grade": np.zeros(0, dtype=np.int8), "hours_since_anchor": np.zeros(0)}),
+              "events": _no_events().copy(deep=False),
               "treatments": empty_treatments(), "observations": empty_observations()}
     quarantine = all_quarantine([patients, measurements])  # rows, then the blanked covariate cells
     return IngestResult(tables=tables, quarantine=quarantine, report={})
+
+
+@functools.cache
+def _no_events() -> pd.DataFrame:
+    """The accepted events table of a request without events (a template: callers get shallow copies)."""
+    return pd.DataFrame({"patient_id": pd.array([], dtype="string"), "event": pd.array([], dtype="string"),
+                         "grade": np.zeros(0, dtype=np.int8), "hours_since_anchor": np.zeros(0)})
 
 
 def _landmark_frame(tables: dict[str, pd.DataFrame], setup: ScoringSetup, chosen: pd.Series, scored_ids: list[str],

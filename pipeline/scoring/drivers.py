@@ -40,13 +40,10 @@ def top_drivers(
         if spec.dtype == "category":
             value = None if math.isnan(value) else spec.categories[int(value)]
         info = descriptions.get(spec.name, {})
-        rows.append({
-            "feature": spec.name,
-            "value": value,
-            "shap": float(shap_row[j]),
-            "direction": "pushes the estimate up" if shap_row[j] > 0 else "pushes the estimate down",
-            "analyte": info.get("analyte", ""),
-            "unit": info.get("unit", ""),
-            "description": info.get("description", ""),
-        })
-    return pd.DataFrame(rows, columns=DRIVER_COLUMNS)
+        rows.append((spec.name, value, float(shap_row[j]),
+                     "pushes the estimate up" if shap_row[j] > 0 else "pushes the estimate down",
+                     info.get("analyte", ""), info.get("unit", ""), info.get("description", "")))
+    # Column by column (what the records constructor infers per column, without its per-row dict work).
+    if not rows:
+        return pd.DataFrame([], columns=DRIVER_COLUMNS)
+    return pd.DataFrame({name: list(cells) for name, cells in zip(DRIVER_COLUMNS, zip(*rows, strict=True), strict=True)})
