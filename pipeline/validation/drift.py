@@ -84,6 +84,14 @@ def _numeric(series: pd.Series) -> np.ndarray:
     return values
 
 
+def _finite_or_numeric(series: pd.Series) -> np.ndarray:
+    """A float64 column's values as they are (read, not copied: :func:`_numeric_summary` takes only the
+    finite ones); any other column through :func:`_numeric`."""
+    if series.dtype == np.float64:
+        return series.to_numpy()
+    return _numeric(series)
+
+
 def _bin_counts(values: np.ndarray, edges: list[float]) -> np.ndarray:
     """Counts of non-missing ``values`` in (-inf, e1], (e1, e2], ..., (ek, inf)."""
     present = values[~np.isnan(values)]
@@ -109,7 +117,7 @@ def _numeric_summary(values: np.ndarray, patient_codes: np.ndarray, most_rows: i
     """
     if most_rows is None:
         most_rows = int(np.bincount(patient_codes).max()) if len(patient_codes) else 0
-    present = ~np.isnan(values)
+    present = np.isfinite(values)  # = ~isnan after _numeric; an infinity in a raw column is missing too
     kept = values[present]
     edges: list[float] = []
     median = None
@@ -238,7 +246,7 @@ def feature_summary(landmarks: pd.DataFrame, feature_columns: list[str], measure
     window = (WINDOW_START_HOURS, float(landmarks[LANDMARK_HOURS].max()))
     features = {
         name: _categorical_summary(landmarks[name]) if _is_categorical(landmarks[name])
-        else _numeric_summary(_numeric(landmarks[name]), codes, most_rows)
+        else _numeric_summary(_finite_or_numeric(landmarks[name]), codes, most_rows)
         for name in feature_columns
     }
     per_analyte, overall = _analyte_stats(measurements, patients, window)

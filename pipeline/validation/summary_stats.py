@@ -13,7 +13,7 @@ Every result equals what the straightforward numpy / pandas calls return, bit fo
 * :func:`order_statistics` reproduces ``np.quantile(x, q)`` (method ``linear``: virtual index
   ``(n - 1) q``, numpy's two-sided interpolation) and ``np.median(x)`` from a single ``np.partition``;
 * :func:`group_medians` reproduces pandas' group-by median (``(upper + lower) / 2`` of the two middle
-  values), one partition per group (rows picked with a small-integer mask, or after one radix sort of
+  values), one partition per group (rows gathered block by block with a radix sort, or after one radix sort of
   the codes when there are many groups);
 * :func:`counts_at_or_below` counts values <= each edge from that partition, scanning only the
   stretch between the two neighbouring partition points;
@@ -155,8 +155,11 @@ def lookup_codes(series: pd.Series, universe: np.ndarray) -> np.ndarray:
     return np.repeat(head_codes, np.diff(np.append(starts, len(text))))
 
 
-#: Up to this many groups, each group's rows are picked with a mask; beyond, after one sort of the codes.
-MASKED_GROUPS = 16
+#: Up to this many groups (codes), their rows are gathered block by block; beyond, after one sort of the codes.
+MASKED_GROUPS = 255
+#: Rows per block when gathering the groups' values: block-sized sort buffers are reused from one block
+#: to the next (a whole-table mask per group read every row once per group).
+GROUP_BLOCK_ROWS = 1 << 20
 
 
 def _pandas_median(block: np.ndarray) -> float:
@@ -166,22 +169,47 @@ def _pandas_median(block: np.ndarray) -> float:
     return float(block[n // 2]) if n % 2 else float((block[n // 2] + block[n // 2 - 1]) / 2)
 
 
+def _grouped_in_blocks(values: np.ndarray, codes: np.ndarray, counts: np.ndarray,
+                       block_rows: int = GROUP_BLOCK_ROWS) -> np.ndarray:
+    """``values`` of the rows with code >= 0, group after group (code 0 first), each group's rows in
+    input order (what ``values[codes == k]`` gives), from a stable radix sort of each block's codes."""
+    ends = np.cumsum(counts)
+    filled = ends - counts
+    out = np.empty(int(ends[-1]) if len(ends) else 0, dtype=values.dtype)
+    small = np.min_scalar_type(len(counts))  # codes + 1 fit: int8/uint8 or 16 bits, a cheap radix sort
+    for lo in range(0, len(codes), block_rows):
+        shifted = codes[lo:lo + block_rows].astype(small if small.kind == "u" else np.int32)
+        shifted += 1  # missing (-1) -> 0: sorted first and skipped
+        order = np.argsort(shifted, kind="stable")
+        picked = values[lo:lo + block_rows][order]
+        bounds = np.cumsum(np.bincount(shifted, minlength=len(counts) + 1))
+        for k in np.flatnonzero(bounds[1:] > bounds[:-1]):
+            piece = picked[bounds[k]:bounds[k + 1]]
+            out[filled[k]:filled[k] + len(piece)] = piece
+            filled[k] += len(piece)
+    if not np.array_equal(filled, ends):
+        raise ValueError("group counts do not match the codes")
+    return out
+
+
 def group_medians(values: np.ndarray, codes: np.ndarray, counts: np.ndarray, wanted: np.ndarray,
-                  masked_groups: int = MASKED_GROUPS) -> np.ndarray:
+                  masked_groups: int = MASKED_GROUPS, block_rows: int = GROUP_BLOCK_ROWS) -> np.ndarray:
     """Median of ``values`` per code 0..K-1 as pandas' group-by computes it; NaN where not ``wanted``.
 
     ``counts`` are the rows per code (``np.bincount`` of the codes >= 0); rows with code -1 are ignored.
+    Each group's values are partitioned in input order (so a group holding both 0.0 and -0.0 gives the
+    bits pandas gives): gathered block by block up to ``masked_groups`` groups, else after one sort.
     """
     out = np.full(len(counts), np.nan)
     groups = np.flatnonzero(wanted & (counts > 0))
-    if len(groups) <= masked_groups:
-        small = codes.astype(np.min_scalar_type(-max(len(counts), 1)))  # int8 or int16: a cheaper compare
-        for k in groups:
-            out[k] = _pandas_median(values[small == k])
+    if len(groups) == 0:
         return out
-    present = codes >= 0
-    order = np.argsort(codes[present].astype(np.min_scalar_type(len(counts))), kind="stable")  # radix sort
-    grouped = values[present][order]
+    if len(counts) <= masked_groups:
+        grouped = _grouped_in_blocks(values, codes, counts, block_rows)
+    else:
+        present = codes >= 0
+        order = np.argsort(codes[present].astype(np.min_scalar_type(len(counts))), kind="stable")  # radix sort
+        grouped = values[present][order]
     ends = np.cumsum(counts)
     for k in groups:
         out[k] = _pandas_median(grouped[ends[k] - counts[k]: ends[k]])

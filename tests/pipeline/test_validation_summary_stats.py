@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from pipeline.contracts import HOURS_SINCE_ANCHOR, LANDMARK_HOURS, PATIENT_ID
-from pipeline.validation import drift
+from pipeline.validation import drift, summary_stats
 from pipeline.validation.summary_stats import (
     bin_counts,
     group_medians,
@@ -74,7 +74,8 @@ def reference_analyte_stats(measurements: pd.DataFrame, patients: np.ndarray, wi
 def reference_feature_summary(landmarks: pd.DataFrame, columns: list[str], measurements: pd.DataFrame) -> dict:
     """feature_summary with the reference parts (the assembly is drift's own, unchanged)."""
     saved = drift._numeric_summary, drift._analyte_stats
-    drift._numeric_summary = lambda values, codes, *_: reference_numeric_summary(values, codes)
+    # the old path: every column through _numeric (non-finite -> NaN) first
+    drift._numeric_summary = lambda values, codes, *_: reference_numeric_summary(drift._numeric(pd.Series(values)), codes)
     drift._analyte_stats = reference_analyte_stats
     try:
         return drift.feature_summary(landmarks, columns, measurements)
@@ -127,9 +128,23 @@ def test_group_medians_equal_pandas_groupby_median():
     expected[~wanted] = np.nan
     ignored = np.append(codes, [-1, -1])  # rows outside every group
     with_ignored = np.append(values, [1e9, -1e9])
-    for masked_groups in (0, 16):  # after one sort of the codes, and group by group with a mask
-        got = group_medians(with_ignored, ignored, counts, wanted, masked_groups)
+    for masked_groups, block_rows in ((0, 1 << 20), (16, 1 << 20), (16, 1), (16, 7), (16, 1000)):
+        # after one sort of the codes, and gathered block by block (blocks of 1 row to all rows)
+        got = group_medians(with_ignored, ignored, counts, wanted, masked_groups, block_rows)
         assert got.tobytes() == expected.tobytes()
+
+
+def test_grouped_in_blocks_is_the_masked_rows_in_order():
+    """Each group's values in input order, as ``values[codes == k]``: 0.0 and -0.0 keep their places."""
+    rng = np.random.default_rng(3)
+    codes = rng.integers(-1, 5, 5000)
+    values = rng.choice(np.array([0.0, -0.0, 1.5, -2.0]), 5000)
+    counts = np.bincount(codes[codes >= 0], minlength=6)
+    expected = np.concatenate([values[codes == k] for k in range(6)])
+    for block_rows in (1, 3, 4096, 1 << 20):
+        assert summary_stats._grouped_in_blocks(values, codes, counts, block_rows).tobytes() == expected.tobytes()
+    with pytest.raises(ValueError, match="do not match"):
+        summary_stats._grouped_in_blocks(values, codes, counts + 1, 4096)
 
 
 def test_codes_of_text_columns_with_missing_values():
