@@ -67,26 +67,38 @@ class _Seen:
 def _scan(measurements: pd.DataFrame, keys: MeasurementKeys, analyte_lut: np.ndarray, n: int,
           last_landmark: float) -> tuple[_Seen, list[str]]:
     """One pass over the measurements in blocks of :data:`BLOCK_ROWS` rows (rows of unknown patients
-    or analytes, or without a finite time and value, are ignored); also returns the unit names."""
+    or analytes, or without a finite time and value, are ignored); also returns the unit names.
+
+    The (analyte, patient) and (analyte, unit) pairs seen are marked through one flat key per row
+    (rows not counted get a last, spare slot) instead of two gathers and a 2-D scatter per block."""
     hours = _float(measurements["hours_since_anchor"])
     value = _float(measurements["value"])
     units = "unit" in measurements.columns
     unit_index, unit_names = _name_index(measurements["unit"]) if units else (None, [])
     unit_lut, unit_names = _sorted_lut(unit_names, upper=False)  # missing and "" both -1
     known = _known_column(measurements)
-    seen = _Seen(np.zeros((n, max(len(keys.patient_ids), 1)), dtype=bool),
-                 np.zeros((n, max(len(unit_names), 1)), dtype=bool), np.zeros(n, dtype=bool))
+    n_patients, n_units = max(len(keys.patient_ids), 1), max(len(unit_names), 1)
+    pairs = np.zeros(n * n_patients + 1, dtype=bool)
+    unit_pairs = np.zeros(n * n_units + 1, dtype=bool)
+    seen_known = np.zeros(n, dtype=bool)
     for lo in range(0, len(hours), BLOCK_ROWS):
         block = slice(lo, lo + BLOCK_ROWS)
         patient, analyte, h = keys.patient[block], np.take(analyte_lut, keys.name_index[block]), hours[block]
         keep = (patient >= 0) & (analyte >= 0) & np.isfinite(h) & np.isfinite(value[block])
-        early = keep & (h <= last_landmark)
-        seen.patients[analyte[early], patient[early]] = True
+        key = analyte.astype(np.int64)
+        key *= n_patients
+        key += patient
+        key[~(keep & (h <= last_landmark))] = n * n_patients
+        pairs[key] = True
         if units:
             unit = np.take(unit_lut, unit_index[block])
-            rows = keep & (unit >= 0)
-            seen.units[analyte[rows], unit[rows]] = True
-        seen.known[analyte[keep if known is None else keep & known[block]]] = True
+            unit_key = analyte.astype(np.int64)
+            unit_key *= n_units
+            unit_key += unit
+            unit_key[~(keep & (unit >= 0))] = n * n_units
+            unit_pairs[unit_key] = True
+        seen_known[analyte[keep if known is None else keep & known[block]]] = True
+    seen = _Seen(pairs[:-1].reshape(n, n_patients), unit_pairs[:-1].reshape(n, n_units), seen_known)
     return seen, unit_names
 
 
