@@ -828,10 +828,21 @@ def features_at_landmark(cut: CutTimeline, spec: LandmarkSpec) -> dict[str, np.n
 def dynamic_feature_names(spec: LandmarkSpec) -> list[str]:
     """The names :func:`features_at_landmark` returns, in its order, without computing anything (a name
     computed twice keeps its first place, as in a dict)."""
+    return list(_dynamic_names(spec.analytes))
+
+
+@functools.cache
+def _dynamic_names(analytes: tuple[str, ...]) -> tuple[str, ...]:
     names = ["landmark_hours"]
-    for code in spec.analytes:
-        names.extend(name for name, _ in definitions.analyte_summaries(code))
-    return list(dict.fromkeys(names + [derived.name for derived in definitions.DERIVED]))
+    for _, summaries in _summaries_of(analytes):
+        names.extend(name for name, _ in summaries)
+    return tuple(dict.fromkeys(names + [derived.name for derived in definitions.DERIVED]))
+
+
+@functools.cache
+def _summaries_of(analytes: tuple[str, ...]) -> tuple[tuple[str, tuple[tuple[str, definitions.Summary], ...]], ...]:
+    """Per analyte, its ``(feature name, summary)`` pairs (the names are built once per analyte list)."""
+    return tuple((code, tuple(definitions.analyte_summaries(code))) for code in analytes)
 
 
 def iter_features_at_landmark(cut: CutTimeline, spec: LandmarkSpec) -> Iterator[tuple[str, np.ndarray]]:
@@ -839,9 +850,9 @@ def iter_features_at_landmark(cut: CutTimeline, spec: LandmarkSpec) -> Iterator[
     drop it before the next is computed (no landmark's whole feature set held at once)."""
     ctx = LandmarkContext(cut, spec.baseline_window_hours, spec.baseline_fallback_hours)
     yield "landmark_hours", np.full(cut.n_patients, cut.landmark_hours)
-    for code in spec.analytes:
+    for code, summaries in _summaries_of(spec.analytes):
         analyte = ctx[code]
-        for name, summary in definitions.analyte_summaries(code):
+        for name, summary in summaries:
             yield name, summary.compute(analyte)
     for derived in definitions.DERIVED:
         yield derived.name, derived.compute(ctx)
@@ -939,13 +950,32 @@ class StaticEncoding:
 def learn_static_encoding(patients: pd.DataFrame, static_features: Sequence[str]) -> StaticEncoding:
     _require_static(patients, static_features)
     cats: dict[str, list[str] | None] = {}
+    few = len(patients) <= FEW_PATIENTS
     for column in static_features:
         values = patients[column]
         if pd.api.types.is_numeric_dtype(values.dtype) and not isinstance(values.dtype, pd.CategoricalDtype):
             cats[column] = None
+        elif few and isinstance(values.dtype, pd.StringDtype):  # the same set, without pandas' unique
+            cats[column] = sorted({t for t in _string_cells(values) if t is not None})
         else:
             cats[column] = sorted(str(v) for v in values.dropna().astype("str").unique())
     return StaticEncoding(cats)
+
+
+#: Up to this many patients, static covariates are read cell by cell (one new patient: no pandas index,
+#: no hashing); the result is the same as the cohort path's (tests/features/test_small_patients.py).
+FEW_PATIENTS = 64
+
+
+def _string_cells(values: pd.Series) -> list[str | None]:
+    """A string column's cells, ``None`` where missing (what ``dropna().astype("str")`` keeps, in order)."""
+    missing = values.isna().to_numpy()
+    return [None if m else t for t, m in zip(values.to_numpy(dtype=object), missing, strict=True)]
+
+
+@functools.cache
+def _category_dtype(categories: tuple[str, ...]) -> pd.CategoricalDtype:
+    return pd.CategoricalDtype(list(categories))
 
 
 def _require_static(patients: pd.DataFrame, static_features: Sequence[str]) -> None:
@@ -962,6 +992,10 @@ def _static_columns(
 ) -> dict[str, object]:
     """Static covariates aligned to ``patient_ids``, each row repeated ``repeats`` times (landmarks)."""
     _require_static(patients, list(encoding.categories))
+    if len(patients) <= FEW_PATIENTS and all(
+        c is None or isinstance(patients[name].dtype, pd.StringDtype) for name, c in encoding.categories.items()
+    ):
+        return _few_static_columns(patients, patient_ids, encoding, repeats)
     by_id = patients.assign(patient_id=patients["patient_id"].astype("str")).set_index("patient_id")
     aligned = by_id.reindex(pd.Index(patient_ids, dtype="str"))
     out: dict[str, object] = {}
@@ -972,7 +1006,30 @@ def _static_columns(
         else:
             # Unseen categories (not in the list learnt at fit) become missing, never a new level.
             codes = pd.Categorical(values.astype("str"), categories=categories).codes
-            out[column] = pd.Categorical.from_codes(np.repeat(codes, repeats), categories=categories)
+            out[column] = pd.Categorical.from_codes(np.repeat(codes, repeats), dtype=_category_dtype(tuple(categories)))
+    return out
+
+
+def _few_static_columns(
+    patients: pd.DataFrame, patient_ids: np.ndarray, encoding: StaticEncoding, repeats: int
+) -> dict[str, object]:
+    """:func:`_static_columns` for a few patients (ids unique, as :func:`patient_index` checked) whose
+    categorical covariates are string columns: rows picked by position, categories looked up per cell."""
+    position = {p: i for i, p in enumerate(patients["patient_id"].astype("str").to_numpy(dtype=object))}
+    rows = np.array([position.get(p, -1) for p in patient_ids], dtype=np.int64)
+    found = rows >= 0
+    out: dict[str, object] = {}
+    for column, categories in encoding.categories.items():
+        values = patients[column]
+        if categories is None:
+            numbers = np.full(len(rows), np.nan)
+            numbers[found] = _float(values)[rows[found]]
+            out[column] = np.repeat(numbers, repeats)
+        else:
+            lookup = {c: k for k, c in enumerate(categories)}
+            cells = _string_cells(values)
+            codes = np.array([lookup.get(cells[r], -1) if r >= 0 else -1 for r in rows], dtype=np.int64)
+            out[column] = pd.Categorical.from_codes(np.repeat(codes, repeats), dtype=_category_dtype(tuple(categories)))
     return out
 
 

@@ -1,0 +1,77 @@
+"""The few-patients path of the landmark matrix (issue 14: one new patient scored in milliseconds) gives
+exactly the cohort path's matrix: same values, dtypes, categories, to the last bit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features import landmarks
+from features.landmarks import LandmarkSpec, Target, landmark_matrix
+from tests.features.test_patient_chunks import IDS, cohort
+
+SPEC = LandmarkSpec(landmarks_hours=(0.0, 24.0, 72.0), analytes=("IL6", "CRP", "FERRITIN", "TEMP"),
+                    targets=(Target("crs", "CRS", 3),), static_features=("age", "sex", "product"))
+
+
+def _general(tables: dict[str, pd.DataFrame | None], monkeypatch: pytest.MonkeyPatch) -> pd.DataFrame:
+    with monkeypatch.context() as m:
+        m.setattr(landmarks, "FEW_PATIENTS", -1)  # the cohort path for any size
+        return landmark_matrix(tables, SPEC)
+
+
+def _patients(ids: list[str], **columns: object) -> pd.DataFrame:
+    rng = np.random.default_rng(len(ids))
+    frame = pd.DataFrame({"patient_id": pd.array(ids, dtype="str"), "age": rng.uniform(20, 80, len(ids)),
+                          "sex": pd.array(rng.choice(["F", "M"], len(ids)), dtype="str"),
+                          "product": pd.array(rng.choice(["axi-cel", "tisa-cel"], len(ids)), dtype="str")})
+    return frame.assign(**columns)
+
+
+def _one(tables: dict[str, pd.DataFrame], pid: str) -> dict[str, pd.DataFrame | None]:
+    return {name: table[table["patient_id"] == pid].reset_index(drop=True) for name, table in tables.items()}
+
+
+def _cases() -> list[dict[str, pd.DataFrame | None]]:
+    tables = cohort()
+    tables["patients"] = _patients(IDS[::-1])
+    empty = tables["measurements"].iloc[0:0]
+    one = _one(tables, "P03")
+    return [
+        tables,  # 23 patients: few enough for the small path too
+        one,
+        {**one, "events": None, "treatments": None},
+        {**one, "measurements": empty},  # no measurements at all
+        {**one, "patients": _patients(["P03"], sex=pd.array([None], dtype="str"))},  # missing category
+        {**one, "patients": _patients(["P03"], age=np.nan, product=pd.array([pd.NA], dtype="str"))},
+        {**one, "patients": _patients(["P03", "P99"])},  # a patient without any row
+        {**one, "patients": _patients(["P03"]).astype({"sex": "object"})},  # not a string column: cohort path
+        {**one, "patients": _patients(["P03"]).astype({"age": "int64"})},
+    ]
+
+
+@pytest.mark.parametrize("case", range(9))
+def test_few_patients_matrix_equals_the_cohort_path(case: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    tables = _cases()[case]
+    fast = landmark_matrix(tables, SPEC)
+    pd.testing.assert_frame_equal(fast, _general(tables, monkeypatch), check_exact=True)
+    assert len(fast) == len(tables["patients"]) * len(SPEC.landmarks_hours)
+
+
+def test_categories_learnt_from_the_request_and_unseen_ones_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    tables = _one(cohort(), "P03") | {"patients": _patients(["P03"], sex=pd.array(["X"], dtype="str"))}
+    encoding = landmarks.StaticEncoding({"age": None, "sex": ["F", "M"], "product": ["axi-cel", "tisa-cel"]})
+    patient_ids = landmarks.patient_index(tables["patients"])
+    fast = landmarks._static_columns(tables["patients"], patient_ids, encoding, 3)
+    monkeypatch.setattr(landmarks, "FEW_PATIENTS", -1)
+    general = landmarks._static_columns(tables["patients"], patient_ids, encoding, 3)
+    assert list(fast) == list(general)
+    for column in fast:
+        if isinstance(general[column], pd.Categorical):
+            assert fast[column].dtype == general[column].dtype
+            assert np.array_equal(fast[column].codes, general[column].codes)
+            assert fast[column].codes.dtype == general[column].codes.dtype
+        else:
+            assert np.array_equal(fast[column], general[column], equal_nan=True)
+    assert (fast["sex"].codes == -1).all()  # "X" was never learnt: missing, not a new level
