@@ -858,6 +858,39 @@ def iter_features_at_landmark(cut: CutTimeline, spec: LandmarkSpec) -> Iterator[
         yield derived.name, derived.compute(ctx)
 
 
+def _stacked_features_at_landmark(cut: CutTimeline, spec: LandmarkSpec) -> Iterator[tuple[str, np.ndarray]]:
+    """:func:`iter_features_at_landmark` for a few patients: the same ``(name, values)`` in the same order,
+    each analyte summary computed once for every analyte, on the analytes' rows stacked as if each
+    (analyte, patient) pair were one patient. Every summary is per patient segment (row order kept within
+    a segment), so the values are the per-analyte ones to the bit (tests/features/test_small_patients.py);
+    one new patient costs one numpy call per summary instead of one per (analyte, summary)."""
+    ctx = LandmarkContext(cut, spec.baseline_window_hours, spec.baseline_fallback_hours)
+    n = cut.n_patients
+    plan = _summaries_of(spec.analytes)
+    series = [cut.analytes[code] for code, _ in plan]  # KeyError for an analyte never encoded, as ctx[code]
+    stacked = AnalyteAtLandmark(_stack_rows(series, n), cut.landmark_hours, n * len(plan),
+                                spec.baseline_window_hours, spec.baseline_fallback_hours)
+    yield "landmark_hours", np.full(n, cut.landmark_hours)
+    done: dict[str, np.ndarray] = {}  # summary -> (analytes, patients)
+    for a, (_, summaries) in enumerate(plan):
+        for name, summary in summaries:
+            if summary.name not in done:
+                done[summary.name] = np.asarray(summary.compute(stacked), dtype=np.float64).reshape(len(plan), n)
+            yield name, done[summary.name][a]
+    for derived in definitions.DERIVED:
+        yield derived.name, derived.compute(ctx)
+
+
+def _stack_rows(series: Sequence[SortedRows], n_patients: int) -> SortedRows:
+    """The rows of every series in one, patient codes shifted by ``k * n_patients`` for the k-th series
+    (still sorted by (code, hours))."""
+    if not series:
+        return SortedRows.empty()
+    patient = np.concatenate([s.patient.astype(np.int64, copy=False) + k * n_patients for k, s in enumerate(series)])
+    return SortedRows(patient, np.concatenate([s.hours for s in series]), np.concatenate([s.value for s in series]),
+                      np.concatenate([s.censoring for s in series]))
+
+
 # --------------------------------------------------------------------------------------------------
 # Labels (read the future by definition; never passed to a feature)
 
@@ -1104,7 +1137,8 @@ def _dynamic_block(timeline: Timeline, spec: LandmarkSpec) -> pd.DataFrame:
     cut: Timeline | CutTimeline = timeline
     for j in reversed(range(k)):  # last landmark first: each cut is taken from the previous, smaller one
         cut = cut_at_landmark(cut, spec.landmarks_hours[j])
-        for name, values in iter_features_at_landmark(cut, spec):
+        features = _stacked_features_at_landmark if n <= FEW_PATIENTS else iter_features_at_landmark
+        for name, values in features(cut, spec):
             block[position[name], :, j] = values
     return pd.DataFrame(block.reshape(len(names), n * k).T, columns=names, copy=False)
 

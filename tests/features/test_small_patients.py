@@ -33,6 +33,20 @@ def _one(tables: dict[str, pd.DataFrame], pid: str) -> dict[str, pd.DataFrame | 
     return {name: table[table["patient_id"] == pid].reset_index(drop=True) for name, table in tables.items()}
 
 
+def _hand_built() -> pd.DataFrame:
+    """One patient: zero and negative values (no log), repeated times, censored values, a value only
+    after every landmark, an analyte no spec asks for, pre-anchor rows only for FERRITIN."""
+    rows = [(-30.0, "IL6", 5.0, "none"), (-2.0, "IL6", 0.0, "left"), (3.0, "IL6", 12.0, "none"),
+            (3.0, "IL6", 14.0, "none"), (20.0, "IL6", -1.0, "none"), (23.5, "IL6", 5000.0, "right"),
+            (100.0, "IL6", 80.0, "none"), (-5.0, "FERRITIN", 300.0, "none"), (-400.0, "CRP", 2.0, "none"),
+            (10.0, "CRP", 9.0, "none"), (50.0, "CRP", 20.0, "left"), (1.0, "TEMP", 38.2, "none"),
+            (30.0, "TEMP", 39.1, "none"), (2.0, "XYZ", 1.0, "none"), (500.0, "LDH", 250.0, "none")]
+    hours, analyte, value, censoring = zip(*rows, strict=True)
+    return pd.DataFrame({"patient_id": pd.array(["P03"] * len(rows), dtype="str"), "hours_since_anchor": hours,
+                         "analyte": pd.array(analyte, dtype="str"), "value": value,
+                         "censoring": pd.array(censoring, dtype="str")})
+
+
 def _cases() -> list[dict[str, pd.DataFrame | None]]:
     tables = cohort()
     tables["patients"] = _patients(IDS[::-1])
@@ -48,10 +62,12 @@ def _cases() -> list[dict[str, pd.DataFrame | None]]:
         {**one, "patients": _patients(["P03", "P99"])},  # a patient without any row
         {**one, "patients": _patients(["P03"]).astype({"sex": "object"})},  # not a string column: cohort path
         {**one, "patients": _patients(["P03"]).astype({"age": "int64"})},
+        {**one, "measurements": _hand_built()},
+        {**one, "measurements": _hand_built(), "patients": _patients(["P03", "P04", "P05"])},
     ]
 
 
-@pytest.mark.parametrize("case", range(9))
+@pytest.mark.parametrize("case", range(11))
 def test_few_patients_matrix_equals_the_cohort_path(case: int, monkeypatch: pytest.MonkeyPatch) -> None:
     tables = _cases()[case]
     fast = landmark_matrix(tables, SPEC)
