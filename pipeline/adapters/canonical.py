@@ -36,6 +36,9 @@ from pipeline.adapters.dialect import (
 from pipeline.cohort import TABLES, TableSpec
 from pipeline.errors import UserError
 
+#: :attr:`RawTable.frame`'s column type, and the Arrow text type read straight into it.
+_PANDAS_STRING = pd.StringDtype()
+_AS_PANDAS_STRING = {pa.string(): _PANDAS_STRING}
 TABLE_SUFFIXES = (".parquet", ".csv", ".csv.gz")
 AUTO_FORMAT = CsvFormat()  # detect every file's encoding, delimiter and decimal mark
 DEFAULT_LIMITS = ReadLimits()
@@ -57,8 +60,12 @@ class RawTable:
 
     @functools.cached_property
     def frame(self) -> pd.DataFrame:
-        """The table as pandas strings (used for the small tables: patients, events, treatments)."""
-        return self.arrow.to_pandas().astype("string")
+        """The table as pandas strings (used for the small tables: patients, events, treatments).
+
+        Arrow strings become pandas ``string`` columns directly (what ``to_pandas().astype("string")``
+        gives, without converting each column twice: ~1 ms of one new patient's scoring)."""
+        frame = self.arrow.to_pandas(types_mapper=_AS_PANDAS_STRING.get)
+        return frame if all(dtype == _PANDAS_STRING for dtype in frame.dtypes) else frame.astype("string")
 
     @property
     def n_rows(self) -> int:
