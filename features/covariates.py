@@ -199,12 +199,14 @@ def _burden_units(patients: pd.DataFrame, tables: CovariateTables) -> tuple[np.n
         blank = np.full(len(patients), "", dtype=object)
         return values, blank, blank.copy()
     text = _text(patients[UNIT_COLUMNS["tumor_burden"]])
-    looked_up = {u: tables.burden_unit_of.get(_unit_key(u), (u, 1.0, "")) for u in text.dropna().unique()}
-    if len(text) <= FEW_ROWS:
-        unit = text.map(lambda u: None if pd.isna(u) else looked_up[u][0]).to_numpy(dtype=object)
-        scale = text.map(lambda u: np.nan if pd.isna(u) else looked_up[u][1]).to_numpy(dtype=float)
-        transform = text.map(lambda u: None if pd.isna(u) else looked_up[u][2]).to_numpy(dtype=object)
+    if len(text) <= FEW_ROWS:  # per cell, in arrays: no pandas call per attribute
+        found = [None if _missing(u) else tables.burden_unit_of.get(_unit_key(u), (u, 1.0, ""))
+                 for u in text.to_numpy(dtype=object)]
+        unit = np.array([None if f is None else f[0] for f in found], dtype=object)
+        scale = np.array([np.nan if f is None else f[1] for f in found], dtype=float)
+        transform = np.array([None if f is None else f[2] for f in found], dtype=object)
         return values * scale, _none_for_missing(unit), _none_for_missing(transform)
+    looked_up = {u: tables.burden_unit_of.get(_unit_key(u), (u, 1.0, "")) for u in text.dropna().unique()}
     if not looked_up:  # no unit at all: what the per-cell map gives
         return values * np.nan, np.full(len(text), None, dtype=object), np.full(len(text), None, dtype=object)
     unit = text.map({u: v[0] for u, v in looked_up.items()}).to_numpy(dtype=object)  # once per distinct unit
@@ -267,15 +269,15 @@ def _burden_std(patients: pd.DataFrame, tables: CovariateTables, reference: Cova
     values, unit, _ = _burden_units(patients, tables)
     disease = (_text(patients["disease"]).to_numpy(dtype=object) if "disease" in patients.columns
                else np.full(len(patients), None, dtype=object))
-    keys = pd.Series([f"{d}|{u}" if f"{d}|{u}" in reference.burden else f"*|{u}" for d, u in zip(
-        disease, unit, strict=True)])
+    keys = np.array([f"{d}|{u}" if f"{d}|{u}" in reference.burden else f"*|{u}" for d, u in zip(
+        disease, unit, strict=True)], dtype=object)
     z = np.full(len(patients), np.nan)
-    for key in keys.unique():
+    for key in dict.fromkeys(keys.tolist()):  # once per distinct key, in order of appearance
         ref = reference.burden.get(key)
-        rows = (keys == key).to_numpy()
         if ref is not None:
+            rows = keys == key
             z[rows] = (_transformed(values[rows], ref.transform) - ref.mean) / ref.sd
-    known = keys.isin(list(reference.burden)).to_numpy()
+    known = np.array([key in reference.burden for key in keys.tolist()], dtype=bool)
     recorded = np.isfinite(_numbers(patients, "tumor_burden"))
     return z, _first_reason([(~recorded, "not_recorded"), (pd.isna(unit), "no_unit"),
                              (~known, "unit_not_in_reference"), (np.isnan(z), "out_of_scale")])
@@ -334,15 +336,20 @@ def _dose_rel(patients: pd.DataFrame, tables: CovariateTables, product: np.ndarr
     unit_column = UNIT_COLUMNS["dose"]
     units = (_text(patients[unit_column]) if unit_column in patients.columns
              else pd.Series([None] * len(patients), dtype=object))
-    parsed = {u: parse_dose_unit(u) for u in units.dropna().unique()}
-    unit_of = units.map(lambda u: None if pd.isna(u) else parsed[u]).to_numpy(dtype=object)
+    if len(units) <= FEW_ROWS:  # per cell: no pandas call
+        no_unit = pd.isna(units.to_numpy(dtype=object))
+        unit_of = [None if m else parse_dose_unit(u) for u, m in zip(units.to_numpy(dtype=object), no_unit, strict=True)]
+    else:
+        parsed = {u: parse_dose_unit(u) for u in units.dropna().unique()}
+        unit_of = units.map(lambda u: None if pd.isna(u) else parsed[u]).to_numpy(dtype=object)
+        no_unit = units.isna().to_numpy()
     multiplier = np.array([np.nan if p is None else p[0] for p in unit_of])
     per_kg = np.array([p is not None and p[1] for p in unit_of])
     reference = np.array([tables.reference_dose.get((p, bool(k)), np.nan) for p, k in zip(
         product, per_kg, strict=True)])
     dose_rel = values * multiplier / reference
     reasons = _first_reason([
-        (np.isnan(values), "not_recorded"), (units.isna().to_numpy(), "no_unit"),
+        (np.isnan(values), "not_recorded"), (no_unit, "no_unit"),
         (np.isnan(multiplier), "unit_not_recognised"), (~known, "product_not_recognised"),
         (np.isnan(reference), "no_reference_dose"), (~np.isfinite(dose_rel), "not_recorded")])
     return np.where(reasons == None, dose_rel, np.nan), reasons  # noqa: E711 (elementwise)

@@ -130,7 +130,7 @@ def _landmark_frame(tables: dict[str, pd.DataFrame], setup: ScoringSetup, chosen
     own = chosen.reindex(frame[C.PATIENT_ID].astype(str)).to_numpy()
     hours = frame[C.LANDMARK_HOURS].to_numpy()
     keep = (hours == own) | (trajectory & (hours <= own) & np.isin(hours, grid))
-    return frame[keep].reset_index(drop=True)
+    return frame if keep.all() else frame[keep].reset_index(drop=True)  # one patient: its one row, kept
 
 
 def _own_landmarks(tables: dict[str, pd.DataFrame], setup: ScoringSetup, chosen: pd.Series) -> pd.DataFrame:

@@ -7,7 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features import landmarks
+from features import covariates, landmarks
+from features.covariates import (
+    CovariateReference,
+    default_covariate_tables,
+    fit_covariate_reference,
+    harmonise,
+)
 from features.landmarks import LandmarkSpec, Target, landmark_matrix
 from tests.features.test_patient_chunks import IDS, cohort
 
@@ -91,3 +97,34 @@ def test_categories_learnt_from_the_request_and_unseen_ones_missing(monkeypatch:
         else:
             assert np.array_equal(fast[column], general[column], equal_nan=True)
     assert (fast["sex"].codes == -1).all()  # "X" was never learnt: missing, not a new level
+
+
+def _covariate_rows() -> pd.DataFrame:
+    """Covariates as ingest gives them: known and unknown products, units the table knows, does not know
+    or lacks, blanks, a disease with and without its own burden reference."""
+    text = {
+        "product": ["Yescarta", "tisa-cel", "newcel", None, " Carvykti ", "axi-cel", "liso-cel"],
+        "disease": ["LBCL", "LBCL", "MM", "LBCL", None, "MCL", "LBCL"],
+        "tumor_burden_unit": ["SPD cm2", "mm2", None, "furlongs", "% marrow plasma cells", "SPD cm2", ""],
+        "dose_unit": ["cells/kg", "x10^6 cells", "cells/kg", None, "mg", "10^6 CAR+ T cells/kg", "cells"],
+        "costim": [None, None, "CD28", None, None, None, None],
+    }
+    frame = pd.DataFrame({"patient_id": pd.array([f"P{i}" for i in range(7)], dtype="str"),
+                          **{k: pd.array(v, dtype="str") for k, v in text.items()}})
+    return frame.assign(tumor_burden=[50.0, 12.0, np.nan, 3.0, 40.0, -1.0, 7.0],
+                        dose=[2e6, 300.0, 7.5e5, 1e6, 5.0, 2.0, np.nan])
+
+
+@pytest.mark.parametrize("rows", [[0], [1], [2], [3], [4], [5], [6], list(range(7))])
+def test_few_patients_harmonise_equals_the_cohort_path(rows: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    tables = default_covariate_tables()
+    everyone = pd.concat([_covariate_rows()] * 3, ignore_index=True).assign(patient_id=lambda f: f.index.astype(str))
+    for reference in (CovariateReference(), fit_covariate_reference(everyone, tables)):
+        patients = _covariate_rows().iloc[rows]
+        static = ["product", "disease", "tumor_burden", "dose"]
+        fast = harmonise(patients, static, tables, reference)
+        with monkeypatch.context() as m:
+            m.setattr(covariates, "FEW_ROWS", 0)  # the cohort path for any size
+            general = harmonise(patients, static, tables, reference)
+        pd.testing.assert_frame_equal(fast.patients, general.patients, check_exact=True)
+        pd.testing.assert_frame_equal(fast.problems, general.problems, check_exact=True)
