@@ -1002,8 +1002,7 @@ FEW_PATIENTS = 64
 
 def _string_cells(values: pd.Series) -> list[str | None]:
     """A string column's cells, ``None`` where missing (what ``dropna().astype("str")`` keeps, in order)."""
-    missing = values.isna().to_numpy()
-    return [None if m else t for t, m in zip(values.to_numpy(dtype=object), missing, strict=True)]
+    return values.to_numpy(dtype=object, na_value=None).tolist()
 
 
 @functools.cache
