@@ -79,7 +79,7 @@ def _first_fever(code: np.ndarray, time: np.ndarray, n_patients: int) -> np.ndar
 
 def _add_treatments(parts: s.Parts, data: Inputs, rules: GradingRules, first_fever: np.ndarray) -> None:
     t = data.treatments
-    drug_class = pd.Series(t["drug"], dtype=object).map(drug_classes()).to_numpy(dtype=object)
+    drug_class = _drug_classes(t["drug"])
     code, time, end = t["code"], t["time"], t["end"]
     pressor = (drug_class == VASOPRESSOR) | (drug_class == VASOPRESSIN)
     # A row without an end is one administration, active for vasopressor_row_hours.
@@ -89,6 +89,18 @@ def _add_treatments(parts: s.Parts, data: Inputs, rules: GradingRules, first_fev
     # Only a dose at or after the patient's first fever waives the fever rule: prophylaxis waives nothing.
     waiver = np.isin(drug_class, WAIVER_CLASSES) & (time >= first_fever[code])
     parts.add(code[waiver], time[waiver], s.DOSE, label=parts.label_codes(t["drug"][waiver]))
+
+
+#: Up to this many treatment rows (one new patient's), classes are looked up per row: no pandas call.
+_FEW_ROWS = 64
+
+
+def _drug_classes(drugs: np.ndarray) -> np.ndarray:
+    """Class per drug (NaN for a drug the registry does not class), as ``Series.map`` of the table gives."""
+    classes = drug_classes()
+    if len(drugs) <= _FEW_ROWS:
+        return np.array([classes.get(d, np.nan) for d in drugs] or [], dtype=object)
+    return pd.Series(drugs, dtype=object).map(classes).to_numpy(dtype=object)
 
 
 @dataclass(frozen=True)
