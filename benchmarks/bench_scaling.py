@@ -1,7 +1,7 @@
 """Scaling curves: wall time and peak memory of every stage at 1k, 10k, 100k patients (issue 14).
 
 For each cohort size (simulated, same sampling density per patient) the real commands run one after
-another, each in its own child process so its peak RSS is its own: ``crs simulate``, ``crs ingest``,
+another, each in its own child process so its peak RSS is its own: ``crs simulate``, ``crs ingest``, ``crs grade``,
 ``crs featurize``, ``crs train`` (fast parameters, sizes up to ``--train-max`` only) and ``crs predict
 --no-pages``. Next to them, plain baselines measured in the same run on the same files:
 
@@ -41,6 +41,9 @@ BEGIN, END = "<!-- bench_scaling:begin -->", "<!-- bench_scaling:end -->"
 #: Train without the nested search, one CV repeat and no bootstrap: the procedure's cost per patient
 #: without the search budget (the default parameters take 33 s at 1,000 patients, see the README).
 FAST_TRAIN = {"tune": False, "n_repeats": 1, "n_bootstrap": 0}
+# The simulated cohort's bedside charts make measurements.csv about 35 MB per 1,000 patients: at 100,000
+# patients it passes the default one-file limits (2 GB, 50 M rows), which guard against mistakes, not scale.
+BENCH_INGEST_LIMITS = {"max_file_mb": 65536, "max_rows": 1_000_000_000}
 TSFRESH_PATIENTS = 1000
 
 
@@ -121,6 +124,7 @@ def size_params(directory: Path) -> Path:
     raw["paths"] = {key: str(directory / Path(value)) for key, value in raw["paths"].items()}
     raw["cohort"]["path"] = str(directory / "cohort")
     raw["train"].update(FAST_TRAIN)
+    raw["ingest"].update(BENCH_INGEST_LIMITS)
     path = directory / "params.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
@@ -137,6 +141,7 @@ def stage_commands(n: int, d: Path, params: Path, model_dir: Path | None) -> dic
         "simulate": crs("simulate", "-p", p, "--out", str(d / "cohort"), "--n-patients", str(n)),
         "ingest": crs("ingest", "-p", p, "--cohort", str(d / "cohort"), "--out", str(d / "data/interim"),
                       "--report", str(d / "reports/ingest.json")),
+        "grade": crs("grade", "-p", p),
         "featurize": crs("featurize", "-p", p),
         "train": crs("train", "-p", p),
         "predict": crs("predict", str(d / "cohort"), "--out", str(d / "predict"), "-p", p, "--no-pages",
@@ -161,6 +166,7 @@ def measure_size(n: int, train_max: int, trained: dict[int, Path]) -> dict[str, 
         ("ingest", commands["ingest"]),
         ("baseline_ingest", python_child(BASELINE_INGEST, str(d / "cohort/measurements.csv"),
                                          str(d / "baseline_measurements.parquet"))),
+        ("grade", commands["grade"]),
         ("featurize", commands["featurize"]),
         ("baseline_featurize", python_child(BASELINE_FEATURIZE, str(interim), str(d / "baseline_features.parquet"))),
     ]
@@ -209,6 +215,7 @@ ROWS = [  # (key, label)
     ("simulate", "`crs simulate`"),
     ("ingest", "`crs ingest`"),
     ("baseline_ingest", "baseline: pyarrow CSV read + Parquet write of measurements.csv"),
+    ("grade", "`crs grade` (ASTCT grades from the bedside observations)"),
     ("featurize", "`crs featurize` (4 landmarks; read, features, labels, write)"),
     ("baseline_featurize", "baseline: pandas groupby last/first/max per patient x analyte x landmark"),
     ("tsfresh", f"baseline: tsfresh MinimalFCParameters, {TSFRESH_PATIENTS:,}-patient sample, 4 landmarks"),
