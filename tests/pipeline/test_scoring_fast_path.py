@@ -10,12 +10,15 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from features import covariates, landmarks
 from pipeline.grading import crs
+from pipeline.ingestion import IngestResult
 from pipeline.predict import PatientRisk, Scorer
+from pipeline.scoring import messages
 from tests.pipeline.test_predict import build_bundle
 
 PARAMS = {
@@ -36,6 +39,7 @@ def _cohort_paths(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(landmarks, "FEW_PATIENTS", -1)
     monkeypatch.setattr(covariates, "FEW_ROWS", 0)
     monkeypatch.setattr(crs, "_FEW_ROWS", -1)
+    monkeypatch.setattr(messages, "FEW_ROWS", -1)
 
 
 def _rows(table: pd.DataFrame, pid: str) -> pd.DataFrame:
@@ -135,3 +139,41 @@ def test_the_switches_choose_the_path(scored, monkeypatch: pytest.MonkeyPatch) -
                 _cohort_paths(m)
             scorer.score_patient(*args)
         assert (calls == []) == switched_off, calls
+
+
+def _quarantine(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    columns = ["source_file", "source_line", "reason", "detail", "source_column", "patient_id", "analyte", "drug"]
+    return pd.DataFrame([{c: row.get(c, np.nan) for c in columns} for row in rows], columns=columns).astype(
+        {c: object for c in columns if c != "source_line"})
+
+
+M, T, P = "request/measurements.csv", "request/treatments.csv", "request/patients.csv"
+QUARANTINES = {
+    "one bad value": [{"source_file": M, "reason": "unparseable_value", "detail": "x", "patient_id": "P1",
+                       "analyte": "CRP"}],
+    "several patients, reasons and analytes": [
+        {"source_file": M, "reason": r, "detail": "d", "patient_id": pid, "analyte": a}
+        for pid, r, a in [(" P2", "out_of_range", "IL6"), ("P1", "missing_value", "CRP"), ("P1", "bad_time", "CRP"),
+                          ("P2 ", "out_of_range", "IL6"), ("P1", "missing_value", "CRP"), ("P1", "bad_time", None),
+                          ("P1", "missing_value", ""), ("P3", "unknown_unit", "FERRITIN")]],
+    "no anchor": [{"source_file": M, "reason": "bad_time", "detail": "no anchor_time for an ISO time",
+                   "patient_id": "P1", "analyte": "CRP"},
+                  {"source_file": M, "reason": "missing_value", "detail": np.nan, "patient_id": "P1", "analyte": "IL6"}],
+    "only no anchor": [{"source_file": M, "reason": "bad_time", "detail": "no anchor_time", "patient_id": "P1"}],
+    "treatments and missing ids": [
+        {"source_file": T, "reason": "bad_time", "detail": "d", "patient_id": "P1", "drug": "tocilizumab"},
+        {"source_file": M, "reason": "missing_patient_id", "detail": "d", "patient_id": np.nan, "analyte": "CRP"}],
+    "a rejected patients row": [{"source_file": P, "reason": "bad_time", "detail": "anchor", "patient_id": "P1"},
+                                {"source_file": M, "reason": "unknown_patient", "detail": "d", "patient_id": "P1"}],
+    "a blanked cell": [{"source_file": P, "reason": "non_finite_value", "detail": "d", "patient_id": "P1",
+                        "source_column": "age"}],
+}
+
+
+@pytest.mark.parametrize("case", sorted(QUARANTINES))
+def test_quarantine_messages_alike_on_both_paths(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    result = IngestResult(tables={}, quarantine=_quarantine(QUARANTINES[case]), report={})
+    fast = messages.quarantine_messages(result, P)
+    monkeypatch.setattr(messages, "FEW_ROWS", -1)
+    assert fast == messages.quarantine_messages(result, P)
+    assert fast  # every case words something
