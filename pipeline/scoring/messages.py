@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.adapters.canonical import RawTable
 from pipeline.ingestion import IngestResult
@@ -100,22 +102,22 @@ FEW_ROWS = 64
 
 def _few_record_messages(q: pd.DataFrame, patients_path: str) -> dict[str, list[str]] | None:
     """:func:`quarantine_messages` when every quarantined row is a record (no patients row, no blanked
-    cell) with text reasons and details; None otherwise (the group-by path words those)."""
-    if (q["source_file"] == patients_path).any() or (
-            "source_column" in q.columns and q["source_column"].notna().any()):
+    cell) with text ids, reasons and details; None otherwise (the group-by path words those)."""
+    if any(f == patients_path for f in _cells(q, "source_file")) or any(
+            c is not None for c in _cells(q, "source_column")):
         return None
-    kept = q[q["patient_id"].notna()]
-    pids = kept["patient_id"].astype(str).str.strip().tolist()  # trimmed as the group-by path trims them
-    what = _cells(kept, "analyte")
-    if "drug" in kept.columns:
-        what = [w if w is not None else d for w, d in zip(what, _cells(kept, "drug"), strict=True)]
-    reasons, details = _cells(kept, "reason"), _cells(kept, "detail")
+    ids, what, reasons, details = (_cells(q, c) for c in ("patient_id", "analyte", "reason", "detail"))
+    if "drug" in q.columns:
+        what = [w if w is not None else d for w, d in zip(what, _cells(q, "drug"), strict=True)]
     if not all(isinstance(v, str) for v in reasons) or not all(
-            v is None or isinstance(v, str) for v in (*what, *details)):
+            v is None or isinstance(v, str) for v in (*ids, *what, *details)):
         return None
+    keep = [i for i, pid in enumerate(ids) if pid is not None]
+    # Trimmed by the kernel ``astype(str).str.strip()`` runs on Arrow-backed text.
+    pids = pc.utf8_trim_whitespace(pa.array([ids[i] for i in keep], pa.string())).to_pylist()
     rows: dict[str, list[tuple[str, str, str | None]]] = {}
-    for pid, reason, label, detail in zip(pids, reasons, what, details, strict=True):
-        rows.setdefault(pid, []).append((reason, label or "", detail))
+    for pid, i in zip(pids, keep, strict=True):
+        rows.setdefault(pid, []).append((reasons[i], what[i] or "", details[i]))
     return {pid: _record_messages(rows[pid]) for pid in sorted(rows)}
 
 
@@ -123,7 +125,7 @@ def _cells(frame: pd.DataFrame, column: str) -> list:
     """A column's cells, None where missing (a column the frame lacks: all None)."""
     if column not in frame.columns:
         return [None] * len(frame)
-    return frame[column].astype(object).where(frame[column].notna(), None).tolist()
+    return frame[column].to_numpy(dtype=object, na_value=None).tolist()
 
 
 def _record_messages(rows: list[tuple[str, str, str | None]]) -> list[str]:
