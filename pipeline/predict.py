@@ -310,7 +310,8 @@ def main(
         result = score_cohort(raw, setup, at_hours, with_shap=False)  # the pages explain by themselves
         ingest, warnings, counts = result.ingest, result.warnings, _counts(result.predictions)
     else:
-        ingest, chunks = score_in_chunks(raw, setup, at_hours, chunk_size or sys.maxsize)
+        ingest, chunks = score_in_chunks(raw, setup, at_hours, chunk_size or sys.maxsize,
+                                         block_rows=config.ingest.chunk_rows)
     with atomic_dir(out) as tmp:
         (tmp / OUTPUT_MARKER).write_text(_output_marker())
         if reports:

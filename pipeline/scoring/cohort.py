@@ -406,6 +406,22 @@ def _split(frame: pd.DataFrame, chunk: np.ndarray, n_chunks: int) -> list[pd.Dat
     return [frame.iloc[order[edges[k]:edges[k + 1]]].reset_index(drop=True) for k in range(n_chunks)]
 
 
+def _parts_of_blocks(blocks: list[pd.DataFrame], bounds: np.ndarray, n_chunks: int) -> list[pd.DataFrame]:
+    """Per chunk, the rows of the ingest's accepted blocks (whole patients, in patient order; emptied as
+    they are cut): the rows, order and dtypes of :func:`_split` on the blocks concatenated."""
+    template = blocks[0].iloc[:0].reset_index(drop=True)  # validate_in_blocks hands over at least one block
+    pieces: list[list[pd.DataFrame]] = [[] for _ in range(n_chunks)]
+    while blocks:
+        block = blocks.pop(0)
+        chunk = _chunk_of(block[C.PATIENT_ID], bounds)
+        order = np.argsort(chunk, kind="stable")
+        present = np.unique(chunk[chunk >= 0])
+        edges = np.searchsorted(chunk[order], np.append(present, present[-1] + 1 if len(present) else 0))
+        for j, k in enumerate(present):
+            pieces[k].append(block.iloc[order[edges[j]:edges[j + 1]]])
+    return [pd.concat(p, ignore_index=True) if p else template.copy() for p in pieces]
+
+
 def score_in_chunks(
     raw: Mapping[str, RawTable],
     setup: ScoringSetup,
@@ -413,14 +429,22 @@ def score_in_chunks(
     chunk_size: int,
     *,
     with_shap: bool = False,
+    block_rows: int | None = None,
 ) -> tuple[IngestResult, Iterator[PredictResult]]:
     """The whole cohort ingested once (quarantine and counts as :func:`score_cohort`), then featurized and
     scored ``chunk_size`` patients at a time, in patient-id order: concatenating the chunks' predictions
-    gives exactly :func:`score_cohort`'s (patients are independent). No trajectory (pages need it)."""
+    gives exactly :func:`score_cohort`'s (patients are independent). No trajectory (pages need it).
+
+    ``block_rows`` (``ingest.chunk_rows``): a measurements table of more rows is validated in blocks of
+    whole patients, as ``crs ingest`` does, and each block is cut into the chunks' parts and freed, so the
+    whole accepted table never exists at once next to its validation's working memory."""
     if chunk_size < 1:
         raise UserError(f"chunk size {chunk_size}: must be a positive number of patients")
     setup.validate_at(at_hours)
-    result = _ingest(raw, with_report=True)
+    blocks: list[pd.DataFrame] = []
+    by_block = block_rows is not None and MEASUREMENTS.name in raw and raw[MEASUREMENTS.name].n_rows > block_rows
+    result = (ingest_tables(dict(raw), chunk_rows=block_rows, sink=blocks.append) if by_block
+              else _ingest(raw, with_report=True))
     for table in raw.values():  # the pandas copies ingest made of the raw text: not needed again
         vars(table).pop("frame", None)
     universe = patient_universe(result, raw)
@@ -428,6 +452,8 @@ def score_in_chunks(
     n_chunks = len(bounds)
     parts = {name: _split(table, _chunk_of(table[C.PATIENT_ID], bounds), n_chunks)
              for name, table in result.tables.items()}
+    if by_block:
+        parts[MEASUREMENTS.name] = _parts_of_blocks(blocks, bounds, n_chunks)
     q = result.quarantine
     quarantine = _split(q, _chunk_of(q[C.PATIENT_ID], bounds), n_chunks) if C.PATIENT_ID in q.columns else (
         [q] + [q.iloc[0:0]] * (n_chunks - 1))

@@ -13,6 +13,7 @@ from pipeline.adapters.frames import read_new_cohort
 from pipeline.errors import UserError
 from pipeline.io import to_csv
 from pipeline.predict import load_setup
+from pipeline.scoring import cohort as scoring_cohort
 from pipeline.scoring import score_cohort
 from tests.pipeline.test_predict import build_bundle, write_csv_cohort
 
@@ -42,7 +43,7 @@ def _run(config, cohort, models, out, chunk_size):
 
 
 @pytest.mark.parametrize("which", ["simulated", "edge cases"])
-def test_chunks_give_the_same_bytes_as_one_chunk(bundle, tmp_path, which):
+def test_chunks_give_the_same_bytes_as_one_chunk(bundle, tmp_path, which, monkeypatch):
     config, cohort, models = bundle
     if which == "edge cases":
         cohort = _edge_cohort(tmp_path / "edge")
@@ -56,6 +57,20 @@ def test_chunks_give_the_same_bytes_as_one_chunk(bundle, tmp_path, which):
     for chunk_size in (1, 2, 3, 10**9):
         chunked = _run(config, cohort, models, tmp_path / f"chunks{chunk_size}", chunk_size)
         assert chunked == whole, chunk_size
+    # Measurements validated in blocks of whole patients (ingest.chunk_rows), cut into the chunks block by block.
+    blocked = config.model_copy(update={"ingest": config.ingest.model_copy(update={"chunk_rows": 4})})
+    blocks_seen = []
+    real_parts = scoring_cohort._parts_of_blocks
+
+    def spy(blocks, bounds, n_chunks):
+        blocks_seen.append(len(blocks))
+        return real_parts(blocks, bounds, n_chunks)
+
+    monkeypatch.setattr(scoring_cohort, "_parts_of_blocks", spy)
+    for chunk_size in (1, 3, 10**9):
+        chunked = _run(blocked, cohort, models, tmp_path / f"blocks{chunk_size}", chunk_size)
+        assert chunked == whole, f"blocks, chunk size {chunk_size}"
+    assert len(blocks_seen) == 3 and min(blocks_seen) > 2  # the block path ran, with several blocks
     # ... and the whole-cohort scoring path behind the pages and the MLflow model writes the same file.
     reference = score_cohort(read_new_cohort(cohort), load_setup(models, config)).predictions
     buffer = tmp_path / "reference.csv"
