@@ -233,7 +233,7 @@ def _explain_and_report(
 
 
 #: Patients featurized and scored at a time by ``crs predict --no-pages`` (``--chunk-size``): peak memory
-#: grows with it, not with the cohort (about 1 GB above the ingested cohort at 50,000).
+#: grows with it (about 1 GB above the ingested cohort at 50,000); the raw cohort is held whole (docs/predict.md).
 DEFAULT_CHUNK_SIZE = 50_000
 
 
