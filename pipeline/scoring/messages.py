@@ -5,6 +5,7 @@ Messages name reasons and analytes, never cell values (they reach predictions.cs
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 
 import pandas as pd
@@ -42,12 +43,18 @@ def patient_universe(result: IngestResult, raw: Mapping[str, RawTable]) -> list[
     return sorted(dict.fromkeys(ids))
 
 
+_NO_ANCHOR_MESSAGE = "no anchor_time (infusion time): its timestamped rows cannot be placed on the timeline"
+
+
+def _quarantined_message(counts: Mapping[tuple[str, str], int]) -> str:
+    """One line for a patient's rejected records: (reason, analyte or drug) -> rows, in sorted order."""
+    parts = [f"{what + ' ' if what else ''}{REASON_TEXT.get(reason, reason)} x{n}" for (reason, what), n in
+             sorted(counts.items())]
+    return f"{sum(counts.values())} row(s) quarantined: {', '.join(parts)}"
+
+
 def _rejected_rows_message(other: pd.DataFrame) -> str:
-    parts = []
-    for (reason, what), n in other.groupby(["reason", other["what"].fillna("")], sort=True).size().items():
-        label = f"{what} " if what else ""
-        parts.append(f"{label}{REASON_TEXT.get(reason, reason)} x{n}")
-    return f"{len(other)} row(s) quarantined: {', '.join(parts)}"
+    return _quarantined_message(other.groupby(["reason", other["what"].fillna("")], sort=True).size().to_dict())
 
 
 def _blanked_cells_message(cells: pd.DataFrame) -> str:
@@ -69,7 +76,7 @@ def _patient_quarantine_messages(rows: pd.DataFrame, patients_path: str) -> list
     other = rows[rows["source_file"] != patients_path]
     no_anchor = other["detail"].astype(str).str.contains(_NO_ANCHOR)
     if no_anchor.any():
-        msgs.append("no anchor_time (infusion time): its timestamped rows cannot be placed on the timeline")
+        msgs.append(_NO_ANCHOR_MESSAGE)
         other = other[~no_anchor]
     if len(own) and (other["reason"] == "unknown_patient").all():
         other = other.iloc[0:0]  # already explained by the rejected patients row
@@ -133,12 +140,7 @@ def _record_messages(rows: list[tuple[str, str, str | None]]) -> list[str]:
     msgs = []
     other = [r for r in rows if not (r[2] is not None and _NO_ANCHOR in r[2])]
     if len(other) < len(rows):
-        msgs.append("no anchor_time (infusion time): its timestamped rows cannot be placed on the timeline")
+        msgs.append(_NO_ANCHOR_MESSAGE)
     if other:
-        counts: dict[tuple[str, str], int] = {}
-        for reason, what, _ in other:
-            counts[(reason, what)] = counts.get((reason, what), 0) + 1
-        parts = [f"{what + ' ' if what else ''}{REASON_TEXT.get(reason, reason)} x{n}"
-                 for (reason, what), n in sorted(counts.items())]
-        msgs.append(f"{len(other)} row(s) quarantined: {', '.join(parts)}")
+        msgs.append(_quarantined_message(Counter((reason, what) for reason, what, _ in other)))
     return msgs
