@@ -399,11 +399,21 @@ def _chunk_of(ids: pd.Series, bounds: np.ndarray) -> np.ndarray:
     return out
 
 
+def _pieces(frame: pd.DataFrame, chunk: np.ndarray) -> Iterator[tuple[int, pd.DataFrame]]:
+    """(chunk, its rows of ``frame``) for every chunk that has rows (order kept; chunk -1: no chunk)."""
+    order = np.argsort(chunk, kind="stable")
+    present = np.unique(chunk[chunk >= 0])
+    edges = np.searchsorted(chunk[order], np.append(present, present[-1] + 1 if len(present) else 0))
+    for j, k in enumerate(present):
+        yield int(k), frame.iloc[order[edges[j]:edges[j + 1]]]
+
+
 def _split(frame: pd.DataFrame, chunk: np.ndarray, n_chunks: int) -> list[pd.DataFrame]:
     """Rows of ``frame`` per chunk (order kept within each chunk)."""
-    order = np.argsort(chunk, kind="stable")
-    edges = np.searchsorted(chunk[order], np.arange(n_chunks + 1))
-    return [frame.iloc[order[edges[k]:edges[k + 1]]].reset_index(drop=True) for k in range(n_chunks)]
+    parts = [frame.iloc[:0].reset_index(drop=True)] * n_chunks
+    for k, piece in _pieces(frame, chunk):
+        parts[k] = piece.reset_index(drop=True)
+    return [part.copy(deep=False) for part in parts]
 
 
 def _parts_of_blocks(blocks: list[pd.DataFrame], bounds: np.ndarray, n_chunks: int) -> list[pd.DataFrame]:
@@ -413,12 +423,8 @@ def _parts_of_blocks(blocks: list[pd.DataFrame], bounds: np.ndarray, n_chunks: i
     pieces: list[list[pd.DataFrame]] = [[] for _ in range(n_chunks)]
     while blocks:
         block = blocks.pop(0)
-        chunk = _chunk_of(block[C.PATIENT_ID], bounds)
-        order = np.argsort(chunk, kind="stable")
-        present = np.unique(chunk[chunk >= 0])
-        edges = np.searchsorted(chunk[order], np.append(present, present[-1] + 1 if len(present) else 0))
-        for j, k in enumerate(present):
-            pieces[k].append(block.iloc[order[edges[j]:edges[j + 1]]])
+        for k, piece in _pieces(block, _chunk_of(block[C.PATIENT_ID], bounds)):
+            pieces[k].append(piece)
     return [pd.concat(p, ignore_index=True) if p else template.copy() for p in pieces]
 
 
