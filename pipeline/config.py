@@ -7,6 +7,7 @@ rather than a silent default. Public contract keys: ``cohort.path``, ``targets``
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -179,6 +180,9 @@ class FeaturizeConfig(_Section):
     #: Patients per block when building the landmark matrix: patients are independent, so the frame is
     #: the same and peak memory follows the block size, not the cohort size (docs/scale.md).
     chunk_patients: int = Field(default=1_000_000, ge=1)
+    #: Threads computing the features of a block's patients (consecutive patient ranges at once; the
+    #: same table for any number). ``auto``: the cores this process may use, at most 4.
+    n_threads: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
     #: Analyte -> hours after the sample when its result is known, for cohorts without a measurements
     #: ``result_time`` column (e.g. 48-72 for batch-run research cytokine panels): features at L then use
     #: only results known by L. Default none (known when sampled).
@@ -188,6 +192,12 @@ class FeaturizeConfig(_Section):
     @classmethod
     def _known_analytes(cls, value: Literal["auto"] | list[str]) -> Literal["auto"] | list[str]:
         return value if isinstance(value, str) else _registry_codes(value)
+
+    def threads(self) -> int:
+        """``n_threads`` as a number: ``auto`` is the cores this process may use, at most 4."""
+        if self.n_threads != "auto":
+            return self.n_threads
+        return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 
 class TrainConfig(_Section):

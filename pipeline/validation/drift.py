@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import math
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 
 import numpy as np
@@ -244,12 +245,16 @@ def feature_summary(landmarks: pd.DataFrame, feature_columns: list[str], measure
     distinct = hours if hours.isna().any() else pd.unique(hours)  # the same set, without a float per row
     landmarks_hours = sorted({float(h) for h in distinct})
     window = (WINDOW_START_HOURS, float(landmarks[LANDMARK_HOURS].max()))
-    features = {
-        name: _categorical_summary(landmarks[name]) if _is_categorical(landmarks[name])
-        else _numeric_summary(_finite_or_numeric(landmarks[name]), codes, most_rows)
-        for name in feature_columns
-    }
-    per_analyte, overall = _analyte_stats(measurements, patients, window)
+    # The measurement statistics need nothing from the features: a second thread computes them
+    # meanwhile (numpy and Arrow release the GIL in the heavy calls; the same numbers either way).
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        analyte_stats = pool.submit(_analyte_stats, measurements, patients, window)
+        features = {
+            name: _categorical_summary(landmarks[name]) if _is_categorical(landmarks[name])
+            else _numeric_summary(_finite_or_numeric(landmarks[name]), codes, most_rows)
+            for name in feature_columns
+        }
+        per_analyte, overall = analyte_stats.result()
     analytes = {
         str(code): {key: _round(row[key]) for key in
                     ("median_value", "share_with_value", "per_patient_day", "censored_fraction")}

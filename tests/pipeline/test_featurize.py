@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -228,6 +229,38 @@ def test_tiny_patient_chunks_give_the_identical_landmark_table() -> None:
 def test_chunk_size_is_validated() -> None:
     with pytest.raises(UserError, match="chunk_patients"):
         _config(featurize={"chunk_patients": 0})
+
+
+def test_thread_count_is_validated_and_auto_is_the_usable_cores_up_to_4(monkeypatch) -> None:
+    with pytest.raises(UserError, match="n_threads"):
+        _config(featurize={"n_threads": 0})
+    assert _config(featurize={"n_threads": 3}).featurize.threads() == 3
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: set(range(6)), raising=False)
+    assert _config().featurize.threads() == 4
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: {0, 1}, raising=False)
+    assert _config().featurize.threads() == 2
+
+
+def test_the_drift_summary_is_the_same_with_its_measurement_thread(monkeypatch) -> None:
+    """feature_summary computes the measurement statistics in a second thread: same dict as inline."""
+    from concurrent.futures import Future
+
+    from pipeline.validation import drift
+
+    class Inline:  # runs the task in the calling thread
+        def __init__(self, max_workers: int) -> None: ...
+        def __enter__(self): return self
+        def __exit__(self, *exc) -> None: ...
+        def submit(self, fn, *args):
+            done: Future = Future()
+            done.set_result(fn(*args))
+            return done
+
+    tables = _tables()
+    threaded = featurize.run(_config(), tables).attrs[featurize.SUMMARY_ATTR]
+    monkeypatch.setattr(drift, "ThreadPoolExecutor", Inline)
+    inline = featurize.run(_config(), tables).attrs[featurize.SUMMARY_ATTR]
+    assert threaded["analytes"] and threaded == inline
 
 
 def test_read_tables_gives_categorical_text_and_the_same_frame_and_summary(tmp_path) -> None:

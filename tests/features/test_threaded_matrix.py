@@ -1,0 +1,89 @@
+"""Threads filling the landmark matrix by patient range give the very same frame as one thread (issue 14)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features import LandmarkFeaturizer
+from features import landmarks as lm
+
+
+def cohort(n_patients: int = 150, seed: int = 5) -> dict[str, pd.DataFrame]:
+    """Patients with and without rows, unsorted rows, an unknown patient, censored values, treatments,
+    grades from events and lymphodepletion starts for some patients (the score baseline's end)."""
+    rng = np.random.default_rng(seed)
+    ids = [f"P{i:03d}" for i in range(n_patients)]
+    n = 40 * n_patients
+    measurements = pd.DataFrame({
+        "patient_id": pd.array(rng.choice([*ids[:-3], "GHOST"], n), dtype="str"),
+        "hours_since_anchor": rng.uniform(-200, 100, n).round(1),
+        "analyte": pd.array(rng.choice(["IL6", "CRP", "FERRITIN", "LDH", "PLT", "CREAT"], n), dtype="str"),
+        "value": rng.lognormal(3, 1, n),
+        "censoring": pd.array(rng.choice(["none", "none", "left", "right"], n), dtype="str"),
+    })
+    patients = pd.DataFrame({
+        "patient_id": pd.array(ids[::-1], dtype="str"),
+        "age": rng.uniform(20, 80, n_patients),
+        "lymphodepletion_start_hours": np.where(rng.random(n_patients) < 0.5, -rng.uniform(72, 150, n_patients), np.nan),
+    })
+    k = 2 * n_patients
+    events = pd.DataFrame({
+        "patient_id": pd.array(rng.choice([*ids, "GHOST"], k), dtype="str"),
+        "event": pd.array(rng.choice(["CRS", "ICANS", "DEATH"], k), dtype="str"),
+        "grade": rng.integers(1, 5, k),
+        "hours_since_anchor": rng.uniform(-5, 150, k),
+    })
+    treatments = pd.DataFrame({
+        "patient_id": pd.array(rng.choice(ids, n_patients), dtype="str"),
+        "hours_since_anchor": rng.uniform(0, 80, n_patients),
+        "drug": pd.array(rng.choice(["tocilizumab", "dexamethasone"], n_patients), dtype="str"),
+    })
+    return {"measurements": measurements, "patients": patients, "events": events, "treatments": treatments}
+
+
+def featurizer(n_threads: int) -> LandmarkFeaturizer:
+    return LandmarkFeaturizer(landmarks_hours=[0, 24, 72], analytes=["IL6", "CRP", "FERRITIN", "LDH", "PLT", "CREAT"],
+                              targets={"crs": ("CRS", 3), "icans": ("ICANS", 2)}, static_features=["age"],
+                              harmonise_covariates=False, result_lag_hours={"IL6": 30.0}, n_threads=n_threads)
+
+
+@pytest.mark.parametrize("threads", [2, 3, 7])
+def test_threaded_matrix_equals_the_one_thread_matrix(threads: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    tables = cohort()
+    one = featurizer(1).fit(tables).transform(tables)
+    calls: list[tuple[int, int]] = []
+    real_range = lm.patient_range
+
+    def spy(timeline: lm.Timeline, lo: int, hi: int) -> lm.Timeline:
+        calls.append((lo, hi))
+        return real_range(timeline, lo, hi)
+
+    monkeypatch.setattr(lm, "THREAD_MIN_PATIENTS", 20)
+    monkeypatch.setattr(lm, "patient_range", spy)
+    threaded = featurizer(threads).fit(tables).transform(tables)
+    # The ranges tile 0..150 with `threads` parts: the threaded path really ran.
+    assert len(calls) == threads and calls[0][0] == 0 and calls[-1][1] == 150
+    assert all(a[1] == b[0] for a, b in zip(calls, calls[1:], strict=False))
+    assert one["il6__latest"].notna().any() and one["label__crs"].notna().any()
+    pd.testing.assert_frame_equal(threaded, one, check_exact=True)
+
+
+def test_few_patients_per_thread_use_one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Below THREAD_MIN_PATIENTS patients per thread the matrix is filled without a thread pool."""
+    monkeypatch.setattr(lm, "patient_range", lambda *a: pytest.fail("split a small cohort into threads"))
+    tables = cohort(n_patients=100)
+    assert len(featurizer(4).fit(tables).transform(tables)) == 300
+
+
+def test_patient_range_keeps_only_its_patients_with_codes_from_zero() -> None:
+    rows = lm.SortedRows(np.array([0, 1, 1, 2, 4]), np.array([1.0, 2.0, 3.0, 4.0, 5.0]),
+                         np.array([10.0, 20.0, 30.0, 40.0, 50.0]), np.zeros(5, np.int8))
+    timeline = lm.Timeline(patient_ids=np.array(["a", "b", "c", "d", "e"], dtype=object), analytes={"IL6": rows},
+                           treatments={}, score_baseline_end=np.array([0.0, -1.0, -2.0, -3.0, -4.0]))
+    part = lm.patient_range(timeline, 1, 4)
+    assert list(part.patient_ids) == ["b", "c", "d"]
+    assert part.analytes["IL6"].patient.tolist() == [0, 0, 1]
+    assert part.analytes["IL6"].value.tolist() == [20.0, 30.0, 40.0]
+    assert part.score_baseline_end.tolist() == [-1.0, -2.0, -3.0]
