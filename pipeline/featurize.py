@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +24,14 @@ import pyarrow.parquet as pq
 from features import SUMMARIES, LandmarkFeaturizer, feature_table
 from features.covariates import model_covariates
 from features.definitions import analyte_feature_name
-from features.landmarks import CENSORED_ABOVE, CENSORED_BELOW, censoring_codes
+from features.errors import FeatureError
+from features.landmarks import CENSORED_ABOVE, CENSORED_BELOW, censoring_codes, patient_index
 from pipeline import contracts
 from pipeline.config import Config, landmark_key
 from pipeline.errors import UserError
 from pipeline.io import read_stage_parquet, write_json, write_parquet
 from pipeline.registry import load_registry
-from pipeline.validation.drift import feature_summary
+from pipeline.validation.drift import MeasurementStats, feature_summary, measurement_stats
 
 REQUIRED_TABLES = ("patients", "measurements")
 OPTIONAL_TABLES = ("events", "treatments")
@@ -77,9 +79,12 @@ def reuse_freed_memory() -> Iterator[None]:
 
 def featurize(config: Config, tables: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, LandmarkFeaturizer]:
     """The landmark matrix (``attrs["analytes"]`` set) and the fitted featurizer (its analyte choice)."""
-    with reuse_freed_memory():
+    # The drift summary's measurement statistics need only the input tables: a second thread computes
+    # them while the landmark table's serial steps (analyte choice, encoding) keep one core busy.
+    with reuse_freed_memory(), ThreadPoolExecutor(max_workers=1) as pool:
+        stats = pool.submit(early_measurement_stats, config, tables)
         frame, featurizer = landmark_table(config, tables)
-        frame.attrs[SUMMARY_ATTR] = training_summary(frame, tables["measurements"])
+        frame.attrs[SUMMARY_ATTR] = training_summary(frame, tables["measurements"], stats.result())
     return frame, featurizer
 
 
@@ -92,9 +97,21 @@ def landmark_table(config: Config, tables: dict[str, pd.DataFrame]) -> tuple[pd.
     return frame, featurizer
 
 
-def training_summary(frame: pd.DataFrame, measurements: pd.DataFrame) -> dict:
-    """Aggregates only (decile edges, shares, medians): what `crs validate` measures drift against."""
-    return feature_summary(frame, contracts.feature_columns(frame.columns), summary_measurements(measurements))
+def training_summary(frame: pd.DataFrame, measurements: pd.DataFrame, stats: MeasurementStats | None = None) -> dict:
+    """Aggregates only (decile edges, shares, medians): what `crs validate` measures drift against.
+    ``stats``: :func:`early_measurement_stats` of the same tables (recomputed when they do not match)."""
+    return feature_summary(frame, contracts.feature_columns(frame.columns), summary_measurements(measurements), stats)
+
+
+def early_measurement_stats(config: Config, tables: dict[str, pd.DataFrame]) -> MeasurementStats | None:
+    """The drift summary's measurement statistics before the landmark table exists: its patients are the
+    patients table's sorted ids and its last landmark is the configuration's. None when the patients
+    table is unusable (the landmark table then reports why)."""
+    try:
+        patients = patient_index(tables["patients"])
+    except FeatureError:
+        return None
+    return measurement_stats(summary_measurements(tables["measurements"]), patients, max(config.landmarks_hours))
 
 
 def summary_measurements(measurements: pd.DataFrame) -> pd.DataFrame:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import math
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from importlib import resources
 
 import numpy as np
@@ -225,7 +226,30 @@ def _analyte_stats(measurements: pd.DataFrame, patients: np.ndarray, window_hour
     return out.sort_index(), overall
 
 
-def feature_summary(landmarks: pd.DataFrame, feature_columns: list[str], measurements: pd.DataFrame) -> dict:
+@dataclass(frozen=True)
+class MeasurementStats:
+    """:func:`_analyte_stats` of ``measurements`` for ``patients`` (sorted ids) in ``window_hours``: what
+    :func:`feature_summary` stores about the measurements, computable before the landmark table exists."""
+
+    patients: np.ndarray
+    window_hours: tuple[float, float]
+    per_analyte: pd.DataFrame
+    per_patient_day: float | None
+
+
+def measurement_stats(measurements: pd.DataFrame, patients: np.ndarray, last_landmark_hours: float) -> MeasurementStats:
+    """The measurement statistics of :func:`feature_summary` for a landmark table whose patients are
+    ``patients`` (in the table's order) and whose last landmark is ``last_landmark_hours``."""
+    window = (WINDOW_START_HOURS, float(last_landmark_hours))
+    return MeasurementStats(patients, window, *_analyte_stats(measurements, patients, window))
+
+
+#: Threads computing the features' decile summaries.
+SUMMARY_THREADS = 2
+
+
+def feature_summary(landmarks: pd.DataFrame, feature_columns: list[str], measurements: pd.DataFrame,
+                    stats: MeasurementStats | None = None) -> dict:
     """JSON-able summary of a TRAINING cohort, stored with the model (no patient rows, no single values).
 
     Returns ``{"n_patients", "n_rows", "landmarks_hours": [h, ...], "window_hours": [-168.0, last
@@ -236,7 +260,8 @@ def feature_summary(landmarks: pd.DataFrame, feature_columns: list[str], measure
     ``{"kind": "categorical", "categories": {value: share of non-missing rows}, "missing_fraction"}``.
     Numbers have 6 significant digits; edges and medians are None / empty below
     :data:`MIN_PATIENTS_FOR_QUANTILES` contributing patients. Measurement statistics use the window from
-    7 days before the anchor to the last landmark (hours).
+    7 days before the anchor to the last landmark (hours); ``stats``, when computed ahead for the same
+    patients and window, are used instead of computing them again (else they are recomputed).
     """
     ids = landmarks[PATIENT_ID].astype(str).to_numpy()
     codes, patients = pd.factorize(ids)
@@ -245,16 +270,19 @@ def feature_summary(landmarks: pd.DataFrame, feature_columns: list[str], measure
     distinct = hours if hours.isna().any() else pd.unique(hours)  # the same set, without a float per row
     landmarks_hours = sorted({float(h) for h in distinct})
     window = (WINDOW_START_HOURS, float(landmarks[LANDMARK_HOURS].max()))
-    # The measurement statistics need nothing from the features: a second thread computes them
-    # meanwhile (numpy and Arrow release the GIL in the heavy calls; the same numbers either way).
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        analyte_stats = pool.submit(_analyte_stats, measurements, patients, window)
-        features = {
-            name: _categorical_summary(landmarks[name]) if _is_categorical(landmarks[name])
-            else _numeric_summary(_finite_or_numeric(landmarks[name]), codes, most_rows)
-            for name in feature_columns
-        }
-        per_analyte, overall = analyte_stats.result()
+
+    def summary(name: str) -> dict:
+        column = landmarks[name]
+        return _categorical_summary(column) if _is_categorical(column) else _numeric_summary(
+            _finite_or_numeric(column), codes, most_rows)
+
+    # Each feature's summary is independent: threads compute them at once (numpy releases the GIL in
+    # the partitions; the same numbers in any order).
+    with ThreadPoolExecutor(max_workers=SUMMARY_THREADS) as pool:
+        features = dict(zip(feature_columns, pool.map(summary, feature_columns), strict=True))
+    if stats is None or stats.window_hours != window or not np.array_equal(stats.patients, patients):
+        stats = measurement_stats(measurements, patients, window[1])
+    per_analyte, overall = stats.per_analyte, stats.per_patient_day
     analytes = {
         str(code): {key: _round(row[key]) for key in
                     ("median_value", "share_with_value", "per_patient_day", "censored_fraction")}

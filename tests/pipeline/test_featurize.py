@@ -241,26 +241,25 @@ def test_thread_count_is_validated_and_auto_is_the_usable_cores_up_to_4(monkeypa
     assert _config().featurize.threads() == 2
 
 
-def test_the_drift_summary_is_the_same_with_its_measurement_thread(monkeypatch) -> None:
-    """feature_summary computes the measurement statistics in a second thread: same dict as inline."""
-    from concurrent.futures import Future
-
+def test_the_measurement_statistics_computed_ahead_are_used_and_equal_the_inline_ones(monkeypatch) -> None:
+    """featurize computes the drift summary's measurement statistics in a second thread before the landmark
+    table exists: they are computed once (not again after the table) and the summary is the one computed
+    from the finished table alone."""
     from pipeline.validation import drift
 
-    class Inline:  # runs the task in the calling thread
-        def __init__(self, max_workers: int) -> None: ...
-        def __enter__(self): return self
-        def __exit__(self, *exc) -> None: ...
-        def submit(self, fn, *args):
-            done: Future = Future()
-            done.set_result(fn(*args))
-            return done
-
+    calls = []
+    real = drift._analyte_stats
+    monkeypatch.setattr(drift, "_analyte_stats", lambda *a: calls.append(1) or real(*a))
     tables = _tables()
-    threaded = featurize.run(_config(), tables).attrs[featurize.SUMMARY_ATTR]
-    monkeypatch.setattr(drift, "ThreadPoolExecutor", Inline)
-    inline = featurize.run(_config(), tables).attrs[featurize.SUMMARY_ATTR]
-    assert threaded["analytes"] and threaded == inline
+    frame = featurize.run(_config(), tables)
+    assert len(calls) == 1
+    inline = featurize.training_summary(frame, tables["measurements"])
+    assert len(calls) == 2 and frame.attrs[featurize.SUMMARY_ATTR]["analytes"]
+    assert frame.attrs[featurize.SUMMARY_ATTR] == inline
+    # Statistics for other patients are not trusted: recomputed.
+    other = drift.measurement_stats(featurize.summary_measurements(tables["measurements"]),
+                                    np.array(["nobody"], dtype=object), 72.0)
+    assert featurize.training_summary(frame, tables["measurements"], other) == inline
 
 
 def test_read_tables_gives_categorical_text_and_the_same_frame_and_summary(tmp_path) -> None:
