@@ -317,6 +317,7 @@ def encode_cohort(
     result_lag_hours: Mapping[str, float] | None = None,
     keys: MeasurementKeys | None = None,
     until_hours: float | None = None,
+    threads: int = 1,
 ) -> Timeline:
     """Encode the long tables into per-analyte sorted arrays (rows of unknown patients are ignored).
 
@@ -326,7 +327,8 @@ def encode_cohort(
     Rows with a missing time or value are ignored (ingest has already quarantined them).
     ``keys``: :func:`measurement_keys` of these measurements and ``patient_ids``, when already hashed.
     ``until_hours``: measurements known after this hour are left out too (no landmark at or before it
-    can see them, so the matrix does not copy them only to cut them away).
+    can see them, so the matrix does not copy them only to cut them away). ``threads``: threads sharing
+    the analytes' gathers (the same arrays for any number).
     """
     _require(measurements, MEASUREMENT_COLUMNS, "measurements")
     codes = list(dict.fromkeys(a.strip().upper() for a in analytes))
@@ -342,11 +344,18 @@ def encode_cohort(
         valid &= (hours if known is None else known) <= until_hours
     rows = _analyte_rows(analyte, valid, patient, hours, len(codes))
     censored = censoring_codes(measurements)
-    by_analyte = {
-        code: SortedRows(np.take(patient, r), np.take(hours, r), np.take(value, r), np.take(censored, r),
-                         None if known is None else np.take(known, r))
-        for code, r in zip(codes, rows, strict=True)
-    }
+
+    def gather(r: np.ndarray) -> SortedRows:
+        return SortedRows(np.take(patient, r), np.take(hours, r), np.take(value, r), np.take(censored, r),
+                          None if known is None else np.take(known, r))
+
+    # Each analyte's gather is independent; threads share them when there are many rows.
+    parts = min(threads, len(patient) // THREAD_MIN_ROWS)
+    if parts <= 1:
+        by_analyte = dict(zip(codes, map(gather, rows), strict=True))
+    else:
+        with ThreadPoolExecutor(max_workers=parts) as pool:
+            by_analyte = dict(zip(codes, pool.map(gather, rows), strict=True))
     return Timeline(patient_ids=patient_ids, analytes=by_analyte, treatments=_encode_treatments(treatments, patient_ids),
                     grades=_encode_grades(grades, patient_ids))
 
@@ -1099,7 +1108,7 @@ def landmark_matrix(
     if grades is None:
         grades = grades_from_events(tables.get("events"))
     timeline = encode_cohort(tables["measurements"], patient_ids, tables.get("treatments"), analytes, grades,
-                             dict(spec.result_lag_hours), keys, until_hours=max(spec.landmarks_hours))
+                             dict(spec.result_lag_hours), keys, until_hours=max(spec.landmarks_hours), threads=threads)
     ld_start = patient_hours(patients, patient_ids, LYMPHODEPLETION_HOURS)
     if ld_start is not None:
         timeline = dataclasses.replace(timeline, score_baseline_end=ld_start)
@@ -1151,6 +1160,8 @@ def _dynamic_block(timeline: Timeline, spec: LandmarkSpec, threads: int = 1) -> 
     return pd.DataFrame(block.reshape(len(names), n * k).T, columns=names, copy=False)
 
 
+#: Fewest measurement rows per thread when encoding the analytes with several threads.
+THREAD_MIN_ROWS = 1_000_000
 #: Fewest patients per thread when the landmark matrix is filled by several threads (below it, thread
 #: start-up and the per-call numpy overhead cost more than they save).
 THREAD_MIN_PATIENTS = 5_000

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -61,6 +63,7 @@ def test_threaded_matrix_equals_the_one_thread_matrix(threads: int, monkeypatch:
         return real_range(timeline, lo, hi)
 
     monkeypatch.setattr(lm, "THREAD_MIN_PATIENTS", 20)
+    monkeypatch.setattr(lm, "THREAD_MIN_ROWS", 100)  # the analytes' gathers in threads too
     monkeypatch.setattr(lm, "patient_range", spy)
     threaded = featurizer(threads).fit(tables).transform(tables)
     # The ranges tile 0..150 with `threads` parts: the threaded path really ran.
@@ -87,3 +90,28 @@ def test_patient_range_keeps_only_its_patients_with_codes_from_zero() -> None:
     assert part.analytes["IL6"].patient.tolist() == [0, 0, 1]
     assert part.analytes["IL6"].value.tolist() == [20.0, 30.0, 40.0]
     assert part.score_baseline_end.tolist() == [-1.0, -2.0, -3.0]
+
+
+def test_encoding_with_threads_gives_the_same_arrays(monkeypatch: pytest.MonkeyPatch) -> None:
+    tables = cohort()
+    ids = lm.patient_index(tables["patients"])
+    codes = ["IL6", "CRP", "FERRITIN", "LDH", "PLT", "CREAT"]
+    one = lm.encode_cohort(tables["measurements"], ids, tables["treatments"], codes, result_lag_hours={"IL6": 30.0})
+    monkeypatch.setattr(lm, "THREAD_MIN_ROWS", 100)
+    pools: list[int] = []
+
+    class Spy(ThreadPoolExecutor):
+        def __init__(self, max_workers: int) -> None:
+            pools.append(max_workers)
+            super().__init__(max_workers=max_workers)
+
+    monkeypatch.setattr(lm, "ThreadPoolExecutor", Spy)
+    threaded = lm.encode_cohort(tables["measurements"], ids, tables["treatments"], codes,
+                                result_lag_hours={"IL6": 30.0}, threads=3)
+    assert pools == [3] and list(threaded.analytes) == codes
+    for code in codes:
+        a, b = one.analytes[code], threaded.analytes[code]
+        assert len(a.patient) > 0
+        for name in ("patient", "hours", "value", "censoring", "known"):
+            x, y = getattr(a, name), getattr(b, name)
+            assert (x is None and y is None) or np.array_equal(x, y, equal_nan=True), (code, name)
