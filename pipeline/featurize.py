@@ -100,7 +100,10 @@ def landmark_table(config: Config, tables: dict[str, pd.DataFrame]) -> tuple[pd.
 def training_summary(frame: pd.DataFrame, measurements: pd.DataFrame, stats: MeasurementStats | None = None) -> dict:
     """Aggregates only (decile edges, shares, medians): what `crs validate` measures drift against.
     ``stats``: :func:`early_measurement_stats` of the same tables (recomputed when they do not match)."""
-    return feature_summary(frame, contracts.feature_columns(frame.columns), summary_measurements(measurements), stats)
+    # With stats the measurements are read only if the stats do not match, and the drift code reads the
+    # ingest's censoring words as it reads the codes: converting them again would be wasted.
+    rows = measurements if stats is not None else summary_measurements(measurements)
+    return feature_summary(frame, contracts.feature_columns(frame.columns), rows, stats)
 
 
 def early_measurement_stats(config: Config, tables: dict[str, pd.DataFrame]) -> MeasurementStats | None:
