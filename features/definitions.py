@@ -90,6 +90,7 @@ SUMMARIES: tuple[Summary, ...] = (
     Summary("log2_fold_change", lambda a: _log2(_ratio(a.latest, a.baseline)), "log2(latest / baseline {analyte})", "log2 ratio"),
     Summary("log2_latest_over_first", lambda a: _log2(_ratio(a.latest, a.first)), "log2(latest / first {analyte})", "log2 ratio"),
     Summary("max", lambda a: a.maximum, "maximum {analyte} at or before L", "{unit}"),
+    Summary("min", lambda a: a.minimum, "minimum {analyte} at or before L (nadir of a falling marker)", "{unit}"),
     Summary("max_fold_change", lambda a: _ratio(a.maximum, a.baseline), "maximum so far / baseline {analyte}", "ratio"),
     Summary("slope_24h", lambda a: a.log2_slope(24.0), "least-squares slope of log2 {analyte} on real hours in [L-24, L]; NaN if < 2 points", "log2/h"),
     Summary("slope_48h", lambda a: a.log2_slope(48.0), "least-squares slope of log2 {analyte} on real hours in [L-48, L]; NaN if < 2 points", "log2/h"),

@@ -633,6 +633,16 @@ class AnalyteAtLandmark:
         out[present] = np.maximum.reduceat(self._s.value, starts[present])
         return out
 
+    @functools.cached_property
+    def minimum(self) -> np.ndarray:
+        """Lowest value at or before L (the nadir of a falling marker: platelets, lymphocytes, fibrinogen)."""
+        starts, ends = self._bounds[:-1], self._bounds[1:]
+        present = starts < ends
+        out = np.full(self.n, np.nan)
+        if present.any():
+            out[present] = np.minimum.reduceat(self._s.value, starts[present])
+        return out
+
     def _first_value_in(self, rows: np.ndarray, last: bool) -> np.ndarray:
         p = self._s.patient[rows]
         pick = rows[_last_flags(p) if last else _first_flags(p)]

@@ -11,6 +11,7 @@ patients without rows, censored rows and results known after their sample (``kno
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from features.landmarks import (
@@ -72,6 +73,8 @@ def reference(s: SortedRows, n: int, landmark: float) -> dict[str, np.ndarray]:
         "latest_hours": _scatter(n, s.patient[last_post], s.hours[last_post]),
         "first": _pick(s, n, np.flatnonzero(_first_flags(s.patient)), last=False),
         "maximum": _segment_max(n, s.patient, s.value),
+        # An independent reference: pandas' group minimum, NaN for patients without rows.
+        "minimum": pd.Series(s.value).groupby(s.patient).min().reindex(range(n)).to_numpy(dtype=np.float64),
         "true_baseline": _pick(s, n, np.flatnonzero((s.hours >= -WINDOW) & (s.hours <= 0.0)), last=True),
         "fallback_baseline": _pick(s, n, np.flatnonzero((s.hours > 0.0) & (s.hours <= FALLBACK)), last=False),
     }
@@ -121,7 +124,7 @@ def test_segment_summaries_equal_row_mask_reference(seed: int, with_known: bool,
 def test_empty_series() -> None:
     fast = AnalyteAtLandmark(SortedRows.empty(), 24.0, 4, WINDOW, FALLBACK)
     want = reference(SortedRows.empty(), 4, 24.0)
-    for name in ("count", "latest", "first", "maximum", "true_baseline", "fallback_baseline", "n_below_limit"):
+    for name in ("count", "latest", "first", "maximum", "minimum", "true_baseline", "fallback_baseline", "n_below_limit"):
         np.testing.assert_array_equal(getattr(fast, name), want[name], err_msg=name, strict=True)
 
 

@@ -161,6 +161,15 @@ def test_latest_count_baseline_fold_change(frame: pd.DataFrame) -> None:
     assert a0["il6__baseline"] == 4.0 and math.isnan(a0["il6__fold_change"])
 
 
+def test_min_is_the_nadir_at_or_before_the_landmark(frame: pd.DataFrame) -> None:
+    assert at(frame, "A", 24.0)["il6__min"] == 2.0  # the "<2" at -48 h, at its bound
+    assert at(frame, "A", 0.0)["il6__min"] == 2.0 and at(frame, "A", 0.0)["il6__max"] == 4.0  # only rows <= 0 h
+    assert at(frame, "A", 24.0)["crp__min"] == pytest.approx(50.0)  # 5 mg/dL before infusion, 200 mg/L at 20 h
+    assert at(frame, "B", 24.0)["il6__min"] == 3.0  # outside the baseline window, still a value before L
+    assert at(frame, "D", 0.0)["il6__min"] == 10.0
+    assert math.isnan(at(frame, "C", 24.0)["il6__min"])
+
+
 def test_slope_in_real_hours_and_doubling_time(frame: pd.DataFrame) -> None:
     a = at(frame, "A", 24.0)
     # 24 h window [0, 24]: (6, log2 8), (20, log2 32), (23, log2 64) -> Sxy / Sxx = (82/3) / (494/3)
