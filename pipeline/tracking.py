@@ -59,9 +59,28 @@ def setup(experiment_name: str) -> str:
 
     # Avoid a slow pip/conda environment inference per logged model; the lock file pins versions.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    mlflow.set_tracking_uri(tracking_uri())
+    from mlflow.exceptions import MlflowException
+
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    root = artifact_root(uri)
+    if root is not None and mlflow.get_experiment_by_name(experiment_name) is None:
+        try:
+            mlflow.create_experiment(experiment_name, artifact_location=root)
+        except MlflowException:  # created meanwhile by another stage: use that one
+            pass
     experiment = mlflow.set_experiment(experiment_name)
     return experiment.experiment_id
+
+
+def artifact_root(uri: str) -> str | None:
+    """Where a new experiment of a SQLite store keeps its artifacts: ``mlruns/`` beside the database
+    file. MLflow's own default is ``./mlruns`` of the current directory, so a run against a store
+    elsewhere (another project folder, a test's temporary one) would write its models here."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return None
+    return (Path(uri[len(prefix):]).resolve().parent / "mlruns").as_uri()
 
 
 def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

@@ -252,7 +252,7 @@ def test_killed_train_keeps_models_with_runs_json_and_its_run_ends_failed(tmp_pa
               "train": {"n_splits": 2, "n_repeats": 1, "n_estimators": 10, "n_bootstrap": 10, "n_trials": 1,
                         "max_rounds": 10, "calibration_fraction": 0.34, "n_jobs": 1},
               "paths": {"landmarks": str(tmp_path / "landmarks.parquet"), "oof": str(tmp_path / "oof.parquet"),
-                        "models_dir": str(tmp_path / "models")}}
+                        "oof_explanations": str(tmp_path / "oof_explanations"), "models_dir": str(tmp_path / "models")}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     config = load_config(tmp_path / "params.yaml")
     write_landmarks(make_landmarks(80), config)
