@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -1168,6 +1169,15 @@ def _dynamic_block(timeline: Timeline, spec: LandmarkSpec, threads: int = 1) -> 
                          for lo, hi in ranges]:
                 done.result()  # re-raises a worker's error
     return pd.DataFrame(block.reshape(len(names), n * k).T, columns=names, copy=False)
+
+
+def usable_threads(requested: int | str | None = "auto", most: int = 4) -> int:
+    """``requested`` threads as a number: ``auto`` (or None) is the cores this process may use, at most
+    ``most`` (more threads than cores only add switching)."""
+    if isinstance(requested, int):
+        return max(1, requested)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(most, cores))
 
 
 #: Fewest measurement rows per thread when encoding the analytes with several threads.

@@ -35,6 +35,7 @@ from features.landmarks import (
     measurement_keys,
     patient_chunks,
     patient_index,
+    usable_threads,
 )
 from features.selection import choose_analytes
 
@@ -61,7 +62,7 @@ class LandmarkFeaturizer(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
     ``measurements`` table (``X``) plus ``patients`` and optionally ``events`` (labels) and
     ``treatments``; ``X`` may also be a mapping holding all four tables. With ``chunk_patients``,
     ``transform`` builds the matrix in blocks of that many patients (the same frame, less peak memory);
-    with ``n_threads`` > 1, threads compute the features of large blocks' patient ranges at once (the
+    with ``n_threads`` > 1 (or ``"auto"``: the usable cores, at most 4), threads compute the features of large blocks' patient ranges at once (the
     same frame, less wall time).
 
     The output is already a DataFrame (with ``patient_id``, labels and onsets), so sklearn's
@@ -83,7 +84,7 @@ class LandmarkFeaturizer(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
         covariate_reference: CovariateReference | None = None,
         chunk_patients: int | None = None,
         result_lag_hours: Mapping[str, float] | None = None,
-        n_threads: int = 1,
+        n_threads: int | str = 1,
     ):
         self.landmarks_hours = landmarks_hours
         self.analytes = analytes
@@ -116,7 +117,7 @@ class LandmarkFeaturizer(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
             baseline_fallback_hours=fz.baseline_fallback_hours,
             chunk_patients=fz.chunk_patients,
             result_lag_hours=dict(fz.result_lag_hours),
-            n_threads=fz.threads(),
+            n_threads=fz.n_threads,
         )
 
     @property
@@ -233,9 +234,10 @@ class LandmarkFeaturizer(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
             tables["patients"] = self.harmonise(tables["patients"]).patients if harmonised is None else harmonised
         spec = self.spec()
         size = self.chunk_patients
+        threads = usable_threads(self.n_threads)
         if size is None or tables.get("patients") is None or len(tables["patients"]) <= size:
-            return landmark_matrix(tables, spec, self.static_encoding_, keys, self.n_threads)
-        blocks = [landmark_matrix(chunk, spec, self.static_encoding_, threads=self.n_threads)
+            return landmark_matrix(tables, spec, self.static_encoding_, keys, threads)
+        blocks = [landmark_matrix(chunk, spec, self.static_encoding_, threads=threads)
                   for chunk in patient_chunks(tables, size)]
         return pd.concat(blocks, ignore_index=True)
 

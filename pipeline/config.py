@@ -7,7 +7,6 @@ rather than a silent default. Public contract keys: ``cohort.path``, ``targets``
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -192,12 +191,6 @@ class FeaturizeConfig(_Section):
     @classmethod
     def _known_analytes(cls, value: Literal["auto"] | list[str]) -> Literal["auto"] | list[str]:
         return value if isinstance(value, str) else _registry_codes(value)
-
-    def threads(self) -> int:
-        """``n_threads`` as a number: ``auto`` is the cores this process may use, at most 4."""
-        if self.n_threads != "auto":
-            return self.n_threads
-        return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 
 class TrainConfig(_Section):

@@ -67,8 +67,9 @@ def setup(experiment_name: str) -> str:
     if root is not None and mlflow.get_experiment_by_name(experiment_name) is None:
         try:
             mlflow.create_experiment(experiment_name, artifact_location=root)
-        except MlflowException:  # created meanwhile by another stage: use that one
-            pass
+        except MlflowException:
+            if mlflow.get_experiment_by_name(experiment_name) is None:  # not created meanwhile by another stage
+                raise
     experiment = mlflow.set_experiment(experiment_name)
     return experiment.experiment_id
 
@@ -77,10 +78,16 @@ def artifact_root(uri: str) -> str | None:
     """Where a new experiment of a SQLite store keeps its artifacts: ``mlruns/`` beside the database
     file. MLflow's own default is ``./mlruns`` of the current directory, so a run against a store
     elsewhere (another project folder, a test's temporary one) would write its models here."""
-    prefix = "sqlite:///"
-    if not uri.startswith(prefix):
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(uri)  # parsed as MLflow's SQLAlchemy store parses it (%-escapes, query, driver)
+    except ArgumentError:
         return None
-    return (Path(uri[len(prefix):]).resolve().parent / "mlruns").as_uri()
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    return (Path(url.database).resolve().parent / "mlruns").as_uri()
 
 
 def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

@@ -23,7 +23,10 @@ def _outputs_state() -> dict[str, tuple[int, int]]:
             entries += [folder, *(os.path.join(folder, f) for f in files)]
     state: dict[str, tuple[int, int]] = {}
     for entry in entries:
-        info = os.lstat(entry)
+        try:
+            info = os.lstat(entry)
+        except FileNotFoundError:  # renamed away meanwhile (an atomic write elsewhere): not ours to judge
+            continue
         state[os.path.relpath(entry, ROOT)] = (info.st_mtime_ns, info.st_size)
     return state
 

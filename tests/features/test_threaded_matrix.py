@@ -115,3 +115,15 @@ def test_encoding_with_threads_gives_the_same_arrays(monkeypatch: pytest.MonkeyP
         for name in ("patient", "hours", "value", "censoring", "known"):
             x, y = getattr(a, name), getattr(b, name)
             assert (x is None and y is None) or np.array_equal(x, y, equal_nan=True), (code, name)
+
+
+def test_auto_threads_are_the_usable_cores_up_to_4(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: set(range(8)), raising=False)
+    assert lm.usable_threads("auto") == lm.usable_threads(None) == 4 and lm.usable_threads(3) == 3
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: {0}, raising=False)
+    assert lm.usable_threads("auto") == 1 and lm.usable_threads(0) == 1
+    tables = cohort(n_patients=100)
+    auto = LandmarkFeaturizer(landmarks_hours=[0, 24], analytes=["IL6"], harmonise_covariates=False, n_threads="auto")
+    assert len(auto.fit(tables).transform(tables)) == 200  # "auto" is accepted, not only a number

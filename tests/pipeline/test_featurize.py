@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pandas as pd
@@ -231,14 +230,11 @@ def test_chunk_size_is_validated() -> None:
         _config(featurize={"chunk_patients": 0})
 
 
-def test_thread_count_is_validated_and_auto_is_the_usable_cores_up_to_4(monkeypatch) -> None:
+def test_thread_count_is_validated_and_reaches_the_featurizer() -> None:
     with pytest.raises(UserError, match="n_threads"):
         _config(featurize={"n_threads": 0})
-    assert _config(featurize={"n_threads": 3}).featurize.threads() == 3
-    monkeypatch.setattr(os, "sched_getaffinity", lambda _: set(range(6)), raising=False)
-    assert _config().featurize.threads() == 4
-    monkeypatch.setattr(os, "sched_getaffinity", lambda _: {0, 1}, raising=False)
-    assert _config().featurize.threads() == 2
+    assert LandmarkFeaturizer.from_config(_config(featurize={"n_threads": 3})).n_threads == 3
+    assert LandmarkFeaturizer.from_config(_config()).n_threads == "auto"  # resolved where it runs
 
 
 def test_the_measurement_statistics_computed_ahead_are_used_and_equal_the_inline_ones(monkeypatch) -> None:
