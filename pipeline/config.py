@@ -238,6 +238,10 @@ class TrainConfig(_Section):
     #: folds; trees only (0) is always a candidate. [] = trees only.
     linear_weights: list[Annotated[float, Field(gt=0, le=1)]] = Field(default_factory=lambda: [0.25, 0.5, 0.75])
     linear_C: float = Field(default=0.05, gt=0)
+    #: Blend weights of K cross-fitted simple-summaries boosters (the untuned depth-2 reference on
+    #: last/first/max/log ratio per analyte) tried on the inner folds before the linear blend; trees
+    #: only (0) is always a candidate. [] = never. It steadies small cohorts (docs/training.md).
+    simple_weights: list[Annotated[float, Field(gt=0, le=1)]] = Field(default_factory=lambda: [0.25, 0.5])
     #: Share of each outer training fold's patients held out (grouped, stratified) to fit the
     #: baselines' thresholds; the test fold is never used for either.
     calibration_fraction: float = Field(default=0.25, ge=0.1, le=0.5)

@@ -39,7 +39,7 @@ MANIFEST_FILE = "manifest.json"
 DIGESTS_KEY = "sha256"
 #: The only file names metadata may reference: no directories beyond one ``landmark_<L>/`` level, no "..".
 MODEL_FILE_NAME = re.compile(
-    r"(?:landmark_[0-9]{1,6}(?:\.[0-9]{1,6})?/)?(?:(?:booster|linear)_[0-9]{1,3}|calibrator)\.json"
+    r"(?:landmark_[0-9]{1,6}(?:\.[0-9]{1,6})?/)?(?:(?:booster|simple|linear)_[0-9]{1,3}|calibrator)\.json"
 )
 #: Target directory names listed in the manifest (one path component, no leading dot).
 TARGET_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
@@ -71,6 +71,9 @@ def landmark_model_files(model: LandmarkModel, subdir: str = "") -> tuple[dict[s
     and its ``metadata.json`` entry (file names, pooled and per-landmark thresholds)."""
     files = {f"{subdir}booster_{k}.json": booster_json(b) for k, b in enumerate(model.boosters)}
     entry: dict[str, Any] = {"boosters": list(files), "calibrator": f"{subdir}calibrator.json"}
+    simple = {f"{subdir}simple_{k}.json": booster_json(b) for k, b in enumerate(model.simple)}
+    entry["simple"], entry["simple_weight"] = list(simple), model.simple_weight
+    files.update(simple)
     linear = {f"{subdir}linear_{k}.json": json_bytes(m.to_json()) for k, m in enumerate(model.linear)}
     entry["linear"], entry["linear_weight"] = list(linear), model.linear_weight
     files.update(linear)
@@ -151,7 +154,7 @@ def _inside(directory: Path, name: str, key: str) -> Path:
     """``directory / name`` if ``name`` is a plain model file name that stays inside ``directory``."""
     if not isinstance(name, str) or not MODEL_FILE_NAME.fullmatch(name):
         raise UserError(f"{directory / METADATA_FILE}: {key} is not a plain model file name "
-                        "(booster_<k>.json, linear_<k>.json, calibrator.json, optionally in landmark_<L>/)")
+                        "(booster_<k>.json, simple_<k>.json, linear_<k>.json, calibrator.json, optionally in landmark_<L>/)")
     path = directory / name
     if not path.resolve().is_relative_to(directory.resolve()):  # a symlinked landmark_<L>/ pointing out
         raise UserError(f"{path}: resolves outside the model directory {directory}; {_RETRAIN}")
@@ -234,9 +237,10 @@ def _landmark_model(directory: Path, key: str, entry: Any, digests: Mapping[str,
     boosters = [_load_booster(*verified(n, "boosters")) for n in entry["boosters"]]
     calibrator = _load_calibrator(*verified(entry.get("calibrator"), "calibrator"))
     linear = [_load_linear(*verified(n, "linear")) for n in entry.get("linear") or []]
+    simple = [_load_booster(*verified(n, "simple")) for n in entry.get("simple") or []]
     thresholds = {float(h): float(t) for h, t in (entry.get("thresholds") or {}).items() if t is not None}
     return LandmarkModel(boosters, calibrator, entry.get("threshold"), thresholds, linear,
-                         float(entry.get("linear_weight", 0.0)))
+                         float(entry.get("linear_weight", 0.0)), simple, float(entry.get("simple_weight", 0.0)))
 
 
 def _target_model(directory: Path, metadata: dict[str, Any], run_id: str | None) -> TargetModel:

@@ -27,8 +27,9 @@ BAND_LOW, BAND_INTERMEDIATE, BAND_HIGH = "low", "intermediate", "high"
 @dataclass
 class LandmarkModel:
     """The deployed unit (for all landmarks, or one when trained ``per_landmark``): K cross-fitted
-    boosters whose log-odds are averaged (blended with K cross-fitted L2 logistic models at
-    ``linear_weight`` when the procedure chose to), the calibrator fitted on their held-out scores, and
+    boosters whose log-odds are averaged (blended with K cross-fitted simple-summaries boosters at
+    ``simple_weight``, then with K cross-fitted L2 logistic models at ``linear_weight``, when the
+    procedure chose to), the calibrator fitted on their held-out scores, and
     alert thresholds (per landmark hours, and pooled). Training's out-of-fold predictions come from this
     same class, so what is validated is what is deployed. ``X``: the float64 model matrix (spec order)."""
 
@@ -38,12 +39,23 @@ class LandmarkModel:
     thresholds: dict[float, float] = field(default_factory=dict)
     linear: list[LinearModel] = field(default_factory=list)
     linear_weight: float = 0.0
+    #: Boosters on the simple summaries only (the other columns were missing when they were trained).
+    simple: list[Any] = field(default_factory=list)
+    simple_weight: float = 0.0
+
+    def _trees(self, dmatrix: Any, **output: bool) -> np.ndarray:
+        """(1 - s) x mean of the boosters' + s x mean of the simple boosters' margins (or contributions)."""
+        trees = np.mean([b.predict(dmatrix, **output).astype(np.float64) for b in self.boosters], axis=0)
+        if not self.simple:
+            return trees
+        simple = np.mean([b.predict(dmatrix, **output).astype(np.float64) for b in self.simple], axis=0)
+        return (1 - self.simple_weight) * trees + self.simple_weight * simple
 
     def margin(self, X: np.ndarray, dmatrix: Any = None) -> np.ndarray:
-        """Log-odds: (1 - w) x mean of the boosters' + w x mean of the linear models' (float64).
+        """Log-odds: (1 - w) x the trees' (:meth:`_trees`) + w x mean of the linear models' (float64).
         ``dmatrix``: ``X`` already as an XGBoost DMatrix (built once for margin and contributions)."""
         dmatrix = _dmatrix(X) if dmatrix is None else dmatrix
-        trees = np.mean([b.predict(dmatrix, output_margin=True).astype(np.float64) for b in self.boosters], axis=0)
+        trees = self._trees(dmatrix, output_margin=True)
         if not self.linear:
             return trees
         linear = np.mean([m.logit(X) for m in self.linear], axis=0)
@@ -53,7 +65,7 @@ class LandmarkModel:
         """Exact contributions (rows x features + bias column), blended like :meth:`margin` (Shapley values
         are linear in the model), so each row sums to :meth:`margin`."""
         dmatrix = _dmatrix(X) if dmatrix is None else dmatrix
-        trees = np.mean([b.predict(dmatrix, pred_contribs=True).astype(np.float64) for b in self.boosters], axis=0)
+        trees = self._trees(dmatrix, pred_contribs=True)
         if not self.linear:
             return trees
         linear = np.mean([m.contributions(X, X.shape[1]) for m in self.linear], axis=0)

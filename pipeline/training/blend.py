@@ -1,6 +1,13 @@
-"""Whether (and how much) to blend the boosters with a linear model, chosen on the inner folds.
+"""Whether (and how much) to blend the boosters with simpler models, chosen on the inner folds.
 
-K L2 logistic models (:mod:`pipeline.model.linear`) are cross-fitted on the same inner folds as the
+First the simple-summaries boosters (:func:`choose_simple_blend`): K boosters with the fixed, untuned
+parameters of the simple-summaries reference (depth 2, 200 rounds), cross-fitted on the same inner folds
+with every column outside that set missing. Their log-odds enter ``(1 - s) * trees + s * simple`` at the
+``train.simple_weights`` value with the lowest mean held-out log-loss (0 always a candidate). Few events
+and hundreds of kinetic features make the tuned boosters' scores noisy; averaging in a low-variance
+model on a handful of summaries steadies them (docs/training.md: small-cohort measurements).
+
+Then the linear model: K L2 logistic models (:mod:`pipeline.model.linear`) are cross-fitted on the same inner folds as the
 boosters, on the numeric features of the simple-summaries set (latest, first, max, log2(latest/first)
 per analyte, numeric covariates, the landmark). The weight ``w`` of their log-odds in
 ``(1 - w) * trees + w * linear`` is the value of ``train.linear_weights`` with the lowest mean held-out
@@ -11,6 +18,7 @@ patients better. The outer test folds never inform the choice.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -18,7 +26,9 @@ from pipeline import contracts as C
 from pipeline.config import TrainConfig
 from pipeline.model import FeatureSpec, expit
 from pipeline.model.linear import LinearModel, fit_linear
-from pipeline.training.inner import InnerFolds
+from pipeline.training.baselines import SIMPLE_SUMMARIES_PARAMS, SIMPLE_SUMMARIES_ROUNDS
+from pipeline.training.inner import InnerFolds, fit_inner
+from pipeline.training.search import feature_sets
 
 
 @dataclass
@@ -26,6 +36,31 @@ class Blend:
     weight: float
     held_out_margin: np.ndarray
     models: list[LinearModel] = field(default_factory=list)
+
+
+@dataclass
+class SimpleBlend:
+    weight: float
+    held_out_margin: np.ndarray
+    boosters: list[Any] = field(default_factory=list)
+
+
+def choose_simple_blend(folds: InnerFolds, tree_margin: np.ndarray, feature_set: str, specs: list[FeatureSpec],
+                        cfg: TrainConfig, seed: int) -> SimpleBlend:
+    """The simple-boosters weight with the lowest held-out log-loss, the blended held-out log-odds and the
+    K simple boosters (none when the weight is 0, the trees already use only the simple set, or the
+    cohort has no such set)."""
+    sets = feature_sets(specs)
+    weights = sorted({0.0, *cfg.simple_weights})
+    if len(weights) == 1 or feature_set == "simple" or "simple" not in sets:
+        return SimpleBlend(0.0, tree_margin)
+    params = {**SIMPLE_SUMMARIES_PARAMS, "eval_metric": "logloss", "seed": seed, "nthread": cfg.n_threads}
+    simple = fit_inner(folds, params, SIMPLE_SUMMARIES_ROUNDS, None, ("simple", sets["simple"]))
+    losses = {w: _log_loss(folds.y, (1 - w) * tree_margin + w * simple.held_out_margin) for w in weights}
+    best = min(weights, key=lambda w: (losses[w], w))
+    if best == 0.0:
+        return SimpleBlend(0.0, tree_margin)
+    return SimpleBlend(best, (1 - best) * tree_margin + best * simple.held_out_margin, simple.boosters)
 
 
 def linear_columns(specs: list[FeatureSpec]) -> list[int]:

@@ -20,7 +20,7 @@ import pandas as pd
 from pipeline import metrics
 from pipeline.config import TrainConfig
 from pipeline.model import Calibrator, FeatureSpec, LandmarkModel, expit, fit_calibrator
-from pipeline.training.blend import choose_blend
+from pipeline.training.blend import choose_blend, choose_simple_blend
 from pipeline.training.booster import fit_booster, predict_booster
 from pipeline.training.inner import InnerFolds
 from pipeline.training.search import choose_candidate
@@ -62,12 +62,14 @@ def fit_procedure(X: pd.DataFrame, y: np.ndarray, groups: np.ndarray, landmarks:
         return _too_few_events(X, y, cfg, specs, seed)
     folds = InnerFolds(X, y, splits)
     fit, feature_set = choose_candidate(folds, cfg, specs, seed)
-    blend = choose_blend(folds, fit.held_out_margin, specs, cfg, seed)
+    simple = choose_simple_blend(folds, fit.held_out_margin, feature_set, specs, cfg, seed)
+    blend = choose_blend(folds, simple.held_out_margin, specs, cfg, seed)
     raw = expit(blend.held_out_margin)
     calibrator = fit_calibrator(raw, y, cfg.calibration, landmarks, cfg.landmark_min_events, cfg.isotonic_min_events)
     pooled, per_landmark = _thresholds(y, calibrator.predict(raw, landmarks), landmarks, cfg)
     chosen = {"rounds": fit.rounds, "held_out_logloss": round(fit.loss, 5), "feature_set": feature_set,
               **{k: fit.params[k] for k in ("max_depth", "eta", "subsample", "colsample_bytree", "min_child_weight", "lambda")},
-              "linear_weight": blend.weight}
-    model = LandmarkModel(fit.boosters, calibrator, pooled, per_landmark, blend.models, blend.weight)
+              "simple_weight": simple.weight, "linear_weight": blend.weight}
+    model = LandmarkModel(fit.boosters, calibrator, pooled, per_landmark, blend.models, blend.weight,
+                          simple.boosters, simple.weight)
     return Procedure(model, chosen)
