@@ -78,3 +78,16 @@ def fit_inner(folds: InnerFolds, params: dict[str, Any], rounds: int, early_stop
     for booster, (_, dval), (_, te) in zip(boosters, folds.matrices(*feature_set), folds.splits, strict=True):
         margin[te] = booster.predict(dval, output_margin=True)
     return InnerFit(boosters, margin, best, float(mean_curve[best - 1]), params)
+
+
+def fit_fixed(folds: InnerFolds, params: dict[str, Any], rounds: int, feature_set: tuple[str, list[str]]) -> InnerFit:
+    """K boosters on the inner folds with exactly ``rounds`` rounds and no per-round evaluation (a fixed
+    reference model: nothing to stop early on), and their held-out log-odds; ``loss`` is not computed (NaN)."""
+    import xgboost as xgb
+
+    boosters, margin = [], np.full(len(folds.y), np.nan)
+    for (dtrain, dval), (_, te) in zip(folds.matrices(*feature_set), folds.splits, strict=True):
+        booster = xgb.train(params, dtrain, num_boost_round=rounds)
+        margin[te] = booster.predict(dval, output_margin=True)
+        boosters.append(booster)
+    return InnerFit(boosters, margin, rounds, float("nan"), params)
