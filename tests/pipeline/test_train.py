@@ -360,11 +360,19 @@ def test_monotone_constraint_on_unknown_feature_is_an_error():
         check_monotone_constraints({"product": 1}, specs)
 
 
-def test_deployed_model_is_the_validated_procedure(workdir: Path):
+#: Trees that learn almost nothing (one round, tiny steps, no search): the inner folds' held-out loss
+#: then takes the simple-summaries boosters at full weight, so the blended unit is what is checked.
+SIMPLE_BLEND = {"tune": False, "n_estimators": 1, "learning_rate": 0.01, "simple_weights": [1.0], "linear_weights": []}
+
+
+@pytest.mark.parametrize("overrides", [{}, SIMPLE_BLEND], ids=["default", "simple-blend"])
+def test_deployed_model_is_the_validated_procedure(workdir: Path, overrides: dict):
     """The model in models/ is exactly what `fit_procedure` builds on all rows, and every out-of-fold
     prediction is that same procedure fitted on the fold's training rows and scored as a new patient."""
-    config = paths_in(small_config(), workdir)
+    config = paths_in(small_config(**overrides), workdir)
     df = make_landmarks(200, seed=8)
+    if overrides:  # a simple-summaries set needs an analyte with a count; its "first" carries the risk signal
+        df = df.assign(il6__count=1.0, il6__first=df["il6__fold_change"])
     write_landmarks(df, config)
     train.main(config)
     rows = df[df["label__crs_severe"].notna()].reset_index(drop=True)
@@ -372,6 +380,8 @@ def test_deployed_model_is_the_validated_procedure(workdir: Path):
     prepared = prepare_target(df, "crs_severe", config.train, specs, {})
     data, cfg = prepared.data, config.train
     deployed = load_bundle(config.paths.models_dir).targets["crs_severe"]
+    if overrides:  # the simple boosters were stored, verified and loaded with the blend weight
+        assert deployed.models["all"].simple_weight == 1.0 and len(deployed.models["all"].simple) == 3
 
     refit = fit_procedure(data.X, data.y, data.groups, data.landmarks, cfg, specs, cfg.seed).model
     expected = refit.probability(refit.margin(matrix_values(data.X)), data.landmarks)
