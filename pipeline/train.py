@@ -14,7 +14,7 @@ For each target (rows with a non-NaN ``label__<target>``):
 * final model: the same procedure on all rows, so the deployed model is built exactly as every model
   whose out-of-fold performance is reported.
 
-Outputs: ``paths.oof``, ``paths.models_dir/<target>/`` (booster_<k>.json, calibrator.json, features.json,
+Outputs: ``paths.oof``, ``paths.models_dir/<target>/`` (booster_<k>.json, simple_<k>.json and linear_<k>.json when blended, calibrator.json, features.json,
 metadata.json; JSON only, no pickle) and ``paths.models_dir/runs.json`` (MLflow run ids). Registering
 the MLflow model is the next stage, ``crs register``. The work is in :mod:`pipeline.training`.
 """

@@ -1,6 +1,7 @@
 """The model artifact format: ``models/<target>/`` as plain files, read back into a scorer. No pickle.
 
-Per target: ``booster_<k>.json`` (the K cross-fitted boosters, XGBoost's own JSON), ``calibrator.json``
+Per target: ``booster_<k>.json`` (the K cross-fitted boosters, XGBoost's own JSON; ``simple_<k>.json`` and
+``linear_<k>.json`` for the blended parts when the procedure chose them), ``calibrator.json``
 (JSON numbers), ``features.json`` (feature order, dtypes, category lists) and ``metadata.json`` (which
 boosters and calibrator serve which landmark, thresholds, counts, what the search chose, provenance);
 ``landmark_<L>/`` subfolders when trained per landmark. ``models/runs.json`` holds the MLflow run ids. docs/training.md has the schema.
@@ -239,8 +240,21 @@ def _landmark_model(directory: Path, key: str, entry: Any, digests: Mapping[str,
     linear = [_load_linear(*verified(n, "linear")) for n in entry.get("linear") or []]
     simple = [_load_booster(*verified(n, "simple")) for n in entry.get("simple") or []]
     thresholds = {float(h): float(t) for h, t in (entry.get("thresholds") or {}).items() if t is not None}
+    weights = {key: _blend_weight(directory, key, entry, parts) for key, parts in
+               (("linear_weight", linear), ("simple_weight", simple))}
     return LandmarkModel(boosters, calibrator, entry.get("threshold"), thresholds, linear,
-                         float(entry.get("linear_weight", 0.0)), simple, float(entry.get("simple_weight", 0.0)))
+                         weights["linear_weight"], simple, weights["simple_weight"])
+
+
+def _blend_weight(directory: Path, key: str, entry: dict[str, Any], parts: list[Any]) -> float:
+    """``entry[key]`` (0 when absent: older models) as a number in [0, 1] that is above 0 exactly when
+    the blended part has files: anything else would score a model that was never trained."""
+    weight = entry.get(key, 0.0)
+    ok = isinstance(weight, int | float) and not isinstance(weight, bool) and 0 <= weight <= 1
+    if not ok or (weight > 0) != bool(parts):
+        raise UserError(f"{directory / METADATA_FILE}: {key} is not a weight in [0, 1] that matches its "
+                        f"{len(parts)} model files ({_RETRAIN})")
+    return float(weight)
 
 
 def _target_model(directory: Path, metadata: dict[str, Any], run_id: str | None) -> TargetModel:

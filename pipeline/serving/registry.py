@@ -3,7 +3,7 @@
 Called by the ``crs register`` stage after training (:func:`register_trained_models`). The model is
 ``pipeline/serving/pyfunc.py`` logged *from code*; its artifacts are plain files:
 
-* ``models/`` — ``<target>/booster_<k>.json``, ``calibrator.json``, ``features.json``, ``metadata.json``,
+* ``models/`` — ``<target>/booster_<k>.json`` (and ``simple_<k>.json`` / ``linear_<k>.json`` when blended), ``calibrator.json``, ``features.json``, ``metadata.json``,
   ``manifest.json`` and ``runs.json`` exactly as ``crs train`` wrote them (sha256-sealed);
 * ``scoring_config.json`` — what turns raw records into the model's features and risk bands:
   ``landmarks_hours``, ``static_features``, ``featurize`` (analytes, baseline window, horizon),

@@ -28,6 +28,7 @@ from pipeline.config import TrainConfig
 from pipeline.model import FeatureSpec, expit
 from pipeline.model.linear import LinearModel, fit_linear
 from pipeline.training.baselines import SIMPLE_SUMMARIES_PARAMS, SIMPLE_SUMMARIES_ROUNDS
+from pipeline.training.booster import xgb_params
 from pipeline.training.inner import InnerFolds, fit_fixed
 from pipeline.training.search import feature_sets
 
@@ -59,6 +60,9 @@ def choose_simple_blend(folds: InnerFolds, tree_margin: np.ndarray, feature_set:
     # shrinking the scores towards the base rate: measured, it blended in less); the pipeline's max_bin
     # (histogram bins) halves the time.
     params = {**SIMPLE_SUMMARIES_PARAMS, "max_bin": cfg.max_bin, "seed": seed, "nthread": cfg.n_threads}
+    constraints = xgb_params(cfg, specs, seed).get("monotone_constraints")
+    if constraints:  # the user's monotone constraints bind every booster of the model (same column layout)
+        params["monotone_constraints"] = constraints
     simple = fit_fixed(folds, params, SIMPLE_SUMMARIES_ROUNDS, ("simple", sets["simple"]))
     losses = {w: _log_loss(folds.y, (1 - w) * tree_margin + w * simple.held_out_margin) for w in weights}
     best = min(weights, key=lambda w: (losses[w], w))

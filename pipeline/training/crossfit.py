@@ -3,8 +3,9 @@
 Inside a training set: K patient-grouped inner folds; K boosters, each trained on K-1 folds; each
 patient's raw score comes from the booster that never saw that patient. Those held-out scores choose
 the boosting rounds (early stopping on the mean held-out log-loss) and the hyperparameters (the
-search, :mod:`pipeline.training.search`), and fit the calibrator and the alert thresholds. The
-deployed unit averages the K boosters' log-odds (:class:`pipeline.model.LandmarkModel`). Every outer
+search, :mod:`pipeline.training.search`), choose the blends with simpler models
+(:mod:`pipeline.training.blend`), and fit the calibrator and the alert thresholds. The deployed unit
+averages the K boosters' log-odds, blended as chosen (:class:`pipeline.model.LandmarkModel`). Every outer
 fold runs exactly this on its training patients, so the reported out-of-fold performance is that of
 the procedure that builds the deployed model.
 """
