@@ -3,20 +3,21 @@
 The training summary is computed on the full cohort (400,000 landmark rows and 23.5 M measurements
 at 100,000 patients), so these kernels avoid what dominated there: one partial sort per statistic
 (numpy's quantile, then its median, then a binary search for the bin counts) and pandas masks and
-group-bys over text columns. Each numeric feature is partitioned ONCE at every order statistic the
-summary needs; text columns are dictionary-encoded with Arrow and the per-analyte statistics are
+group-bys over text columns. Each numeric feature is sorted ONCE, which places every order statistic the
+summary needs (numpy's vectorised float sort is about four times faster here than one partition at
+the 20 positions the deciles and the median need: 1.5 against 6.4 ms for 327,000 values); text columns are dictionary-encoded with Arrow and the per-analyte statistics are
 bincounts over integer codes.
 
 Every result equals what the straightforward numpy / pandas calls return, bit for bit
 (``tests/pipeline/test_validation_summary_stats.py`` pins them against those calls):
 
 * :func:`order_statistics` reproduces ``np.quantile(x, q)`` (method ``linear``: virtual index
-  ``(n - 1) q``, numpy's two-sided interpolation) and ``np.median(x)`` from a single ``np.partition``;
+  ``(n - 1) q``, numpy's two-sided interpolation) and ``np.median(x)`` from a single ``np.sort``;
 * :func:`group_medians` reproduces pandas' group-by median (``(upper + lower) / 2`` of the two middle
   values), one partition per group (rows gathered block by block with a radix sort, or after one radix sort of
   the codes when there are many groups);
-* :func:`counts_at_or_below` counts values <= each edge from that partition, scanning only the
-  stretch between the two neighbouring partition points;
+* :func:`counts_at_or_below` counts values <= each edge from an array partitioned at known positions
+  (a sorted one is), scanning only the stretch between the two neighbouring partition points;
 * :func:`string_codes` and :func:`lookup_codes` give integer codes for text columns (missing -> -1).
 
 The numpy formulas copied here (``_linear_positions``, ``_lerp``) are numpy 2.x's; the tests compare
@@ -56,13 +57,14 @@ def _lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 def order_statistics(values: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
     """``(np.quantile(values, levels), median, partitioned values, partition positions)`` for finite
-    ``values`` (at least one), which are partitioned IN PLACE (pass a copy to keep them). The partition
-    positions are sorted; :func:`counts_at_or_below` uses them."""
+    ``values`` (at least one), which are SORTED IN PLACE (pass a copy to keep them): sorted, they are
+    partitioned at every position, in particular at the returned order-statistic positions (sorted),
+    which :func:`counts_at_or_below` uses."""
     n = len(values)
     previous, following, gamma = _linear_positions(n, levels)
     middle = np.array([(n - 1) // 2, n // 2])
     kth = np.unique(np.concatenate([previous % n, following % n, middle]))
-    values.partition(kth)
+    values.sort()  # faster than partitioning at ~20 positions (numpy's SIMD sort)
     part = values
     quantiles = _lerp(part[previous], part[following], gamma)
     median = float(np.mean(part[(n - 1) // 2: n // 2 + 1]))  # the slice np.median averages
