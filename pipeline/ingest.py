@@ -11,10 +11,7 @@ File-level problems (missing directory, file or required column, empty table, ti
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import sys
-from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
@@ -27,6 +24,7 @@ from pipeline.ingestion.blocks import ParquetBlocks
 from pipeline.ingestion.checks import in_parallel
 from pipeline.ingestion.tables import Sink
 from pipeline.io import atomic_dir, to_csv, write_json
+from pipeline.memory import small_pages
 
 QUARANTINE_FILE = "quarantine.csv"
 
@@ -94,32 +92,6 @@ def cohort_name(config: Config, cohort_dir: Path) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(config.cohort.url).render_as_string(hide_password=True)
-
-
-_PR_SET_THP_DISABLE, _PR_GET_THP_DISABLE = 41, 42
-
-
-@contextlib.contextmanager
-def small_pages() -> Iterator[None]:
-    """Transparent huge pages off for this process while ingest runs (Linux; a no-op elsewhere).
-
-    Ingest makes dozens of short-lived arrays of millions of rows; numpy and Arrow's allocator ask for
-    huge pages for them, and the kernel zeroes each fresh 2 MB page on first touch. On the reference
-    machine that zeroing was a quarter of ingest's CPU time (``perf``: ``clear_page_erms``
-    under ``do_huge_pmd_anonymous_page``); with 4 KB pages only what is touched is zeroed. The previous
-    setting is restored afterwards."""
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-        previous = prctl(_PR_GET_THP_DISABLE, 0, 0, 0, 0)
-    except (AttributeError, OSError):
-        previous = -1
-    if previous < 0 or prctl(_PR_SET_THP_DISABLE, 1, 0, 0, 0) != 0:
-        yield
-        return
-    try:
-        yield
-    finally:
-        prctl(_PR_SET_THP_DISABLE, previous, 0, 0, 0)
 
 
 def main(config: Config, cohort: Path | None = None, out: Path | None = None, report: Path | None = None,
