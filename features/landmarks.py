@@ -343,7 +343,7 @@ def encode_cohort(
     known = known_hours(measurements, analyte, hours, codes, result_lag_hours)
     if until_hours is not None:
         valid &= (hours if known is None else known) <= until_hours
-    rows = _analyte_rows(analyte, valid, patient, hours, len(codes))
+    rows = _analyte_rows(analyte, valid, patient, hours, len(codes), threads)
     censored = censoring_codes(measurements)
 
     def gather(r: np.ndarray) -> SortedRows:
@@ -367,30 +367,45 @@ BLOCK_ROWS = 1 << 20
 
 
 def _analyte_rows(analyte: np.ndarray, valid: np.ndarray, patient: np.ndarray, hours: np.ndarray,
-                  n_codes: int) -> list[np.ndarray]:
+                  n_codes: int, threads: int = 1) -> list[np.ndarray]:
     """Per analyte code, its valid rows' positions ordered by (patient, hours), ties in input order.
 
     If the input is sorted by (patient, hours), as ingest writes it, each analyte's rows stay in input
     order: they are grouped block by block (:data:`BLOCK_ROWS`) with a stable (radix) sort of small
-    ints, dropped rows getting a sentinel group, and each code's pieces joined in block order. Otherwise
-    one lexsort of the whole table. Each slice is ascending within its group, so gathering a column
-    through it reads memory forwards.
+    ints, dropped rows getting a sentinel group, and each code's pieces joined in block order (with
+    ``threads`` > 1, consecutive runs of blocks are grouped by threads at once: the same pieces).
+    Otherwise one lexsort of the whole table. Each slice is ascending within its group, so gathering a
+    column through it reads memory forwards.
     """
     if not _sorted_by_patient_hours(patient, hours):
         group = np.where(valid, analyte, n_codes).astype(np.int16)
         order = np.lexsort((hours, patient, group))
         bounds = np.concatenate([[0], np.cumsum(np.bincount(group, minlength=n_codes + 1))])
         return [order[lo:hi] for lo, hi in zip(bounds[:-2], bounds[1:-1], strict=True)]
+    starts = np.arange(0, len(analyte), BLOCK_ROWS)
+    parts = max(1, min(threads, len(starts), len(analyte) // THREAD_MIN_ROWS))
+    runs = np.array_split(starts, parts)
+    if parts == 1:
+        per_run = [_grouped_blocks(analyte, valid, n_codes, runs[0])]
+    else:
+        with ThreadPoolExecutor(max_workers=parts) as pool:
+            per_run = list(pool.map(lambda run: _grouped_blocks(analyte, valid, n_codes, run), runs))
+    pieces = [[piece for run in per_run for piece in run[code]] for code in range(n_codes)]
+    return [np.concatenate(p) if p else np.empty(0, dtype=np.intp) for p in pieces]
+
+
+def _grouped_blocks(analyte: np.ndarray, valid: np.ndarray, n_codes: int, starts: Sequence[int]) -> list[list[np.ndarray]]:
+    """Per analyte code, the positions of its valid rows in each block starting at ``starts`` (in order)."""
     pieces: list[list[np.ndarray]] = [[] for _ in range(n_codes)]
-    for start in range(0, len(analyte), BLOCK_ROWS):
-        block = slice(start, start + BLOCK_ROWS)
+    for start in starts:
+        block = slice(int(start), int(start) + BLOCK_ROWS)
         group = np.where(valid[block], analyte[block], n_codes).astype(np.int16)
         order = np.argsort(group, kind="stable")
         order += start
         bounds = np.concatenate([[0], np.cumsum(np.bincount(group, minlength=n_codes + 1))])
         for code in range(n_codes):
             pieces[code].append(order[bounds[code]:bounds[code + 1]])
-    return [np.concatenate(p) if p else np.empty(0, dtype=np.intp) for p in pieces]
+    return pieces
 
 
 #: Optional measurement column (ingest contract): hours since anchor when the result was known.

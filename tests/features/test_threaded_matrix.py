@@ -117,6 +117,34 @@ def test_encoding_with_threads_gives_the_same_arrays(monkeypatch: pytest.MonkeyP
             assert (x is None and y is None) or np.array_equal(x, y, equal_nan=True), (code, name)
 
 
+def test_grouping_sorted_rows_by_analyte_with_threads_gives_the_same_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows already sorted by (patient, hours), as ingest writes them, are grouped by analyte block by
+    block; threads group consecutive runs of blocks, and each analyte's rows come out in the same order."""
+    rng = np.random.default_rng(3)
+    n = 1_000
+    patient = np.sort(rng.integers(0, 40, n))
+    hours = np.concatenate([np.sort(rng.uniform(0, 100, c)) for c in np.bincount(patient, minlength=40)])
+    analyte = rng.integers(-1, 5, n).astype(np.int32)
+    valid = (analyte >= 0) & (rng.random(n) > 0.2)
+    monkeypatch.setattr(lm, "BLOCK_ROWS", 64)  # 16 blocks
+    one = lm._analyte_rows(analyte, valid, patient, hours, 5)
+    monkeypatch.setattr(lm, "THREAD_MIN_ROWS", 100)
+    pools: list[int] = []
+
+    class Spy(ThreadPoolExecutor):
+        def __init__(self, max_workers: int) -> None:
+            pools.append(max_workers)
+            super().__init__(max_workers=max_workers)
+
+    monkeypatch.setattr(lm, "ThreadPoolExecutor", Spy)
+    threaded = lm._analyte_rows(analyte, valid, patient, hours, 5, threads=3)
+    assert pools == [3]
+    expected = [np.flatnonzero(valid & (analyte == code)) for code in range(5)]  # input order = sorted order
+    for code in range(5):
+        assert len(one[code]) > 0
+        assert np.array_equal(one[code], expected[code]) and np.array_equal(threaded[code], expected[code])
+
+
 def test_auto_threads_are_the_usable_cores_up_to_4(monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
