@@ -12,15 +12,18 @@ File-level problems (missing directory, file or required column, empty table, ti
 from __future__ import annotations
 
 import sys
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
+
+import pandas as pd
 
 from pipeline.adapters.canonical import RawTable, csv_dialects, read_cohort
 from pipeline.adapters.dialect import read_options
 from pipeline.cohort import MEASUREMENTS
 from pipeline.config import Config
 from pipeline.ingestion import IngestResult, ingest_tables
-from pipeline.ingestion.blocks import ParquetBlocks
+from pipeline.ingestion.blocks import ParquetBlocks, measurement_parquet_options
 from pipeline.ingestion.checks import in_parallel
 from pipeline.ingestion.tables import Sink
 from pipeline.io import atomic_dir, to_csv, write_json
@@ -32,7 +35,8 @@ QUARANTINE_FILE = "quarantine.csv"
 def run(config: Config, raw_tables: dict[str, RawTable], chunk_rows: int | None = None,
         sink: Sink | None = None) -> IngestResult:
     """Validate and normalise ``raw_tables`` (any adapter's output). Pure: no file is read or written
-    (but by ``sink``, which takes the accepted measurements block by block when ``chunk_rows`` is given)."""
+    (but by ``sink``, which takes the accepted measurements: block by block when ``chunk_rows`` is given,
+    else whole, once)."""
     result = ingest_tables(raw_tables, quarantine_warning_share=config.ingest.quarantine_warning_share,
                            chunk_rows=chunk_rows, sink=sink)
     result.report = {"grading_scale": config.cohort.grading_scale, **result.report,
@@ -47,21 +51,32 @@ def _write_tables(result: IngestResult, tmp: Path) -> None:
     )
 
 
+def _write_measurements(frame: pd.DataFrame, path: Path) -> None:
+    frame.to_parquet(path, index=False, **measurement_parquet_options(list(frame.columns)))
+
+
 def run_to(config: Config, raw_tables: dict[str, RawTable], out_dir: Path, chunk_rows: int | None = None
            ) -> IngestResult:
     """:func:`run`, with the output directory appearing at once; with ``chunk_rows``, a measurements table of more rows is
     validated in blocks of whole patients of about that many rows and written as they come (same files,
-    bounded working memory: docs/scale.md); a smaller one whole, which is faster. The caller writes the
-    report after this returns, so the report never describes a directory that is not there."""
-    if chunk_rows is None or raw_tables[MEASUREMENTS.name].n_rows <= chunk_rows:
-        result = run(config, raw_tables)
-        with atomic_dir(out_dir) as tmp:
-            _write_tables(result, tmp)
-        return result
+    bounded working memory: docs/scale.md); a smaller one whole, which is faster, and written by a
+    second thread while the other tables are validated. The caller writes the report after this
+    returns, so the report never describes a directory that is not there.
+
+    ``result.tables`` holds every accepted table but the measurements (they are in the file)."""
     with atomic_dir(out_dir) as tmp:
-        with ParquetBlocks(tmp / f"{MEASUREMENTS.name}.parquet") as sink:
-            result = run(config, raw_tables, chunk_rows, sink)
-        _write_tables(result, tmp)
+        path = tmp / f"{MEASUREMENTS.name}.parquet"
+        if chunk_rows is not None and raw_tables[MEASUREMENTS.name].n_rows > chunk_rows:
+            with ParquetBlocks(path) as sink:
+                result = run(config, raw_tables, chunk_rows, sink)
+            _write_tables(result, tmp)
+        else:
+            with ThreadPoolExecutor(max_workers=1) as writer:
+                written: list[Future] = []
+                result = run(config, raw_tables, None, lambda frame: written.append(
+                    writer.submit(_write_measurements, frame, path)))
+                _write_tables(result, tmp)
+                written[0].result()  # re-raises the writer's error
     return result
 
 

@@ -42,6 +42,23 @@ from pipeline.registry import Registry
 #: ``max_row_group_length``): blocks are regrouped to it so the file is the one written at once.
 ROW_GROUP_ROWS = 1024 * 1024
 
+#: Measurement columns written without min/max statistics. Rows are in patient order, so every row
+#: group holds nearly every analyte, unit and censoring word: their ranges could never let a reader
+#: skip a row group, and computing them over text was a quarter of the write (5 M rows: 0.78 s with,
+#: 0.60 s without). ``patient_id`` and the numbers keep theirs.
+NO_STATISTICS_COLUMNS = ("analyte", "unit", "censoring")
+#: Measurement columns written without a dictionary: hours since anchor are mostly distinct, so the
+#: writer filled a dictionary page only to fall back to plain pages (without: 0.06 s faster, 4% smaller).
+NO_DICTIONARY_COLUMNS = ("hours_since_anchor", "result_hours_since_anchor")
+
+
+def measurement_parquet_options(columns: list[str]) -> dict:
+    """``pyarrow.parquet`` writer options of the accepted measurements file (whole or in blocks, the same
+    bytes): snappy, statistics and dictionaries only where they can serve a reader."""
+    return {"compression": "snappy",
+            "write_statistics": [c for c in columns if c not in NO_STATISTICS_COLUMNS],
+            "use_dictionary": [c for c in columns if c not in NO_DICTIONARY_COLUMNS]}
+
 
 @dataclass
 class BlockTable(RawTable):
@@ -75,8 +92,9 @@ def block_rows(table: RawTable, ids: PatientIds, n_patients: int, chunk_rows: in
 
 class ParquetBlocks:
     """Frames written one after another as one Parquet file, byte for byte what
-    ``pd.concat(frames).to_parquet(path, index=False)`` writes: the schema (with pandas' metadata) of
-    the frames, row groups of :data:`ROW_GROUP_ROWS` rows, each written from one contiguous array."""
+    ``pd.concat(frames).to_parquet(path, index=False, **measurement_parquet_options(columns))`` writes:
+    the schema (with pandas' metadata) of the frames, row groups of :data:`ROW_GROUP_ROWS` rows, each
+    written from one contiguous array."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -88,7 +106,7 @@ class ParquetBlocks:
     def __call__(self, frame: pd.DataFrame) -> None:
         table = pa.Table.from_pandas(frame, preserve_index=False)
         if self._writer is None:
-            self._writer = pq.ParquetWriter(self.path, table.schema, compression="snappy")
+            self._writer = pq.ParquetWriter(self.path, table.schema, **measurement_parquet_options(table.column_names))
         self._buffer.append(table)
         self._rows += table.num_rows
         while self._rows >= ROW_GROUP_ROWS:
@@ -152,4 +170,5 @@ def validate_in_blocks(
                         n_patients=counts["patients"])
 
 
-__all__ = ["ROW_GROUP_ROWS", "BlockTable", "ParquetBlocks", "block_rows", "validate_in_blocks"]
+__all__ = ["ROW_GROUP_ROWS", "BlockTable", "ParquetBlocks", "block_rows", "measurement_parquet_options",
+           "validate_in_blocks"]

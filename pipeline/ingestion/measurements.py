@@ -9,6 +9,7 @@ distinct value; the report counts per distinct (name, unit) pair.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -419,7 +420,7 @@ def _analytes_and_values(
 
 def validate_measurements(
     table: RawTable, patients: pd.DataFrame, registry: Registry, forms: TimeForms | None = None,
-    ids: PatientIds | None = None,
+    ids: PatientIds | None = None, on_accepted: Callable[[pd.DataFrame], None] | None = None,
 ) -> TableOutcome:
     """Accepted measurements (sorted by patient and time, canonical codes and units) and the quarantine.
 
@@ -428,7 +429,9 @@ def validate_measurements(
     in the reason order, the first half's reason wins where both flag a row, as one pass in order gives.
     ``forms``: the file's time forms when ``table`` is one block of it (:mod:`.blocks`); the report's
     normalisation counts are then also left as :class:`Normalised` (``extra["normalised"]``) to add up.
-    ``ids``: the rows' :func:`patient_ids`, when the caller has them already.
+    ``ids``: the rows' :func:`patient_ids`, when the caller has them already. ``on_accepted``: called
+    with the accepted table as soon as it is complete, before the counts and the quarantine are built
+    (``crs ingest`` starts writing it meanwhile); it must not change the table.
     """
     raw = table.arrow
     checks, later = RowChecks(raw.num_rows), RowChecks(raw.num_rows)
@@ -446,6 +449,8 @@ def validate_measurements(
     accepted = _accepted_frame(order, patients, patient_row, hours, analytes, units, converted, censoring)
     if known is not None:
         accepted[RESULT_HOURS] = known[order]
+    if on_accepted is not None:
+        on_accepted(accepted)
     normalised = _normalised(good_rows, analytes, units)
     extra = {"normalised": normalised} if forms is not None else normalised.report()
     return finish(table, kept, checks, accepted, dropped, extra)

@@ -59,17 +59,20 @@ Sink = Callable[[pd.DataFrame], None]
 
 
 def _validate_all(
-    raw: dict[str, RawTable], registry: Registry, blocks: tuple[int, Sink] | None = None
+    raw: dict[str, RawTable], registry: Registry, chunk_rows: int | None = None, sink: Sink | None = None
 ) -> dict[str, TableOutcome]:
-    """Patients first: the other tables accept only rows of accepted patients. ``blocks``: measurements
-    in blocks of about this many rows, accepted ones handed to the sink (:mod:`.blocks`)."""
+    """Patients first: the other tables accept only rows of accepted patients. ``chunk_rows``:
+    measurements in blocks of about this many rows, accepted ones handed to ``sink`` (:mod:`.blocks`);
+    without it, a ``sink`` gets the whole accepted table at once, as soon as it is complete (before its
+    quarantine and the other tables: a writer can start on it meanwhile)."""
     outcomes: dict[str, TableOutcome] = {}
     outcomes[PATIENTS.name] = validate_patients(raw[PATIENTS.name])
     patients = outcomes[PATIENTS.name].accepted
-    if blocks is None:
-        outcomes[MEASUREMENTS.name] = validate_measurements(raw[MEASUREMENTS.name], patients, registry)
+    if chunk_rows is None:
+        outcomes[MEASUREMENTS.name] = validate_measurements(raw[MEASUREMENTS.name], patients, registry,
+                                                            on_accepted=sink)
     else:
-        outcomes[MEASUREMENTS.name] = validate_in_blocks(raw[MEASUREMENTS.name], patients, registry, *blocks)
+        outcomes[MEASUREMENTS.name] = validate_in_blocks(raw[MEASUREMENTS.name], patients, registry, chunk_rows, sink)
     if EVENTS.name in raw:  # absent only when grades are derived from observations
         outcomes[EVENTS.name] = validate_events(raw[EVENTS.name], patients)
     if TREATMENTS.name in raw:
@@ -185,14 +188,14 @@ def ingest_tables(
     ``quarantine`` holds the quarantined rows and then the blanked cells (``source_column`` set).
     ``chunk_rows`` (with ``sink``): measurements validated in blocks of whole patients of about that
     many rows, each block's accepted rows handed to ``sink`` in table order (e.g. a
-    :class:`~pipeline.ingestion.blocks.ParquetBlocks` writer) and left out of ``tables``; every other
-    output is the same as without."""
-    if (chunk_rows is None) != (sink is None):
-        raise ValueError("chunk_rows and sink go together")
-    blocks = None if chunk_rows is None else (chunk_rows, sink)
-    outcomes = _validate_all(raw, registry or load_registry(), blocks)
+    :class:`~pipeline.ingestion.blocks.ParquetBlocks` writer). ``sink`` alone: the whole accepted
+    measurements table handed to it once, as soon as it is ready. With a sink, the accepted
+    measurements are left out of ``tables``; every other output is the same as without."""
+    if chunk_rows is not None and sink is None:
+        raise ValueError("chunk_rows needs a sink")
+    outcomes = _validate_all(raw, registry or load_registry(), chunk_rows, sink)
     tables = {name: outcome.accepted for name, outcome in outcomes.items()
-              if blocks is None or name != MEASUREMENTS.name}
+              if sink is None or name != MEASUREMENTS.name}
     tables.setdefault(EVENTS.name, empty_events())
     tables.setdefault(TREATMENTS.name, empty_treatments())
     tables.setdefault(OBSERVATIONS.name, empty_observations())

@@ -313,6 +313,49 @@ def test_stage_main_writes_to_config_paths(hand_cohort, tmp_path):
                                   pure.tables["measurements"])
 
 
+def test_a_sink_without_chunk_rows_gets_the_whole_accepted_table_once(hand_cohort):
+    """What ``crs ingest`` uses to write the measurements while the other tables are validated."""
+    plain = ingest_cohort(hand_cohort)
+    handed: list[pd.DataFrame] = []
+    with_sink = ingest_tables(read_cohort(hand_cohort), sink=handed.append)
+    assert len(handed) == 1 and len(handed[0]) > 0
+    pd.testing.assert_frame_equal(handed[0], plain.tables["measurements"])
+    assert "measurements" not in with_sink.tables
+    assert with_sink.report == plain.report
+    pd.testing.assert_frame_equal(with_sink.quarantine, plain.quarantine)
+    for name, table in with_sink.tables.items():
+        pd.testing.assert_frame_equal(table, plain.tables[name])
+    with pytest.raises(ValueError, match="chunk_rows needs a sink"):
+        ingest_tables(read_cohort(hand_cohort), chunk_rows=10)
+
+
+def test_measurements_file_keeps_statistics_only_where_they_can_skip_row_groups(hand_cohort, tmp_path):
+    import pyarrow.parquet as pq
+
+    config = Config(paths=PathsConfig(interim_dir=tmp_path / "interim", ingest_report=tmp_path / "ingest.json"))
+    ingest.main(config, cohort=hand_cohort)
+    meta = pq.read_metadata(tmp_path / "interim" / "measurements.parquet").row_group(0)
+    columns = {meta.column(i).path_in_schema: meta.column(i) for i in range(meta.num_columns)}
+    assert {"analyte", "unit", "censoring"} <= set(columns)
+    for name, column in columns.items():
+        has_range = column.is_stats_set and column.statistics.has_min_max
+        assert has_range == (name not in ("analyte", "unit", "censoring")), name
+    assert not columns["hours_since_anchor"].has_dictionary_page  # mostly distinct: plain pages
+    assert all(columns[name].has_dictionary_page for name in ("patient_id", "analyte", "unit", "censoring", "value"))
+
+
+def test_a_failed_measurements_write_leaves_no_output(hand_cohort, tmp_path, monkeypatch):
+    def broken(frame: pd.DataFrame, path: Path) -> None:
+        path.write_bytes(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ingest, "_write_measurements", broken)
+    out = tmp_path / "interim"
+    with pytest.raises(OSError, match="disk full"):
+        ingest.run_to(Config(), read_cohort(hand_cohort), out)
+    assert not out.exists() and list(tmp_path.iterdir()) == [hand_cohort]
+
+
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from pipeline.config import Config
 from pipeline.ingest import main
-from pipeline.ingestion.blocks import ROW_GROUP_ROWS, ParquetBlocks
+from pipeline.ingestion.blocks import ROW_GROUP_ROWS, ParquetBlocks, measurement_parquet_options
 from tests.pipeline.ingestion.test_golden import GOLDEN, TABLES, _same_parquet
 
 CASES = ("unsorted", "sorted_panels", "hours")
@@ -51,9 +51,11 @@ def test_parquet_blocks_regroup_rows_as_one_write(tmp_path: Path) -> None:
     n = ROW_GROUP_ROWS + 70_001
     whole = pd.DataFrame({
         "patient_id": pd.array(np.char.mod("P%05d", rng.integers(0, 50_000, n)), dtype="str"),
+        "hours_since_anchor": rng.uniform(-100, 700, n),
+        "analyte": pd.array(rng.choice(["IL6", "CRP", "FERRITIN"], n), dtype="str"),
         "value": rng.normal(size=n), "known": rng.random(n) < 0.9,
     })
-    whole.to_parquet(tmp_path / "whole.parquet", index=False)
+    whole.to_parquet(tmp_path / "whole.parquet", index=False, **measurement_parquet_options(list(whole.columns)))
     sink = ParquetBlocks(tmp_path / "blocks.parquet")
     cuts = np.sort(rng.choice(np.arange(1, n), 40, replace=False))
     for block in np.split(np.arange(n), cuts):
@@ -65,7 +67,7 @@ def test_parquet_blocks_regroup_rows_as_one_write(tmp_path: Path) -> None:
 
 def test_parquet_blocks_of_no_rows(tmp_path: Path) -> None:
     empty = pd.DataFrame({"patient_id": pd.array([], dtype="str"), "value": np.zeros(0)})
-    empty.to_parquet(tmp_path / "whole.parquet", index=False)
+    empty.to_parquet(tmp_path / "whole.parquet", index=False, **measurement_parquet_options(list(empty.columns)))
     sink = ParquetBlocks(tmp_path / "blocks.parquet")
     sink(empty)
     sink(empty)

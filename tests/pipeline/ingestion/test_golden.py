@@ -1,5 +1,11 @@
 """Byte-for-byte: ``crs ingest`` writes what the code before the issue-14 speed work wrote for the same
-awkward cohorts (``golden/``, recorded as :mod:`.awkward` says), chunked or not."""
+awkward cohorts (``golden/``, recorded as :mod:`.awkward` says), chunked or not.
+
+``out/measurements.parquet`` was re-recorded once since (2026-12-03, eighth session), when the writer
+stopped computing min/max statistics of the analyte, unit and censoring columns and a dictionary for
+the hours (:func:`pipeline.ingestion.blocks.measurement_parquet_options`): before replacing each file,
+its table and schema (pandas metadata included) were checked equal to the recorded one's, and every
+other output byte-equal to the recording."""
 
 from __future__ import annotations
 
