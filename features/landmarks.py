@@ -329,7 +329,7 @@ def encode_cohort(
     ``keys``: :func:`measurement_keys` of these measurements and ``patient_ids``, when already hashed.
     ``until_hours``: measurements known after this hour are left out too (no landmark at or before it
     can see them, so the matrix does not copy them only to cut them away). ``threads``: threads sharing
-    the analytes' gathers (the same arrays for any number).
+    the grouping of the rows by analyte and the analytes' gathers (the same arrays for any number).
     """
     _require(measurements, MEASUREMENT_COLUMNS, "measurements")
     codes = list(dict.fromkeys(a.strip().upper() for a in analytes))

@@ -6,7 +6,8 @@ rules ``crs predict`` applies; :func:`main` reads the cohort with the canonical 
 (:func:`pipeline.adapters.canonical.read_cohort`) and writes atomically to ``config.paths``.
 
 File-level problems (missing directory, file or required column, empty table, timestamps without
-``anchor_time``, unreadable file) raise :class:`UserError` before anything is written.
+``anchor_time``, unreadable file) raise :class:`UserError` before anything appears in the output
+directory (files are written into a temporary one that replaces it only when all are complete).
 """
 
 from __future__ import annotations

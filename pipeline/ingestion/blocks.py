@@ -48,7 +48,7 @@ ROW_GROUP_ROWS = 1024 * 1024
 #: 0.60 s without). ``patient_id`` and the numbers keep theirs.
 NO_STATISTICS_COLUMNS = ("analyte", "unit", "censoring")
 #: Measurement columns written without a dictionary: hours since anchor are mostly distinct, so the
-#: writer filled a dictionary page only to fall back to plain pages (without: 0.06 s faster, 4% smaller).
+#: writer filled a dictionary page only to fall back to plain pages (without: 0.06 s faster at 5 M rows).
 NO_DICTIONARY_COLUMNS = ("hours_since_anchor", "result_hours_since_anchor")
 
 

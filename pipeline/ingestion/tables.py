@@ -47,14 +47,14 @@ SHARE_HINTS = {
 @dataclass
 class IngestResult:
     """Accepted tables (the ingest contract, docs/CONTRACTS.md), the quarantine and the report. Without
-    ``measurements`` when those were handed to a sink block by block (:func:`ingest_tables`)."""
+    ``measurements`` when those were handed to a sink, block by block or whole (:func:`ingest_tables`)."""
 
     tables: dict[str, pd.DataFrame]
     quarantine: pd.DataFrame
     report: dict = field(default_factory=dict)
 
 
-#: Where accepted measurements go when validated in blocks: called once per block, in table order.
+#: Where accepted measurements go: called once per block, in table order, or once with the whole table.
 Sink = Callable[[pd.DataFrame], None]
 
 

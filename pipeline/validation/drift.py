@@ -114,7 +114,7 @@ def _numeric_summary(values: np.ndarray, patient_codes: np.ndarray, most_rows: i
     """Decile bins, missing fraction and median of one numeric feature; ``patient_codes`` are 0..P-1 and
     ``most_rows`` bounds the rows of one patient (counted from the codes when not given).
 
-    One partition of the non-missing values gives the deciles, the median and the bin counts
+    One sort of the non-missing values gives the deciles, the median and the bin counts
     (:mod:`pipeline.validation.summary_stats`; equal to ``np.quantile``, ``np.median`` and a binary search).
     """
     if most_rows is None:
@@ -277,7 +277,7 @@ def feature_summary(landmarks: pd.DataFrame, feature_columns: list[str], measure
             _finite_or_numeric(column), codes, most_rows)
 
     # Each feature's summary is independent: threads compute them at once (numpy releases the GIL in
-    # the partitions; the same numbers in any order).
+    # the sorts; the same numbers in any order).
     with ThreadPoolExecutor(max_workers=SUMMARY_THREADS) as pool:
         features = dict(zip(feature_columns, pool.map(summary, feature_columns), strict=True))
     if stats is None or stats.window_hours != window or not np.array_equal(stats.patients, patients):

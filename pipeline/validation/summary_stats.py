@@ -8,8 +8,9 @@ summary needs (numpy's vectorised float sort is about four times faster here tha
 the 20 positions the deciles and the median need: 1.5 against 6.4 ms for 327,000 values); text columns are dictionary-encoded with Arrow and the per-analyte statistics are
 bincounts over integer codes.
 
-Every result equals what the straightforward numpy / pandas calls return, bit for bit
-(``tests/pipeline/test_validation_summary_stats.py`` pins them against those calls):
+Every result equals what the straightforward numpy / pandas calls return, bit for bit but for the sign
+of a zero quantile, which is always +0.0 here (``tests/pipeline/test_validation_summary_stats.py`` pins
+them against those calls):
 
 * :func:`order_statistics` reproduces ``np.quantile(x, q)`` (method ``linear``: virtual index
   ``(n - 1) q``, numpy's two-sided interpolation) and ``np.median(x)`` from a single ``np.sort``;
@@ -59,15 +60,17 @@ def order_statistics(values: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray
     """``(np.quantile(values, levels), median, partitioned values, partition positions)`` for finite
     ``values`` (at least one), which are SORTED IN PLACE (pass a copy to keep them): sorted, they are
     partitioned at every position, in particular at the returned order-statistic positions (sorted),
-    which :func:`counts_at_or_below` uses."""
+    which :func:`counts_at_or_below` uses. A zero result is always +0.0: among tied 0.0 and -0.0 which
+    one a sort or partition puts at a position is arbitrary (numpy's own quantile flips it too), and the
+    stored summary should not."""
     n = len(values)
     previous, following, gamma = _linear_positions(n, levels)
     middle = np.array([(n - 1) // 2, n // 2])
     kth = np.unique(np.concatenate([previous % n, following % n, middle]))
     values.sort()  # faster than partitioning at ~20 positions (numpy's SIMD sort)
     part = values
-    quantiles = _lerp(part[previous], part[following], gamma)
-    median = float(np.mean(part[(n - 1) // 2: n // 2 + 1]))  # the slice np.median averages
+    quantiles = _lerp(part[previous], part[following], gamma) + 0.0  # -0.0 + 0.0 is +0.0
+    median = float(np.mean(part[(n - 1) // 2: n // 2 + 1])) + 0.0  # the slice np.median averages
     return quantiles, median, part, kth
 
 

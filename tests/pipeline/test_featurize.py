@@ -281,18 +281,3 @@ def test_read_tables_gives_categorical_text_and_the_same_frame_and_summary(tmp_p
     pd.testing.assert_frame_equal(got, want, check_exact=True)
     assert json.dumps(got.attrs, sort_keys=True) == json.dumps(want.attrs, sort_keys=True)
     pd.testing.assert_frame_equal(fz.analyte_choice_, fz_plain.analyte_choice_)
-
-
-def test_reuse_freed_memory_changes_no_output() -> None:
-    """The allocator setting featurize runs under (issue 14) only changes where arrays live: the matrix
-    and summary equal those built outside it, and it can be entered again after it was left."""
-    config, tables = _config(), _tables()
-    outside = featurize.landmark_table(config, tables)[0]
-    summary = featurize.training_summary(outside, tables["measurements"])
-    for _ in range(2):
-        with featurize.reuse_freed_memory():
-            inside = featurize.landmark_table(config, tables)[0]
-            big = np.ones(5_000_000)  # 40 MB: from the heap while inside
-            assert big.sum() == 5_000_000
-            assert featurize.training_summary(inside, tables["measurements"]) == summary
-        pd.testing.assert_frame_equal(inside, outside, check_exact=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -41,3 +42,18 @@ def test_featurize_under_small_pages_gives_the_same_table() -> None:
     with memory.small_pages():
         inside = featurize.landmark_table(config, tables)[0]
     pd.testing.assert_frame_equal(inside, outside, check_exact=True)
+
+
+def test_reuse_freed_memory_changes_no_output() -> None:
+    """The allocator setting featurize runs under (issue 14) only changes where arrays live: the matrix
+    and summary equal those built outside it, and it can be entered again after it was left."""
+    config, tables = _config(), _tables()
+    outside = featurize.landmark_table(config, tables)[0]
+    summary = featurize.training_summary(outside, tables["measurements"])
+    for _ in range(2):
+        with memory.reuse_freed_memory():
+            inside = featurize.landmark_table(config, tables)[0]
+            big = np.ones(5_000_000)  # 40 MB: from the heap while inside
+            assert big.sum() == 5_000_000
+            assert featurize.training_summary(inside, tables["measurements"]) == summary
+        pd.testing.assert_frame_equal(inside, outside, check_exact=True)

@@ -19,6 +19,9 @@ empty accepted table) added with the observations table; ``out/measurements.parq
 of ``unsorted`` and ``sorted_panels`` re-recorded when a date without a time of day stopped being read
 as midnight (issue 11): in each, the one date-only row moved to 23:59:59 of its day (the end of the day,
 when the result is known at the latest) and ``date_only_times`` counts it; every other value is as recorded.
+``out/measurements.parquet`` of every case re-recorded when the writer stopped writing min/max statistics
+of ``analyte``, ``unit`` and ``censoring`` and a dictionary for the hours (2026-12-03): table and schema
+checked equal to the recorded ones before replacing.
 """
 
 from __future__ import annotations
