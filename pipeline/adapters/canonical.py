@@ -148,7 +148,10 @@ def _arrow_read(path: Path, header: Header, encoding: str, limits: ReadLimits, h
                 column_names=header.names,
                 skip_rows=1,
                 encoding="utf8" if encoding == "utf-8" else encoding,
-                use_threads=handler is None,
+                # A Python stream (.csv.gz, counted against the size limit) is read serially: with
+                # threads, a read still in flight when the limit stopped the parse aborted the
+                # interpreter at exit now and then (6 of 80 runs; 0 of 160 serially; 1 M rows: 0.19 -> 0.24 s).
+                use_threads=handler is None and source is path,
             ),
             parse_options=pacsv.ParseOptions(delimiter=header.dialect.delimiter, invalid_row_handler=handler),
             convert_options=pacsv.ConvertOptions(

@@ -134,6 +134,30 @@ def test_missing_column_names_the_real_cause(tmp_path):
         read_cohort(cohort(tmp_path, measurements=renamed))
 
 
+def test_a_gzip_stream_is_parsed_without_arrow_threads(tmp_path, monkeypatch):
+    """Arrow's threaded reader on a Python stream that raises at the size limit could abort the process
+    at exit (a read still in flight); plain files keep the threaded reader."""
+    import pyarrow.csv as pacsv
+
+    directory = cohort(tmp_path)
+    with gzip.open(directory / "measurements.csv.gz", "wb") as out:
+        out.write((directory / "measurements.csv").read_bytes())
+    (directory / "measurements.csv").unlink()
+    seen: dict[str, bool] = {}
+    real = pacsv.read_csv
+
+    def spy(source, read_options=None, **kwargs):
+        seen[getattr(source, "name", None) or str(source)] = read_options.use_threads
+        return real(source, read_options=read_options, **kwargs)
+
+    monkeypatch.setattr(pacsv, "read_csv", spy)
+    raw = read_cohort(directory)
+    assert raw["measurements"].n_rows > 0
+    threads = {Path(str(name)).name: used for name, used in seen.items()}
+    assert threads.get("patients.csv") is True
+    assert [used for name, used in seen.items() if "patients" not in str(name) and "events" not in str(name)] == [False]
+
+
 def test_gzip_bomb_stops_fast_with_bounded_memory(tmp_path):
     # ~200 MB of rows compressed to about 1 MB; the limit is 5 MB decompressed.
     directory = cohort(tmp_path)
