@@ -92,12 +92,8 @@ def test_patient_range_keeps_only_its_patients_with_codes_from_zero() -> None:
     assert part.score_baseline_end.tolist() == [-1.0, -2.0, -3.0]
 
 
-def test_encoding_with_threads_gives_the_same_arrays(monkeypatch: pytest.MonkeyPatch) -> None:
-    tables = cohort()
-    ids = lm.patient_index(tables["patients"])
-    codes = ["IL6", "CRP", "FERRITIN", "LDH", "PLT", "CREAT"]
-    one = lm.encode_cohort(tables["measurements"], ids, tables["treatments"], codes, result_lag_hours={"IL6": 30.0})
-    monkeypatch.setattr(lm, "THREAD_MIN_ROWS", 100)
+def spy_pools(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The worker counts of every thread pool features.landmarks opens from now on."""
     pools: list[int] = []
 
     class Spy(ThreadPoolExecutor):
@@ -106,6 +102,16 @@ def test_encoding_with_threads_gives_the_same_arrays(monkeypatch: pytest.MonkeyP
             super().__init__(max_workers=max_workers)
 
     monkeypatch.setattr(lm, "ThreadPoolExecutor", Spy)
+    return pools
+
+
+def test_encoding_with_threads_gives_the_same_arrays(monkeypatch: pytest.MonkeyPatch) -> None:
+    tables = cohort()
+    ids = lm.patient_index(tables["patients"])
+    codes = ["IL6", "CRP", "FERRITIN", "LDH", "PLT", "CREAT"]
+    one = lm.encode_cohort(tables["measurements"], ids, tables["treatments"], codes, result_lag_hours={"IL6": 30.0})
+    monkeypatch.setattr(lm, "THREAD_MIN_ROWS", 100)
+    pools = spy_pools(monkeypatch)
     threaded = lm.encode_cohort(tables["measurements"], ids, tables["treatments"], codes,
                                 result_lag_hours={"IL6": 30.0}, threads=3)
     assert pools == [3] and list(threaded.analytes) == codes
@@ -129,14 +135,7 @@ def test_grouping_sorted_rows_by_analyte_with_threads_gives_the_same_rows(monkey
     monkeypatch.setattr(lm, "BLOCK_ROWS", 64)  # 16 blocks
     one = lm._analyte_rows(analyte, valid, patient, hours, 5)
     monkeypatch.setattr(lm, "THREAD_MIN_ROWS", 100)
-    pools: list[int] = []
-
-    class Spy(ThreadPoolExecutor):
-        def __init__(self, max_workers: int) -> None:
-            pools.append(max_workers)
-            super().__init__(max_workers=max_workers)
-
-    monkeypatch.setattr(lm, "ThreadPoolExecutor", Spy)
+    pools = spy_pools(monkeypatch)
     threaded = lm._analyte_rows(analyte, valid, patient, hours, 5, threads=3)
     assert pools == [3]
     expected = [np.flatnonzero(valid & (analyte == code)) for code in range(5)]  # input order = sorted order
