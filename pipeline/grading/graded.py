@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,8 +18,10 @@ import pandas as pd
 from features.landmarks import GRADE_COLUMNS, SUPPORT_COMPONENTS, grades_from_events
 from pipeline.config import Config
 from pipeline.errors import UserError
-from pipeline.grading import GradingRules, daily_grades, grade_timeline, onset_events, regrade_legacy
+from pipeline.grading import GradingRules, daily_grades, onset_events, regrade_legacy
 from pipeline.grading.agreement import agreement_report
+from pipeline.grading.timeline import COLUMNS as TIMELINE_COLUMNS
+from pipeline.grading.timeline import timeline_columns, timeline_frame
 
 #: Measurement analytes the grading engine reads (docs/grading.md).
 GRADING_ANALYTES = ("TEMP", "SBP", "MAP", "O2_FLOW")
@@ -36,29 +39,48 @@ class GradeResult:
 COMPONENT_INPUTS = {"HYPOTENSION": (("SBP", "MAP"), ()), "HYPOXIA": (("O2_FLOW",), ("O2_DEVICE",))}
 
 
-def _in(column: pd.Series, values: tuple[str, ...]) -> np.ndarray:
-    """Whether each cell's text is one of ``values`` (one test per distinct text; missing: False)."""
-    codes, uniques = pd.factorize(column)
-    table = np.array([str(u) in values for u in uniques] + [False], dtype=bool)
-    return table[codes]
+class _Assessments:
+    """Patient id and hour of the measurement and observation rows, and their analyte / item codes, each
+    read once per grading: the "any assessment" check and every component select rows from them (one
+    new patient's scoring read them three times over, at ~0.1 ms a read)."""
 
+    def __init__(self, tables: dict[str, pd.DataFrame]) -> None:
+        self._frames = {name: frame for name in ("measurements", "observations")
+                        if (frame := tables.get(name)) is not None and len(frame)}
+        self._cache: dict[tuple[str, str], Any] = {}
 
-def _row_arrays(tables: dict[str, pd.DataFrame], analytes: tuple[str, ...], items: tuple[str, ...] | None
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """(patient_id as text, hours_since_anchor) arrays of measurements of ``analytes`` and observations
-    of ``items`` (``None``: every observation)."""
-    ids, hours = [np.zeros(0, dtype=object)], [np.zeros(0)]
-    measurements = tables.get("measurements")
-    if measurements is not None and len(measurements) and analytes:
-        keep = _in(measurements["analyte"], analytes)
-        ids.append(_text(measurements["patient_id"])[keep])
-        hours.append(measurements["hours_since_anchor"].to_numpy(dtype=np.float64)[keep])
-    observations = tables.get("observations")
-    if observations is not None and len(observations) and (items is None or items):
-        keep = slice(None) if items is None else _in(observations["item"], items)
-        ids.append(_text(observations["patient_id"])[keep])
-        hours.append(observations["hours_since_anchor"].to_numpy(dtype=np.float64)[keep])
-    return np.concatenate(ids), np.concatenate(hours)
+    def _once(self, name: str, what: str, compute: Any) -> Any:
+        if (name, what) not in self._cache:
+            self._cache[name, what] = compute(self._frames[name])
+        return self._cache[name, what]
+
+    def _keep(self, name: str, values: tuple[str, ...]) -> np.ndarray:
+        """Whether each row's analyte (measurements) or item (observations) is one of ``values``: one
+        test per distinct text; missing: False."""
+        codes, uniques = self._once(name, "codes", lambda f: pd.factorize(f["analyte" if name == "measurements"
+                                                                           else "item"]))
+        return np.array([str(u) in values for u in uniques] + [False], dtype=bool)[codes]
+
+    def _wanted(self, analytes: tuple[str, ...], items: tuple[str, ...] | None) -> list[tuple[str, Any]]:
+        """(table, rows kept) of measurements of ``analytes`` and observations of ``items`` (``None``: all)."""
+        out: list[tuple[str, Any]] = []
+        if "measurements" in self._frames and analytes:
+            out.append(("measurements", self._keep("measurements", analytes)))
+        if "observations" in self._frames and (items is None or items):
+            out.append(("observations", slice(None) if items is None else self._keep("observations", items)))
+        return out
+
+    def any(self, analytes: tuple[str, ...], items: tuple[str, ...] | None) -> bool:
+        """Whether :meth:`rows` would give any row."""
+        return any(isinstance(keep, slice) or bool(keep.any()) for _, keep in self._wanted(analytes, items))
+
+    def rows(self, analytes: tuple[str, ...], items: tuple[str, ...] | None) -> tuple[np.ndarray, np.ndarray]:
+        """(patient_id as text, hours_since_anchor) arrays of the rows :meth:`_wanted` keeps."""
+        ids, hours = [np.zeros(0, dtype=object)], [np.zeros(0)]
+        for name, keep in self._wanted(analytes, items):
+            ids.append(self._once(name, "ids", lambda f: _text(f["patient_id"]))[keep])
+            hours.append(self._once(name, "hours", lambda f: f["hours_since_anchor"].to_numpy(dtype=np.float64))[keep])
+        return np.concatenate(ids), np.concatenate(hours)
 
 
 def _text(column: pd.Series) -> np.ndarray:
@@ -68,16 +90,10 @@ def _text(column: pd.Series) -> np.ndarray:
     return column.to_numpy(dtype=object)
 
 
-def _rows(tables: dict[str, pd.DataFrame], analytes: tuple[str, ...], items: tuple[str, ...] | None) -> pd.DataFrame:
-    """(patient_id, hours_since_anchor) of measurements of ``analytes`` and observations of ``items``
-    (``None``: every observation)."""
-    ids, hours = _row_arrays(tables, analytes, items)
-    return pd.DataFrame({"patient_id": pd.array(ids, dtype="str"), "hours_since_anchor": hours})
-
-
-def grading_inputs(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+def grading_inputs(tables: dict[str, pd.DataFrame], assessments: _Assessments | None = None) -> pd.DataFrame:
     """(patient_id, hours_since_anchor) of every row the engine grades from: the patients' assessments."""
-    return _rows(tables, GRADING_ANALYTES, None)
+    ids, hours = (assessments or _Assessments(tables)).rows(GRADING_ANALYTES, None)
+    return pd.DataFrame({"patient_id": pd.array(ids, dtype="str"), "hours_since_anchor": hours})
 
 
 def _empty_events() -> pd.DataFrame:
@@ -106,35 +122,47 @@ def given_events(config: Config, events: pd.DataFrame | None) -> pd.DataFrame:
     return astct.astype({"patient_id": "str", "event": "str", "hours_since_anchor": "float64"})
 
 
-def _first_assessed(tables: dict[str, pd.DataFrame], key: str) -> tuple[np.ndarray, np.ndarray]:
+def _first_assessed(assessments: _Assessments, key: str) -> tuple[np.ndarray, np.ndarray]:
     """Per patient (ids sorted), the first hour the component ``key`` was assessed (blood pressure;
     oxygen): a group-by minimum in arrays (NaN hours skipped; NaN when a patient has only those)."""
     analytes, items = COMPONENT_INPUTS[key]
-    ids, hours = _row_arrays(tables, analytes, items)
+    ids, hours = assessments.rows(analytes, items)
     codes, uniques = pd.factorize(ids, sort=True)
     first = np.full(len(uniques), np.nan)
     np.fmin.at(first, codes, hours)
     return np.asarray(uniques, dtype=object), first
 
 
-def component_rows(timeline: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+#: Up to this many patients, :func:`_positions` looks ids up in a dict (a hash index costs ~0.1 ms to build).
+_FEW_IDS = 64
+
+
+def _positions(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Position in ``ids`` (distinct texts) of each of ``wanted`` (-1: absent), as ``Index.get_indexer``."""
+    if len(ids) > _FEW_IDS:
+        return pd.Index(ids, dtype=object).get_indexer(wanted)
+    where = {v: i for i, v in enumerate(ids.tolist())}
+    return np.fromiter((where.get(v, -1) for v in wanted.tolist()), dtype=np.intp, count=len(wanted))
+
+
+def component_rows(timeline: dict[str, np.ndarray], assessments: _Assessments) -> dict[str, np.ndarray]:
     """HYPOTENSION / HYPOXIA rows for featurize: 0 from each patient's first assessment of that component
     (blood pressure; oxygen device or flow), then its grade at every CRS row of the derived timeline
     where it changes. A patient never assessed for a component has no row (featurize: NaN).
 
-    Array code, not group-bys: ``crs predict`` runs it for a single patient on the bedside hot path."""
-    crs = timeline[(timeline["event"] == "CRS").to_numpy()]
-    crs_pid = crs["patient_id"].astype("str").to_numpy(dtype=object)
-    crs_hours = crs["hours_since_anchor"].to_numpy(dtype=np.float64)
+    ``timeline``: :func:`timeline_columns`. Array code, not group-bys or frames: ``crs predict`` runs it
+    for a single patient on the bedside hot path."""
+    is_crs = timeline["event"] == "CRS"
+    crs_pid, crs_hours = timeline["patient_id"][is_crs], timeline["hours_since_anchor"][is_crs]
     parts = []
     for key in SUPPORT_COMPONENTS:
-        first_ids, first = _first_assessed(tables, key)
-        at = pd.Index(first_ids, dtype=object).get_indexer(crs_pid) if len(crs_pid) else np.zeros(0, dtype=np.intp)
+        first_ids, first = _first_assessed(assessments, key)
+        at = _positions(first_ids, crs_pid)
         since = np.append(first, np.nan)[at]  # -1 (never assessed): NaN
         after = crs_hours >= since  # NaN (never assessed): False
         pid = np.concatenate([first_ids, crs_pid[after]])
         hours = np.concatenate([first, crs_hours[after]])
-        grade = np.concatenate([np.zeros(len(first)), crs[f"{key.lower()}_grade"].to_numpy(dtype=np.float64)[after]])
+        grade = np.concatenate([np.zeros(len(first)), timeline[f"{key.lower()}_grade"][is_crs][after].astype(np.float64)])
         # The start rows come first at equal (patient, hour): the graded row, last, wins over the 0.
         order = np.lexsort((np.r_[np.zeros(len(first)), np.ones(after.sum())], hours, pid.astype(str)))
         pid, hours, grade = pid[order], hours[order], grade[order]
@@ -145,8 +173,7 @@ def component_rows(timeline: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> p
         changed[1:] = (pid[1:] != pid[:-1]) | (grade[1:] != grade[:-1])
         parts.append((pid[changed], hours[changed], np.full(int(changed.sum()), key, dtype=object), grade[changed]))
     pid, hours, event, grade = (np.concatenate(columns) for columns in zip(*parts, strict=True))
-    return pd.DataFrame({"patient_id": pd.array(pid, dtype="str"), "hours_since_anchor": hours,
-                         "event": pd.array(event, dtype="str"), "grade": grade})
+    return {"patient_id": pid, "hours_since_anchor": hours, "event": event, "grade": grade}
 
 
 def derived_events(timeline: pd.DataFrame, given: pd.DataFrame) -> pd.DataFrame:
@@ -175,23 +202,26 @@ def graded_tables(config: Config, tables: dict[str, pd.DataFrame], rules: Gradin
     and grades that scoring reads, and scores patients without observations with grade 0 and unassessed
     components."""
     mode = config.cohort.grades
-    assessed = grading_inputs(tables) if strict else None  # scoring needs only whether there is any
+    assessments = _Assessments(tables)
+    assessed = grading_inputs(tables, assessments) if strict else None  # scoring: only whether there is any
     if strict and mode != "given" and assessed.empty:
         raise UserError(f"cohort.grades: {mode} needs raw observations (vitals {', '.join(GRADING_ANALYTES)} "
                         "in measurements, or an observations table); this cohort has none (docs/grading.md)")
     given = given_events(config, tables.get("events"))
     rules = rules or GradingRules(**config.grading.model_dump())
-    has_assessment = not assessed.empty if assessed is not None else len(_row_arrays(tables, GRADING_ANALYTES, None)[0]) > 0
-    timeline = grade_timeline(tables, rules) if has_assessment else _empty_timeline()
+    has_assessment = not assessed.empty if assessed is not None else assessments.any(GRADING_ANALYTES, None)
+    columns = timeline_columns(tables, rules) if has_assessment else _empty_timeline()
+    # Scoring reads the timeline's arrays only (building its frame cost ~0.5 ms of a bedside request).
+    timeline = timeline_frame(columns) if strict or mode == "derive" else None
     if mode == "derive":
         events, syndromes = derived_events(timeline, given), _syndrome_rows(timeline)
     elif strict or len(given):
         events, syndromes = given, grades_from_events(given).assign(reason=GIVEN_REASON)
     else:  # no recorded grade: no syndrome row (scoring reads only the grades built below)
         events, syndromes = given, None
-    grades = _sorted_grades([part for part in (syndromes, component_rows(timeline, tables)) if part is not None])
+    grades = _sorted_grades([part for part in (syndromes, component_rows(columns, assessments)) if part is not None])
     if not strict:
-        return GradeResult(tables={"events": events, "grades": grades, "timeline": timeline})
+        return GradeResult(tables={"events": events, "grades": grades})
     daily = daily_grades(syndromes[list(GRADE_COLUMNS)].astype({"grade": "int8"}))
     return GradeResult(tables={"events": events, "grades": grades, "timeline": timeline, "daily_grades": daily},
                        report=grading_report(config, given, timeline, events, assessed))
@@ -210,16 +240,25 @@ def _sort_codes(texts: np.ndarray) -> np.ndarray:
     return np.where(codes < 0, len(uniques), codes)
 
 
-def _sorted_grades(parts: list[pd.DataFrame]) -> pd.DataFrame:
-    """The rows of ``parts`` (GRADE_COLUMNS, and ``reason`` or none: "") typed and sorted by patient,
-    hour and event (stable): array code, since it runs once per scored request."""
-    n = [len(p) for p in parts]
-    pid = np.concatenate([np.zeros(0, dtype=object), *(_texts(p["patient_id"]) for p in parts)])
-    event = np.concatenate([np.zeros(0, dtype=object), *(_texts(p["event"]) for p in parts)])
-    grade = np.concatenate([np.zeros(0), *(p["grade"].to_numpy(dtype=np.float64) for p in parts)])
-    hours = np.concatenate([np.zeros(0), *(p["hours_since_anchor"].to_numpy(dtype=np.float64) for p in parts)])
+def _part_texts(part: pd.DataFrame | dict[str, np.ndarray], name: str) -> np.ndarray:
+    """A text column of a frame (as ``astype("str")`` gives it) or of arrays (already text)."""
+    return _texts(part[name]) if isinstance(part, pd.DataFrame) else part[name]
+
+
+def _part_numbers(part: pd.DataFrame | dict[str, np.ndarray], name: str) -> np.ndarray:
+    column = part[name]
+    return column.to_numpy(dtype=np.float64) if isinstance(column, pd.Series) else column.astype(np.float64)
+
+
+def _sorted_grades(parts: list[pd.DataFrame | dict[str, np.ndarray]]) -> pd.DataFrame:
+    """The rows of ``parts`` (frames or arrays of GRADE_COLUMNS, and ``reason`` or none: "") typed and
+    sorted by patient, hour and event (stable): array code, since it runs once per scored request."""
+    pid = np.concatenate([np.zeros(0, dtype=object), *(_part_texts(p, "patient_id") for p in parts)])
+    event = np.concatenate([np.zeros(0, dtype=object), *(_part_texts(p, "event") for p in parts)])
+    grade = np.concatenate([np.zeros(0), *(_part_numbers(p, "grade") for p in parts)])
+    hours = np.concatenate([np.zeros(0), *(_part_numbers(p, "hours_since_anchor") for p in parts)])
     reason = np.concatenate([np.zeros(0, dtype=object), *(
-        _texts(p["reason"]) if "reason" in p.columns else np.full(k, "", dtype=object) for p, k in zip(parts, n, strict=True)
+        _part_texts(p, "reason") if "reason" in p else np.full(len(p["event"]), "", dtype=object) for p in parts
     )])
     order = np.lexsort((_sort_codes(event), hours, _sort_codes(pid)))  # stable, as sort_values(kind="stable")
     return pd.DataFrame({"patient_id": pd.array(pid[order], dtype="str"), "hours_since_anchor": hours[order],
@@ -227,10 +266,12 @@ def _sorted_grades(parts: list[pd.DataFrame]) -> pd.DataFrame:
                          "reason": pd.array(reason[order], dtype="str")})
 
 
-def _empty_timeline() -> pd.DataFrame:
-    columns = {"patient_id": "str", "hours_since_anchor": "float64", "event": "str", "grade": "int8",
-               "domain": "str", "reason": "str", "hypotension_grade": "int8", "hypoxia_grade": "int8"}
-    return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in columns.items()})
+def _empty_timeline() -> dict[str, np.ndarray]:
+    """:func:`timeline_columns` of a cohort without any assessment."""
+    texts = ("patient_id", "event", "domain", "reason")
+    grades = ("grade", "hypotension_grade", "hypoxia_grade")
+    return {name: np.zeros(0, dtype=object if name in texts else np.int8 if name in grades else np.float64)
+            for name in TIMELINE_COLUMNS}
 
 
 def _max_grades(events: pd.DataFrame, event: str) -> pd.Series:

@@ -44,6 +44,12 @@ def grade_timeline(tables: dict[str, pd.DataFrame], rules: GradingRules | None =
     ``treatments``, ``events`` optional). Times are hours since the anchor. Output columns: ``COLUMNS``,
     sorted by patient_id, hours_since_anchor, event; no leading grade-0 rows.
     """
+    return timeline_frame(timeline_columns(tables, rules))
+
+
+def timeline_columns(tables: dict[str, pd.DataFrame], rules: GradingRules | None = None) -> dict[str, np.ndarray]:
+    """:func:`grade_timeline` as numpy columns (``COLUMNS``; texts as object arrays): what ``crs predict``
+    reads for one new patient, where building the frame cost more than the grading."""
     rules = rules or GradingRules()
     data = prepare(tables, rules, ITEMS)
     parts = s.Parts()
@@ -62,17 +68,23 @@ def grade_timeline(tables: dict[str, pd.DataFrame], rules: GradingRules | None =
     out = {name: np.concatenate([r[name] for r in rows]) for name in rows[0]}
     order = np.lexsort((out["event_code"], out["hours_since_anchor"], out["code"]))
     out = {name: column[order] for name, column in out.items()}
-    reasons = _reasons(out, st, crs.pressor_names, rules)
-    return pd.DataFrame({
-        "patient_id": pd.array(data.ids[out["code"]], dtype="str"),
+    return {
+        "patient_id": data.ids[out["code"]],
         "hours_since_anchor": out["hours_since_anchor"].astype(np.float64),
-        "event": pd.array(np.array(EVENTS, dtype=object)[out["event_code"]], dtype="str"),
+        "event": np.array(EVENTS, dtype=object)[out["event_code"]],
         "grade": out["grade"].astype(np.int8),
-        "domain": pd.array(np.array(DOMAINS, dtype=object)[out["domain"]], dtype="str"),
-        "reason": pd.array(reasons, dtype="str"),
+        "domain": np.array(DOMAINS, dtype=object)[out["domain"]],
+        "reason": _reasons(out, st, crs.pressor_names, rules),
         "hypotension_grade": out["hypotension_grade"].astype(np.int8),
         "hypoxia_grade": out["hypoxia_grade"].astype(np.int8),
-    })
+    }
+
+
+def timeline_frame(columns: dict[str, np.ndarray]) -> pd.DataFrame:
+    """The timeline frame of :func:`timeline_columns` (texts as ``str`` columns)."""
+    text = ("patient_id", "event", "domain", "reason")
+    return pd.DataFrame({name: pd.array(columns[name], dtype="str") if name in text else columns[name]
+                         for name in COLUMNS})
 
 
 def _attribute_death(at_death: np.ndarray, crs: CrsGrades, icans: IcansGrades) -> None:
