@@ -386,10 +386,18 @@ def harmonise(patients: pd.DataFrame, static_features: Sequence[str], tables: Co
             np.full(len(out), np.nan), absent)
         out["dose_rel"] = rel
         problems.append(_problems(ids, "dose", reasons))
-    columns = ["patient_id", "covariate", "reason"]
-    frame = pd.concat([p for p in problems if len(p)], ignore_index=True) if any(len(p) for p in problems) else (
-        pd.DataFrame({c: pd.Series(dtype=object) for c in columns}))
-    return Harmonised(out, frame[columns])
+    found = [p for p in problems if len(p)]
+    frame = pd.concat(found, ignore_index=True)[list(_PROBLEM_COLUMNS)] if found else _no_problems().copy(deep=False)
+    return Harmonised(out, frame)
+
+
+_PROBLEM_COLUMNS = ("patient_id", "covariate", "reason")
+
+
+@functools.cache
+def _no_problems() -> pd.DataFrame:
+    """:func:`harmonise`'s problems when there are none (a template: callers get shallow copies)."""
+    return pd.DataFrame({c: pd.Series(dtype=object) for c in _PROBLEM_COLUMNS})
 
 
 def source_columns(static_features: Sequence[str]) -> list[str]:

@@ -108,6 +108,8 @@ class ScoringSetup:
         self.targets: list[str] = list(self.bundle.targets)
         first = self.bundle.targets[self.targets[0]]
         self.specs: list[FeatureSpec] = first.specs
+        #: The categorical features (every request checks their values; ~400 specs were walked each time).
+        self.category_specs: list[FeatureSpec] = [spec for spec in self.specs if spec.dtype == "category"]
         # One matrix serves every target when they share the feature list (they do unless retrained apart).
         self.shared_specs = all(t.specs == self.specs for t in self.bundle.targets.values())
         features = {s.name for t in self.bundle.targets.values() for s in t.specs}

@@ -85,15 +85,15 @@ def _missing(value: object) -> bool:
 def _category_problems(harmonised: pd.DataFrame, setup: ScoringSetup, sources: dict[str, str]) -> pd.DataFrame:
     """Rows (patient, covariate) whose category is not in the model's list for that feature."""
     parts = []
-    for spec in setup.specs:
-        if spec.dtype != "category" or spec.name not in harmonised.columns or _all_known(harmonised[spec.name], spec):
+    for spec in setup.category_specs:
+        if spec.name not in harmonised.columns or _all_known(harmonised[spec.name], spec):
             continue
         values = harmonised[spec.name].astype("object")
         unseen = values.notna().to_numpy() & ~values.astype(str).isin(spec.categories).to_numpy()
         if unseen.any():
             parts.append(pd.DataFrame({"patient_id": harmonised["patient_id"].astype(str).to_numpy()[unseen],
                                        "covariate": sources.get(spec.name, spec.name), "reason": "not_trained"}))
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["patient_id", "covariate", "reason"])
+    return pd.concat(parts, ignore_index=True) if parts else _NO_PROBLEMS
 
 
 def _missing_plain(patients: pd.DataFrame, plain: list[str]) -> pd.DataFrame:
@@ -104,7 +104,11 @@ def _missing_plain(patients: pd.DataFrame, plain: list[str]) -> pd.DataFrame:
         if empty.any():
             parts.append(pd.DataFrame({"patient_id": patients["patient_id"].astype(str).to_numpy()[empty],
                                        "covariate": column, "reason": "not_recorded"}))
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["patient_id", "covariate", "reason"])
+    return pd.concat(parts, ignore_index=True) if parts else _NO_PROBLEMS
+
+
+#: What the two checks above give when nothing is wrong (read, never written: callers keep rows only).
+_NO_PROBLEMS = pd.DataFrame(columns=["patient_id", "covariate", "reason"])
 
 
 def check_covariates(patients: pd.DataFrame, setup: ScoringSetup) -> CovariateCheck:
@@ -141,8 +145,8 @@ def annotate_unrecognised(frame: pd.DataFrame, setup: ScoringSetup) -> pd.DataFr
     """``frame`` with every category value outside the model's list marked :data:`NOT_RECOGNISED` (the
     model matrix maps such values to missing whatever their text, so scores do not change)."""
     out = frame
-    for spec in setup.specs:
-        if spec.dtype != "category" or spec.name not in frame.columns or _all_known(frame[spec.name], spec):
+    for spec in setup.category_specs:
+        if spec.name not in frame.columns or _all_known(frame[spec.name], spec):
             continue
         values = frame[spec.name].astype("object")
         unseen = values.notna() & ~values.astype(str).isin(spec.categories)
