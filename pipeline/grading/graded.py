@@ -22,6 +22,7 @@ from pipeline.grading import GradingRules, daily_grades, onset_events, regrade_l
 from pipeline.grading.agreement import agreement_report
 from pipeline.grading.timeline import COLUMNS as TIMELINE_COLUMNS
 from pipeline.grading.timeline import timeline_columns, timeline_frame
+from pipeline.lookup import positions
 
 #: Measurement analytes the grading engine reads (docs/grading.md).
 GRADING_ANALYTES = ("TEMP", "SBP", "MAP", "O2_FLOW")
@@ -133,18 +134,6 @@ def _first_assessed(assessments: _Assessments, key: str) -> tuple[np.ndarray, np
     return np.asarray(uniques, dtype=object), first
 
 
-#: Up to this many patients, :func:`_positions` looks ids up in a dict (a hash index costs ~0.1 ms to build).
-_FEW_IDS = 64
-
-
-def _positions(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
-    """Position in ``ids`` (distinct texts) of each of ``wanted`` (-1: absent), as ``Index.get_indexer``."""
-    if len(ids) > _FEW_IDS:
-        return pd.Index(ids, dtype=object).get_indexer(wanted)
-    where = {v: i for i, v in enumerate(ids.tolist())}
-    return np.fromiter((where.get(v, -1) for v in wanted.tolist()), dtype=np.intp, count=len(wanted))
-
-
 def component_rows(timeline: dict[str, np.ndarray], assessments: _Assessments) -> dict[str, np.ndarray]:
     """HYPOTENSION / HYPOXIA rows for featurize: 0 from each patient's first assessment of that component
     (blood pressure; oxygen device or flow), then its grade at every CRS row of the derived timeline
@@ -157,7 +146,7 @@ def component_rows(timeline: dict[str, np.ndarray], assessments: _Assessments) -
     parts = []
     for key in SUPPORT_COMPONENTS:
         first_ids, first = _first_assessed(assessments, key)
-        at = _positions(first_ids, crs_pid)
+        at = positions(first_ids, crs_pid)
         since = np.append(first, np.nan)[at]  # -1 (never assessed): NaN
         after = crs_hours >= since  # NaN (never assessed): False
         pid = np.concatenate([first_ids, crs_pid[after]])
