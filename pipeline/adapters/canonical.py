@@ -44,6 +44,17 @@ AUTO_FORMAT = CsvFormat()  # detect every file's encoding, delimiter and decimal
 DEFAULT_LIMITS = ReadLimits()
 
 
+#: From this many rows, :func:`arrow_to_pandas` converts the columns in threads.
+THREADED_CONVERSION_ROWS = 65_536
+
+
+def arrow_to_pandas(table: pa.Table | pa.Array | pa.ChunkedArray, **options: Any) -> Any:
+    """``to_pandas`` with threads only for large tables: starting the thread pool cost more than the
+    conversion itself on small ones (0.25 against 0.1 ms for one patient's 640 rows). Same output."""
+    rows = table.num_rows if isinstance(table, pa.Table) else len(table)
+    return table.to_pandas(use_threads=rows >= THREADED_CONVERSION_ROWS, **options)
+
+
 @dataclass
 class RawTable:
     """One cohort file read as text (Arrow strings, nulls for empty fields) and where it came from."""
@@ -64,7 +75,7 @@ class RawTable:
 
         Arrow strings become pandas ``string`` columns directly (what ``to_pandas().astype("string")``
         gives, without converting each column twice: ~1 ms of one new patient's scoring)."""
-        frame = self.arrow.to_pandas(types_mapper=_AS_PANDAS_STRING.get)
+        frame = arrow_to_pandas(self.arrow, types_mapper=_AS_PANDAS_STRING.get)
         return frame if all(dtype == _PANDAS_STRING for dtype in frame.dtypes) else frame.astype("string")
 
     @property

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from pipeline.adapters.canonical import RawTable
+from pipeline.adapters.canonical import RawTable, arrow_to_pandas
 from pipeline.cohort import REASONS
 
 REASON_INDEX = {reason: i + 1 for i, reason in enumerate(REASONS)}  # 0 = row is fine
@@ -147,7 +147,7 @@ def reason_counts(quarantine: pd.DataFrame) -> dict[str, int]:
 
 def quarantine_rows(table: RawTable, positions: np.ndarray, reasons: np.ndarray, details: np.ndarray) -> pd.DataFrame:
     """Rows at ``positions`` (repeats allowed) with their original fields, source file and line, reason and detail."""
-    frame = table.arrow.take(pa.array(positions, type=pa.int64())).to_pandas()
+    frame = arrow_to_pandas(table.arrow.take(pa.array(positions, type=pa.int64())))
     meta = pd.DataFrame(
         {
             "source_file": str(table.path),

@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.adapters.canonical import RawTable
+from pipeline.adapters.canonical import RawTable, arrow_to_pandas
 from pipeline.ingestion.checks import (
     UNKNOWN_PATIENT_DETAIL,
     RowChecks,
@@ -248,7 +248,7 @@ def _settle_repeats(
     shared = _shared_keys(patient_row, hours, analyte_key + 1, runs, sortable)
     duplicate = np.zeros(raw.num_rows, dtype=bool)
     if shared.size:
-        subset = raw.take(pa.array(shared)).to_pandas()
+        subset = arrow_to_pandas(raw.take(pa.array(shared)))
         duplicate[shared[subset.duplicated(keep="first").to_numpy()]] = True
     checks.codes[duplicate] = -1  # excluded from the conflict check; restored by settle
     candidates = np.zeros(raw.num_rows, dtype=bool)
@@ -293,7 +293,7 @@ def _accepted_frame(
         rows=len(order),
     )
     names = ("patient_id", "hours_since_anchor", "analyte", "value", "unit", "censoring", "known_analyte")
-    return pa.table(dict(zip(names, columns, strict=True))).to_pandas()
+    return arrow_to_pandas(pa.table(dict(zip(names, columns, strict=True))))
 
 
 @dataclass

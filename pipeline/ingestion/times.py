@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.adapters.canonical import RawTable
+from pipeline.adapters.canonical import RawTable, arrow_to_pandas
 from pipeline.errors import UserError
 from pipeline.ingestion.checks import RowChecks
 from pipeline.ingestion.text import FLOAT32_MAX, arrow_numbers, arrow_trim
@@ -21,6 +21,10 @@ _PLAIN_ISO_BYTES = 19  # 2024-01-03T12:00:00
 
 
 def epoch_seconds(stamps: pd.Series) -> np.ndarray:
+    dtype = stamps.dtype
+    if isinstance(dtype, pd.DatetimeTZDtype) and str(dtype.tz) == "UTC":
+        # UTC wall times in the column's own unit, as ``dt.tz_localize(None)`` gives them, ten times faster.
+        return (stamps.to_numpy(dtype=f"datetime64[{dtype.unit}]") - _EPOCH) / np.timedelta64(1, "s")
     return (stamps.dt.tz_localize(None).to_numpy() - _EPOCH) / np.timedelta64(1, "s")
 
 
@@ -110,7 +114,7 @@ def _timestamp_seconds(time_text: pa.ChunkedArray | pa.Array) -> Stamps:
     partial = np.zeros(len(seconds), dtype=bool)
     rest = np.flatnonzero(~done)
     if rest.size:
-        text = arrow_trim(time_text.take(pa.array(rest))).to_pandas()
+        text = arrow_to_pandas(arrow_trim(time_text.take(pa.array(rest))))
         seconds[rest] = epoch_seconds(pd.to_datetime(text, format="ISO8601", errors="coerce", utc=True))
         date_only[rest] = text.str.match(_DATE_ONLY).fillna(False).to_numpy(dtype=bool)
         partial[rest] = text.str.match(_PARTIAL_DATE).fillna(False).to_numpy(dtype=bool)
