@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from pipeline.lookup import id_texts, positions
+
 from .rules import GradingRules
 
 MEASURED = ("TEMP", "SBP", "MAP", "O2_FLOW")
@@ -66,12 +68,14 @@ def _factorize(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return codes, pd.Index(uniques).astype(str).to_numpy(dtype=object)
 
 
-def _rows(frame: pd.DataFrame, ids: pd.Index, keep: dict[str, np.ndarray], mask: np.ndarray | None = None) -> Rows:
-    """``code``, ``time`` and the ``keep`` columns of the rows in ``mask`` that have a time."""
+def _rows(frame: pd.DataFrame, ids: np.ndarray, keep: dict[str, np.ndarray], mask: np.ndarray | None = None,
+          factorized: tuple[np.ndarray, np.ndarray] | None = None) -> Rows:
+    """``code``, ``time`` and the ``keep`` columns of the rows in ``mask`` that have a time.
+    ``factorized``: the frame's :func:`_factorize` of ``patient_id``, when already done."""
     if len(frame) == 0:
         return {"code": np.zeros(0, dtype=np.intp), "time": np.zeros(0), **keep}
-    local, uniques = _factorize(frame["patient_id"])
-    rows = {"code": ids.get_indexer(uniques)[local] if len(uniques) else local,
+    local, uniques = factorized or _factorize(frame["patient_id"])
+    rows = {"code": positions(ids, uniques)[local] if len(uniques) else local,
             "time": frame[TIME].to_numpy(dtype=np.float64), **keep}
     mask = ~np.isnan(rows["time"]) if mask is None else mask & ~np.isnan(rows["time"])
     return rows if mask.all() else select(rows, mask)
@@ -84,39 +88,53 @@ def _which(column: pd.Series, names: tuple[str, ...]) -> np.ndarray:
     return table[codes] if len(uniques) else np.zeros(0, dtype=np.int64)
 
 
-def _patient_ids(frames: list[pd.DataFrame]) -> pd.Index:
-    uniques = [np.zeros(0, dtype=object)] + [_factorize(f["patient_id"])[1] for f in frames if len(f)]
-    return pd.Index(np.unique(np.concatenate(uniques)))
+def _patient_ids(frames: dict[str, pd.DataFrame]) -> tuple[np.ndarray, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """The sorted distinct ids of every frame, and each non-empty frame's factorized ids (read once)."""
+    factorized = {name: _factorize(f["patient_id"]) for name, f in frames.items() if len(f)}
+    uniques = [np.zeros(0, dtype=object)] + [u for _, u in factorized.values()]
+    return np.unique(np.concatenate(uniques)), factorized
+
+
+def _treatment_rows(treatments: pd.DataFrame, ids: np.ndarray, factorized: tuple | None) -> Rows:
+    if not len(treatments):  # most requests: no treatment given
+        return {"code": np.zeros(0, dtype=np.intp), "time": np.zeros(0), "drug": np.zeros(0, dtype=object),
+                "end": np.zeros(0)}
+    end = treatments.get("end_hours_since_anchor", pd.Series(np.nan, index=treatments.index))
+    return _rows(treatments, ids, {"drug": treatments["drug"].astype(str).to_numpy(dtype=object),
+                                   "end": pd.to_numeric(end).to_numpy(dtype=np.float64)}, factorized=factorized)
 
 
 def prepare(tables: dict[str, pd.DataFrame], rules: GradingRules, items: tuple[str, ...]) -> Inputs:
     """``items``: the observation items grading reads (others are dropped here)."""
     patients = tables["patients"]
-    measurements = _frame(tables, "measurements", ("patient_id", TIME, "analyte", "value"))
-    observations = _frame(tables, "observations", ("patient_id", TIME, "item", "value", "score"))
-    treatments = _frame(tables, "treatments", ("patient_id", TIME, "drug"))
-    events = _frame(tables, "events", ("patient_id", "event", TIME))
+    frames = {"patients": patients,
+              "measurements": _frame(tables, "measurements", ("patient_id", TIME, "analyte", "value")),
+              "observations": _frame(tables, "observations", ("patient_id", TIME, "item", "value", "score")),
+              "treatments": _frame(tables, "treatments", ("patient_id", TIME, "drug")),
+              "events": _frame(tables, "events", ("patient_id", "event", TIME))}
     # Codes cover every id seen anywhere (a row for a patient missing from `patients` still grades).
-    ids = _patient_ids([patients, measurements, observations, treatments, events])
+    ids, factorized = _patient_ids(frames)
 
     child = np.zeros(len(ids), dtype=bool)
     if "age" in patients.columns:
         age = pd.to_numeric(patients["age"], errors="coerce").to_numpy(dtype=np.float64)
-        child[ids.get_indexer(patients["patient_id"].astype(str))] = age <= rules.paediatric_max_age_years
+        child[positions(ids, id_texts(patients["patient_id"]))] = age <= rules.paediatric_max_age_years
     deaths = np.full(len(ids), np.inf)
+    events = frames["events"]
     if len(events):
-        dead = _rows(events, ids, {}, (events["event"].astype(str) == "DEATH").to_numpy(dtype=bool))
+        dead = _rows(events, ids, {}, (events["event"].astype(str) == "DEATH").to_numpy(dtype=bool),
+                     factorized["events"])
         np.minimum.at(deaths, dead["code"], dead["time"])
 
+    measurements, observations = frames["measurements"], frames["observations"]
     analyte = _which(measurements["analyte"], MEASURED)
     value = measurements["value"].to_numpy(dtype=np.float64)
-    m = _rows(measurements, ids, {"analyte": analyte, "value": value}, (analyte >= 0) & ~np.isnan(value))
+    m = _rows(measurements, ids, {"analyte": analyte, "value": value}, (analyte >= 0) & ~np.isnan(value),
+              factorized.get("measurements"))
     item = _which(observations["item"], items)
     term, words = _factorize(observations["value"])
     o = _rows(observations, ids, {"item": item, "term": term, "score": observations["score"].to_numpy(np.float64)},
-              item >= 0)
-    end = treatments.get("end_hours_since_anchor", pd.Series(np.nan, index=treatments.index))
-    t = _rows(treatments, ids, {"drug": treatments["drug"].astype(str).to_numpy(dtype=object),
-                                "end": pd.to_numeric(end).to_numpy(dtype=np.float64)})
-    return Inputs(ids=ids.to_numpy(dtype=object), child=child, measurements=m, observations=o, words=words,
+              item >= 0, factorized.get("observations"))
+    t = _treatment_rows(frames["treatments"], ids, factorized.get("treatments"))
+    return Inputs(ids=ids, child=child, measurements=m, observations=o, words=words,
                   items=items, treatments=t, deaths=deaths)
