@@ -25,8 +25,10 @@ import numpy as np
 import pandas as pd
 
 from features.covariates import model_covariates, source_columns
+from pipeline.adapters.canonical import RawTable
 from pipeline.adapters.dialect import read_options
-from pipeline.adapters.frames import frames_to_raw, read_new_cohort
+from pipeline.adapters.frames import frames_to_raw, read_new_cohort, record_to_raw
+from pipeline.cohort import PATIENTS
 from pipeline.config import DEFAULT_PARAMS, Config, load_config
 from pipeline.errors import UserError
 from pipeline.explanation import explain_landmarks
@@ -98,11 +100,12 @@ class Scorer:
         # Only the covariates the model uses (and the anchor): every extra column costs ingest time.
         needed = {"patient_id", "anchor_time", *source_columns(self.setup.config.static_features)}
         patient = {k: v for k, v in patient.items() if k in needed}
-        tables: dict[str, pd.DataFrame | None] = {"patients": pd.DataFrame([patient])}
-        for name, frame in (("measurements", measurements), ("treatments", treatments), ("events", events)):
-            if frame is not None:
-                tables[name] = frame.assign(patient_id=pid) if "patient_id" not in frame.columns else frame
-        result = self.score_tables(tables, at_hours, trajectory=False, with_report=False)
+        # Text fields (the common request) skip the one-row frame; record tables get `pid` as their id.
+        tables: dict[str, pd.DataFrame | RawTable | None] = {
+            "patients": record_to_raw(PATIENTS, patient) or pd.DataFrame([patient]),
+            "measurements": measurements, "treatments": treatments, "events": events}
+        result = score_cohort(frames_to_raw(tables, patient_id=pid), self.setup, at_hours, trajectory=False,
+                              with_report=False)
         preds = result.predictions[result.predictions["patient_id"] == pid]
         n = n_drivers or self.setup.config.report.top_drivers
         cfg = self.setup.config
