@@ -896,27 +896,37 @@ def iter_features_at_landmark(cut: CutTimeline, spec: LandmarkSpec) -> Iterator[
         yield derived.name, derived.compute(ctx)
 
 
-def _stacked_features_at_landmark(cut: CutTimeline, spec: LandmarkSpec) -> Iterator[tuple[str, np.ndarray]]:
-    """:func:`iter_features_at_landmark` for a few patients: the same ``(name, values)`` in the same order,
-    each analyte summary computed once for every analyte, on the analytes' rows stacked as if each
-    (analyte, patient) pair were one patient. Every summary is per patient segment (row order kept within
-    a segment), so the values are the per-analyte ones to the bit (tests/features/test_small_patients.py);
-    one new patient costs one numpy call per summary instead of one per (analyte, summary)."""
+@functools.cache
+def _summary_groups(analytes: tuple[str, ...]) -> tuple[tuple[definitions.Summary, np.ndarray, list[str]], ...]:
+    """Per distinct summary (by name, in order of first use): the summary, the analytes (positions in
+    ``analytes``) that have it, and their feature names."""
+    groups: dict[str, tuple[definitions.Summary, list[int], list[str]]] = {}
+    for a, (_, summaries) in enumerate(_summaries_of(analytes)):
+        for name, summary in summaries:
+            group = groups.setdefault(summary.name, (summary, [], []))
+            group[1].append(a)
+            group[2].append(name)
+    return tuple((summary, np.array(rows, dtype=np.intp), names) for summary, rows, names in groups.values())
+
+
+def _stacked_blocks(cut: CutTimeline, spec: LandmarkSpec) -> Iterator[tuple[list[str], np.ndarray]]:
+    """:func:`iter_features_at_landmark` for a few patients, as ``(names, values)`` blocks (one row of
+    ``values`` per name): each analyte summary is computed once for every analyte, on the analytes' rows
+    stacked as if each (analyte, patient) pair were one patient. Every summary is per patient segment
+    (row order kept within a segment), so the values are the per-analyte ones to the bit
+    (tests/features/test_small_patients.py); one new patient costs one numpy call and one block write per
+    summary instead of one per (analyte, summary)."""
     ctx = LandmarkContext(cut, spec.baseline_window_hours, spec.baseline_fallback_hours)
     n = cut.n_patients
     plan = _summaries_of(spec.analytes)
     series = [cut.analytes[code] for code, _ in plan]  # KeyError for an analyte never encoded, as ctx[code]
     stacked = AnalyteAtLandmark(_stack_rows(series, n), cut.landmark_hours, n * len(plan),
                                 spec.baseline_window_hours, spec.baseline_fallback_hours)
-    yield "landmark_hours", np.full(n, cut.landmark_hours)
-    done: dict[str, np.ndarray] = {}  # summary -> (analytes, patients)
-    for a, (_, summaries) in enumerate(plan):
-        for name, summary in summaries:
-            if summary.name not in done:
-                done[summary.name] = np.asarray(summary.compute(stacked), dtype=np.float64).reshape(len(plan), n)
-            yield name, done[summary.name][a]
+    yield ["landmark_hours"], np.full((1, n), cut.landmark_hours)
+    for summary, rows, names in _summary_groups(spec.analytes):
+        yield names, np.asarray(summary.compute(stacked), dtype=np.float64).reshape(len(plan), n)[rows]
     for derived in definitions.DERIVED:
-        yield derived.name, derived.compute(ctx)
+        yield [derived.name], np.asarray(derived.compute(ctx), dtype=np.float64).reshape(1, -1)
 
 
 def _stack_rows(series: Sequence[SortedRows], n_patients: int) -> SortedRows:
@@ -1208,11 +1218,14 @@ def _fill_block(timeline: Timeline, spec: LandmarkSpec, block: np.ndarray, posit
     """Write every dynamic feature of ``timeline``'s patients into ``block`` (feature, patient, landmark)."""
     n, k = timeline.n_patients, len(spec.landmarks_hours)
     cut: Timeline | CutTimeline = timeline
-    features = _stacked_features_at_landmark if n <= FEW_PATIENTS else iter_features_at_landmark
     for j in reversed(range(k)):  # last landmark first: each cut is taken from the previous, smaller one
         cut = cut_at_landmark(cut, spec.landmarks_hours[j])
-        for name, values in features(cut, spec):
-            block[position[name], :, j] = values
+        if n <= FEW_PATIENTS:
+            for names, values in _stacked_blocks(cut, spec):
+                block[[position[name] for name in names], :, j] = values
+        else:
+            for name, values in iter_features_at_landmark(cut, spec):
+                block[position[name], :, j] = values
 
 
 def patient_range(timeline: Timeline, lo: int, hi: int) -> Timeline:

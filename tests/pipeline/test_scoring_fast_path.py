@@ -132,7 +132,7 @@ def test_the_switches_choose_the_path(scored, monkeypatch: pytest.MonkeyPatch) -
     for switched_off in (False, True):
         calls: list[str] = []
         with monkeypatch.context() as m:
-            for module, name in ((landmarks, "_few_static_columns"), (landmarks, "_stacked_features_at_landmark")):
+            for module, name in ((landmarks, "_few_static_columns"), (landmarks, "_stacked_blocks")):
                 original = getattr(module, name)
                 m.setattr(module, name, lambda *a, _f=original, _n=name, _c=calls: _c.append(_n) or _f(*a))
             if switched_off:
