@@ -117,7 +117,8 @@ def _landmark_frame(tables: dict[str, pd.DataFrame], setup: ScoringSetup, chosen
                     trajectory: bool) -> pd.DataFrame:
     """Features at each scored patient's own landmark (and, with ``trajectory``, the grid landmarks before)."""
     grid = sorted(setup.config.landmarks_hours)
-    wanted = set(chosen.dropna().unique().tolist())
+    hours_chosen = chosen.to_numpy(dtype=float)
+    wanted = set(np.unique(hours_chosen[~np.isnan(hours_chosen)]).tolist())
     if trajectory and wanted:
         wanted |= {h for h in grid if h <= max(wanted)}
     if not (wanted and scored_ids):
@@ -127,8 +128,11 @@ def _landmark_frame(tables: dict[str, pd.DataFrame], setup: ScoringSetup, chosen
     else:
         frame = _own_landmarks(tables, setup, chosen)
     setup.check_features(frame)
-    frame = frame.reset_index(drop=True)
-    own = chosen.reindex(frame[C.PATIENT_ID].astype(str)).to_numpy()
+    index = frame.index
+    if not (isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1):  # featurize's is
+        frame = frame.reset_index(drop=True)
+    own = take_or_nan(chosen.to_numpy(dtype=float), positions(chosen.index.to_numpy(dtype=object),
+                                                              id_texts(frame[C.PATIENT_ID])))
     hours = frame[C.LANDMARK_HOURS].to_numpy()
     keep = (hours == own) | (trajectory & (hours <= own) & np.isin(hours, grid))
     return frame if keep.all() else frame[keep].reset_index(drop=True)  # one patient: its one row, kept
