@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 
 from pipeline.adapters.canonical import RawTable
 from pipeline.ingestion import IngestResult
+from pipeline.lookup import id_texts
 
 #: Readable words for ingest reason codes in per-patient messages.
 REASON_TEXT = {
@@ -34,7 +35,7 @@ _NO_ANCHOR = "no anchor_time"
 def patient_universe(result: IngestResult, raw: Mapping[str, RawTable]) -> list[str]:
     """Accepted patients plus ids that only appear in quarantine (a rejected patients row, or records
     of a patient missing from the patients table): they get a message, not silence."""
-    ids = list(result.tables["patients"]["patient_id"].astype(str))
+    ids = id_texts(result.tables["patients"]["patient_id"]).tolist()
     q = result.quarantine
     if len(q) and "patient_id" in q.columns:
         extra = q["patient_id"].dropna().astype(str).str.strip()
