@@ -82,14 +82,15 @@ def _check_patients(frame: pd.DataFrame, duplicate: np.ndarray) -> tuple[RowChec
     if "anchor_time" in frame.columns:
         anchor_text = strip(frame["anchor_time"])
         anchors = _parse_anchor(anchor_text)
-        checks.flag((anchor_text.notna() & anchors.isna()).to_numpy(), "bad_time", "anchor_time is not ISO 8601")
+        checks.flag(anchor_text.notna().to_numpy() & anchors.isna().to_numpy(), "bad_time", "anchor_time is not ISO 8601")
     for column in PATIENT_TIMES:
         if column in frame.columns:
             text, hours = _time_hours(frame, column)
             checks.flag((text.notna() & hours.isna()).to_numpy(), "bad_time",
                         f"{column} is neither hours since anchor nor an ISO 8601 time with anchor_time")
     repeated = np.zeros(len(frame), dtype=bool)
-    repeated[~duplicate] = ids[~duplicate].duplicated(keep=False).to_numpy()
+    if len(frame) > 1:  # one row (a new patient) repeats nothing
+        repeated[~duplicate] = ids[~duplicate].duplicated(keep=False).to_numpy()
     checks.flag(repeated & ids.notna().to_numpy(), "conflicting_duplicate", "patient_id given twice with different fields")
     checks.codes[duplicate] = 0
     return checks, ids, anchors
@@ -207,6 +208,9 @@ def _type_covariates(table: RawTable, accepted: pd.DataFrame) -> tuple[dict[str,
     return covariate_types, warnings, _cell_quarantine(table, bad_cells)
 
 
+_STRING = pd.StringDtype()
+
+
 def validate_patients(table: RawTable) -> TableOutcome:
     """Accepted patients (sorted by id, anchor as UTC timestamp, covariates typed) and the quarantine."""
     frame = table.frame
@@ -227,7 +231,8 @@ def validate_patients(table: RawTable) -> TableOutcome:
         every = anchors is not None and bool(good.all())
         accepted["anchor_time"] = anchors if every else _parse_anchor(strip(accepted["anchor_time"]))
     covariate_types, warnings, cells = _type_covariates(table, accepted)
-    accepted["patient_id"] = accepted["patient_id"].astype("string")
+    if accepted["patient_id"].dtype != _STRING:  # (a copy even when it is one already)
+        accepted["patient_id"] = accepted["patient_id"].astype(_STRING)
     if len(accepted) > 1:
         accepted = accepted.sort_values("patient_id", kind="stable")
     accepted = accepted.reset_index(drop=True)
