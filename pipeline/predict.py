@@ -33,6 +33,7 @@ from pipeline.config import DEFAULT_PARAMS, Config, load_config
 from pipeline.errors import UserError
 from pipeline.explanation import explain_landmarks
 from pipeline.io import atomic_dir, write_csv, write_json
+from pipeline.lookup import id_texts
 from pipeline.model import ScoringSetup
 from pipeline.reporting import id_mapper, write_patient_reports
 from pipeline.scoring import (
@@ -106,12 +107,13 @@ class Scorer:
             "measurements": measurements, "treatments": treatments, "events": events}
         result = score_cohort(frames_to_raw(tables, patient_id=pid), self.setup, at_hours, trajectory=False,
                               with_report=False)
-        preds = result.predictions[result.predictions["patient_id"] == pid]
+        mine = id_texts(result.predictions["patient_id"]) == pid
+        preds = result.predictions if mine.all() else result.predictions[mine]
         n = n_drivers or self.setup.config.report.top_drivers
         cfg = self.setup.config
         descriptions = feature_descriptions(tuple(self.setup.analytes), tuple(model_covariates(cfg.static_features)))
         drivers: dict[str, pd.DataFrame] = {}
-        rows = np.flatnonzero(result.landmarks["patient_id"].astype(str).to_numpy() == pid)
+        rows = np.flatnonzero(id_texts(result.landmarks["patient_id"]) == pid)
         for target, s in result.scores.items():
             model = self.setup.bundle.targets[target]
             if rows.size and not math.isnan(s.probability[rows[0]]) and s.shap is not None:
@@ -119,14 +121,14 @@ class Scorer:
                 drivers[target] = top_drivers(s.shap[rows[0]], X, model.specs, n, descriptions)
             else:
                 drivers[target] = top_drivers(np.zeros(0), np.zeros(0), [], 0, descriptions)
-        first = preds.iloc[0]
+        targets = preds["target"].tolist()  # columns as lists: a row as a Series cost ~0.1 ms
         return PatientRisk(
             patient_id=pid,
-            landmark_hours=float(first["landmark_hours"]),
-            probability=dict(zip(preds["target"], preds["probability"].astype(float), strict=True)),
-            band=dict(zip(preds["target"], preds["band"], strict=True)),
+            landmark_hours=float(preds["landmark_hours"].iloc[0]),
+            probability=dict(zip(targets, preds["probability"].to_numpy(dtype=float).tolist(), strict=True)),
+            band=dict(zip(targets, preds["band"].tolist(), strict=True)),
             drivers=drivers,
-            message=str(first["message"]),
+            message=str(preds["message"].iloc[0]),
             predictions=preds.reset_index(drop=True),
         )
 

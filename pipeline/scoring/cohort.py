@@ -373,7 +373,7 @@ def score_ingested(
     graded = graded_tables(setup.config, tables, strict=False).tables
     tables.update(events=graded["events"], grades=graded["grades"])
     patient_ids = patient_universe(result, raw)
-    accepted = set(tables["patients"][C.PATIENT_ID].astype(str))
+    accepted = set(id_texts(tables["patients"][C.PATIENT_ID]).tolist())
     messages = quarantine_messages(result, str(raw[PATIENTS.name].path))
     notes = _honesty_notes(raw, setup, at_hours)
     for pid in accepted:
