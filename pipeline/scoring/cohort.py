@@ -128,9 +128,7 @@ def _landmark_frame(tables: dict[str, pd.DataFrame], setup: ScoringSetup, chosen
     else:
         frame = _own_landmarks(tables, setup, chosen)
     setup.check_features(frame)
-    index = frame.index
-    if not (isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1):  # featurize's is
-        frame = frame.reset_index(drop=True)
+    frame = frame.reset_index(drop=True)  # (even on featurize's RangeIndex: later column reads got faster)
     own = take_or_nan(chosen.to_numpy(dtype=float), positions(chosen.index.to_numpy(dtype=object),
                                                               id_texts(frame[C.PATIENT_ID])))
     hours = frame[C.LANDMARK_HOURS].to_numpy()
