@@ -23,8 +23,10 @@ def positions(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
 def id_texts(column: pd.Series) -> np.ndarray:
     """A patient id column as ``astype(str)`` gives it, as an object array (a text column is read as is:
     converting it cost ~0.1 ms a call)."""
-    if isinstance(column.dtype, pd.StringDtype) and not column.hasnans:
-        return column.to_numpy(dtype=object)
+    if isinstance(column.dtype, pd.StringDtype):
+        values = column.to_numpy(dtype=object)
+        if not pd.isna(values).any():  # (a missing id is text "nan" or NaN there: the slow path below)
+            return values
     return column.astype(str).to_numpy(dtype=object)
 
 

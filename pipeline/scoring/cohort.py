@@ -21,6 +21,7 @@ import pandas as pd
 
 from features.definitions import analyte_feature_name
 from pipeline import contracts as C
+from pipeline import lookup
 from pipeline.adapters.canonical import RawTable
 from pipeline.cohort import EVENTS, MEASUREMENTS, OBSERVATIONS, PATIENTS, TREATMENTS
 from pipeline.config import landmark_key
@@ -223,7 +224,9 @@ def _coverage_notes(accepted: np.ndarray, landmark: np.ndarray, row: np.ndarray,
     at = _hours_text(landmark)
     codes = np.asarray(cov.codes, dtype=object)
     missing = np.full(n, "", dtype=object)
-    if codes.size and n:  # one text per distinct pattern of present markers
+    if codes.size and n <= lookup.FEW_IDS:  # a few patients (one request): each its own text
+        missing = np.array([", ".join(codes[~p]) for p in present] or [""], dtype=object)[:n]
+    elif codes.size:  # one text per distinct pattern of present markers
         patterns, inverse = np.unique(present, axis=0, return_inverse=True)
         missing = np.array([", ".join(codes[~p]) for p in patterns], dtype=object)[inverse.ravel()]
     relies = ", ".join(cov.codes)

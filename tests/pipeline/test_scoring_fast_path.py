@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from features import covariates, landmarks
+from pipeline import lookup
 from pipeline.grading import crs
 from pipeline.ingestion import IngestResult
 from pipeline.predict import PatientRisk, Scorer
@@ -40,6 +41,7 @@ def _cohort_paths(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(covariates, "FEW_ROWS", 0)
     monkeypatch.setattr(crs, "_FEW_ROWS", -1)
     monkeypatch.setattr(messages, "FEW_ROWS", -1)
+    monkeypatch.setattr(lookup, "FEW_IDS", -1)
 
 
 def _rows(table: pd.DataFrame, pid: str) -> pd.DataFrame:
