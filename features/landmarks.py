@@ -897,7 +897,7 @@ def iter_features_at_landmark(cut: CutTimeline, spec: LandmarkSpec) -> Iterator[
 
 
 @functools.cache
-def _summary_groups(analytes: tuple[str, ...]) -> tuple[tuple[definitions.Summary, np.ndarray, list[str]], ...]:
+def _summary_groups(analytes: tuple[str, ...]) -> tuple[tuple[definitions.Summary, np.ndarray, tuple[str, ...]], ...]:
     """Per distinct summary (by name, in order of first use): the summary, the analytes (positions in
     ``analytes``) that have it, and their feature names."""
     groups: dict[str, tuple[definitions.Summary, list[int], list[str]]] = {}
@@ -906,10 +906,13 @@ def _summary_groups(analytes: tuple[str, ...]) -> tuple[tuple[definitions.Summar
             group = groups.setdefault(summary.name, (summary, [], []))
             group[1].append(a)
             group[2].append(name)
-    return tuple((summary, np.array(rows, dtype=np.intp), names) for summary, rows, names in groups.values())
+    out = tuple((summary, np.array(rows, dtype=np.intp), tuple(names)) for summary, rows, names in groups.values())
+    for _, rows, _ in out:
+        rows.setflags(write=False)  # shared by every request (and thread)
+    return out
 
 
-def _stacked_blocks(cut: CutTimeline, spec: LandmarkSpec) -> Iterator[tuple[list[str], np.ndarray]]:
+def _stacked_blocks(cut: CutTimeline, spec: LandmarkSpec) -> Iterator[tuple[Sequence[str], np.ndarray]]:
     """:func:`iter_features_at_landmark` for a few patients, as ``(names, values)`` blocks (one row of
     ``values`` per name): each analyte summary is computed once for every analyte, on the analytes' rows
     stacked as if each (analyte, patient) pair were one patient. Every summary is per patient segment

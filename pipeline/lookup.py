@@ -11,12 +11,13 @@ FEW_IDS = 64
 
 
 def positions(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
-    """Position in ``ids`` (distinct hashable values, e.g. patient id texts) of each of ``wanted``
-    (-1: absent), as ``pd.Index(ids, dtype=object).get_indexer(wanted)`` gives it."""
+    """Position in ``ids`` of each of ``wanted`` (-1: absent), as ``pd.Index(ids, dtype=object)
+    .get_indexer(wanted)`` gives it. ``ids``: distinct, non-missing values (patient id texts); repeated
+    ids raise as ``get_indexer`` does (missing ones are not matched like pandas matches them)."""
     ids, wanted = np.asarray(ids, dtype=object), np.asarray(wanted, dtype=object)
-    if len(ids) > FEW_IDS:
+    where = {v: i for i, v in enumerate(ids.tolist())} if len(ids) <= FEW_IDS else None
+    if where is None or len(where) < len(ids):
         return pd.Index(ids, dtype=object).get_indexer(wanted)
-    where = {v: i for i, v in enumerate(ids.tolist())}
     return np.fromiter((where.get(v, -1) for v in wanted.tolist()), dtype=np.intp, count=len(wanted))
 
 

@@ -121,11 +121,12 @@ def all_quarantine(outcomes: Iterable[TableOutcome]) -> pd.DataFrame:
     # Nothing quarantined (most single-patient requests): the result depends on the columns only.
     # (tolist: iterating an Arrow-backed Index or a Series cell by cell cost ~0.2 ms here)
     key = tuple((tuple(f.columns.tolist()), f.columns.dtype, tuple(f.dtypes.tolist())) for f in frames)
-    if key not in _EMPTY_COMBINED:
+    template = _EMPTY_COMBINED.get(key)  # a local: another thread may clear the dict meanwhile
+    if template is None:
         if len(_EMPTY_COMBINED) > 256:
             _EMPTY_COMBINED.clear()
-        _EMPTY_COMBINED[key] = _combined(frames)
-    return _EMPTY_COMBINED[key].copy(deep=False)
+        template = _EMPTY_COMBINED[key] = _combined(frames)
+    return template.copy(deep=False)
 
 
 _EMPTY_COMBINED: dict[tuple, pd.DataFrame] = {}
@@ -176,12 +177,14 @@ _EMPTY_QUARANTINE: dict[tuple[str, pa.Schema, tuple], pd.DataFrame] = {}
 def _no_quarantine(table: RawTable) -> pd.DataFrame:
     schema = table.arrow.schema
     key = (str(table.path), schema, tuple(sorted((schema.metadata or {}).items())))
-    if key not in _EMPTY_QUARANTINE:
+    template = _EMPTY_QUARANTINE.get(key)  # a local: another thread may clear the dict meanwhile
+    if template is None:
         if len(_EMPTY_QUARANTINE) > 256:
             _EMPTY_QUARANTINE.clear()
         none = np.zeros(0, dtype=np.int64)
-        _EMPTY_QUARANTINE[key] = quarantine_rows(table, none, np.zeros(0, dtype=object), np.zeros(0, dtype=object))
-    return _EMPTY_QUARANTINE[key].copy(deep=False)  # copy-on-write: the template stays as built
+        template = _EMPTY_QUARANTINE[key] = quarantine_rows(table, none, np.zeros(0, dtype=object),
+                                                            np.zeros(0, dtype=object))
+    return template.copy(deep=False)  # copy-on-write: the template stays as built
 
 
 def finish(

@@ -21,7 +21,6 @@ import pandas as pd
 
 from features.definitions import analyte_feature_name
 from pipeline import contracts as C
-from pipeline import lookup
 from pipeline.adapters.canonical import RawTable
 from pipeline.cohort import EVENTS, MEASUREMENTS, OBSERVATIONS, PATIENTS, TREATMENTS
 from pipeline.config import landmark_key
@@ -212,6 +211,10 @@ def _hours_text(hours: np.ndarray) -> np.ndarray:
     return texts[inverse.ravel()] if len(hours) else np.zeros(0, dtype=object)
 
 
+#: Up to this many patients, :func:`_coverage_notes` words each patient's missing markers itself.
+FEW_PATIENTS = 64
+
+
 def _coverage_notes(accepted: np.ndarray, landmark: np.ndarray, row: np.ndarray, cov: _Coverage) -> np.ndarray:
     """Per patient: why it is not scored, or which key markers it is scored without ('' when complete).
     ``row``: the patient's own landmark row in ``cov`` (-1: none)."""
@@ -224,7 +227,7 @@ def _coverage_notes(accepted: np.ndarray, landmark: np.ndarray, row: np.ndarray,
     at = _hours_text(landmark)
     codes = np.asarray(cov.codes, dtype=object)
     missing = np.full(n, "", dtype=object)
-    if codes.size and n <= lookup.FEW_IDS:  # a few patients (one request): each its own text
+    if codes.size and n <= FEW_PATIENTS:  # a few patients (one request): each its own text
         missing = np.array([", ".join(codes[~p]) for p in present] or [""], dtype=object)[:n]
     elif codes.size:  # one text per distinct pattern of present markers
         patterns, inverse = np.unique(present, axis=0, return_inverse=True)
@@ -377,7 +380,7 @@ def score_ingested(
     accepted = set(id_texts(tables["patients"][C.PATIENT_ID]).tolist())
     messages = quarantine_messages(result, str(raw[PATIENTS.name].path))
     notes = _honesty_notes(raw, setup, at_hours)
-    for pid in accepted:
+    for pid in sorted(accepted):  # (a set's order changes with the hash seed)
         messages.setdefault(pid, []).extend(notes)
     for pid in covariates.per_patient:  # after the notes, as before; few patients have one
         note = covariates.message(pid)

@@ -93,7 +93,7 @@ def _category_problems(harmonised: pd.DataFrame, setup: ScoringSetup, sources: d
         if unseen.any():
             parts.append(pd.DataFrame({"patient_id": harmonised["patient_id"].astype(str).to_numpy()[unseen],
                                        "covariate": sources.get(spec.name, spec.name), "reason": "not_trained"}))
-    return pd.concat(parts, ignore_index=True) if parts else _NO_PROBLEMS
+    return pd.concat(parts, ignore_index=True) if parts else _NO_PROBLEMS.copy(deep=False)
 
 
 def _missing_plain(patients: pd.DataFrame, plain: list[str]) -> pd.DataFrame:
@@ -104,7 +104,7 @@ def _missing_plain(patients: pd.DataFrame, plain: list[str]) -> pd.DataFrame:
         if empty.any():
             parts.append(pd.DataFrame({"patient_id": patients["patient_id"].astype(str).to_numpy()[empty],
                                        "covariate": column, "reason": "not_recorded"}))
-    return pd.concat(parts, ignore_index=True) if parts else _NO_PROBLEMS
+    return pd.concat(parts, ignore_index=True) if parts else _NO_PROBLEMS.copy(deep=False)
 
 
 #: What the two checks above give when nothing is wrong (read, never written: callers keep rows only).

@@ -28,3 +28,10 @@ def test_hand_built_lookup(few: int, monkeypatch: pytest.MonkeyPatch) -> None:
     assert lookup.positions(ids, np.array(["P1", "P3", "P2", "P1"], dtype=object)).tolist() == [2, -1, 0, 2]
     assert lookup.positions(ids, np.zeros(0, dtype=object)).tolist() == []
     assert lookup.positions(np.zeros(0, dtype=object), np.array(["P1"], dtype=object)).tolist() == [-1]
+
+
+@pytest.mark.parametrize("few", [-1, 64])
+def test_repeated_ids_raise_on_both_paths(few: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lookup, "FEW_IDS", few)
+    with pytest.raises(pd.errors.InvalidIndexError):
+        lookup.positions(np.array(["P1", "P2", "P1"], dtype=object), np.array(["P1"], dtype=object))

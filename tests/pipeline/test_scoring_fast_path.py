@@ -19,7 +19,7 @@ from pipeline import lookup
 from pipeline.grading import crs
 from pipeline.ingestion import IngestResult
 from pipeline.predict import PatientRisk, Scorer
-from pipeline.scoring import messages
+from pipeline.scoring import cohort, messages
 from tests.pipeline.test_predict import build_bundle
 
 PARAMS = {
@@ -42,6 +42,7 @@ def _cohort_paths(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(crs, "_FEW_ROWS", -1)
     monkeypatch.setattr(messages, "FEW_ROWS", -1)
     monkeypatch.setattr(lookup, "FEW_IDS", -1)
+    monkeypatch.setattr(cohort, "FEW_PATIENTS", -1)
 
 
 def _rows(table: pd.DataFrame, pid: str) -> pd.DataFrame:
