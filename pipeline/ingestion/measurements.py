@@ -151,10 +151,12 @@ def _values_and_censoring(column: pa.ChunkedArray, checks: RowChecks) -> tuple[n
 
 def _conversion_tables(analytes: _Analytes, units: _Units, registry: Registry) -> tuple[np.ndarray, np.ndarray]:
     """(scale, offset) per (registry code, distinct unit), flattened row-major; scale NaN where the registry
-    has no conversion."""
+    has no conversion (or no row has that code)."""
     scale = np.full((len(analytes.codes), len(units.normalised)), np.nan)
     offset = np.zeros((len(analytes.codes), len(units.normalised)))
-    for i, code in enumerate(analytes.codes):
+    # Only the codes some row has: no other entry is ever read (all ~60 registry codes cost ~0.15 ms).
+    for i in np.unique(analytes.name_code[analytes.name_code >= 0]).tolist():
+        code = analytes.codes[i]
         for j, unit in enumerate(units.normalised):
             conversion = registry.conversions.get((code, unit))
             if conversion is not None:
