@@ -22,7 +22,7 @@ from pipeline.grading import GradingRules, daily_grades, onset_events, regrade_l
 from pipeline.grading.agreement import agreement_report
 from pipeline.grading.timeline import COLUMNS as TIMELINE_COLUMNS
 from pipeline.grading.timeline import timeline_columns, timeline_frame
-from pipeline.lookup import positions
+from pipeline.lookup import id_texts, positions
 
 #: Measurement analytes the grading engine reads (docs/grading.md).
 GRADING_ANALYTES = ("TEMP", "SBP", "MAP", "O2_FLOW")
@@ -79,16 +79,9 @@ class _Assessments:
         """(patient_id as text, hours_since_anchor) arrays of the rows :meth:`_wanted` keeps."""
         ids, hours = [np.zeros(0, dtype=object)], [np.zeros(0)]
         for name, keep in self._wanted(analytes, items):
-            ids.append(self._once(name, "ids", lambda f: _text(f["patient_id"]))[keep])
+            ids.append(self._once(name, "ids", lambda f: id_texts(f["patient_id"]))[keep])
             hours.append(self._once(name, "hours", lambda f: f["hours_since_anchor"].to_numpy(dtype=np.float64))[keep])
         return np.concatenate(ids), np.concatenate(hours)
-
-
-def _text(column: pd.Series) -> np.ndarray:
-    """A patient id column as an object array of str (``astype("str")``, as the frames did)."""
-    if not isinstance(column.dtype, pd.StringDtype):
-        column = column.astype("str")
-    return column.to_numpy(dtype=object)
 
 
 def grading_inputs(tables: dict[str, pd.DataFrame], assessments: _Assessments | None = None) -> pd.DataFrame:
