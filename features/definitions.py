@@ -123,7 +123,7 @@ DERIVED: tuple[Derived, ...] = (
     Derived("icans_grade__hours_since_onset", lambda c: c.grade("ICANS").hours_since_onset, "hours from the first ICANS grade >= 1 to L; NaN if none", "h"),
     Derived("hypotension__max_grade", lambda c: c.grade("HYPOTENSION").maximum, "highest CRS hypotension grade in [0, L] graded from vitals and vasopressors (2: no vasopressor, 3: one, 4: several); NaN if the cohort has no graded observations", "grade 0-4"),
     Derived("hypoxia__max_grade", lambda c: c.grade("HYPOXIA").maximum, "highest CRS oxygen-support grade in [0, L] graded from oxygen devices and flow (2: low-flow, 3: high-flow or mask, 4: positive pressure); NaN if the cohort has no graded observations", "grade 0-4"),
-    Derived("hay_2017__flag", lambda c: hay_2017_flag_at_landmark(c), "Hay 2017 rule: 1 if temperature >= 38.9 C and MCP-1 >= 1343.5 pg/mL in [0, min(L, 36)] h; 0 if not (one marker measured counts); NaN if neither measured", "0/1"),
+    Derived("hay_2017__flag", lambda c: hay_2017_flag_at_landmark(c), "Hay 2017 rule: 1 if temperature >= 38.9 C and MCP-1 >= 1343.5 pg/mL in (0, min(L, 36)] h after infusion; 0 if not (one marker measured counts); NaN if neither measured", "0/1"),
 )
 # fmt: on
 
@@ -197,12 +197,14 @@ HAY_WINDOW_HOURS = 36.0
 
 
 def _max_in_window(ctx: Any, code: str, end_hours: float) -> np.ndarray | None:
-    """Per-patient maximum of ``code`` over rows with 0 <= hours <= end_hours (NaN if none); None when
-    the analyte was not encoded at all. Reads the cut timeline, so never a row after L."""
+    """Per-patient maximum of ``code`` over rows with 0 < hours <= end_hours (NaN if none); None when
+    the analyte was not encoded at all. Reads the cut timeline, so never a row after L. The window opens
+    after the anchor: a sample at 0 h is the pre-infusion one, and the rule is about the post-infusion
+    rise, so at L = 0 no patient has the rule (NaN: the baseline is reported as not computable there)."""
     series = ctx.cut.analytes.get(code)
     if series is None:
         return None
-    keep = (series.hours >= 0.0) & (series.hours <= end_hours) & np.isfinite(series.value)
+    keep = (series.hours > 0.0) & (series.hours <= end_hours) & np.isfinite(series.value)
     out = np.full(ctx.n_patients, -np.inf)
     np.maximum.at(out, series.patient[keep], series.value[keep])
     return np.where(np.isinf(out), np.nan, out)
@@ -214,7 +216,7 @@ def hay_2017_flag_at_landmark(
     mcp1_pg_ml: float = HAY_MCP1_PG_ML,
     window_hours: float = HAY_WINDOW_HOURS,
 ) -> np.ndarray:
-    """The Hay 2017 flag at L from TEMP and MCP1 rows in [0, min(L, window_hours)] h (all NaN when either
+    """The Hay 2017 flag at L from TEMP and MCP1 rows in (0, min(L, window_hours)] h (all NaN when either
     analyte is not in the feature set at all: the rule cannot be evaluated on this cohort)."""
     end = min(ctx.landmark_hours, window_hours)
     temp, mcp1 = _max_in_window(ctx, "TEMP", end), _max_in_window(ctx, "MCP1", end)

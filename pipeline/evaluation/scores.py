@@ -242,12 +242,14 @@ def evaluate_rows(
     return entry
 
 
-def baseline_reasons(metadata: dict[str, Any] | None) -> dict[str, str | None]:
-    """Baseline name -> why it is unavailable (None: available), from a target's ``metadata.json``."""
-    return {
-        name: (None if info.get("available") else info.get("reason", "unavailable"))
-        for name, info in (metadata or {}).get("baselines", {}).items()
-    }
+def baseline_reasons(metadata: dict[str, Any] | None, landmark: str | None = None) -> dict[str, str | None]:
+    """Baseline name -> why it is unavailable (None: available), from a target's ``metadata.json``; at
+    ``landmark`` (a landmark key) also where a fitted baseline had no inputs (``unavailable_at``)."""
+    out = {}
+    for name, info in (metadata or {}).get("baselines", {}).items():
+        reason = None if info.get("available") else info.get("reason", "unavailable")
+        out[name] = reason if reason is not None or landmark is None else info.get("unavailable_at", {}).get(landmark)
+    return out
 
 
 def target_skip_reason(metadata: dict[str, Any] | None) -> str:
@@ -272,7 +274,6 @@ def compute_metrics(
             reason = target_skip_reason(metadata)
             out[target] = {key: {"skipped": reason, "n": 0, "events": 0} for key, _ in keys}
             continue
-        reasons = baseline_reasons(metadata)
         medians = score_medians(sub)
         for k_index, (key, hours) in enumerate(keys):
             rows = sub if hours is None else sub[sub[contracts.LANDMARK_HOURS] == hours]
@@ -281,6 +282,7 @@ def compute_metrics(
                 continue
             # Seed per (target, landmark): results do not depend on which other targets are evaluated.
             seed = cfg.seed * 1009 + t_index * 101 + k_index
+            reasons = baseline_reasons(metadata, None if hours is None else key)
             out[target][key] = evaluate_rows(rows, reasons, cfg.n_bootstrap, seed, config.paths.oof, medians)
         if ALL_LANDMARKS in out[target] and "skipped" not in out[target][ALL_LANDMARKS]:
             # The small-data flag `crs train` recorded (text, or null): also on the model card.

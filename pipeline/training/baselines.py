@@ -18,7 +18,7 @@ import pandas as pd
 
 from pipeline import contracts as C
 from pipeline import metrics
-from pipeline.config import TrainConfig
+from pipeline.config import TrainConfig, landmark_key
 from pipeline.model import FeatureSpec, expit, fit_logistic
 from pipeline.model.baselines import (
     BASELINES,
@@ -73,7 +73,7 @@ def baseline_availability(df: pd.DataFrame) -> dict[str, str | None]:
     if absent:
         out[TEACHEY_BASELINE] = f"not computable: no {', '.join(absent)} features in landmarks.parquet"
     elif empty:
-        out[TEACHEY_BASELINE] = f"not computable: {', '.join(empty)} has no values"
+        out[TEACHEY_BASELINE] = f"not computable: {', '.join(empty)} {'has' if len(empty) == 1 else 'have'} no values"
     else:
         out[TEACHEY_BASELINE] = None
     has_summaries = any("__" in c for c in C.simple_summary_columns(df.columns))
@@ -81,6 +81,21 @@ def baseline_availability(df: pd.DataFrame) -> dict[str, str | None]:
         None if has_summaries else "not computable: no per-analyte latest/first/max features in landmarks.parquet"
     )
     return {name: out[name] for name in BASELINES}
+
+
+def unavailable_by_landmark(df: pd.DataFrame, landmarks: np.ndarray) -> dict[str, dict[str, str]]:
+    """Fitted baseline name -> {landmark key: reason} for the baselines ``df`` can have that have no
+    inputs at some landmark (the Teachey model at 0 h when its cytokines are post-infusion values only):
+    the rule of :func:`baseline_availability` on that landmark's rows. Its AUROC there would rank a
+    constant. Published scores are not listed: evaluation reads their raw values per landmark itself."""
+    cohort = baseline_availability(df)
+    out: dict[str, dict[str, str]] = {}
+    for hours in np.unique(landmarks):
+        at = baseline_availability(df[landmarks == hours])
+        for name, reason in at.items():
+            if cohort[name] is None and reason is not None and name not in SCORE_BASELINES:
+                out.setdefault(name, {})[landmark_key(float(hours))] = f"{reason} at this landmark"
+    return out
 
 
 def _score_transform(values: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ from pipeline.config import Config, TrainConfig, landmark_key
 from pipeline.metrics import auroc, brier, calibration_slope_intercept, json_number, threshold_for_specificity
 from pipeline.model import FeatureSpec, LandmarkModel, apply_feature_specs
 from pipeline.model.artifacts import FEATURES_FILE, METADATA_FILE, json_bytes, landmark_model_files
-from pipeline.training.baselines import baseline_availability
+from pipeline.training.baselines import baseline_availability, unavailable_by_landmark
 from pipeline.training.booster import xgb_params
 from pipeline.training.crossfit import Procedure, fit_procedure
 from pipeline.training.cv import EXPLAIN_BASE
@@ -223,14 +223,23 @@ def _metadata(prep: PreparedTarget, units: dict[str, Any], config: Config, base_
         "threshold_rule": f"highest calibrated probability with sensitivity >= {cfg.sensitivity_target:g} on the "
         "cross-fitted held-out predictions, per landmark with enough events, else pooled (flag if >= threshold)",
         "calibration": f"{cfg.calibration}: fitted on each booster's scores of the inner fold it never trained on",
-        "baselines": {
-            name: ({"available": True} if reason is None else {"available": False, "reason": reason})
-            for name, reason in data.available.items()
-        },
+        "baselines": _baseline_metadata(data),
         # n_jobs is left out: an execution setting that does not change any output byte.
         "params": json.loads(cfg.model_dump_json(exclude={"n_jobs"})),
         "xgboost_params": _readable_params(cfg, data.specs),
     }
+
+
+def _baseline_metadata(data: FoldData) -> dict[str, dict[str, Any]]:
+    """Per baseline: available or not (with the reason), and the landmarks where a fitted one has no
+    inputs (``unavailable_at``: landmark key -> reason; evaluation reports it unavailable there)."""
+    by_landmark = unavailable_by_landmark(data.X, data.landmarks)
+    out: dict[str, dict[str, Any]] = {}
+    for name, reason in data.available.items():
+        out[name] = {"available": True} if reason is None else {"available": False, "reason": reason}
+        if name in by_landmark:
+            out[name]["unavailable_at"] = by_landmark[name]
+    return out
 
 
 def _readable_params(cfg: TrainConfig, specs: list[FeatureSpec]) -> dict[str, Any]:

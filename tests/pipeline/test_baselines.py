@@ -16,7 +16,7 @@ from pipeline.config import TrainConfig
 from pipeline.contracts import simple_summary_columns
 from pipeline.model import apply_feature_specs, build_feature_specs
 from pipeline.model.baselines import BASELINES, SCORE_BASELINES, TEACHEY_COLUMNS
-from pipeline.training.baselines import baseline_availability, fold_baselines
+from pipeline.training.baselines import baseline_availability, fold_baselines, unavailable_by_landmark
 from pipeline.training.data import FoldData
 
 
@@ -41,15 +41,18 @@ def _context(landmark: float, analytes: dict[str, SortedRows], n: int = 4) -> Si
     return SimpleNamespace(cut=SimpleNamespace(analytes=cut), landmark_hours=landmark, n_patients=n)
 
 
-def test_hay_flag_window_is_zero_to_min_landmark_36h():
+def test_hay_flag_window_is_after_infusion_to_min_landmark_36h():
     # patient 0: fever at 10 h, MCP-1 high at 30 h -> flagged from L=30 on (not at L=24)
     # patient 1: fever at 10 h, MCP-1 high only at 40 h (after the 36 h window) -> never flagged
-    # patient 2: fever and MCP-1 high before infusion (-5 h) only -> 0; patient 3: no data -> NaN
-    temp = _rows([0, 1, 2], [10.0, 10.0, -5.0], [39.2, 39.2, 39.5])
-    mcp1 = _rows([0, 1, 2, 2], [30.0, 40.0, -5.0, 5.0], [1500.0, 9000.0, 9000.0, 100.0])
+    # patient 2: fever and MCP-1 high before infusion (-5 h) and at the anchor (0 h, the pre-infusion
+    #   sample) only, MCP-1 low at 5 h -> 0 (the window opens after 0 h); patient 3: no data -> NaN
+    temp = _rows([0, 1, 2, 2], [10.0, 10.0, -5.0, 0.0], [39.2, 39.2, 39.5, 39.5])
+    mcp1 = _rows([0, 1, 2, 2, 2], [30.0, 40.0, -5.0, 0.0, 5.0], [1500.0, 9000.0, 9000.0, 9000.0, 100.0])
     analytes = {"TEMP": temp, "MCP1": mcp1}
     np.testing.assert_array_equal(hay_2017_flag_at_landmark(_context(24.0, analytes)), [0.0, 0.0, 0.0, np.nan])
     np.testing.assert_array_equal(hay_2017_flag_at_landmark(_context(48.0, analytes)), [1.0, 0.0, 0.0, np.nan])
+    # At L = 0 there is no post-infusion window: nobody has the rule (reported as not computable there).
+    assert np.isnan(hay_2017_flag_at_landmark(_context(0.0, analytes))).all()
     # MCP-1 not in the feature set at all: the rule cannot be evaluated -> all NaN
     only_temp = _context(48.0, {"TEMP": temp})
     assert np.isnan(hay_2017_flag_at_landmark(only_temp)).all()
@@ -71,6 +74,22 @@ def test_availability_reasons():
     assert no_hay.startswith("not computable: no 'hay_2017__flag' feature in landmarks.parquet")
     bare = baseline_availability(X[["landmark_hours"]])["simple_summaries"]
     assert bare == "not computable: no per-analyte latest/first/max features in landmarks.parquet"
+
+
+def test_fitted_baseline_without_inputs_at_one_landmark():
+    # The Teachey cytokines are post-infusion values: none at 0 h, all three at 24 h. A published score
+    # empty at 0 h is not listed (evaluation reads its raw values per landmark itself).
+    X = pd.DataFrame({"landmark_hours": [0.0, 0.0, 24.0, 24.0], "il6__latest": [np.nan, np.nan, 1.0, 2.0],
+                      "il6__count": [0.0, 0.0, 1.0, 1.0], "sgp130__latest": [np.nan, np.nan, 1.0, 2.0],
+                      "ifng__latest": [np.nan, np.nan, 1.0, 2.0], "il1ra__latest": [np.nan, np.nan, 3.0, 4.0]})
+    assert baseline_availability(X)["teachey_2016"] is None
+    out = unavailable_by_landmark(X, X["landmark_hours"].to_numpy())
+    assert out == {"teachey_2016": {"0": "not computable: sgp130__latest, ifng__latest, il1ra__latest have "
+                                         "no values at this landmark"}}
+    X.loc[0, "il1ra__latest"] = 5.0  # one cytokine at 0 h is not enough: the other two are still empty
+    assert set(unavailable_by_landmark(X, X["landmark_hours"].to_numpy())) == {"teachey_2016"}
+    X.loc[0, ["sgp130__latest", "ifng__latest"]] = 1.0
+    assert unavailable_by_landmark(X, X["landmark_hours"].to_numpy()) == {}
 
 
 def test_simple_summary_columns_by_suffix():

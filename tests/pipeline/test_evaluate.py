@@ -27,6 +27,7 @@ SPARSE_LANDMARK = 96.0  # only 3 events at risk here -> reported as skipped
 EMPTY_LANDMARK = 120.0  # in params but no rows at all
 N_PATIENTS, N_REPEATS, N_FOLDS = 90, 2, 3
 UNAVAILABLE = "column 'car_hematotox__baseline' not in landmarks.parquet"
+TEACHEY_AT_0 = "not computable: sgp130__latest has no values at this landmark"
 NOISE = ("easix", "il6_latest", "crp_latest", "ferritin_latest", "hay_2017")
 MODEL_KEYS = ["auroc", "auroc_ci", "auprc", "brier", "calibration_slope", "calibration_intercept", "sensitivity",
               "specificity", "ppv", "npv", "threshold", "net_benefit",
@@ -104,8 +105,9 @@ def make_oof(seed: int = 0) -> pd.DataFrame:
 def make_metadata() -> dict[str, dict]:
     baselines = {name: {"available": True} for name in BASELINES}
     baselines["car_hematotox"] = {"available": False, "reason": UNAVAILABLE}
+    crs = {**baselines, "teachey_2016": {"available": True, "unavailable_at": {"0": TEACHEY_AT_0}}}
     return {
-        "crs_severe": {"baselines": baselines},
+        "crs_severe": {"baselines": crs},
         "icans_severe": {"baselines": baselines},
         "never_trained": {"skipped": "only 2 events"},
     }
@@ -194,6 +196,11 @@ def test_unavailable_and_skipped(result):
     assert metrics["crs_severe"]["0"]["baselines"]["m_easix"] == {
         "unavailable": "no 'm_easix__latest' values at this landmark"
     }
+    # A fitted baseline without inputs at one landmark (train's `unavailable_at`): unavailable there only.
+    assert metrics["crs_severe"]["0"]["baselines"]["teachey_2016"] == {"unavailable": TEACHEY_AT_0}
+    assert "auroc" in metrics["crs_severe"]["24"]["baselines"]["teachey_2016"]
+    assert "auroc" in metrics["crs_severe"]["all"]["baselines"]["teachey_2016"]
+    assert "auroc" in metrics["icans_severe"]["0"]["baselines"]["teachey_2016"]
     sparse = metrics["crs_severe"]["96"]
     assert "skipped" in sparse and sparse["events"] == 3 and "model" not in sparse
     assert metrics["crs_severe"]["120"] == {"skipped": "no rows at risk at this landmark", "n": 0, "events": 0}
