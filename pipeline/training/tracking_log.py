@@ -52,6 +52,8 @@ def log_training_runs(config: Config, results: list[TargetResult], provenance: d
         tags["analytes"] = ",".join(provenance.get("analytes", []))[:5000]  # the chosen feature set, by name
         tags |= tracking.owner_tags()
         parent = mlflow.start_run(run_name="train", tags=tags)
+        # The whole list (the tag is cut at MLflow's 5,000 characters): what featurize chose, by name.
+        mlflow.log_dict({"analytes": list(provenance.get("analytes", []))}, "featurize/analytes.json")
     status = "FAILED"
     try:
         with tracking.quiet_mlflow():

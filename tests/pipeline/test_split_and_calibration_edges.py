@@ -114,3 +114,22 @@ def test_baseline_threshold_hold_out_keeps_patients_together():
     fitting_patients, calibration_patients = set(seen[2]), set(seen[3])
     assert calibration_patients and fitting_patients
     assert not fitting_patients & calibration_patients, "a patient is in both parts of the hold-out"
+
+
+def test_thresholds_per_landmark_by_hand():
+    """Each landmark with at least `landmark_min_events` events gets its own threshold: the highest score
+    that still flags 90 % of that landmark's events; a landmark with fewer falls back to the pooled one."""
+    cfg = parse_config({"train": {"sensitivity_target": 0.9, "landmark_min_events": 10}}).train
+    # Landmark 0: 10 events scored 0.10..0.19 -> flag 9 of 10 -> threshold 0.11. Landmark 24: 10 events
+    # scored 0.50..0.59 -> 0.51. Landmark 48: 3 events only (below the minimum) -> no threshold of its own.
+    events = {0.0: 0.10 + 0.01 * np.arange(10), 24.0: 0.50 + 0.01 * np.arange(10), 48.0: np.array([0.9, 0.8, 0.7])}
+    p = np.concatenate([*events.values(), np.full(30, 0.05)])
+    y = np.concatenate([np.ones(23), np.zeros(30)]).astype(int)
+    hours = np.concatenate([np.full(10, 0.0), np.full(10, 24.0), np.full(3, 48.0), np.repeat([0.0, 24.0, 48.0], 10)])
+    pooled, per_landmark = crossfit._thresholds(y, p, hours, cfg)
+    assert per_landmark == pytest.approx({0.0: 0.11, 24.0: 0.51})
+    # Pooled: 23 events, ceil(0.9 * 23) = 21 must be flagged -> the 21st highest event score, 0.12.
+    assert pooled == pytest.approx(0.12)
+    for h, t in per_landmark.items():  # the sensitivity target holds at each landmark on these scores
+        rows = (hours == h) & (y == 1)
+        assert (p[rows] >= t).mean() >= 0.9

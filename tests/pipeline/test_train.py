@@ -249,6 +249,11 @@ def test_train_end_to_end(workdir: Path):
     assert run.data.params["train.max_depth"] == "3"
     assert run.data.tags["mlflow.parentRunId"] == runs["parent_run_id"]
     assert len(run.inputs.dataset_inputs) == 1
+    # The analytes featurize chose (issue 17): a tag and the full list as an artifact of the parent run.
+    parent = mlflow.get_run(runs["parent_run_id"])
+    assert parent.data.tags["analytes"] == "CRP,IL6"
+    chosen = mlflow.artifacts.load_dict(f"{parent.info.artifact_uri}/featurize/analytes.json")
+    assert chosen == {"analytes": ["CRP", "IL6"]}
     # Registering the MLflow model is the `register` stage's job, not a side effect of training.
     assert mlflow.MlflowClient().search_registered_models() == []
 
