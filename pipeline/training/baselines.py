@@ -83,12 +83,14 @@ def baseline_availability(df: pd.DataFrame) -> dict[str, str | None]:
     return {name: out[name] for name in BASELINES}
 
 
-def unavailable_by_landmark(df: pd.DataFrame, landmarks: np.ndarray) -> dict[str, dict[str, str]]:
+def unavailable_by_landmark(df: pd.DataFrame, landmarks: np.ndarray,
+                            cohort: dict[str, str | None] | None = None) -> dict[str, dict[str, str]]:
     """Fitted baseline name -> {landmark key: reason} for the baselines ``df`` can have that have no
     inputs at some landmark (the Teachey model at 0 h when its cytokines are post-infusion values only):
     the rule of :func:`baseline_availability` on that landmark's rows. Its AUROC there would rank a
-    constant. Published scores are not listed: evaluation reads their raw values per landmark itself."""
-    cohort = baseline_availability(df)
+    constant. Published scores are not listed: evaluation reads their raw values per landmark itself.
+    ``cohort``: :func:`baseline_availability` of ``df`` when already computed."""
+    cohort = baseline_availability(df) if cohort is None else cohort
     out: dict[str, dict[str, str]] = {}
     for hours in np.unique(landmarks):
         at = baseline_availability(df[landmarks == hours])

@@ -233,7 +233,7 @@ def _metadata(prep: PreparedTarget, units: dict[str, Any], config: Config, base_
 def _baseline_metadata(data: FoldData) -> dict[str, dict[str, Any]]:
     """Per baseline: available or not (with the reason), and the landmarks where a fitted one has no
     inputs (``unavailable_at``: landmark key -> reason; evaluation reports it unavailable there)."""
-    by_landmark = unavailable_by_landmark(data.X, data.landmarks)
+    by_landmark = unavailable_by_landmark(data.X, data.landmarks, data.available)
     out: dict[str, dict[str, Any]] = {}
     for name, reason in data.available.items():
         out[name] = {"available": True} if reason is None else {"available": False, "reason": reason}
