@@ -161,6 +161,38 @@ def top_features(summary: pd.DataFrame | None) -> list[dict[str, Any]]:
             for r in summary.head(10).itertuples()]
 
 
+_CALIBRATION_TEXT = {
+    "sigmoid": "Platt scaling with landmark-specific intercepts",
+    "isotonic": "isotonic regression (one map per landmark where each has enough events)",
+    "identity": "none (too few events for inner folds: one uncalibrated booster)",
+}
+
+
+def _chosen_text(chosen: Mapping[str, Any]) -> str:
+    """What the inner-fold search and blend choice picked for one deployed unit, in words."""
+    if "rounds" not in chosen:
+        return str(chosen.get("note", "no search recorded"))
+    return (f"{chosen['rounds']} boosting rounds, depth {chosen['max_depth']}, learning rate {_fmt(chosen['eta'], 3)}, "
+            f"min child weight {_fmt(chosen['min_child_weight'], 1)}, column sampling {_fmt(chosen['colsample_bytree'])}, "
+            f"feature set '{chosen['feature_set']}'; simple-summaries weight {chosen['simple_weight']:g}, "
+            f"L2 logistic weight {chosen['linear_weight']:g}")
+
+
+def procedure_summary(model: Any, oof: pd.DataFrame | None) -> dict[str, Any]:
+    """How the target's deployed model was built and validated, from its metadata and fitted units."""
+    meta, params = model.metadata, model.metadata.get("params", {})
+    repeats = (int(oof.loc[oof["target"] == model.target, "repeat"].nunique())
+               if oof is not None and "target" in oof.columns else params.get("n_repeats"))
+    units = [{"unit": "all landmarks" if key == "all" else f"{key} h",
+              "calibration": _CALIBRATION_TEXT.get(unit.calibrator.method, unit.calibrator.method),
+              "n_boosters": len(unit.boosters),
+              "chosen": _chosen_text((meta.get("models", {}).get(key) or {}).get("chosen", {}))}
+             for key, unit in model.models.items()]
+    return {"n_repeats": repeats, "n_splits": params.get("n_splits"), "inner_folds": params.get("inner_folds"),
+            "tune": params.get("tune"), "n_trials": params.get("n_trials"), "units": units,
+            "monotone_constraints": (meta.get("xgboost_params") or {}).get("monotone_constraints") or "none"}
+
+
 def target_card(config: Config, bundle: ModelBundle, target: str, metrics: Mapping[str, Any], keys: list[str],
                 oof: pd.DataFrame | None, patients: pd.DataFrame | None, summary: pd.DataFrame | None,
                 figure: bytes | None) -> dict[str, Any]:
@@ -176,7 +208,8 @@ def target_card(config: Config, bundle: ModelBundle, target: str, metrics: Mappi
         "n_rows": meta.get("n_rows"), "n_events": meta.get("n_events"), "n_patients": meta.get("n_patients"),
         "threshold": _fmt((meta.get("models", {}).get("all") or {}).get("threshold"), 3),
         "threshold_rule": meta.get("threshold_rule", ""), "calibration": meta.get("calibration", ""),
-        "params": meta.get("params", {}), "perf": performance_rows(by_landmark, keys), "landmark_keys": keys,
+        "params": meta.get("params", {}), "procedure": procedure_summary(model, oof),
+        "perf": performance_rows(by_landmark, keys), "landmark_keys": keys,
         "baselines": baseline_rows(by_landmark, keys), "net_benefit": net_benefit_rows(by_landmark.get("all", {})),
         "figure": _png_data_uri(figure),
         "sites": with_held_out_sites(site_variation(oof, patients, target), meta.get("leave_one_site_out")),

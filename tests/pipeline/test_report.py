@@ -17,7 +17,7 @@ from pipeline.errors import UserError
 from pipeline.explanation import explain_landmarks
 from pipeline.io import write_parquet
 from pipeline.reporting import clinical_text as ct
-from pipeline.reporting import sections
+from pipeline.reporting import model_card, sections
 from tests.pipeline.test_explain import Run, trained_run
 
 
@@ -337,3 +337,26 @@ def test_page_shows_the_grade_at_the_landmark_and_what_set_it(run: Run, tmp_path
     assert "norepinephrine" not in section  # after the landmark
     other = (tmp_path / "patients" / "P0004.html").read_text()
     assert "CRS grade 0</strong>: no grade recorded or graded" in other
+
+
+def test_model_card_describes_the_procedure_that_built_the_deployed_model(run: Run):
+    """Section 5 reads the fitted model: repeats from the out-of-fold file, inner folds and boosters,
+    what the search chose for the deployed unit and the calibrator it fitted (not the configured defaults)."""
+    oof = pd.read_parquet(run.config.paths.oof)
+    target = next(iter(run.bundle.targets))
+    model = run.bundle.targets[target]
+    summary = model_card.procedure_summary(model, oof)
+    unit = model.models["all"]
+    chosen = model.metadata["models"]["all"]["chosen"]
+    assert summary["n_repeats"] == oof.loc[oof["target"] == target, "repeat"].nunique()
+    assert summary["inner_folds"] == run.config.train.inner_folds
+    [described] = summary["units"]
+    assert described["n_boosters"] == len(unit.boosters)
+    assert f"{chosen['rounds']} boosting rounds" in described["chosen"]
+    assert described["calibration"] == model_card._CALIBRATION_TEXT[unit.calibrator.method]
+    card = model_card.render_model_card(
+        config=run.config, bundle=run.bundle, metrics=json.loads(run.config.paths.metrics.read_text()),
+        landmarks=run.landmarks, patients=None, oof=oof)
+    assert described["chosen"].replace("'", "&#39;") in card
+    assert "pooled out-of-fold scores" not in card and "held out to fit" not in card
+    assert "__baseline_after_anchor" in card  # the post-anchor baseline fallback is described
