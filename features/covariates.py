@@ -240,6 +240,12 @@ def _stats(values: np.ndarray, transform: str, min_patients: int) -> BurdenRefer
     return BurdenReference(transform, float(np.mean(z_input)), sd, int(z_input.size)) if sd > 0 else None
 
 
+def _disease(patients: pd.DataFrame) -> np.ndarray:
+    """Disease per patient, None for an empty cell (a "str" Series gives NaN there, which sorts with no
+    string and would key a reference as "nan|<unit>")."""
+    return _none_for_missing(_text(patients["disease"]).to_numpy(dtype=object))
+
+
 def fit_covariate_reference(patients: pd.DataFrame, tables: CovariateTables) -> CovariateReference:
     """Burden references per unit (pooled over diseases) and per disease and unit (from
     ``MIN_REFERENCE_PATIENTS`` patients); a unit the table does not know uses log when all its values are
@@ -247,7 +253,7 @@ def fit_covariate_reference(patients: pd.DataFrame, tables: CovariateTables) -> 
     if "tumor_burden" not in patients.columns:
         return CovariateReference()
     values, unit, known = _burden_units(patients, tables)
-    disease = _text(patients["disease"]).to_numpy(dtype=object) if "disease" in patients.columns else None
+    disease = _disease(patients) if "disease" in patients.columns else None
     burden: dict[str, BurdenReference] = {}
     for u in sorted({x for x in unit if x is not None}):
         in_unit = (unit == u) & np.isfinite(values)
@@ -267,8 +273,7 @@ def _burden_std(patients: pd.DataFrame, tables: CovariateTables, reference: Cova
                 ) -> tuple[np.ndarray, np.ndarray]:
     """``tumor_burden_std`` and the per-patient reason it is missing (None when present)."""
     values, unit, _ = _burden_units(patients, tables)
-    disease = (_text(patients["disease"]).to_numpy(dtype=object) if "disease" in patients.columns
-               else np.full(len(patients), None, dtype=object))
+    disease = _disease(patients) if "disease" in patients.columns else np.full(len(patients), None, dtype=object)
     keys = np.array([f"{d}|{u}" if f"{d}|{u}" in reference.burden else f"*|{u}" for d, u in zip(
         disease, unit, strict=True)], dtype=object)
     z = np.full(len(patients), np.nan)

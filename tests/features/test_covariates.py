@@ -157,3 +157,21 @@ def test_missing_burden_units_are_not_a_unit(n_patients: int) -> None:
     reference = fit_covariate_reference(patients, default_covariate_tables())
     assert all(key.endswith("|SPD cm2") for key in reference.burden)
     assert ("*|SPD cm2" in reference.burden) == (n_patients >= 10)
+
+
+@pytest.mark.parametrize("n_patients", [30, 200])  # both code paths: per cell (few rows) and per distinct value
+@pytest.mark.parametrize("dtype", [object, "str"])  # "str": what read_csv gives a text column in pandas 3
+def test_a_blank_disease_is_no_disease_not_a_disease_called_nan(n_patients: int, dtype: object) -> None:
+    """Patients with a burden and a unit but a blank disease: the per-disease references are built from
+    the others, the blank ones use the pooled reference (before, NaN among the diseases raised TypeError)."""
+    from features.covariates import default_covariate_tables, fit_covariate_reference
+
+    disease = pd.Series((["LBCL", "", None] * n_patients)[:n_patients], dtype=dtype)
+    patients = pd.DataFrame({"patient_id": [f"P{i}" for i in range(n_patients)],
+                             "tumor_burden": np.linspace(5.0, 50.0, n_patients),
+                             "tumor_burden_unit": "SPD cm2", "disease": disease})
+    reference = fit_covariate_reference(patients, default_covariate_tables())
+    assert set(reference.burden) == {"*|SPD cm2", "LBCL|SPD cm2"}
+    assert reference.burden["LBCL|SPD cm2"].n_patients == (n_patients + 2) // 3
+    out = harmonise(patients, ["tumor_burden", "disease"], default_covariate_tables(), reference)
+    assert np.isfinite(out.patients["tumor_burden_std"]).all()
